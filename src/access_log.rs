@@ -1,0 +1,149 @@
+//! The access log (spec section 7a): one JSON object per line, written by a background
+//! task so a slow disk or pipe never stalls a request. When the writer falls behind,
+//! lines are dropped and counted rather than queued without bound.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::config::model::{AccessLogTarget, Name};
+use crate::metrics::Metrics;
+
+/// Lines buffered between requests and the writer before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+
+pub struct AccessRecord {
+    pub listener: Name,
+    pub client: String,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub status: u16,
+    pub route: String,
+    pub upstream: String,
+    pub endpoint: String,
+    pub bytes_sent: u64,
+    pub duration: Duration,
+    pub request_id: String,
+    pub trace_id: String,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    listener: &'a str,
+    client: &'a str,
+    method: &'a str,
+    host: &'a str,
+    path: &'a str,
+    status: u16,
+    route: &'a str,
+    upstream: &'a str,
+    endpoint: &'a str,
+    bytes_sent: u64,
+    duration_ms: f64,
+    request_id: &'a str,
+    trace_id: &'a str,
+}
+
+struct Writer {
+    target: AccessLogTarget,
+    queue: mpsc::Sender<(SystemTime, AccessRecord)>,
+}
+
+pub struct AccessLog {
+    writer: ArcSwapOption<Writer>,
+    metrics: Arc<Metrics>,
+}
+
+impl AccessLog {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            writer: ArcSwapOption::empty(),
+            metrics,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.writer.load().is_some()
+    }
+
+    pub fn write(&self, record: AccessRecord) {
+        if let Some(writer) = self.writer.load().as_ref() {
+            if writer.queue.try_send((SystemTime::now(), record)).is_err() {
+                self.metrics.access_log_dropped.inc();
+            }
+        }
+    }
+
+    /// Points the log at `target`; a no-op when it already writes there. Must be called
+    /// inside a tokio runtime.
+    pub fn configure(&self, target: &AccessLogTarget) -> std::io::Result<()> {
+        if let Some(current) = self.writer.load().as_ref() {
+            if current.target == *target {
+                return Ok(());
+            }
+        }
+        if *target == AccessLogTarget::Off {
+            self.writer.store(None);
+            return Ok(());
+        }
+        let sink: Box<dyn Write + Send> = match target {
+            AccessLogTarget::Off => return Ok(()),
+            AccessLogTarget::Stderr => Box::new(std::io::stderr()),
+            AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+            AccessLogTarget::File(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+        };
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        tokio::task::spawn_blocking(move || drain(receiver, sink));
+        self.writer.store(Some(Arc::new(Writer {
+            target: target.clone(),
+            queue,
+        })));
+        Ok(())
+    }
+}
+
+/// Writes lines until every sender is gone (the log was reconfigured or the process ends),
+/// flushing whenever the queue runs empty so a line appears well within a second.
+fn drain(mut receiver: mpsc::Receiver<(SystemTime, AccessRecord)>, sink: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::new(sink);
+    while let Some((time, record)) = receiver.blocking_recv() {
+        let mut next = Some((time, record));
+        while let Some((time, record)) = next {
+            let time = time::OffsetDateTime::from(time)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let line = Line {
+                time,
+                listener: &record.listener,
+                client: &record.client,
+                method: &record.method,
+                host: &record.host,
+                path: &record.path,
+                status: record.status,
+                route: &record.route,
+                upstream: &record.upstream,
+                endpoint: &record.endpoint,
+                bytes_sent: record.bytes_sent,
+                duration_ms: record.duration.as_secs_f64() * 1000.0,
+                request_id: &record.request_id,
+                trace_id: &record.trace_id,
+            };
+            if serde_json::to_writer(&mut out, &line).is_ok() {
+                let _ = out.write_all(b"\n");
+            }
+            next = receiver.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+}

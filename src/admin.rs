@@ -1,0 +1,112 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/config`.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+/// What `/readyz` reports: ready once listeners are bound and discovery has synced, and
+/// not ready again from the moment shutdown begins.
+#[derive(Default)]
+pub struct Readiness {
+    listening: AtomicBool,
+    draining: AtomicBool,
+    /// Discovered upstreams that have not completed their first sync.
+    unsynced: AtomicUsize,
+}
+
+impl Readiness {
+    pub fn set_listening(&self) {
+        self.listening.store(true, Ordering::Release);
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn set_unsynced(&self, count: usize) {
+        self.unsynced.store(count, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            Err("draining")
+        } else if !self.listening.load(Ordering::Acquire) {
+            Err("listeners not bound")
+        } else if self.unsynced.load(Ordering::Acquire) > 0 {
+            Err("discovery not synced")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+pub struct Admin {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+}
+
+fn reply(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
+    let body = body.into();
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_string();
+        let text = "text/plain; charset=utf-8";
+        match path.as_str() {
+            "/healthz" => reply(200, text, "ok\n"),
+            "/readyz" => match self.readiness.is_ready() {
+                Ok(()) => reply(200, text, "ready\n"),
+                Err(why) => reply(503, text, format!("not ready: {why}\n")),
+            },
+            "/metrics" => reply(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(&self.snapshot.load()),
+            ),
+            "/config" => {
+                let snapshot = self.snapshot.load();
+                let loaded_at = time::OffsetDateTime::from(snapshot.source.loaded_at)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                let body = serde_json::json!({
+                    "generation": snapshot.generation,
+                    "source": snapshot.source.path,
+                    "loaded_at": loaded_at,
+                    "hash": format!("sha256:{}", snapshot.source.hash),
+                    "listeners": snapshot.config.listeners.iter().map(|l| serde_json::json!({
+                        "name": &*l.name, "address": l.address.to_string(), "tls": l.tls.is_some(),
+                    })).collect::<Vec<_>>(),
+                    "routes": snapshot.routes.iter().map(|r| &*r.name).collect::<Vec<_>>(),
+                    "upstreams": snapshot.pools.iter().map(|(name, pool)| (name.to_string(), serde_json::json!({
+                        "endpoints": pool.members.iter().map(|m| serde_json::json!({
+                            "address": m.endpoint.address.to_string(),
+                            "weight": m.endpoint.weight,
+                            "healthy": m.state.is_healthy(),
+                        })).collect::<Vec<_>>(),
+                    }))).collect::<serde_json::Map<_, _>>(),
+                });
+                let mut text = serde_json::to_string_pretty(&body).unwrap_or_default();
+                text.push('\n');
+                reply(200, "application/json", text)
+            }
+            _ => reply(404, text, "not found: try /metrics, /healthz, /readyz, /config\n"),
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The `check` and `route` commands, and config file resolution shared with `run`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use crate::cli::{Cli, Command, ConfigArg, RouteArgs};
+use crate::config::model::{Action, Members};
+use crate::config::{self, Loaded};
+use crate::publish::ConfigOrigin;
+use crate::snapshot::pool::MemberStates;
+use crate::snapshot::router::{matches_directly, normalize_host, rewritten_path, RequestFacts};
+use crate::snapshot::{Discovered, Snapshot, SourceInfo};
+
+const SYSTEM_CONFIG: &str = "/etc/edgegate/edgegate.toml";
+
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        None => crate::run::run(cli.run),
+        Some(Command::Run(args)) => crate::run::run(args),
+        Some(Command::Check(args)) => check(&args),
+        Some(Command::Route(args)) => route(&args),
+    }
+}
+
+/// `--config`, else `$EDGEGATE_CONFIG`, else the system path, else the embedded default.
+pub fn resolve_config(arg: &ConfigArg) -> ConfigOrigin {
+    if let Some(path) = &arg.config {
+        return ConfigOrigin::File(path.clone());
+    }
+    if let Some(path) = std::env::var_os("EDGEGATE_CONFIG").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        if path.exists() {
+            return ConfigOrigin::File(path);
+        }
+    }
+    if Path::new(SYSTEM_CONFIG).exists() {
+        return ConfigOrigin::File(PathBuf::from(SYSTEM_CONFIG));
+    }
+    ConfigOrigin::Embedded
+}
+
+/// Reads and validates, printing diagnostics the way `check` does on failure.
+pub fn load_or_report(origin: &ConfigOrigin) -> Result<(config::SourceFile, Loaded), ExitCode> {
+    let source = match origin.read() {
+        Ok(source) => source,
+        Err(e) => {
+            println!("error: {}: cannot read: {e}", origin.describe());
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    match config::load(&source) {
+        Ok(loaded) => Ok((source, loaded)),
+        Err(diagnostics) => {
+            for d in &diagnostics.0 {
+                println!("{d}");
+            }
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn check(args: &ConfigArg) -> ExitCode {
+    let origin = resolve_config(args);
+    let (_, loaded) = match load_or_report(&origin) {
+        Ok(ok) => ok,
+        Err(code) => return code,
+    };
+    for warning in &loaded.warnings {
+        println!("{warning}");
+    }
+    let c = &loaded.config;
+    if let Err(e) = check_tls_files(c) {
+        println!("{e}");
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "ok: {} listeners, {} routes, {} upstreams",
+        c.listeners.len(),
+        c.routes.len(),
+        c.upstreams.len()
+    );
+    ExitCode::SUCCESS
+}
+
+/// Certificates are loaded the way a listener would load them, so `check` catches what
+/// a reload would refuse.
+fn check_tls_files(config: &config::Config) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for listener in &config.listeners {
+        if let Some(tls) = &listener.tls {
+            for files in &tls.certificates {
+                if let Err(e) = crate::tls::load_certificate(&files.cert, &files.key) {
+                    problems.push(format!("error: {}: {e}", files.location));
+                }
+            }
+            if let Err(e) = crate::tls::build_acceptor(tls) {
+                if problems.is_empty() {
+                    problems.push(format!("error: {}: listener {:?}: {e}", listener_location(config, listener), &*listener.name));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+fn listener_location(_config: &config::Config, listener: &config::model::Listener) -> String {
+    listener
+        .tls
+        .as_ref()
+        .and_then(|t| t.certificates.first())
+        .map_or_else(String::new, |c| c.location.to_string())
+}
+
+fn route(args: &RouteArgs) -> ExitCode {
+    let origin = resolve_config(&args.config);
+    let (source, loaded) = match load_or_report(&origin) {
+        Ok(ok) => ok,
+        Err(code) => return code,
+    };
+    let config = Arc::new(loaded.config);
+    let snapshot = Snapshot::compile(
+        config.clone(),
+        SourceInfo::new(origin.describe(), &source.text),
+        1,
+        &Discovered::new(),
+        None,
+        &MemberStates::default(),
+    );
+    let method = match Method::from_bytes(args.method.to_ascii_uppercase().as_bytes()) {
+        Ok(m) => m,
+        Err(_) => {
+            println!("error: invalid method {:?}", args.method);
+            return ExitCode::FAILURE;
+        }
+    };
+    let uri: http::Uri = match args.url.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            println!("error: invalid URL {:?}: {e}", args.url);
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut headers = HeaderMap::new();
+    for h in &args.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            println!("error: header {h:?} is not `Name: value`");
+            return ExitCode::FAILURE;
+        };
+        match (
+            HeaderName::from_bytes(name.trim().as_bytes()),
+            HeaderValue::from_str(value.trim()),
+        ) {
+            (Ok(n), Ok(v)) => {
+                headers.append(n, v);
+            }
+            _ => {
+                println!("error: invalid header {h:?}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let raw_host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let listener = match &args.listener {
+        Some(name) => config.listeners.iter().find(|l| &*l.name == name),
+        None => uri
+            .port_u16()
+            .and_then(|port| config.listeners.iter().find(|l| l.address.port() == port))
+            .or_else(|| config.listeners.first()),
+    };
+    let Some(listener) = listener else {
+        println!("error: no such listener");
+        return ExitCode::FAILURE;
+    };
+    let host = normalize_host(&raw_host);
+    let path = if uri.path().is_empty() { "/" } else { uri.path() };
+    let facts = RequestFacts {
+        host: &host,
+        path,
+        query: uri.query(),
+        method: &method,
+        headers: &headers,
+    };
+    let Some(winner) = snapshot.router.route(&listener.name, &facts) else {
+        println!("no route");
+        return ExitCode::FAILURE;
+    };
+    println!("route: {}", winner.name);
+    match &winner.action {
+        Action::Upstream(name) => {
+            let members = match config.upstream(name).map(|u| &u.members) {
+                Some(Members::Kubernetes(k)) => format!(
+                    "(members from Kubernetes service {}/{} at run time)",
+                    k.namespace, k.service
+                ),
+                _ => snapshot
+                    .pools
+                    .get(name)
+                    .map(|p| {
+                        p.endpoints()
+                            .map(|e| e.address.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default(),
+            };
+            println!("upstream: {name} {members}");
+        }
+        Action::Redirect(redirect) => {
+            let request = pingora::http::RequestHeader::build(
+                method.clone(),
+                uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes(),
+                None,
+            );
+            match request {
+                Ok(request) => println!(
+                    "redirect: {} {}",
+                    crate::proxy::redirect_location(redirect, &request, &raw_host, false),
+                    redirect.status.as_u16()
+                ),
+                Err(e) => println!("redirect: (cannot build: {e})"),
+            }
+        }
+        Action::Respond(respond) => println!("respond: {}", respond.status.as_u16()),
+    }
+    let rewritten = rewritten_path(winner, path, uri.query()).unwrap_or_else(|| {
+        uri.path_and_query()
+            .map_or_else(|| path.to_string(), |p| p.as_str().to_string())
+    });
+    println!("path: {rewritten}");
+    println!("listener: {}", listener.name);
+    let mut others: Vec<_> = snapshot
+        .routes
+        .iter()
+        .filter(|r| r.applies_to_listener(&listener.name))
+        .filter_map(|r| Some((matches_directly(r, &facts)?, r)))
+        .collect();
+    others.sort_by(|a, b| b.0.cmp(&a.0));
+    let winner_rank = matches_directly(winner, &facts);
+    let runner_up = others.iter().find(|(_, r)| r.name != winner.name);
+    match (winner_rank, runner_up) {
+        (Some(w), Some((other, r))) => println!(
+            "reason: {} (over route {:?} at {})",
+            w.deciding_rule(other),
+            &*r.name,
+            r.location
+        ),
+        _ => println!("reason: the only route that matches"),
+    }
+    for (_, r) in others.iter().filter(|(_, r)| r.name != winner.name) {
+        println!("also-matched: {} {}", r.name, r.location);
+    }
+    ExitCode::SUCCESS
+}

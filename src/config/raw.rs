@@ -1,0 +1,180 @@
+//! Serde mirror of the TOML file. Nothing here is checked beyond its shape: unknown keys
+//! are refused by `deny_unknown_fields`, and every value a later check may complain about
+//! keeps its span so the complaint can name `line:col`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type Text = Spanned<String>;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: Option<Gateway>,
+    pub admin: Option<Admin>,
+    #[serde(default)]
+    pub listeners: Vec<Spanned<Listener>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<Route>>,
+    /// Kept as a list of entries so the file order (and each name's span) survives.
+    #[serde(default)]
+    pub upstreams: BTreeMap<Text, Spanned<Upstream>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    pub threads: Option<Spanned<i64>>,
+    pub grace_period: Option<Text>,
+    pub shutdown_delay: Option<Text>,
+    pub log_format: Option<Text>,
+    pub access_log: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub address: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: Text,
+    pub address: Text,
+    pub tls: Option<Spanned<ListenerTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub certificates: Spanned<Vec<Spanned<CertificatePair>>>,
+    pub min_version: Option<Text>,
+    pub alpn: Option<Spanned<Vec<Text>>>,
+    pub client_ca: Option<Text>,
+    /// "require" (default with `client_ca`) or "request".
+    pub client_auth: Option<Text>,
+    /// Header that carries the verified client certificate's subject to upstreams.
+    pub client_identity_header: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatePair {
+    pub cert: Text,
+    pub key: Text,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: Text,
+    pub listeners: Option<Vec<Text>>,
+    pub hosts: Option<Vec<Text>>,
+    pub path: Option<Text>,
+    pub path_prefix: Option<Text>,
+    pub path_regex: Option<Text>,
+    pub methods: Option<Spanned<Vec<Text>>>,
+    pub headers: Option<BTreeMap<String, Text>>,
+    pub query: Option<BTreeMap<String, Text>>,
+    pub upstream: Option<Text>,
+    pub redirect: Option<Spanned<Redirect>>,
+    pub respond: Option<Spanned<Respond>>,
+    pub rewrite_prefix: Option<Text>,
+    pub request_headers: Option<HeaderEdits>,
+    pub response_headers: Option<HeaderEdits>,
+    pub timeout: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    pub scheme: Option<Text>,
+    pub host: Option<Text>,
+    pub port: Option<Spanned<i64>>,
+    pub path: Option<Text>,
+    pub status: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Respond {
+    pub status: Spanned<i64>,
+    pub body: Option<String>,
+    pub content_type: Option<Text>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderEdits {
+    #[serde(default)]
+    pub set: BTreeMap<Text, Text>,
+    #[serde(default)]
+    pub add: BTreeMap<Text, Text>,
+    #[serde(default)]
+    pub remove: Vec<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub endpoints: Option<Spanned<Vec<Spanned<Endpoint>>>>,
+    pub kubernetes: Option<Spanned<Kubernetes>>,
+    pub balance: Option<Text>,
+    pub connect_timeout: Option<Text>,
+    pub read_timeout: Option<Text>,
+    pub write_timeout: Option<Text>,
+    pub idle_timeout: Option<Text>,
+    pub retries: Option<Spanned<i64>>,
+    pub http2: Option<bool>,
+    pub tls: Option<Spanned<UpstreamTls>>,
+    pub health_check: Option<Spanned<HealthCheck>>,
+}
+
+/// An endpoint is written either as `"ip:port"` or as `{ address, weight }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Endpoint {
+    Address(String),
+    Weighted {
+        address: String,
+        #[serde(default)]
+        weight: Option<i64>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kubernetes {
+    pub namespace: Option<Text>,
+    pub service: Text,
+    pub port: Spanned<PortRef>,
+    pub api: Option<Text>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum PortRef {
+    Number(i64),
+    Name(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    pub ca: Option<Text>,
+    pub sni: Option<Text>,
+    pub verify: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: Option<Text>,
+    pub interval: Option<Text>,
+    pub timeout: Option<Text>,
+    pub unhealthy_threshold: Option<Spanned<i64>>,
+    pub healthy_threshold: Option<Spanned<i64>>,
+}

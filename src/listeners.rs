@@ -1,0 +1,336 @@
+//! Listening sockets and their accept loops, owned by edgegate rather than by pingora's
+//! `Server`, whose listeners are fixed once it runs.
+//!
+//! Owning the loops is what makes listeners part of the config: a reload binds the new
+//! sockets first (any failure refuses the whole reload), publishes the snapshot, then
+//! starts the new loops and stops the old ones. A listener whose address and settings did
+//! not change keeps its socket and its accept loop untouched, so nothing queued on it is
+//! refused and its open connections never notice. Accepted streams are handed to
+//! pingora's `ServerApp::process_new`, which serves HTTP/1.1, h2c by preface, and h2 by
+//! ALPN exactly as its own listeners would.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pingora::apps::ServerApp;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{GetSocketDigest, SocketDigest};
+use pingora::server::ShutdownWatch;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::config::model::{Listener, Name};
+use crate::metrics::Metrics;
+use crate::proxy::ListenerDirectory;
+use crate::tls::{build_acceptor, TlsAcceptor, TlsAcceptorSlot};
+
+/// Counts open downstream connections so shutdown can wait for them to finish.
+#[derive(Default)]
+pub struct ConnectionTracker {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+impl ConnectionTracker {
+    fn enter(self: &Arc<Self>) -> ConnectionGuard {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(self.clone())
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no connection is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct ConnectionGuard(Arc<ConnectionTracker>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Everything an accept loop needs to serve one connection.
+pub struct Serving<A> {
+    pub app: Arc<A>,
+    pub shutdown: ShutdownWatch,
+    pub tracker: Arc<ConnectionTracker>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl<A> Clone for Serving<A> {
+    fn clone(&self) -> Self {
+        Self {
+            app: self.app.clone(),
+            shutdown: self.shutdown.clone(),
+            tracker: self.tracker.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Binds `address`; port 0 picks a free port, which `local_addr` then reports.
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(address)?;
+    socket.listen(4096)
+}
+
+/// Accepts until `stop` fires; connections already accepted are served to the end.
+pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
+    name: Name,
+    listener: TcpListener,
+    tls: Arc<TlsAcceptorSlot>,
+    serving: Serving<A>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(bound) = listener.local_addr() else {
+            return;
+        };
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stop.changed() => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let serving = serving.clone();
+            let tls = tls.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let _guard = serving.tracker.enter();
+                let gauge = serving.metrics.connections_active.with_label_values(&[&name]);
+                gauge.inc();
+                serve_connection(&name, tcp, peer, bound, tls, &serving).await;
+                gauge.dec();
+            });
+        }
+        tracing::debug!(listener = %name, address = %bound, "stopped accepting");
+    })
+}
+
+async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
+    name: &str,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    bound: SocketAddr,
+    tls: Arc<TlsAcceptorSlot>,
+    serving: &Serving<A>,
+) {
+    let mut stream: L4Stream = tcp.into();
+    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    // The listening address, not the connection's own: it is how the proxy tells which
+    // listener (and so which routes) a request arrived on.
+    let _ = digest.local_addr.set(Some(bound.into()));
+    stream.set_socket_digest(digest);
+    let stream: pingora::protocols::Stream = match tls.current() {
+        None => Box::new(stream),
+        Some(acceptor) => match acceptor.tls_handshake(stream).await {
+            Ok(tls_stream) => {
+                serving
+                    .metrics
+                    .tls_handshakes
+                    .with_label_values(&[name, "success"])
+                    .inc();
+                Box::new(tls_stream)
+            }
+            Err(e) => {
+                serving
+                    .metrics
+                    .tls_handshakes
+                    .with_label_values(&[name, "failure"])
+                    .inc();
+                tracing::debug!(listener = %name, client = %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        },
+    };
+    serving.app.process_new(stream, &serving.shutdown).await;
+}
+
+struct Running {
+    spec: Listener,
+    bound: SocketAddr,
+    stop: watch::Sender<bool>,
+    tls: Arc<TlsAcceptorSlot>,
+    task: JoinHandle<()>,
+}
+
+/// Sockets and TLS acceptors built for a reload that has not been published yet.
+pub struct Prepared {
+    bound: HashMap<Name, TcpListener>,
+    tls: HashMap<Name, Option<TlsAcceptor>>,
+    expiries: Vec<(Name, String, i64)>,
+}
+
+/// The proxy listeners of the running config.
+pub struct ListenerSet<A> {
+    serving: Serving<A>,
+    directory: Arc<ListenerDirectory>,
+    running: Mutex<HashMap<Name, Running>>,
+}
+
+impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
+    pub fn new(serving: Serving<A>, directory: Arc<ListenerDirectory>) -> Self {
+        Self {
+            serving,
+            directory,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Binds every new or moved listener and builds every TLS acceptor from the files on
+    /// disk. Nothing changes for clients until [`Self::commit`]; dropping the result
+    /// releases the new sockets, so a refused reload leaves no trace.
+    pub async fn prepare(&self, listeners: &[Listener]) -> Result<Prepared, String> {
+        let current: HashMap<Name, SocketAddr> = {
+            let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            running
+                .iter()
+                .map(|(name, r)| (name.clone(), r.spec.address))
+                .collect()
+        };
+        let mut prepared = Prepared {
+            bound: HashMap::new(),
+            tls: HashMap::new(),
+            expiries: Vec::new(),
+        };
+        for spec in listeners {
+            let acceptor = match &spec.tls {
+                Some(settings) => {
+                    let (acceptor, expiries) = build_acceptor(settings)
+                        .map_err(|e| format!("listener {:?}: {e}", &*spec.name))?;
+                    prepared.expiries.extend(
+                        expiries
+                            .into_iter()
+                            .map(|(cert, at)| (spec.name.clone(), cert, at)),
+                    );
+                    Some(acceptor)
+                }
+                None => None,
+            };
+            prepared.tls.insert(spec.name.clone(), acceptor);
+            if current.get(&spec.name) != Some(&spec.address) {
+                let socket = bind(spec.address).await.map_err(|e| {
+                    format!("listener {:?}: cannot bind {}: {e}", &*spec.name, spec.address)
+                })?;
+                prepared.bound.insert(spec.name.clone(), socket);
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Starts the prepared listeners, swaps TLS settings, and stops every listener the
+    /// config no longer has (or has elsewhere). Call right after publishing the snapshot.
+    pub fn commit(&self, mut prepared: Prepared, listeners: &[Listener]) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for spec in listeners {
+            let acceptor = prepared.tls.remove(&spec.name).flatten();
+            let Some(socket) = prepared.bound.remove(&spec.name) else {
+                if let Some(r) = running.get(&spec.name) {
+                    r.tls.store(acceptor);
+                }
+                continue;
+            };
+            let bound = socket.local_addr().unwrap_or(spec.address);
+            let tls = Arc::new(TlsAcceptorSlot::new(acceptor));
+            let (stop, stop_rx) = watch::channel(false);
+            let task = spawn_accept_loop(
+                spec.name.clone(),
+                socket,
+                tls.clone(),
+                self.serving.clone(),
+                stop_rx,
+            );
+            tracing::info!(listener = %spec.name, address = %bound, tls = spec.tls.is_some(), "listening");
+            let replaced = running.insert(
+                spec.name.clone(),
+                Running {
+                    spec: spec.clone(),
+                    bound,
+                    stop,
+                    tls,
+                    task,
+                },
+            );
+            if let Some(old) = replaced {
+                tracing::info!(listener = %old.spec.name, from = %old.bound, to = %bound, "listener moved");
+                let _ = old.stop.send(true);
+            }
+        }
+        running.retain(|name, r| {
+            let keep = listeners.iter().any(|l| l.name == *name);
+            if !keep {
+                tracing::info!(listener = %name, address = %r.bound, "listener removed");
+                let _ = r.stop.send(true);
+            }
+            keep
+        });
+        let directory = running
+            .values()
+            .map(|r| (r.bound, r.spec.name.clone()))
+            .collect();
+        self.directory.store(Arc::new(directory));
+        let expiry = &self.serving.metrics.certificate_expiry;
+        expiry.reset();
+        for (listener, name, at) in prepared.expiries {
+            expiry.with_label_values(&[&*listener, &name]).set(at);
+        }
+    }
+
+    /// Addresses actually bound, by listener name (port 0 resolved).
+    pub fn bound_addresses(&self) -> HashMap<Name, SocketAddr> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.iter().map(|(n, r)| (n.clone(), r.bound)).collect()
+    }
+
+    /// Stops every accept loop; open connections go on until they finish.
+    pub async fn stop_accepting(&self) {
+        let tasks: Vec<_> = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            running
+                .drain()
+                .map(|(_, r)| {
+                    let _ = r.stop.send(true);
+                    r.task
+                })
+                .collect()
+        };
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Every collector edgegate exports, named and documented in one place.
+//!
+//! Label values come from the config (listener, route and upstream names) or from a small
+//! fixed set (status codes, results), never from a request's path, host or client, so the
+//! number of series stays bounded whatever the traffic.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::snapshot::Snapshot;
+
+pub struct Metrics {
+    registry: Registry,
+    /// `edgegate_requests_total{listener,route,upstream,code}`: responses sent, by the
+    /// status the client received; empty labels where one does not apply.
+    pub requests: IntCounterVec,
+    /// `edgegate_request_duration_seconds{route}`: the same requests as `requests`.
+    pub request_duration: HistogramVec,
+    /// `edgegate_upstream_endpoints{upstream,state}`: refreshed from the live snapshot at
+    /// every scrape, so it can never drift from what the proxy uses.
+    pub upstream_endpoints: IntGaugeVec,
+    /// `edgegate_config_reloads_total{result}`: `success` or `failure`.
+    pub config_reloads: IntCounterVec,
+    /// `edgegate_config_generation`: 1 at start, +1 per applied reload.
+    pub config_generation: IntGauge,
+    /// `edgegate_upstream_retries_total{upstream}`: attempts sent to another endpoint.
+    pub upstream_retries: IntCounterVec,
+    /// `edgegate_health_checks_total{upstream,result}`: active checks, `pass` or `fail`.
+    pub health_checks: IntCounterVec,
+    /// `edgegate_access_log_dropped_total`: lines dropped because the writer fell behind.
+    pub access_log_dropped: IntGauge,
+    /// `edgegate_tls_handshakes_total{listener,result}`.
+    pub tls_handshakes: IntCounterVec,
+    /// `edgegate_tls_certificate_expiry_timestamp_seconds{listener,name}`.
+    pub certificate_expiry: IntGaugeVec,
+    /// `edgegate_connections_active{listener}`: downstream connections open now.
+    pub connections_active: IntGaugeVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("edgegate_requests_total", "Responses sent to clients."),
+            &["listener", "route", "upstream", "code"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "edgegate_request_duration_seconds",
+                "Time from request start to the end of its response.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        let upstream_endpoints = IntGaugeVec::new(
+            Opts::new("edgegate_upstream_endpoints", "Members of each upstream by health."),
+            &["upstream", "state"],
+        )
+        .expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new("edgegate_config_reloads_total", "Config reload attempts."),
+            &["result"],
+        )
+        .expect("valid metric");
+        let config_generation = IntGauge::new(
+            "edgegate_config_generation",
+            "Generation of the running config.",
+        )
+        .expect("valid metric");
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                "edgegate_upstream_retries_total",
+                "Requests retried on another endpoint.",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let health_checks = IntCounterVec::new(
+            Opts::new("edgegate_health_checks_total", "Active health checks."),
+            &["upstream", "result"],
+        )
+        .expect("valid metric");
+        let access_log_dropped = IntGauge::new(
+            "edgegate_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind.",
+        )
+        .expect("valid metric");
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new("edgegate_tls_handshakes_total", "TLS handshakes by outcome."),
+            &["listener", "result"],
+        )
+        .expect("valid metric");
+        let certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "edgegate_tls_certificate_expiry_timestamp_seconds",
+                "Expiry (not after) of each served certificate, Unix time.",
+            ),
+            &["listener", "name"],
+        )
+        .expect("valid metric");
+        let connections_active = IntGaugeVec::new(
+            Opts::new(
+                "edgegate_connections_active",
+                "Downstream connections currently open.",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_endpoints.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_generation.clone()),
+            Box::new(upstream_retries.clone()),
+            Box::new(health_checks.clone()),
+            Box::new(access_log_dropped.clone()),
+            Box::new(tls_handshakes.clone()),
+            Box::new(certificate_expiry.clone()),
+            Box::new(connections_active.clone()),
+        ] {
+            registry.register(collector).expect("unique metric names");
+        }
+        // Both results exist from the start so `rate()` and alerts see a zero, not nothing.
+        config_reloads.with_label_values(&["success"]);
+        config_reloads.with_label_values(&["failure"]);
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_endpoints,
+            config_reloads,
+            config_generation,
+            upstream_retries,
+            health_checks,
+            access_log_dropped,
+            tls_handshakes,
+            certificate_expiry,
+            connections_active,
+        }
+    }
+
+    /// Prometheus text exposition, with the gauges derived from `snapshot` refreshed.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        self.upstream_endpoints.reset();
+        for (name, pool) in &snapshot.pools {
+            let healthy = pool.healthy_count() as i64;
+            let total = pool.members.len() as i64;
+            self.upstream_endpoints
+                .with_label_values(&[name, "healthy"])
+                .set(healthy);
+            self.upstream_endpoints
+                .with_label_values(&[name, "unhealthy"])
+                .set(total - healthy);
+        }
+        self.config_generation.set(snapshot.generation as i64);
+        let mut out = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

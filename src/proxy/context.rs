@@ -1,0 +1,63 @@
+//! Per-request state: the one snapshot the request lives on, and what it chose.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::model::{Name, Route};
+use crate::snapshot::pool::{InFlight, Pool};
+use crate::snapshot::Snapshot;
+
+use super::trace::TraceContext;
+
+pub struct RequestContext {
+    /// Loaded once when the request starts; a reload never changes it mid-request.
+    pub snapshot: Arc<Snapshot>,
+    pub started: Instant,
+    pub listener: Name,
+    pub downstream_tls: bool,
+    pub host: String,
+    pub route: Option<Arc<Route>>,
+    pub pool: Option<Arc<Pool>>,
+    /// Endpoints already attempted, so a retry goes elsewhere.
+    pub tried: Vec<SocketAddr>,
+    pub endpoint: Option<SocketAddr>,
+    pub in_flight: Option<InFlight>,
+    pub retries_left: usize,
+    pub hash_key: u64,
+    pub request_id: String,
+    pub trace: TraceContext,
+}
+
+impl RequestContext {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        Self {
+            snapshot,
+            started: Instant::now(),
+            listener: Name::from(""),
+            downstream_tls: false,
+            host: String::new(),
+            route: None,
+            pool: None,
+            tried: Vec::new(),
+            endpoint: None,
+            in_flight: None,
+            retries_left: 0,
+            hash_key: 0,
+            request_id: String::new(),
+            trace: TraceContext {
+                trace_id: String::new(),
+                span_id: String::new(),
+                flags: String::new(),
+            },
+        }
+    }
+
+    pub fn route_name(&self) -> &str {
+        self.route.as_ref().map_or("", |r| &r.name)
+    }
+
+    pub fn upstream_name(&self) -> &str {
+        self.pool.as_ref().map_or("", |p| p.name())
+    }
+}

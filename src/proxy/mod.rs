@@ -1,0 +1,412 @@
+//! The pingora `ProxyHttp` implementation: one snapshot per request, route, act.
+//!
+//! Nothing here reads raw config or takes a lock on the request path: the snapshot is
+//! loaded once into the request context and every decision reads from it.
+
+mod context;
+pub mod framing;
+mod respond;
+pub mod trace;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::access_log::{AccessLog, AccessRecord};
+use crate::config::model::{Action, Name};
+use crate::metrics::Metrics;
+use crate::snapshot::router::{normalize_host, rewritten_path, RequestFacts};
+use crate::snapshot::Snapshot;
+pub use context::RequestContext;
+pub use respond::redirect_location;
+use respond::{error_response, Reply};
+
+/// Which listener an accepted connection belongs to, keyed by the listening address the
+/// accept loop records in the connection's socket digest.
+pub type ListenerDirectory = ArcSwap<std::collections::HashMap<SocketAddr, Name>>;
+
+/// State shared by every request; each field is read without locks.
+pub struct Gateway {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub listeners: Arc<ListenerDirectory>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: Arc<AccessLog>,
+}
+
+impl Gateway {
+    fn listener_of(&self, session: &Session) -> Option<Name> {
+        let addr = match session.server_addr()? {
+            PingoraAddr::Inet(addr) => *addr,
+            _ => return None,
+        };
+        self.listeners.load().get(&addr).cloned()
+    }
+
+    async fn reply(&self, session: &mut Session, ctx: &mut RequestContext, reply: Reply) -> Result<bool> {
+        reply.send(session, ctx).await?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestContext;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestContext::new(self.snapshot.load_full())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        if let Some(listener) = self.listener_of(session) {
+            ctx.listener = listener;
+        }
+        ctx.downstream_tls = session
+            .digest()
+            .is_some_and(|d| d.ssl_digest.is_some());
+        let request_id = session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .filter(|v| !v.is_empty() && v.len() <= 200)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        ctx.request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        ctx.trace = trace::TraceContext::continue_or_start(
+            session
+                .req_header()
+                .headers
+                .get("traceparent")
+                .map(|v| v.as_bytes()),
+        );
+
+        if let Some(h1) = session.as_http1() {
+            if let Err(refusal) = framing::check_request_head(&h1.get_headers_raw_bytes()) {
+                tracing::warn!(
+                    listener = %ctx.listener,
+                    request_id = %ctx.request_id,
+                    status = refusal.status,
+                    reason = refusal.reason,
+                    "refused request"
+                );
+                session.set_keepalive(None);
+                return self
+                    .reply(session, ctx, Reply::plain(refusal.status, format!("{}\n", refusal.reason)))
+                    .await;
+            }
+        }
+
+        let header = session.req_header();
+        let raw_host = header
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| header.uri.authority().map(|a| a.as_str()))
+            .unwrap_or_default();
+        ctx.host = normalize_host(raw_host).into_owned();
+        let facts = RequestFacts {
+            host: &ctx.host,
+            path: header.uri.path(),
+            query: header.uri.query(),
+            method: &header.method,
+            headers: &header.headers,
+        };
+        let snapshot = ctx.snapshot.clone();
+        let Some(route) = snapshot.router.route(&ctx.listener, &facts).cloned() else {
+            tracing::debug!(listener = %ctx.listener, host = %ctx.host, path = %header.uri.path(), "no route");
+            return self.reply(session, ctx, Reply::plain(404, "no route\n")).await;
+        };
+        ctx.route = Some(route.clone());
+        match &route.action {
+            Action::Respond(respond) => {
+                let reply = Reply {
+                    status: respond.status.as_u16(),
+                    content_type: respond.content_type.clone(),
+                    body: respond.body.clone(),
+                    location: None,
+                };
+                self.reply(session, ctx, reply).await
+            }
+            Action::Redirect(redirect) => {
+                let location = redirect_location(redirect, session.req_header(), raw_host, ctx.downstream_tls);
+                let reply = Reply {
+                    status: redirect.status.as_u16(),
+                    content_type: http::HeaderValue::from_static("text/plain; charset=utf-8"),
+                    body: Bytes::new(),
+                    location: Some(location),
+                };
+                self.reply(session, ctx, reply).await
+            }
+            Action::Upstream(name) => {
+                let Some(pool) = snapshot.pools.get(name).cloned() else {
+                    return self.reply(session, ctx, Reply::plain(503, "no such upstream\n")).await;
+                };
+                if pool.healthy_count() == 0 {
+                    tracing::warn!(
+                        upstream = %name,
+                        request_id = %ctx.request_id,
+                        members = pool.members.len(),
+                        "no healthy endpoint"
+                    );
+                    ctx.pool = Some(pool);
+                    return self
+                        .reply(session, ctx, Reply::plain(503, "no healthy endpoint\n"))
+                        .await;
+                }
+                ctx.retries_left = pool.upstream.retries;
+                ctx.hash_key = client_hash(session);
+                ctx.pool = Some(pool);
+                Ok(false)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        let pool = ctx
+            .pool
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool chosen"))?;
+        let Some(member) = pool.select(&ctx.tried, ctx.hash_key) else {
+            return Err(Error::explain(ErrorType::HTTPStatus(503), "no healthy endpoint"));
+        };
+        let address = member.endpoint.address;
+        ctx.tried.push(address);
+        ctx.endpoint = Some(address);
+        ctx.in_flight = Some(member.state.start_request());
+        let upstream = &pool.upstream;
+        let tls = upstream.tls.as_ref();
+        let sni = tls
+            .and_then(|t| t.sni.clone())
+            .unwrap_or_else(|| address.ip().to_string());
+        let mut peer = HttpPeer::new(address, tls.is_some(), sni);
+        let route_timeout = ctx.route.as_ref().and_then(|r| r.timeout);
+        let limit = |d: Duration| route_timeout.map_or(d, |t| t.min(d));
+        peer.options.connection_timeout = Some(limit(upstream.connect_timeout));
+        peer.options.read_timeout = Some(limit(upstream.read_timeout));
+        peer.options.write_timeout = Some(limit(upstream.write_timeout));
+        peer.options.idle_timeout = Some(upstream.idle_timeout);
+        if let Some(tls) = tls {
+            peer.options.verify_cert = tls.verify;
+            peer.options.verify_hostname = tls.verify;
+        }
+        if upstream.http2 {
+            peer.options.set_http_version(2, 2);
+            peer.options.max_h2_streams = 128;
+        }
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut Self::CTX, mut e: Box<Error>) -> Box<Error> {
+        tracing::warn!(
+            upstream = %ctx.upstream_name(),
+            endpoint = %peer._address,
+            request_id = %ctx.request_id,
+            error = %e,
+            "connect to endpoint failed"
+        );
+        if ctx.retries_left > 0 {
+            ctx.retries_left -= 1;
+            self.metrics
+                .upstream_retries
+                .with_label_values(&[ctx.upstream_name()])
+                .inc();
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("endpoint {}", peer._address));
+        let idempotent = session.req_header().method.is_idempotent();
+        let replayable = idempotent && !session.as_ref().retry_buffer_truncated();
+        let reset = matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        );
+        if replayable && reset && ctx.retries_left > 0 && session.response_written().is_none() {
+            ctx.retries_left -= 1;
+            self.metrics
+                .upstream_retries
+                .with_label_values(&[ctx.upstream_name()])
+                .inc();
+            e.set_retry(true);
+        } else if replayable {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        if let Some(ip) = client_ip {
+            let forwarded = match upstream_request.headers.get("x-forwarded-for") {
+                Some(prior) => format!("{}, {ip}", String::from_utf8_lossy(prior.as_bytes())),
+                None => ip,
+            };
+            upstream_request.insert_header("x-forwarded-for", forwarded)?;
+        }
+        let proto = if ctx.downstream_tls { "https" } else { "http" };
+        upstream_request.insert_header("x-forwarded-proto", proto)?;
+        if !ctx.host.is_empty() && upstream_request.headers.get("x-forwarded-host").is_none() {
+            if let Some(host) = upstream_request.headers.get(http::header::HOST).cloned() {
+                upstream_request.insert_header("x-forwarded-host", host)?;
+            }
+        }
+        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream_request.insert_header("traceparent", ctx.trace.header_value())?;
+        if let Some(route) = ctx.route.clone() {
+            let uri = &upstream_request.uri;
+            if let Some(new_path) = rewritten_path(&route, uri.path(), uri.query()) {
+                let new_uri = new_path
+                    .parse::<http::Uri>()
+                    .map_err(|e| Error::because(ErrorType::InternalError, "rewritten path", e))?;
+                upstream_request.set_uri(new_uri);
+            }
+            let edits = &route.request_headers;
+            for name in &edits.remove {
+                upstream_request.remove_header(name);
+            }
+            for (name, value) in &edits.set {
+                upstream_request.insert_header(name.clone(), value.clone())?;
+            }
+            for (name, value) in &edits.add {
+                upstream_request.append_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(route) = &ctx.route {
+            respond::apply_response_edits(upstream_response, &route.response_headers)?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
+        let (status, body) = error_response(e);
+        if status >= 500 {
+            tracing::warn!(
+                listener = %ctx.listener,
+                route = %ctx.route_name(),
+                upstream = %ctx.upstream_name(),
+                endpoint = ?ctx.endpoint,
+                request_id = %ctx.request_id,
+                status,
+                error = %e,
+                "request failed"
+            );
+        } else {
+            tracing::debug!(request_id = %ctx.request_id, status, error = %e, "request failed");
+        }
+        if status > 0 && session.response_written().is_none() {
+            if let Err(write_error) = Reply::plain(status, body).send(session, ctx).await {
+                tracing::debug!(error = %write_error, "could not send error response");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        ctx.in_flight = None;
+        let status = session
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        let route = ctx.route_name().to_string();
+        let upstream = ctx.upstream_name().to_string();
+        let code = status_label(status);
+        self.metrics
+            .requests
+            .with_label_values(&[&*ctx.listener, &route, &upstream, code.as_ref()])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[&route])
+            .observe(elapsed.as_secs_f64());
+        if self.access_log.enabled() {
+            let header = session.req_header();
+            self.access_log.write(AccessRecord {
+                listener: ctx.listener.clone(),
+                client: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                method: header.method.to_string(),
+                host: ctx.host.clone(),
+                path: header.uri.path().to_string(),
+                status,
+                route,
+                upstream,
+                endpoint: ctx.endpoint.map(|e| e.to_string()).unwrap_or_default(),
+                bytes_sent: session.body_bytes_sent() as u64,
+                duration: elapsed,
+                request_id: ctx.request_id.clone(),
+                trace_id: ctx.trace.trace_id.clone(),
+            });
+        }
+    }
+}
+
+fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
+    match status {
+        200 => "200".into(),
+        404 => "404".into(),
+        502 => "502".into(),
+        503 => "503".into(),
+        other => other.to_string().into(),
+    }
+}
+
+fn client_hash(session: &Session) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+        addr.ip().hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Whether pingora's error came from the downstream side and needs no answer.
+pub(crate) fn is_downstream_gone(e: &Error) -> bool {
+    matches!(e.esource(), ErrorSource::Downstream)
+        && matches!(
+            e.etype(),
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+        )
+}

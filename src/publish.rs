@@ -1,0 +1,246 @@
+//! The single writer of the running snapshot. Producers (file watcher, SIGHUP, discovery)
+//! send [`Update`]s here; only this task validates, compiles and swaps, so two changes can
+//! never interleave and a failure always leaves the last good snapshot serving.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+
+use crate::access_log::AccessLog;
+use crate::config::model::{Endpoint, Name};
+use crate::config::{self, Config, SourceFile};
+use crate::health::HealthChecks;
+use crate::listeners::ListenerSet;
+use crate::metrics::Metrics;
+use crate::sources::file_watch::FileWatch;
+use crate::snapshot::pool::MemberStates;
+use crate::snapshot::{Discovered, Snapshot, SourceInfo};
+
+pub enum Update {
+    /// Re-read the config file; `cause` is logged. Unless `force`d, a reload whose
+    /// config text and TLS files are byte for byte what was last seen does nothing.
+    Reload { cause: &'static str, force: bool },
+    /// New members for a discovered upstream.
+    Endpoints { upstream: Name, endpoints: Vec<Endpoint> },
+}
+
+/// Where the config text comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigOrigin {
+    File(PathBuf),
+    Embedded,
+}
+
+impl ConfigOrigin {
+    pub fn read(&self) -> std::io::Result<SourceFile> {
+        match self {
+            ConfigOrigin::File(path) => SourceFile::read(path),
+            ConfigOrigin::Embedded => Ok(SourceFile::new(
+                config::DEFAULT_CONFIG_NAME,
+                config::DEFAULT_CONFIG,
+            )),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigOrigin::File(path) => path.display().to_string(),
+            ConfigOrigin::Embedded => config::DEFAULT_CONFIG_NAME.to_string(),
+        }
+    }
+}
+
+pub struct Publisher<A> {
+    pub origin: ConfigOrigin,
+    pub handle: Arc<ArcSwap<Snapshot>>,
+    pub states: Arc<MemberStates>,
+    pub discovered: Discovered,
+    pub listeners: Arc<ListenerSet<A>>,
+    pub health: Arc<HealthChecks>,
+    pub access_log: Arc<AccessLog>,
+    pub metrics: Arc<Metrics>,
+    pub file_watch: Option<Arc<FileWatch>>,
+    /// Hash of the config text and TLS files last loaded (or refused).
+    pub fingerprint: String,
+}
+
+/// The files whose change means a reload: the config and every TLS file it names.
+pub fn watched_files(origin: &ConfigOrigin, config: &Config) -> Vec<PathBuf> {
+    let mut files = match origin {
+        ConfigOrigin::File(path) => vec![path.clone()],
+        ConfigOrigin::Embedded => Vec::new(),
+    };
+    for tls in config.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+        for pair in &tls.certificates {
+            files.push(pair.cert.clone());
+            files.push(pair.key.clone());
+        }
+        if let Some(auth) = &tls.client_auth {
+            files.push(auth.ca.clone());
+        }
+    }
+    files
+}
+
+/// Fingerprint of a config text together with the TLS files that `config` (the running
+/// one) names; a certificate rewritten in place changes it although the text did not.
+pub fn fingerprint(text: &str, config: &Config) -> String {
+    fingerprint_of(text, config)
+}
+
+fn fingerprint_of(text: &str, config: &Config) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(text.as_bytes());
+    for file in watched_files(&ConfigOrigin::Embedded, config) {
+        hasher.update(file.as_os_str().as_encoded_bytes());
+        hasher.update(std::fs::read(&file).unwrap_or_default());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
+    pub async fn run(mut self, mut updates: mpsc::Receiver<Update>) {
+        while let Some(update) = updates.recv().await {
+            match update {
+                Update::Reload { cause, mut force } => {
+                    // One reload covers every request queued behind it.
+                    while let Ok(Update::Reload { force: f, .. }) = updates.try_recv() {
+                        force |= f;
+                    }
+                    self.reload(cause, force).await;
+                }
+                Update::Endpoints { upstream, endpoints } => {
+                    self.discovered.insert(upstream, endpoints);
+                    let current = self.handle.load_full();
+                    let next = Snapshot::compile(
+                        current.config.clone(),
+                        current.source.clone(),
+                        current.generation,
+                        &self.discovered,
+                        Some(&current),
+                        &self.states,
+                    );
+                    self.handle.store(Arc::new(next));
+                }
+            }
+        }
+    }
+
+    /// Validates and applies the config file, or refuses it and keeps the running one.
+    pub async fn reload(&mut self, cause: &str, force: bool) -> bool {
+        match self.try_reload(force).await {
+            Ok(None) => {
+                tracing::debug!(cause, "config files unchanged; nothing to reload");
+                true
+            }
+            Ok(Some(summary)) => {
+                self.metrics.config_reloads.with_label_values(&["success"]).inc();
+                tracing::info!(cause, generation = self.handle.load().generation, changes = %summary, "config reloaded");
+                true
+            }
+            Err(problems) => {
+                self.metrics.config_reloads.with_label_values(&["failure"]).inc();
+                for problem in problems.lines() {
+                    tracing::error!(cause, "config reload refused: {problem}");
+                }
+                false
+            }
+        }
+    }
+
+    async fn try_reload(&mut self, force: bool) -> Result<Option<String>, String> {
+        let source = self
+            .origin
+            .read()
+            .map_err(|e| format!("cannot read {}: {e}", self.origin.describe()))?;
+        let current = self.handle.load_full();
+        let fingerprint = fingerprint(&source.text, &current.config);
+        if !force && fingerprint == self.fingerprint {
+            return Ok(None);
+        }
+        self.fingerprint = fingerprint;
+        let loaded = config::load(&source).map_err(|d| d.to_string())?;
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        let prepared = self.listeners.prepare(&loaded.config.listeners).await?;
+        let config = Arc::new(loaded.config);
+        let summary = describe_changes(&current.config, &config);
+        let next = Snapshot::compile(
+            config.clone(),
+            SourceInfo::new(self.origin.describe(), &source.text),
+            current.generation + 1,
+            &self.discovered,
+            Some(&current),
+            &self.states,
+        );
+        let next = Arc::new(next);
+        self.handle.store(next.clone());
+        self.listeners.commit(prepared, &config.listeners);
+        self.health.reconcile(&next);
+        if let Err(e) = self.access_log.configure(&config.gateway.access_log) {
+            tracing::error!(error = %e, "cannot open access log; keeping the previous one");
+        }
+        self.fingerprint = fingerprint_of(&source.text, &config);
+        if let Some(watch) = &self.file_watch {
+            watch.watch_files(watched_files(&self.origin, &config).iter().map(PathBuf::as_path));
+        }
+        Ok(Some(summary))
+    }
+}
+
+/// A one-line account of what a reload changed, by name.
+pub fn describe_changes(old: &Config, new: &Config) -> String {
+    fn diff<T: PartialEq>(
+        kind: &str,
+        old: &[T],
+        new: &[T],
+        name: impl Fn(&T) -> &str,
+        out: &mut Vec<String>,
+    ) {
+        let find = |list: &'_ [T], n: &str| list.iter().position(|x| name(x) == n);
+        let added: Vec<_> = new.iter().filter(|x| find(old, name(x)).is_none()).map(&name).collect();
+        let removed: Vec<_> = old.iter().filter(|x| find(new, name(x)).is_none()).map(&name).collect();
+        let changed: Vec<_> = new
+            .iter()
+            .filter(|x| find(old, name(x)).is_some_and(|i| old[i] != **x))
+            .map(&name)
+            .collect();
+        for (verb, names) in [("added", added), ("removed", removed), ("changed", changed)] {
+            if !names.is_empty() {
+                out.push(format!("{kind} {verb}: {}", names.join(", ")));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    // Route positions shift when one is inserted; compare them without their position.
+    let strip = |routes: &[config::model::Route]| {
+        routes
+            .iter()
+            .map(|r| config::model::Route {
+                order: 0,
+                location: config::Location {
+                    path: PathBuf::new(),
+                    line: 0,
+                    column: 0,
+                },
+                ..r.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    diff("listeners", &old.listeners, &new.listeners, |l| &l.name, &mut out);
+    diff("routes", &strip(&old.routes), &strip(&new.routes), |r| &r.name, &mut out);
+    diff("upstreams", &old.upstreams, &new.upstreams, |u| &u.name, &mut out);
+    if out.is_empty() {
+        "no changes".to_string()
+    } else {
+        out.join("; ")
+    }
+}

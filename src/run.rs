@@ -1,0 +1,253 @@
+//! `edgegate run`: load, bind, serve, reload on change, drain on SIGTERM.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::apps::ServerApp;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::ServerConf;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+
+use crate::access_log::AccessLog;
+use crate::admin::{Admin, Readiness};
+use crate::cli::{LogFormatArg, RunArgs};
+use crate::commands::{load_or_report, resolve_config};
+use crate::config::model::LogFormat;
+use crate::config::Config;
+use crate::health::HealthChecks;
+use crate::listeners::{self, ConnectionTracker, ListenerSet, Serving};
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::publish::{fingerprint, watched_files, ConfigOrigin, Publisher, Update};
+use crate::snapshot::pool::MemberStates;
+use crate::snapshot::{Discovered, Snapshot, SourceInfo};
+use crate::sources::file_watch::FileWatch;
+use crate::tls::TlsAcceptorSlot;
+
+pub fn run(args: RunArgs) -> ExitCode {
+    let origin = resolve_config(&args.config);
+    let (source, loaded) = match load_or_report(&origin) {
+        Ok(ok) => ok,
+        Err(code) => return code,
+    };
+    let format = match args.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        None => loaded.config.gateway.log_format,
+    };
+    init_logging(format);
+    match &origin {
+        ConfigOrigin::Embedded => tracing::info!(
+            "no config file found ($EDGEGATE_CONFIG, /etc/edgegate/edgegate.toml): running on the embedded default config"
+        ),
+        ConfigOrigin::File(path) => tracing::info!(config = %path.display(), "loaded config"),
+    }
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let threads = match loaded.config.gateway.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("edgegate-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = Arc::new(loaded.config);
+    let source_info = SourceInfo::new(origin.describe(), &source.text);
+    let code = runtime.block_on(serve(origin, config, source_info, source.text, threads));
+    // Connections still open after the grace period are abandoned, not awaited.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(
+    origin: ConfigOrigin,
+    config: Arc<Config>,
+    source: SourceInfo,
+    text: String,
+    threads: usize,
+) -> ExitCode {
+    let metrics = Arc::new(Metrics::new());
+    let states = Arc::new(MemberStates::default());
+    let discovered = Discovered::new();
+    let snapshot = Arc::new(Snapshot::compile(config.clone(), source, 1, &discovered, None, &states));
+    let handle = Arc::new(ArcSwap::new(snapshot.clone()));
+    let directory = Arc::new(ArcSwap::from_pointee(HashMap::new()));
+    let access_log = Arc::new(AccessLog::new(metrics.clone()));
+    if let Err(e) = access_log.configure(&config.gateway.access_log) {
+        tracing::error!(error = %e, "cannot open the access log");
+        return ExitCode::FAILURE;
+    }
+
+    let mut server_conf = ServerConf::default();
+    server_conf.threads = threads;
+    let server_conf = Arc::new(server_conf);
+    let mut proxy = pingora::proxy::http_proxy(
+        &server_conf,
+        Gateway {
+            snapshot: handle.clone(),
+            listeners: directory.clone(),
+            metrics: metrics.clone(),
+            access_log: access_log.clone(),
+        },
+    );
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    proxy.server_options = Some(options);
+    let proxy = Arc::new(proxy);
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let tracker = Arc::new(ConnectionTracker::default());
+    let listener_set = Arc::new(ListenerSet::new(
+        Serving {
+            app: proxy.clone(),
+            shutdown: shutdown_rx.clone(),
+            tracker: tracker.clone(),
+            metrics: metrics.clone(),
+        },
+        directory,
+    ));
+    match listener_set.prepare(&config.listeners).await {
+        Ok(prepared) => listener_set.commit(prepared, &config.listeners),
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    }
+
+    let readiness = Arc::new(Readiness::default());
+    let admin_socket = match listeners::bind(config.admin.address).await {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::error!(address = %config.admin.address, error = %e, "cannot bind the admin listener");
+            return ExitCode::FAILURE;
+        }
+    };
+    let admin_address = admin_socket.local_addr().unwrap_or(config.admin.address);
+    let admin = Arc::new(pingora::apps::http_app::HttpServer::new_app(Admin {
+        snapshot: handle.clone(),
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    }));
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    let admin_task = listeners::spawn_accept_loop(
+        "admin".into(),
+        admin_socket,
+        Arc::new(TlsAcceptorSlot::new(None)),
+        Serving {
+            app: admin,
+            shutdown: shutdown_rx.clone(),
+            tracker: Arc::new(ConnectionTracker::default()),
+            metrics: metrics.clone(),
+        },
+        admin_stop_rx,
+    );
+    tracing::info!(address = %admin_address, "admin listening");
+
+    let health = Arc::new(HealthChecks::new(handle.clone(), metrics.clone()));
+    health.reconcile(&snapshot);
+    metrics.config_generation.set(1);
+
+    let (updates_tx, updates_rx) = mpsc::channel(64);
+    let file_watch = match &origin {
+        ConfigOrigin::File(_) => match FileWatch::start(updates_tx.clone()) {
+            Ok(watch) => {
+                watch.watch_files(watched_files(&origin, &config).iter().map(|p| p.as_path()));
+                Some(watch)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
+                None
+            }
+        },
+        ConfigOrigin::Embedded => None,
+    };
+    let publisher = Publisher {
+        fingerprint: fingerprint(&text, &config),
+        origin,
+        handle: handle.clone(),
+        states,
+        discovered,
+        listeners: listener_set.clone(),
+        health,
+        access_log,
+        metrics: metrics.clone(),
+        file_watch,
+    };
+    tokio::spawn(publisher.run(updates_rx));
+
+    readiness.set_listening();
+    tracing::info!(
+        listeners = ?listener_set.bound_addresses().iter().map(|(n, a)| format!("{n}={a}")).collect::<Vec<_>>(),
+        "edgegate ready"
+    );
+
+    wait_for_termination(updates_tx).await;
+
+    // Drain: /readyz fails first so load balancers stop sending, then the listeners close,
+    // then open connections get the grace period to finish.
+    let gateway = &config.gateway;
+    readiness.set_draining();
+    tracing::info!(delay = ?gateway.shutdown_delay, "shutting down: /readyz now 503");
+    tokio::time::sleep(gateway.shutdown_delay).await;
+    listener_set.stop_accepting().await;
+    let _ = shutdown_tx.send(true);
+    proxy.cleanup().await;
+    tracing::info!(open = tracker.open(), grace = ?gateway.grace_period, "listeners closed; draining connections");
+    if tokio::time::timeout(gateway.grace_period, tracker.all_closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(open = tracker.open(), "grace period over; closing remaining connections");
+    }
+    let _ = admin_stop_tx.send(true);
+    let _ = admin_task.await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// Serves SIGHUP as reloads until SIGTERM or SIGINT arrives.
+async fn wait_for_termination(updates: mpsc::Sender<Update>) {
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                let _ = updates.send(Update::Reload { cause: "SIGHUP", force: true }).await;
+            }
+            _ = term.recv() => { tracing::info!("SIGTERM"); return; }
+            _ = int.recv() => { tracing::info!("SIGINT"); return; }
+        }
+    }
+}

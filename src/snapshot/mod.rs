@@ -1,0 +1,101 @@
+//! Validated config + discovered members -> one immutable [`Snapshot`], the only thing the
+//! request path reads. Pure: no sockets, no clocks beyond the load time it is given.
+
+pub mod pool;
+pub mod router;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::model::{Endpoint, Members, Name, Route};
+use crate::config::Config;
+use pool::{MemberStates, Pool};
+use router::Router;
+
+/// Where a snapshot's config came from, for `/config` and logs.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    pub path: String,
+    pub loaded_at: SystemTime,
+    /// SHA-256 of the config text, hex.
+    pub hash: String,
+}
+
+impl SourceInfo {
+    pub fn new(path: impl Into<String>, text: &str) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        Self {
+            path: path.into(),
+            loaded_at: SystemTime::now(),
+            hash: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}
+
+/// Members of discovered (Kubernetes) upstreams, by upstream name.
+pub type Discovered = HashMap<Name, Vec<Endpoint>>;
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    pub source: SourceInfo,
+    pub routes: Vec<Arc<Route>>,
+    pub router: Router,
+    pub pools: HashMap<Name, Arc<Pool>>,
+}
+
+impl Snapshot {
+    /// Builds the next snapshot. Pools whose upstream definition and members did not change
+    /// are taken over from `previous` as they are (round-robin position included).
+    pub fn compile(
+        config: Arc<Config>,
+        source: SourceInfo,
+        generation: u64,
+        discovered: &Discovered,
+        previous: Option<&Snapshot>,
+        states: &MemberStates,
+    ) -> Snapshot {
+        let routes: Vec<Arc<Route>> = config.routes.iter().cloned().map(Arc::new).collect();
+        let listener_names: Vec<Name> = config.listeners.iter().map(|l| l.name.clone()).collect();
+        let router = Router::compile(&routes, &listener_names);
+        let pools = config
+            .upstreams
+            .iter()
+            .map(|upstream| {
+                let endpoints: &[Endpoint] = match &upstream.members {
+                    Members::Static(endpoints) => endpoints,
+                    Members::Kubernetes(_) => discovered
+                        .get(&upstream.name)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default(),
+                };
+                let reused = previous
+                    .and_then(|p| p.pools.get(&upstream.name))
+                    .filter(|p| {
+                        *p.upstream == *upstream && p.endpoints().eq(endpoints.iter())
+                    })
+                    .cloned();
+                let pool = reused.unwrap_or_else(|| {
+                    Arc::new(Pool::new(Arc::new(upstream.clone()), endpoints, states))
+                });
+                (upstream.name.clone(), pool)
+            })
+            .collect::<HashMap<_, _>>();
+        states.retain(|upstream, address| {
+            pools
+                .get(upstream)
+                .is_some_and(|p| p.endpoints().any(|e| e.address == *address))
+        });
+        Snapshot {
+            generation,
+            config,
+            source,
+            routes,
+            router,
+            pools,
+        }
+    }
+}

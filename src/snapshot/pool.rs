@@ -1,0 +1,297 @@
+//! An upstream's members and the choice among them.
+//!
+//! The member list and the weighted schedule are immutable parts of a snapshot; what
+//! must outlive a reload (health, in-flight counts) lives in [`MemberState`], shared with
+//! the previous snapshot through the [`MemberStates`] registry.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::config::model::{Balance, Endpoint, Name, Upstream};
+
+/// Per-member state that must survive config reloads and discovery updates.
+#[derive(Debug)]
+pub struct MemberState {
+    healthy: AtomicBool,
+    /// Consecutive results of the active check, counted toward its thresholds.
+    passes: AtomicU32,
+    failures: AtomicU32,
+    in_flight: AtomicUsize,
+}
+
+impl Default for MemberState {
+    fn default() -> Self {
+        Self {
+            healthy: AtomicBool::new(true),
+            passes: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl MemberState {
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Records one active check result; returns `Some(new)` when health flipped.
+    pub fn record_check(&self, passed: bool, healthy_after: u32, unhealthy_after: u32) -> Option<bool> {
+        if passed {
+            self.failures.store(0, Ordering::Relaxed);
+            let passes = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
+            if !self.is_healthy() && passes >= healthy_after {
+                self.healthy.store(true, Ordering::Relaxed);
+                return Some(true);
+            }
+        } else {
+            self.passes.store(0, Ordering::Relaxed);
+            let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.is_healthy() && failures >= unhealthy_after {
+                self.healthy.store(false, Ordering::Relaxed);
+                return Some(false);
+            }
+        }
+        None
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request toward least-requests balancing until the guard drops.
+    pub fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+}
+
+#[derive(Debug)]
+pub struct InFlight(Arc<MemberState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Registry of member states by (upstream, address), outside any snapshot.
+#[derive(Debug, Default)]
+pub struct MemberStates {
+    states: Mutex<HashMap<(Name, SocketAddr), Arc<MemberState>>>,
+}
+
+impl MemberStates {
+    pub fn get(&self, upstream: &Name, address: SocketAddr) -> Arc<MemberState> {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        states
+            .entry((upstream.clone(), address))
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets members no snapshot uses any more, so churn does not grow the registry.
+    pub fn retain(&self, keep: impl Fn(&Name, &SocketAddr) -> bool) {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        states.retain(|(u, a), _| keep(u, a));
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub endpoint: Endpoint,
+    pub state: Arc<MemberState>,
+}
+
+/// One compiled upstream.
+#[derive(Debug)]
+pub struct Pool {
+    pub upstream: Arc<Upstream>,
+    pub members: Vec<Member>,
+    /// Smooth weighted round-robin order of member indices (nginx's algorithm), so weights
+    /// interleave instead of arriving in bursts.
+    schedule: Vec<u32>,
+    cursor: AtomicUsize,
+}
+
+impl Pool {
+    pub fn new(upstream: Arc<Upstream>, endpoints: &[Endpoint], states: &MemberStates) -> Self {
+        let members: Vec<Member> = endpoints
+            .iter()
+            .map(|e| Member {
+                endpoint: *e,
+                state: states.get(&upstream.name, e.address),
+            })
+            .collect();
+        let schedule = smooth_weighted_schedule(endpoints);
+        Self {
+            upstream,
+            members,
+            schedule,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &Name {
+        &self.upstream.name
+    }
+
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.members.iter().map(|m| &m.endpoint)
+    }
+
+    pub fn healthy_count(&self) -> usize {
+        self.members.iter().filter(|m| m.state.is_healthy()).count()
+    }
+
+    /// Chooses a healthy member not in `tried`; when every healthy member was tried
+    /// already, a tried one is reused rather than failing the retry. `None` only when the
+    /// pool has no healthy member at all.
+    pub fn select(&self, tried: &[SocketAddr], hash_key: u64) -> Option<&Member> {
+        self.select_excluding(tried, hash_key)
+            .or_else(|| self.select_excluding(&[], hash_key))
+    }
+
+    fn select_excluding(&self, tried: &[SocketAddr], hash_key: u64) -> Option<&Member> {
+        let eligible = |m: &&Member| m.state.is_healthy() && !tried.contains(&m.endpoint.address);
+        if self.members.is_empty() {
+            return None;
+        }
+        match self.upstream.balance {
+            Balance::RoundRobin => {
+                let len = self.schedule.len();
+                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                (0..len)
+                    .map(|i| &self.members[self.schedule[(start + i) % len] as usize])
+                    .find(eligible)
+            }
+            Balance::LeastRequests => {
+                // Rotate the starting point so ties spread instead of piling on member 0.
+                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                let len = self.members.len();
+                (0..len)
+                    .map(|i| &self.members[(start + i) % len])
+                    .filter(eligible)
+                    .min_by(|a, b| {
+                        let load = |m: &Member| {
+                            (m.state.in_flight() as u64 + 1) * 1000 / m.endpoint.weight as u64
+                        };
+                        load(a).cmp(&load(b))
+                    })
+            }
+            Balance::Hash => self
+                .members
+                .iter()
+                .filter(eligible)
+                .max_by_key(|m| rendezvous_score(hash_key, m)),
+        }
+    }
+}
+
+/// Rendezvous (highest random weight) hashing: when a member leaves, only the keys that
+/// chose it move.
+fn rendezvous_score(key: u64, member: &Member) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    member.endpoint.address.hash(&mut hasher);
+    let h = hasher.finish();
+    // Weighted: take the max of `weight` draws, approximated by scaling.
+    let unit = (h >> 11) as f64 / (1u64 << 53) as f64;
+    let score = -(member.endpoint.weight as f64) / unit.max(f64::MIN_POSITIVE).ln();
+    score.to_bits()
+}
+
+fn smooth_weighted_schedule(endpoints: &[Endpoint]) -> Vec<u32> {
+    if endpoints.is_empty() {
+        return Vec::new();
+    }
+    let gcd = endpoints
+        .iter()
+        .map(|e| e.weight as u64)
+        .fold(0, |a, b| gcd(a, b))
+        .max(1);
+    let weights: Vec<i64> = endpoints.iter().map(|e| (e.weight as u64 / gcd) as i64).collect();
+    let total: i64 = weights.iter().sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut schedule = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..weights.len() {
+            current[i] += weights[i];
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        schedule.push(best as u32);
+    }
+    schedule
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(port: u16, weight: u32) -> Endpoint {
+        Endpoint {
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight,
+        }
+    }
+
+    #[test]
+    fn smooth_schedule_interleaves_weights() {
+        let s = smooth_weighted_schedule(&[endpoint(1, 1), endpoint(2, 3)]);
+        assert_eq!(s.len(), 4);
+        assert_eq!(s.iter().filter(|&&i| i == 1).count(), 3);
+        // Never two light picks in a row, and the heavy one is spread out.
+        assert_eq!(s, vec![1, 1, 0, 1]);
+        let s = smooth_weighted_schedule(&[endpoint(1, 5), endpoint(2, 1), endpoint(3, 1)]);
+        assert_eq!(s, vec![0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn rendezvous_is_stable_when_another_member_leaves() {
+        let states = MemberStates::default();
+        let upstream = |endpoints: Vec<Endpoint>| {
+            Arc::new(Upstream {
+                name: "u".into(),
+                members: crate::config::model::Members::Static(endpoints),
+                balance: Balance::Hash,
+                connect_timeout: Default::default(),
+                read_timeout: Default::default(),
+                write_timeout: Default::default(),
+                idle_timeout: Default::default(),
+                retries: 0,
+                http2: false,
+                tls: None,
+                health_check: None,
+            })
+        };
+        let all = vec![endpoint(1, 1), endpoint(2, 1), endpoint(3, 1)];
+        let pool = Pool::new(upstream(all.clone()), &all, &states);
+        let fewer = vec![endpoint(1, 1), endpoint(2, 1)];
+        let smaller = Pool::new(upstream(fewer.clone()), &fewer, &states);
+        let mut moved = 0;
+        for key in 0..300u64 {
+            let before = pool.select(&[], key).map(|m| m.endpoint.address);
+            let after = smaller.select(&[], key).map(|m| m.endpoint.address);
+            if before != after {
+                assert_eq!(before, Some(endpoint(3, 1).address));
+                moved += 1;
+            }
+        }
+        assert!(moved > 50 && moved < 150, "moved {moved}");
+    }
+}

@@ -1,0 +1,4 @@
+//! Producers of [`crate::publish::Update`]s. They only notice change and say so; the
+//! publisher decides what it means.
+
+pub mod file_watch;

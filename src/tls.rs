@@ -1,0 +1,205 @@
+//! TLS termination with rustls: certificates chosen by SNI, minimum version, ALPN and
+//! client certificates. The one place that touches pingora's TLS types.
+//!
+//! Every reload builds fresh acceptors from the files on disk; a listener's
+//! [`TlsAcceptorSlot`] is swapped atomically, so new handshakes get the new certificates
+//! while established connections keep the ones they negotiated.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+use crate::config::model::{ListenerTls, TlsVersion};
+
+pub type TlsAcceptor = pingora::listeners::tls::Acceptor;
+
+/// The TLS settings of one listener; empty for plain-text listeners.
+pub struct TlsAcceptorSlot(ArcSwapOption<TlsAcceptor>);
+
+impl TlsAcceptorSlot {
+    pub fn new(acceptor: Option<TlsAcceptor>) -> Self {
+        Self(ArcSwapOption::new(acceptor.map(Arc::new)))
+    }
+
+    pub fn current(&self) -> Option<Arc<TlsAcceptor>> {
+        self.0.load_full()
+    }
+
+    pub fn store(&self, acceptor: Option<TlsAcceptor>) {
+        self.0.store(acceptor.map(Arc::new));
+    }
+}
+
+/// One loaded certificate with the names it answers for.
+#[derive(Debug)]
+pub struct LoadedCertificate {
+    pub key: Arc<CertifiedKey>,
+    /// Lowercased SAN DNS names (wildcards kept as `*.example.com`), or the subject CN.
+    pub names: Vec<String>,
+    /// Unix time of `notAfter`.
+    pub not_after: i64,
+}
+
+/// Reads and checks a certificate chain and its key.
+pub fn load_certificate(cert: &Path, key: &Path) -> Result<LoadedCertificate, String> {
+    let chain_pem =
+        std::fs::read(cert).map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?;
+    let chain: Vec<_> = rustls_pemfile::certs(&mut chain_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid certificate PEM {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("no certificate found in {}", cert.display()));
+    }
+    let key_pem =
+        std::fs::read(key).map_err(|e| format!("cannot read key {}: {e}", key.display()))?;
+    let private_key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| format!("invalid key PEM {}: {e}", key.display()))?
+        .ok_or_else(|| format!("no private key found in {}", key.display()))?;
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&private_key)
+        .map_err(|e| format!("unsupported private key {}: {e}", key.display()))?;
+    let certified = CertifiedKey::new(chain.clone(), signing_key);
+    match certified.keys_match() {
+        Ok(()) => {}
+        Err(rustls::Error::InconsistentKeys(_)) => {
+            return Err(format!(
+                "key {} does not match certificate {}",
+                key.display(),
+                cert.display()
+            ))
+        }
+        // Key types whose public half rustls cannot extract are checked by the handshake.
+        Err(_) => {}
+    }
+    let (_, parsed) = x509_parser::parse_x509_certificate(chain[0].as_ref())
+        .map_err(|e| format!("cannot parse certificate {}: {e}", cert.display()))?;
+    let mut names: Vec<String> = parsed
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        names.extend(
+            parsed
+                .subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok())
+                .map(str::to_ascii_lowercase),
+        );
+    }
+    Ok(LoadedCertificate {
+        key: Arc::new(certified),
+        names,
+        not_after: parsed.validity().not_after.timestamp(),
+    })
+}
+
+/// Picks the certificate for a handshake by SNI: an exact name, then the longest
+/// wildcard, then the listener's first certificate.
+#[derive(Debug)]
+pub struct SniResolver {
+    certificates: Vec<LoadedCertificate>,
+}
+
+impl SniResolver {
+    pub fn new(certificates: Vec<LoadedCertificate>) -> Self {
+        Self { certificates }
+    }
+
+    pub fn choose(&self, server_name: Option<&str>) -> Option<&LoadedCertificate> {
+        let by_name = server_name.and_then(|name| {
+            let name = name.to_ascii_lowercase();
+            self.certificates
+                .iter()
+                .find(|c| c.names.iter().any(|n| *n == name))
+                .or_else(|| {
+                    self.certificates
+                        .iter()
+                        .filter_map(|c| {
+                            c.names
+                                .iter()
+                                .filter_map(|n| n.strip_prefix('*'))
+                                .filter(|suffix| {
+                                    name.ends_with(suffix) && !name[..name.len() - suffix.len()].contains('.')
+                                })
+                                .map(|suffix| (suffix.len(), c))
+                                .max_by_key(|(len, _)| *len)
+                        })
+                        .max_by_key(|(len, _)| *len)
+                        .map(|(_, c)| c)
+                })
+        });
+        by_name.or_else(|| self.certificates.first())
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.choose(hello.server_name()).map(|c| c.key.clone())
+    }
+}
+
+/// Builds a listener's acceptor from its files; every failure names the file.
+pub fn build_acceptor(settings: &ListenerTls) -> Result<(TlsAcceptor, Vec<(String, i64)>), String> {
+    let certificates = settings
+        .certificates
+        .iter()
+        .map(|files| load_certificate(&files.cert, &files.key))
+        .collect::<Result<Vec<_>, _>>()?;
+    let expiries = certificates
+        .iter()
+        .map(|c| (c.names.first().cloned().unwrap_or_default(), c.not_after))
+        .collect();
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match settings.min_version {
+        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::V1_3 => &[&rustls::version::TLS13],
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("TLS versions: {e}"))?;
+    let builder = match &settings.client_auth {
+        None => builder.with_no_client_auth(),
+        Some(auth) => {
+            let pem = std::fs::read(&auth.ca)
+                .map_err(|e| format!("cannot read client_ca {}: {e}", auth.ca.display()))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| format!("invalid client_ca {}: {e}", auth.ca.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("invalid client_ca {}: {e}", auth.ca.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("no certificate found in client_ca {}", auth.ca.display()));
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if auth.required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| format!("client_ca {}: {e}", auth.ca.display()))?,
+            )
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(certificates)));
+    config.alpn_protocols = settings.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok((TlsAcceptor::from_server_config(Arc::new(config)), expiries))
+}
