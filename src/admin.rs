@@ -106,7 +106,11 @@ impl ServeHttp for Admin {
                 text.push('\n');
                 reply(200, "application/json", text)
             }
-            _ => reply(404, text, "not found: try /metrics, /healthz, /readyz, /config\n"),
+            _ => reply(
+                404,
+                text,
+                "not found: try /metrics, /healthz, /readyz, /config\n",
+            ),
         }
     }
 }

@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "edgegate", version, about = "An edge gateway and reverse proxy", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "edgegate",
+    version,
+    about = "An edge gateway and reverse proxy",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

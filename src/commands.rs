@@ -98,7 +98,11 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
             }
             if let Err(e) = crate::tls::build_acceptor(tls) {
                 if problems.is_empty() {
-                    problems.push(format!("error: {}: listener {:?}: {e}", listener_location(config, listener), &*listener.name));
+                    problems.push(format!(
+                        "error: {}: listener {:?}: {e}",
+                        listener_location(config, listener),
+                        &*listener.name
+                    ));
                 }
             }
         }
@@ -184,7 +188,11 @@ fn route(args: &RouteArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let host = normalize_host(&raw_host);
-    let path = if uri.path().is_empty() { "/" } else { uri.path() };
+    let path = if uri.path().is_empty() {
+        "/"
+    } else {
+        uri.path()
+    };
     let facts = RequestFacts {
         host: &host,
         path,
@@ -246,7 +254,7 @@ fn route(args: &RouteArgs) -> ExitCode {
         .filter(|r| r.applies_to_listener(&listener.name))
         .filter_map(|r| Some((matches_directly(r, &facts)?, r)))
         .collect();
-    others.sort_by(|a, b| b.0.cmp(&a.0));
+    others.sort_by_key(|(rank, _)| std::cmp::Reverse(*rank));
     let winner_rank = matches_directly(winner, &facts);
     let runner_up = others.iter().find(|(_, r)| r.name != winner.name);
     match (winner_rank, runner_up) {

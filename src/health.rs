@@ -94,11 +94,11 @@ async fn run_checks(
                 .health_checks
                 .with_label_values(&[&*upstream, if passed { "pass" } else { "fail" }])
                 .inc();
-            if let Some(healthy) =
-                member
-                    .state
-                    .record_check(passed, check.healthy_threshold, check.unhealthy_threshold)
-            {
+            if let Some(healthy) = member.state.record_check(
+                passed,
+                check.healthy_threshold,
+                check.unhealthy_threshold,
+            ) {
                 if healthy {
                     tracing::info!(upstream = %upstream, endpoint = %address, "endpoint healthy again");
                 } else {

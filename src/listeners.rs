@@ -131,7 +131,10 @@ pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
             let name = name.clone();
             tokio::spawn(async move {
                 let _guard = serving.tracker.enter();
-                let gauge = serving.metrics.connections_active.with_label_values(&[&name]);
+                let gauge = serving
+                    .metrics
+                    .connections_active
+                    .with_label_values(&[&name]);
                 gauge.inc();
                 serve_connection(&name, tcp, peer, bound, tls, &serving).await;
                 gauge.dec();
@@ -245,7 +248,10 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
             prepared.tls.insert(spec.name.clone(), acceptor);
             if current.get(&spec.name) != Some(&spec.address) {
                 let socket = bind(spec.address).await.map_err(|e| {
-                    format!("listener {:?}: cannot bind {}: {e}", &*spec.name, spec.address)
+                    format!(
+                        "listener {:?}: cannot bind {}: {e}",
+                        &*spec.name, spec.address
+                    )
                 })?;
                 prepared.bound.insert(spec.name.clone(), socket);
             }

@@ -66,7 +66,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let upstream_endpoints = IntGaugeVec::new(
-            Opts::new("edgegate_upstream_endpoints", "Members of each upstream by health."),
+            Opts::new(
+                "edgegate_upstream_endpoints",
+                "Members of each upstream by health.",
+            ),
             &["upstream", "state"],
         )
         .expect("valid metric");
@@ -99,7 +102,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let tls_handshakes = IntCounterVec::new(
-            Opts::new("edgegate_tls_handshakes_total", "TLS handshakes by outcome."),
+            Opts::new(
+                "edgegate_tls_handshakes_total",
+                "TLS handshakes by outcome.",
+            ),
             &["listener", "result"],
         )
         .expect("valid metric");

@@ -14,16 +14,19 @@ use crate::config::{self, Config, SourceFile};
 use crate::health::HealthChecks;
 use crate::listeners::ListenerSet;
 use crate::metrics::Metrics;
-use crate::sources::file_watch::FileWatch;
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::{Discovered, Snapshot, SourceInfo};
+use crate::sources::file_watch::FileWatch;
 
 pub enum Update {
     /// Re-read the config file; `cause` is logged. Unless `force`d, a reload whose
     /// config text and TLS files are byte for byte what was last seen does nothing.
     Reload { cause: &'static str, force: bool },
     /// New members for a discovered upstream.
-    Endpoints { upstream: Name, endpoints: Vec<Endpoint> },
+    Endpoints {
+        upstream: Name,
+        endpoints: Vec<Endpoint>,
+    },
 }
 
 /// Where the config text comes from.
@@ -116,7 +119,10 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                     }
                     self.reload(cause, force).await;
                 }
-                Update::Endpoints { upstream, endpoints } => {
+                Update::Endpoints {
+                    upstream,
+                    endpoints,
+                } => {
                     self.discovered.insert(upstream, endpoints);
                     let current = self.handle.load_full();
                     let next = Snapshot::compile(
@@ -141,12 +147,18 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                 true
             }
             Ok(Some(summary)) => {
-                self.metrics.config_reloads.with_label_values(&["success"]).inc();
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["success"])
+                    .inc();
                 tracing::info!(cause, generation = self.handle.load().generation, changes = %summary, "config reloaded");
                 true
             }
             Err(problems) => {
-                self.metrics.config_reloads.with_label_values(&["failure"]).inc();
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["failure"])
+                    .inc();
                 for problem in problems.lines() {
                     tracing::error!(cause, "config reload refused: {problem}");
                 }
@@ -190,7 +202,11 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         }
         self.fingerprint = fingerprint_of(&source.text, &config);
         if let Some(watch) = &self.file_watch {
-            watch.watch_files(watched_files(&self.origin, &config).iter().map(PathBuf::as_path));
+            watch.watch_files(
+                watched_files(&self.origin, &config)
+                    .iter()
+                    .map(PathBuf::as_path),
+            );
         }
         Ok(Some(summary))
     }
@@ -206,8 +222,16 @@ pub fn describe_changes(old: &Config, new: &Config) -> String {
         out: &mut Vec<String>,
     ) {
         let find = |list: &'_ [T], n: &str| list.iter().position(|x| name(x) == n);
-        let added: Vec<_> = new.iter().filter(|x| find(old, name(x)).is_none()).map(&name).collect();
-        let removed: Vec<_> = old.iter().filter(|x| find(new, name(x)).is_none()).map(&name).collect();
+        let added: Vec<_> = new
+            .iter()
+            .filter(|x| find(old, name(x)).is_none())
+            .map(&name)
+            .collect();
+        let removed: Vec<_> = old
+            .iter()
+            .filter(|x| find(new, name(x)).is_none())
+            .map(&name)
+            .collect();
         let changed: Vec<_> = new
             .iter()
             .filter(|x| find(old, name(x)).is_some_and(|i| old[i] != **x))
@@ -235,9 +259,27 @@ pub fn describe_changes(old: &Config, new: &Config) -> String {
             })
             .collect::<Vec<_>>()
     };
-    diff("listeners", &old.listeners, &new.listeners, |l| &l.name, &mut out);
-    diff("routes", &strip(&old.routes), &strip(&new.routes), |r| &r.name, &mut out);
-    diff("upstreams", &old.upstreams, &new.upstreams, |u| &u.name, &mut out);
+    diff(
+        "listeners",
+        &old.listeners,
+        &new.listeners,
+        |l| &l.name,
+        &mut out,
+    );
+    diff(
+        "routes",
+        &strip(&old.routes),
+        &strip(&new.routes),
+        |r| &r.name,
+        &mut out,
+    );
+    diff(
+        "upstreams",
+        &old.upstreams,
+        &new.upstreams,
+        |u| &u.name,
+        &mut out,
+    );
     if out.is_empty() {
         "no changes".to_string()
     } else {

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use pingora::apps::ServerApp;
 use pingora::apps::HttpServerOptions;
+use pingora::apps::ServerApp;
 use pingora::server::configuration::ServerConf;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::access_log::AccessLog;
@@ -91,10 +91,26 @@ async fn serve(
     text: String,
     threads: usize,
 ) -> ExitCode {
+    // Installed before anything is announced, so a SIGHUP right after "ready" reloads
+    // instead of killing the process with the default action.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
     let metrics = Arc::new(Metrics::new());
     let states = Arc::new(MemberStates::default());
     let discovered = Discovered::new();
-    let snapshot = Arc::new(Snapshot::compile(config.clone(), source, 1, &discovered, None, &states));
+    let snapshot = Arc::new(Snapshot::compile(
+        config.clone(),
+        source,
+        1,
+        &discovered,
+        None,
+        &states,
+    ));
     let handle = Arc::new(ArcSwap::new(snapshot.clone()));
     let directory = Arc::new(ArcSwap::from_pointee(HashMap::new()));
     let access_log = Arc::new(AccessLog::new(metrics.clone()));
@@ -103,9 +119,10 @@ async fn serve(
         return ExitCode::FAILURE;
     }
 
-    let mut server_conf = ServerConf::default();
-    server_conf.threads = threads;
-    let server_conf = Arc::new(server_conf);
+    let server_conf = Arc::new(ServerConf {
+        threads,
+        ..Default::default()
+    });
     let mut proxy = pingora::proxy::http_proxy(
         &server_conf,
         Gateway {
@@ -206,7 +223,7 @@ async fn serve(
         "edgegate ready"
     );
 
-    wait_for_termination(updates_tx).await;
+    signals.wait_for_termination(updates_tx).await;
 
     // Drain: /readyz fails first so load balancers stop sending, then the listeners close,
     // then open connections get the grace period to finish.
@@ -222,7 +239,10 @@ async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!(open = tracker.open(), "grace period over; closing remaining connections");
+        tracing::warn!(
+            open = tracker.open(),
+            "grace period over; closing remaining connections"
+        );
     }
     let _ = admin_stop_tx.send(true);
     let _ = admin_task.await;
@@ -230,24 +250,32 @@ async fn serve(
     ExitCode::SUCCESS
 }
 
-/// Serves SIGHUP as reloads until SIGTERM or SIGINT arrives.
-async fn wait_for_termination(updates: mpsc::Sender<Update>) {
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading");
-                let _ = updates.send(Update::Reload { cause: "SIGHUP", force: true }).await;
+struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Serves SIGHUP as reloads until SIGTERM or SIGINT arrives.
+    async fn wait_for_termination(mut self, updates: mpsc::Sender<Update>) {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    let _ = updates.send(Update::Reload { cause: "SIGHUP", force: true }).await;
+                }
+                _ = self.term.recv() => { tracing::info!("SIGTERM"); return; }
+                _ = self.int.recv() => { tracing::info!("SIGINT"); return; }
             }
-            _ = term.recv() => { tracing::info!("SIGTERM"); return; }
-            _ = int.recv() => { tracing::info!("SIGINT"); return; }
         }
     }
 }

@@ -46,8 +46,8 @@ pub struct LoadedCertificate {
 
 /// Reads and checks a certificate chain and its key.
 pub fn load_certificate(cert: &Path, key: &Path) -> Result<LoadedCertificate, String> {
-    let chain_pem =
-        std::fs::read(cert).map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?;
+    let chain_pem = std::fs::read(cert)
+        .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?;
     let chain: Vec<_> = rustls_pemfile::certs(&mut chain_pem.as_slice())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("invalid certificate PEM {}: {e}", cert.display()))?;
@@ -85,7 +85,9 @@ pub fn load_certificate(cert: &Path, key: &Path) -> Result<LoadedCertificate, St
                 .general_names
                 .iter()
                 .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+                    x509_parser::extensions::GeneralName::DNSName(d) => {
+                        Some(d.to_ascii_lowercase())
+                    }
                     _ => None,
                 })
                 .collect()
@@ -124,7 +126,7 @@ impl SniResolver {
             let name = name.to_ascii_lowercase();
             self.certificates
                 .iter()
-                .find(|c| c.names.iter().any(|n| *n == name))
+                .find(|c| c.names.contains(&name))
                 .or_else(|| {
                     self.certificates
                         .iter()
@@ -133,7 +135,8 @@ impl SniResolver {
                                 .iter()
                                 .filter_map(|n| n.strip_prefix('*'))
                                 .filter(|suffix| {
-                                    name.ends_with(suffix) && !name[..name.len() - suffix.len()].contains('.')
+                                    name.ends_with(suffix)
+                                        && !name[..name.len() - suffix.len()].contains('.')
                                 })
                                 .map(|suffix| (suffix.len(), c))
                                 .max_by_key(|(len, _)| *len)
@@ -178,13 +181,17 @@ pub fn build_acceptor(settings: &ListenerTls) -> Result<(TlsAcceptor, Vec<(Strin
                 .map_err(|e| format!("cannot read client_ca {}: {e}", auth.ca.display()))?;
             let mut roots = rustls::RootCertStore::empty();
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| format!("invalid client_ca {}: {e}", auth.ca.display()))?;
+                let cert =
+                    cert.map_err(|e| format!("invalid client_ca {}: {e}", auth.ca.display()))?;
                 roots
                     .add(cert)
                     .map_err(|e| format!("invalid client_ca {}: {e}", auth.ca.display()))?;
             }
             if roots.is_empty() {
-                return Err(format!("no certificate found in client_ca {}", auth.ca.display()));
+                return Err(format!(
+                    "no certificate found in client_ca {}",
+                    auth.ca.display()
+                ));
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if auth.required {
@@ -200,6 +207,10 @@ pub fn build_acceptor(settings: &ListenerTls) -> Result<(TlsAcceptor, Vec<(Strin
         }
     };
     let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(certificates)));
-    config.alpn_protocols = settings.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    config.alpn_protocols = settings
+        .alpn
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
     Ok((TlsAcceptor::from_server_config(Arc::new(config)), expiries))
 }

@@ -1,13 +1,18 @@
 //! Warnings for routes that can never win: another route matches every request they
 //! match and ranks at least as high under the precedence of spec section 3.
 
-use super::model::{Config, Route};
+use std::collections::HashMap;
+
+use super::model::{Config, HostMatch, PathMatch, Route};
 use super::source::{Diagnostic, Severity};
 
 pub fn shadowed_routes(config: &Config) -> Vec<Diagnostic> {
     let mut warnings = Vec::new();
     for (i, later) in config.routes.iter().enumerate() {
-        if let Some(winner) = config.routes[..i].iter().find(|earlier| shadows(earlier, later)) {
+        if let Some(winner) = config.routes[..i]
+            .iter()
+            .find(|earlier| shadows(earlier, later))
+        {
             warnings.push(Diagnostic {
                 severity: Severity::Warning,
                 location: later.location.clone(),

@@ -112,7 +112,9 @@ impl Checker<'_> {
             _ => {
                 self.error(
                     &text.span(),
-                    format!("invalid {what} {value:?}: expected HOST:PORT, e.g. \"127.0.0.1:8080\""),
+                    format!(
+                        "invalid {what} {value:?}: expected HOST:PORT, e.g. \"127.0.0.1:8080\""
+                    ),
                 );
                 None
             }
@@ -467,7 +469,9 @@ impl Checker<'_> {
                 verify,
             }
         });
-        let health_check = raw.health_check.map(|hc| self.health_check(hc.into_inner()));
+        let health_check = raw
+            .health_check
+            .map(|hc| self.health_check(hc.into_inner()));
         Some(Upstream {
             name: name.into_inner().into(),
             members,
@@ -510,7 +514,12 @@ impl Checker<'_> {
                 weight: weight as u32,
             });
         }
-        if out.is_empty() && self.diagnostics.iter().all(|d| d.severity != Severity::Error) {
+        if out.is_empty()
+            && self
+                .diagnostics
+                .iter()
+                .all(|d| d.severity != Severity::Error)
+        {
             self.error(&list_span, "endpoints must list at least one address");
         }
         out
@@ -684,7 +693,14 @@ impl Checker<'_> {
             .into_iter()
             .map(|(k, v)| (k, v.into_inner()))
             .collect();
-        let action = self.action(&name, &span, raw.upstream, raw.redirect, raw.respond, upstreams);
+        let action = self.action(
+            &name,
+            &span,
+            raw.upstream,
+            raw.redirect,
+            raw.respond,
+            upstreams,
+        );
         let rewrite_prefix = raw.rewrite_prefix.and_then(|r| {
             if !matches!(path, Some(PathMatch::Prefix(_))) {
                 self.error(&r.span(), "rewrite_prefix needs path_prefix");
@@ -752,10 +768,7 @@ impl Checker<'_> {
         prefix: Option<raw::Text>,
         regex: Option<raw::Text>,
     ) -> Option<PathMatch> {
-        let given: Vec<_> = [&exact, &prefix, &regex]
-            .into_iter()
-            .flatten()
-            .collect();
+        let given: Vec<_> = [&exact, &prefix, &regex].into_iter().flatten().collect();
         if given.len() > 1 {
             self.error(
                 &given[1].span(),
@@ -874,7 +887,10 @@ impl Checker<'_> {
         let status = match StatusCode::from_u16(u16::try_from(*r.status.get_ref()).unwrap_or(0)) {
             Ok(s) if (100..=599).contains(&s.as_u16()) && s.as_u16() >= 200 => s,
             _ => {
-                self.error(&r.status.span(), "respond status must be between 200 and 599");
+                self.error(
+                    &r.status.span(),
+                    "respond status must be between 200 and 599",
+                );
                 return None;
             }
         };
@@ -911,7 +927,10 @@ mod tests {
     fn unknown_key_is_reported_at_its_location() {
         let e = errors("[gateway]\nthreadz = 1\n");
         assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("error: t.toml:2:1: unknown field `threadz`"), "{e:?}");
+        assert!(
+            e[0].starts_with("error: t.toml:2:1: unknown field `threadz`"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -13,7 +13,13 @@ pub struct Refusal {
 }
 
 const KNOWN_CODINGS: &[&str] = &[
-    "chunked", "gzip", "x-gzip", "deflate", "compress", "x-compress", "identity",
+    "chunked",
+    "gzip",
+    "x-gzip",
+    "deflate",
+    "compress",
+    "x-compress",
+    "identity",
 ];
 
 pub fn check_request_head(raw: &[u8]) -> Result<(), Refusal> {
@@ -57,7 +63,11 @@ pub fn check_request_head(raw: &[u8]) -> Result<(), Refusal> {
             for coding in value.split(|&b| b == b',') {
                 let coding = trim(coding);
                 // Parameters (`;q=`) do not change which coding it is.
-                let coding = coding.split(|&b| b == b';').next().map(trim).unwrap_or_default();
+                let coding = coding
+                    .split(|&b| b == b';')
+                    .next()
+                    .map(trim)
+                    .unwrap_or_default();
                 if !coding.is_empty() {
                     codings.push(String::from_utf8_lossy(coding).to_ascii_lowercase());
                 }
@@ -117,21 +127,51 @@ mod tests {
 
     #[test]
     fn clean_framings_pass() {
-        assert_eq!(check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"), Ok(()));
-        assert_eq!(check("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), Ok(()));
-        assert_eq!(check("POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n"), Ok(()));
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"),
+            Ok(())
+        );
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok(())
+        );
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n"),
+            Ok(())
+        );
     }
 
     #[test]
     fn ambiguous_framings_are_refused() {
-        assert_eq!(check("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"), Err(400));
-        assert_eq!(check("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"), Err(400));
-        assert_eq!(check("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n"), Err(400));
-        assert_eq!(check("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"), Err(400));
-        assert_eq!(check("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"), Err(400));
-        assert_eq!(check("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), Err(400));
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Err(400)
+        );
         assert_eq!(check("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"), Err(400));
-        assert_eq!(check("POST / HTTP/1.1\r\nTransfer-Encoding: foo\r\n\r\n"), Err(501));
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nTransfer-Encoding: foo\r\n\r\n"),
+            Err(501)
+        );
     }
 
     #[test]

@@ -51,7 +51,12 @@ impl Gateway {
         self.listeners.load().get(&addr).cloned()
     }
 
-    async fn reply(&self, session: &mut Session, ctx: &mut RequestContext, reply: Reply) -> Result<bool> {
+    async fn reply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        reply: Reply,
+    ) -> Result<bool> {
         reply.send(session, ctx).await?;
         Ok(true)
     }
@@ -66,12 +71,13 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // Pipelined requests are answered one by one, in order, instead of the connection
+        // being closed after the first.
+        session.as_downstream_mut().set_pipelining_enabled(true);
         if let Some(listener) = self.listener_of(session) {
             ctx.listener = listener;
         }
-        ctx.downstream_tls = session
-            .digest()
-            .is_some_and(|d| d.ssl_digest.is_some());
+        ctx.downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let request_id = session
             .req_header()
             .headers
@@ -99,7 +105,11 @@ impl ProxyHttp for Gateway {
                 );
                 session.set_keepalive(None);
                 return self
-                    .reply(session, ctx, Reply::plain(refusal.status, format!("{}\n", refusal.reason)))
+                    .reply(
+                        session,
+                        ctx,
+                        Reply::plain(refusal.status, format!("{}\n", refusal.reason)),
+                    )
                     .await;
             }
         }
@@ -122,7 +132,9 @@ impl ProxyHttp for Gateway {
         let snapshot = ctx.snapshot.clone();
         let Some(route) = snapshot.router.route(&ctx.listener, &facts).cloned() else {
             tracing::debug!(listener = %ctx.listener, host = %ctx.host, path = %header.uri.path(), "no route");
-            return self.reply(session, ctx, Reply::plain(404, "no route\n")).await;
+            return self
+                .reply(session, ctx, Reply::plain(404, "no route\n"))
+                .await;
         };
         ctx.route = Some(route.clone());
         match &route.action {
@@ -136,7 +148,8 @@ impl ProxyHttp for Gateway {
                 self.reply(session, ctx, reply).await
             }
             Action::Redirect(redirect) => {
-                let location = redirect_location(redirect, session.req_header(), raw_host, ctx.downstream_tls);
+                let location =
+                    redirect_location(redirect, session.req_header(), raw_host, ctx.downstream_tls);
                 let reply = Reply {
                     status: redirect.status.as_u16(),
                     content_type: http::HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -147,7 +160,9 @@ impl ProxyHttp for Gateway {
             }
             Action::Upstream(name) => {
                 let Some(pool) = snapshot.pools.get(name).cloned() else {
-                    return self.reply(session, ctx, Reply::plain(503, "no such upstream\n")).await;
+                    return self
+                        .reply(session, ctx, Reply::plain(503, "no such upstream\n"))
+                        .await;
                 };
                 if pool.healthy_count() == 0 {
                     tracing::warn!(
@@ -169,13 +184,20 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         let pool = ctx
             .pool
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool chosen"))?;
         let Some(member) = pool.select(&ctx.tried, ctx.hash_key) else {
-            return Err(Error::explain(ErrorType::HTTPStatus(503), "no healthy endpoint"));
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                "no healthy endpoint",
+            ));
         };
         let address = member.endpoint.address;
         ctx.tried.push(address);
@@ -204,7 +226,13 @@ impl ProxyHttp for Gateway {
         Ok(Box::new(peer))
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut Self::CTX, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         tracing::warn!(
             upstream = %ctx.upstream_name(),
             endpoint = %peer._address,
@@ -314,7 +342,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Self::CTX) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
         let (status, body) = error_response(e);
         if status >= 500 {
             tracing::warn!(
@@ -343,9 +376,7 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         ctx.in_flight = None;
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
         let route = ctx.route_name().to_string();
         let upstream = ctx.upstream_name().to_string();

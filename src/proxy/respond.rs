@@ -41,7 +41,9 @@ impl Reply {
             apply_response_edits(&mut header, &route.response_headers)?;
         }
         let head_only = session.req_header().method == http::Method::HEAD || self.body.is_empty();
-        session.write_response_header(Box::new(header), head_only).await?;
+        session
+            .write_response_header(Box::new(header), head_only)
+            .await?;
         if !head_only {
             session.write_response_body(Some(self.body), true).await?;
         }
@@ -157,7 +159,12 @@ mod tests {
     fn redirect_keeps_host_path_and_query() {
         let req = RequestHeader::build("GET", b"/a/b?x=1", None).expect("request");
         assert_eq!(
-            redirect_location(&redirect(Some("https"), None), &req, "example.com:8080", false),
+            redirect_location(
+                &redirect(Some("https"), None),
+                &req,
+                "example.com:8080",
+                false
+            ),
             "https://example.com/a/b?x=1"
         );
         assert_eq!(

@@ -51,7 +51,8 @@ fn nonzero_u128() -> u128 {
 }
 
 fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// W3C Trace Context level 1 parsing: returns (trace id, flags).

@@ -74,9 +74,7 @@ impl Snapshot {
                 };
                 let reused = previous
                     .and_then(|p| p.pools.get(&upstream.name))
-                    .filter(|p| {
-                        *p.upstream == *upstream && p.endpoints().eq(endpoints.iter())
-                    })
+                    .filter(|p| *p.upstream == *upstream && p.endpoints().eq(endpoints.iter()))
                     .cloned();
                 let pool = reused.unwrap_or_else(|| {
                     Arc::new(Pool::new(Arc::new(upstream.clone()), endpoints, states))

@@ -82,7 +82,10 @@ impl ListenerRouter {
         }
         router.any_host.finish();
         router.exact_hosts.values_mut().for_each(PathTable::finish);
-        router.wildcard_hosts.values_mut().for_each(PathTable::finish);
+        router
+            .wildcard_hosts
+            .values_mut()
+            .for_each(PathTable::finish);
         router
     }
 
@@ -114,7 +117,11 @@ impl PathTable {
     fn insert(&mut self, route: &Arc<Route>) {
         match &route.path {
             PathMatch::Exact(p) => self.exact.entry(p.clone()).or_default().push(route.clone()),
-            PathMatch::Prefix(p) => self.prefix.entry(p.clone()).or_default().push(route.clone()),
+            PathMatch::Prefix(p) => self
+                .prefix
+                .entry(p.clone())
+                .or_default()
+                .push(route.clone()),
             PathMatch::Regex(r) => {
                 if let Ok(regex) = Regex::new(r) {
                     self.regex.push((regex, route.clone()));
@@ -169,7 +176,14 @@ impl PathTable {
 
 /// Sort key after host and path: methods first, then more headers, then more query
 /// parameters, then file order.
-fn tie_break_key(route: &Route) -> (bool, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>, usize) {
+fn tie_break_key(
+    route: &Route,
+) -> (
+    bool,
+    std::cmp::Reverse<usize>,
+    std::cmp::Reverse<usize>,
+    usize,
+) {
     (
         route.methods.is_none(),
         std::cmp::Reverse(route.headers.len()),
@@ -178,7 +192,10 @@ fn tie_break_key(route: &Route) -> (bool, std::cmp::Reverse<usize>, std::cmp::Re
     )
 }
 
-fn first_match<'r>(candidates: &'r [Arc<Route>], request: &RequestFacts<'_>) -> Option<&'r Arc<Route>> {
+fn first_match<'r>(
+    candidates: &'r [Arc<Route>],
+    request: &RequestFacts<'_>,
+) -> Option<&'r Arc<Route>> {
     candidates.iter().find(|r| conditions_match(r, request))
 }
 

@@ -28,15 +28,14 @@ impl FileWatch {
     /// Starts the watcher; reloads are requested on `updates`.
     pub fn start(updates: mpsc::Sender<Update>) -> notify::Result<Arc<Self>> {
         let (events_tx, mut events_rx) = mpsc::unbounded_channel::<()>();
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            match event {
+        let watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
                 Ok(event) if !event.kind.is_access() => {
                     let _ = events_tx.send(());
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "file watch error"),
-            }
-        })?;
+            })?;
         tokio::spawn(async move {
             while events_rx.recv().await.is_some() {
                 // Debounce: wait until the directory has been quiet for a moment.

@@ -1,0 +1,256 @@
+//! `check`, `route`, `--version`, and the embedded default config.
+
+use std::process::Command;
+
+use crate::support::gateway::BIN;
+
+fn check(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    let text = String::from_utf8_lossy(&out.stdout).replace(&path.display().to_string(), "F");
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/edgegate.toml"),
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: 3 listeners, 4 routes, 1 upstreams\n"
+    );
+}
+
+#[test]
+fn check_reports_an_unknown_key_with_its_location() {
+    let (code, out) = check("[gateway]\nthreads = 2\ngrace = \"5s\"\n");
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("error: F:3:1: unknown field `grace`"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 1, "{out}");
+}
+
+#[test]
+fn check_reports_a_missing_upstream_at_the_reference() {
+    let (code, out) = check("[[routes]]\nname = \"r\"\nupstream = \"nope\"\n");
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        "error: F:3:12: route \"r\" names unknown upstream \"nope\"\n"
+    );
+}
+
+#[test]
+fn check_reports_a_duplicate_name_at_the_later_definition() {
+    let (code, out) = check(
+        "[[routes]]\nname = \"dup\"\nrespond = { status = 200 }\n\n[[routes]]\nname = \"dup\"\nrespond = { status = 204 }\n",
+    );
+    assert_eq!(code, 1);
+    assert_eq!(out, "error: F:6:8: duplicate route name \"dup\"\n");
+}
+
+#[test]
+fn check_reports_a_bad_duration() {
+    let (code, out) = check("[gateway]\ngrace_period = \"ten seconds\"\n");
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("error: F:2:16: invalid duration \"ten seconds\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_reports_endpoints_and_kubernetes_both_set() {
+    let (code, out) = check(
+        "[upstreams.u]\nendpoints = [\"127.0.0.1:1\"]\n[upstreams.u.kubernetes]\nservice = \"web\"\nport = \"http\"\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("error: F:3:1: upstream \"u\" has both `endpoints` and `kubernetes`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_collects_every_problem() {
+    let (code, out) = check(
+        "[[listeners]]\nname = \"a\"\naddress = \"nowhere\"\n\n[[routes]]\nname = \"r\"\nlisteners = [\"b\"]\nupstream = \"u\"\ntimeout = \"x\"\n",
+    );
+    assert_eq!(code, 1);
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(out.lines().all(|l| l.starts_with("error: F:")), "{out}");
+}
+
+#[test]
+fn check_warns_about_a_shadowed_route_without_failing() {
+    let (code, out) = check(
+        "[[routes]]\nname = \"first\"\npath_prefix = \"/a\"\nrespond = { status = 200 }\n\n[[routes]]\nname = \"second\"\npath_prefix = \"/a/\"\nrespond = { status = 201 }\n",
+    );
+    assert_eq!(code, 0, "{out}");
+    let mut lines = out.lines();
+    let warning = lines.next().expect("warning");
+    assert!(
+        warning.starts_with("warning: F:7:8: route \"second\" can never match"),
+        "{warning}"
+    );
+    assert_eq!(lines.next(), Some("ok: 0 listeners, 2 routes, 0 upstreams"));
+}
+
+fn route(config: &str, args: &[&str]) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, config).expect("write");
+    let out = Command::new(BIN)
+        .arg("route")
+        .arg("--config")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("run route");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+const ROUTE_CONFIG: &str = r#"
+[[listeners]]
+name = "web"
+address = "127.0.0.1:8080"
+
+[[routes]]
+name = "catch-all"
+respond = { status = 200, body = "x" }
+
+[[routes]]
+name = "api"
+hosts = ["api.example.com"]
+path_prefix = "/api"
+rewrite_prefix = "/v2"
+upstream = "api"
+
+[[routes]]
+name = "old"
+path = "/old"
+redirect = { scheme = "https", status = 301 }
+
+[upstreams.api]
+endpoints = ["127.0.0.1:9001", "127.0.0.1:9002"]
+"#;
+
+#[test]
+fn route_explains_the_winner() {
+    let (code, out) = route(
+        ROUTE_CONFIG,
+        &["GET", "http://api.example.com/api/users?x=1"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "route: api");
+    assert_eq!(lines[1], "upstream: api 127.0.0.1:9001 127.0.0.1:9002");
+    assert!(lines.contains(&"path: /v2/users?x=1"), "{out}");
+    let reason = lines
+        .iter()
+        .find(|l| l.starts_with("reason: "))
+        .expect("reason");
+    assert!(
+        reason.contains("host") && reason.contains("catch-all"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn route_shows_redirects_respond_and_headers() {
+    let (code, out) = route(ROUTE_CONFIG, &["GET", "/old", "-H", "Host: example.com"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("route: old\nredirect: https://example.com/old"),
+        "{out}"
+    );
+    let (_, out) = route(ROUTE_CONFIG, &["GET", "/else"]);
+    assert!(
+        out.starts_with("route: catch-all\nrespond: 200\npath: /else\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn route_without_a_match_exits_1() {
+    let (code, out) = route(
+        "[[listeners]]\nname = \"w\"\naddress = \"127.0.0.1:1\"\n[[routes]]\nname = \"a\"\npath = \"/a\"\nrespond = { status = 200 }\n",
+        &["GET", "/b"],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(out, "no route\n");
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(BIN).arg("--version").output().expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("edgegate "));
+    let out = Command::new(BIN).arg("--help").output().expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["run", "check", "route"] {
+        assert!(help.contains(word), "{help}");
+    }
+}
+
+/// The embedded default binds fixed ports (8080-8082, 9901), so this is the one test
+/// that does; it runs with no config file and no $EDGEGATE_CONFIG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_default_shows_round_robin() {
+    use crate::support::client;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .env_remove("EDGEGATE_CONFIG")
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let first = lines.next().expect("a first log line").expect("line");
+    assert!(first.contains("default"), "{first}");
+    for line in lines.by_ref() {
+        if line.expect("line").contains("edgegate ready") {
+            break;
+        }
+    }
+    let c = client();
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        bodies.push(
+            c.get("http://127.0.0.1:8080/")
+                .send()
+                .await
+                .expect("request")
+                .text()
+                .await
+                .expect("body"),
+        );
+    }
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        vec!["hello from backend 1\n", "hello from backend 2\n"]
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,138 @@
+//! Malformed and ambiguous requests, spec section 4: refused, never forwarded.
+
+use std::time::Duration;
+
+use crate::config;
+use crate::support::{raw_exchange, Gateway, Upstream};
+
+async fn gateway_with_upstream() -> (Gateway, Upstream) {
+    let a = Upstream::start("a").await;
+    let gw = Gateway::start(&config(
+        &["web"],
+        &format!(
+            "[[routes]]\nname = \"main\"\nupstream = \"pool\"\n\n[upstreams.pool]\nendpoints = [\"{}\"]\n",
+            a.addr
+        ),
+    ));
+    (gw, a)
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+async fn refused(request: &str, expected: u16) {
+    let (gw, a) = gateway_with_upstream().await;
+    let response = raw_exchange(gw.addr("web"), request.as_bytes(), Duration::from_secs(3)).await;
+    assert_eq!(
+        status_of(&response),
+        expected,
+        "{request:?} -> {response:?}"
+    );
+    assert_eq!(a.hits(), 0, "refused request reached the upstream");
+    // One response only, and the connection is closed after it (the read ended early).
+    assert_eq!(response.matches("HTTP/1.1").count(), 1, "{response:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_with_transfer_encoding_is_400() {
+    refused(
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        400,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn differing_content_lengths_are_400() {
+    refused(
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello12",
+        400,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_content_length_is_400() {
+    refused(
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello",
+        400,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_coding_other_than_final_chunked_is_400() {
+    refused(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        400,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_transfer_coding_is_501() {
+    refused(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: zstd-custom, chunked\r\n\r\n0\r\n\r\n",
+        501,
+    )
+    .await;
+}
+
+/// pingora's parser refuses a final coding other than chunked before edgegate sees the
+/// request, with 400 (the spec asks 501 for unknown codings; see the closing note).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_final_transfer_coding_is_refused_with_400() {
+    refused(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: zstd-custom\r\n\r\n0\r\n\r\n",
+        400,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_are_431() {
+    let big = "a".repeat(70 * 1024);
+    refused(
+        &format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n"),
+        431,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_400() {
+    refused("GET / HTTP/1.1\r\nHost a\r\nBro ken\r\n\r\n", 400).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let (gw, a) = gateway_with_upstream().await;
+    let request = "GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\nGET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let response = raw_exchange(gw.addr("web"), request.as_bytes(), Duration::from_secs(5)).await;
+    let one = response
+        .find("\"/one\"")
+        .unwrap_or_else(|| panic!("{response}"));
+    let two = response.find("\"/two\"").expect("two");
+    let three = response.find("\"/three\"").expect("three");
+    assert!(one < two && two < three, "{response}");
+    assert_eq!(a.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_body_is_forwarded_with_clean_framing() {
+    let (gw, a) = gateway_with_upstream().await;
+    let request = "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let response = raw_exchange(gw.addr("web"), request.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert!(response.contains("hello world"), "{response}");
+    let seen = a.last();
+    assert_eq!(seen.body_len, 11);
+    assert!(
+        seen.headers.get("content-length").is_none()
+            || seen.headers.get("transfer-encoding").is_none()
+    );
+}

@@ -1,0 +1,31 @@
+//! End-to-end tests: the real binary, real sockets on loopback, real upstream servers.
+
+mod support;
+
+mod admin;
+mod cli;
+mod framing;
+mod proxying;
+mod reload;
+mod routing;
+mod signals;
+
+/// A config with the admin listener and the named plain listeners on ephemeral ports,
+/// followed by `rest`.
+pub fn config(listeners: &[&str], rest: &str) -> String {
+    let mut out = String::from("[admin]\naddress = \"127.0.0.1:0\"\n\n");
+    for name in listeners {
+        out.push_str(&format!(
+            "[[listeners]]\nname = \"{name}\"\naddress = \"127.0.0.1:0\"\n\n"
+        ));
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A route that answers with its own name, for precedence tests.
+pub fn named(name: &str, matchers: &str) -> String {
+    format!(
+        "[[routes]]\nname = \"{name}\"\n{matchers}\nrespond = {{ status = 200, body = \"{name}\" }}\n\n"
+    )
+}

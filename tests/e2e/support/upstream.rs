@@ -1,0 +1,223 @@
+//! A real HTTP server on loopback standing in for a backend. It answers every request
+//! with a JSON description of what it received, so tests can assert on what the gateway
+//! forwarded; a few paths have special behaviour:
+//! - `/slow/<ms>`: answers after a delay;
+//! - `/status/<code>`: answers with that status;
+//! - `/echo`: returns the request body as it arrived;
+//! - `/ws`: a WebSocket echo endpoint;
+//! - `/healthz`: answers with the status set by [`Upstream::set_health`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body_len: usize,
+}
+
+struct State {
+    name: String,
+    hits: AtomicUsize,
+    health: AtomicU16,
+    seen: Mutex<Vec<Seen>>,
+    connections: AtomicUsize,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Upstream {
+        Self::start_on("127.0.0.1:0".parse().expect("addr"), name).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, name: &str) -> Upstream {
+        let listener = TcpListener::bind(addr).await.expect("bind upstream");
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(State {
+            name: name.to_string(),
+            hits: AtomicUsize::new(0),
+            health: AtomicU16::new(200),
+            seen: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
+        });
+        let accept_state = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                accept_state.connections.fetch_add(1, Ordering::Relaxed);
+                let state = accept_state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, state, task }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn set_health(&self, status: u16) {
+        self.state.health.store(status, Ordering::Relaxed);
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().expect("seen").clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen()
+            .last()
+            .cloned()
+            .expect("upstream saw no request")
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(
+    state: Arc<State>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    if path == "/healthz" {
+        let status = state.health.load(Ordering::Relaxed);
+        return Ok(Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from_static(b"health\n")))
+            .expect("response"));
+    }
+    if path == "/ws" && hyper_tungstenite_like::is_upgrade(&req) {
+        return Ok(hyper_tungstenite_like::upgrade(&mut req));
+    }
+    state.hits.fetch_add(1, Ordering::Relaxed);
+    let method = req.method().to_string();
+    let full_path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| path.clone(), |p| p.to_string());
+    let headers = req.headers().clone();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    state.seen.lock().expect("seen").push(Seen {
+        method: method.clone(),
+        path: full_path.clone(),
+        headers: headers.clone(),
+        body_len: body.len(),
+    });
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(1000))).await;
+    }
+    let status = path
+        .strip_prefix("/status/")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(200u16);
+    let response_body = if path == "/echo" {
+        body
+    } else {
+        let header_map: serde_json::Map<String, serde_json::Value> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect();
+        Bytes::from(
+            serde_json::json!({
+                "upstream": state.name,
+                "method": method,
+                "path": full_path,
+                "headers": header_map,
+                "body_len": body.len(),
+            })
+            .to_string(),
+        )
+    };
+    Ok(Response::builder()
+        .status(status)
+        .header("x-upstream", state.name.as_str())
+        .header("content-type", "application/json")
+        .body(Full::new(response_body))
+        .expect("response"))
+}
+
+/// The WebSocket handshake by hand (RFC 6455 section 4.2.2), then tungstenite echoes.
+mod hyper_tungstenite_like {
+    use super::*;
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+        req.headers()
+            .get("upgrade")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+    }
+
+    pub fn upgrade(req: &mut Request<Incoming>) -> Response<Full<Bytes>> {
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .map(|k| derive_accept_key(k.as_bytes()))
+            .unwrap_or_default();
+        let on_upgrade = hyper::upgrade::on(req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_close() {
+                    break;
+                }
+                if ws.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", key)
+            .body(Full::new(Bytes::new()))
+            .expect("response")
+    }
+}
