@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what building edgegate needs on a fresh Debian machine with Rust and gcc:
+# cmake (pingora builds zlib-ng with it). Pass extra Debian package names to add them
+# (the load benchmark wants nginx haproxy wrk nghttp2-client).
+set -euo pipefail
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+for pkg in "$@"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, end-to-end tests against the real binary on loopback,
+# the shipped and example configs through `edgegate check`, and the packaging checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo build --locked --bins --tests
+for f in config/*.toml; do
+  echo "check $f"
+  target/debug/edgegate check --config "$f"
+done
+EDGEGATE_BIN=target/debug/edgegate bash packaging/check.sh
+cargo test --locked --all-targets
