@@ -37,6 +37,12 @@ pub struct Metrics {
     pub certificate_expiry: IntGaugeVec,
     /// `edgegate_connections_active{listener}`: downstream connections open now.
     pub connections_active: IntGaugeVec,
+    /// `edgegate_discovery_events_total{service}`: watch events, by `namespace/name`.
+    pub discovery_events: IntCounterVec,
+    /// `edgegate_discovery_errors_total{service}`: failed or broken watches.
+    pub discovery_errors: IntCounterVec,
+    /// `edgegate_discovery_last_sync_timestamp_seconds{service}`: last published change.
+    pub discovery_last_sync: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -125,6 +131,30 @@ impl Metrics {
             &["listener"],
         )
         .expect("valid metric");
+        let discovery_events = IntCounterVec::new(
+            Opts::new(
+                "edgegate_discovery_events_total",
+                "Kubernetes watch events.",
+            ),
+            &["service"],
+        )
+        .expect("valid metric");
+        let discovery_errors = IntCounterVec::new(
+            Opts::new(
+                "edgegate_discovery_errors_total",
+                "Kubernetes watch errors.",
+            ),
+            &["service"],
+        )
+        .expect("valid metric");
+        let discovery_last_sync = IntGaugeVec::new(
+            Opts::new(
+                "edgegate_discovery_last_sync_timestamp_seconds",
+                "When discovered members were last published, Unix time.",
+            ),
+            &["service"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -137,6 +167,9 @@ impl Metrics {
             Box::new(tls_handshakes.clone()),
             Box::new(certificate_expiry.clone()),
             Box::new(connections_active.clone()),
+            Box::new(discovery_events.clone()),
+            Box::new(discovery_errors.clone()),
+            Box::new(discovery_last_sync.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -156,6 +189,9 @@ impl Metrics {
             tls_handshakes,
             certificate_expiry,
             connections_active,
+            discovery_events,
+            discovery_errors,
+            discovery_last_sync,
         }
     }
 

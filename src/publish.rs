@@ -9,7 +9,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
 use crate::access_log::AccessLog;
-use crate::config::model::{Endpoint, Name};
+use crate::admin::Readiness;
+use crate::config::model::{Endpoint, Members, Name};
 use crate::config::{self, Config, SourceFile};
 use crate::health::HealthChecks;
 use crate::listeners::ListenerSet;
@@ -17,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::{Discovered, Snapshot, SourceInfo};
 use crate::sources::file_watch::FileWatch;
+use crate::sources::kube::Discovery;
 
 pub enum Update {
     /// Re-read the config file; `cause` is logged. Unless `force`d, a reload whose
@@ -65,6 +67,8 @@ pub struct Publisher<A> {
     pub access_log: Arc<AccessLog>,
     pub metrics: Arc<Metrics>,
     pub file_watch: Option<Arc<FileWatch>>,
+    pub discovery: Option<Arc<Discovery>>,
+    pub readiness: Arc<Readiness>,
     /// Hash of the config text and TLS files last loaded (or refused).
     pub fingerprint: String,
 }
@@ -109,6 +113,17 @@ fn fingerprint_of(text: &str, config: &Config) -> String {
 }
 
 impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
+    /// `/readyz` waits for every discovered upstream's first sync.
+    pub fn update_readiness(&self, config: &Config) {
+        let unsynced = config
+            .upstreams
+            .iter()
+            .filter(|u| matches!(u.members, Members::Kubernetes(_)))
+            .filter(|u| !self.discovered.contains_key(&u.name))
+            .count();
+        self.readiness.set_unsynced(unsynced);
+    }
+
     pub async fn run(mut self, mut updates: mpsc::Receiver<Update>) {
         while let Some(update) = updates.recv().await {
             match update {
@@ -123,17 +138,24 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                     upstream,
                     endpoints,
                 } => {
-                    self.discovered.insert(upstream, endpoints);
                     let current = self.handle.load_full();
-                    let next = Snapshot::compile(
-                        current.config.clone(),
-                        current.source.clone(),
-                        current.generation,
-                        &self.discovered,
-                        Some(&current),
-                        &self.states,
+                    let discovered = current
+                        .config
+                        .upstream(&upstream)
+                        .is_some_and(|u| matches!(u.members, Members::Kubernetes(_)));
+                    if !discovered {
+                        continue; // from a watch a reload has just retired
+                    }
+                    tracing::info!(
+                        upstream = %upstream,
+                        members = ?endpoints.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
+                        "discovered members"
                     );
-                    self.handle.store(Arc::new(next));
+                    if let Some(next) = current.with_members(&upstream, &endpoints, &self.states) {
+                        self.handle.store(Arc::new(next));
+                    }
+                    self.discovered.insert(upstream, endpoints);
+                    self.update_readiness(&current.config);
                 }
             }
         }
@@ -197,6 +219,15 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         self.handle.store(next.clone());
         self.listeners.commit(prepared, &config.listeners);
         self.health.reconcile(&next);
+        self.discovered.retain(|name, _| {
+            config
+                .upstream(name)
+                .is_some_and(|u| matches!(u.members, Members::Kubernetes(_)))
+        });
+        if let Some(discovery) = &self.discovery {
+            discovery.reconcile(&config).await;
+        }
+        self.update_readiness(&config);
         if let Err(e) = self.access_log.configure(&config.gateway.access_log) {
             tracing::error!(error = %e, "cannot open access log; keeping the previous one");
         }

@@ -25,6 +25,7 @@ use crate::publish::{fingerprint, watched_files, ConfigOrigin, Publisher, Update
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::{Discovered, Snapshot, SourceInfo};
 use crate::sources::file_watch::FileWatch;
+use crate::sources::kube::Discovery;
 use crate::tls::TlsAcceptorSlot;
 
 pub fn run(args: RunArgs) -> ExitCode {
@@ -203,7 +204,11 @@ async fn serve(
         },
         ConfigOrigin::Embedded => None,
     };
+    let discovery = Discovery::new(updates_tx.clone(), metrics.clone());
+    discovery.reconcile(&config).await;
     let publisher = Publisher {
+        discovery: Some(discovery),
+        readiness: readiness.clone(),
         fingerprint: fingerprint(&text, &config),
         origin,
         handle: handle.clone(),
@@ -215,6 +220,7 @@ async fn serve(
         metrics: metrics.clone(),
         file_watch,
     };
+    publisher.update_readiness(&config);
     tokio::spawn(publisher.run(updates_rx));
 
     readiness.set_listening();

@@ -42,8 +42,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub config: Arc<Config>,
     pub source: SourceInfo,
-    pub routes: Vec<Arc<Route>>,
-    pub router: Router,
+    pub routes: Arc<Vec<Arc<Route>>>,
+    pub router: Arc<Router>,
     pub pools: HashMap<Name, Arc<Pool>>,
 }
 
@@ -91,9 +91,39 @@ impl Snapshot {
             generation,
             config,
             source,
-            routes,
-            router,
+            routes: Arc::new(routes),
+            router: Arc::new(router),
             pools,
         }
+    }
+
+    /// The same snapshot with one discovered upstream's members replaced: only that pool
+    /// is rebuilt; the router and every other pool are shared.
+    pub fn with_members(
+        &self,
+        upstream: &Name,
+        endpoints: &[Endpoint],
+        states: &MemberStates,
+    ) -> Option<Snapshot> {
+        let current = self.pools.get(upstream)?;
+        if current.endpoints().eq(endpoints.iter()) {
+            return None;
+        }
+        states.retain(|name, address| {
+            name != upstream || endpoints.iter().any(|e| e.address == *address)
+        });
+        let mut pools = self.pools.clone();
+        pools.insert(
+            upstream.clone(),
+            Arc::new(Pool::new(current.upstream.clone(), endpoints, states)),
+        );
+        Some(Snapshot {
+            generation: self.generation,
+            config: self.config.clone(),
+            source: self.source.clone(),
+            routes: self.routes.clone(),
+            router: self.router.clone(),
+            pools,
+        })
     }
 }

@@ -2,3 +2,4 @@
 //! publisher decides what it means.
 
 pub mod file_watch;
+pub mod kube;

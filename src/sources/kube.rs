@@ -1,0 +1,567 @@
+//! Kubernetes discovery (spec section 6): one watch per (namespace, service, api), shared
+//! by every upstream that names it, publishing members straight into the pools through
+//! [`Update::Endpoints`] (no config reload; members that stay keep their health state).
+//!
+//! The watcher stream is driven with a capped backoff, so an error (API server gone, a
+//! 410 for an expired resourceVersion, a closed stream) never ends it: kube-runtime
+//! re-lists and resumes while the last known members stay in use.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::model::{DiscoveryApi, Endpoint, KubernetesService, Members, Name, ServicePort};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::publish::Update;
+
+/// Retries of a broken watch start at this delay and double up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Spec: reconnect attempts at most 5 seconds apart.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct WatchKey {
+    namespace: String,
+    service: String,
+    api: DiscoveryApi,
+}
+
+/// What one watch knows, and who listens to it.
+#[derive(Default)]
+struct WatchState {
+    /// Upstreams fed by this watch, each with the Service port it names.
+    subscribers: Vec<(Name, ServicePort)>,
+    /// The Service's ports: name -> (port number, target). Needed to map a port given
+    /// by number to the name EndpointSlices use.
+    service_ports: Vec<(String, u16)>,
+    slices: BTreeMap<String, Vec<SliceEndpoints>>,
+    synced: bool,
+}
+
+/// One slice's (or Endpoints subset's) endpoints, reduced to what selection needs.
+#[derive(Debug, Clone, Default)]
+struct SliceEndpoints {
+    /// Port name (as in the Service) -> port number for these endpoints.
+    ports: Vec<(String, u16)>,
+    endpoints: Vec<DiscoveredEndpoint>,
+}
+
+#[derive(Debug, Clone)]
+struct DiscoveredEndpoint {
+    address: IpAddr,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+}
+
+struct Watch {
+    state: Arc<Mutex<WatchState>>,
+    task: JoinHandle<()>,
+}
+
+pub struct Discovery {
+    updates: mpsc::Sender<Update>,
+    metrics: Arc<Metrics>,
+    client: tokio::sync::OnceCell<Option<Client>>,
+    watches: Mutex<HashMap<WatchKey, Watch>>,
+}
+
+impl Discovery {
+    pub fn new(updates: mpsc::Sender<Update>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            updates,
+            metrics,
+            client: tokio::sync::OnceCell::new(),
+            watches: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Credentials from `KUBECONFIG` / `~/.kube/config`, else the in-cluster account.
+    async fn client(&self) -> Option<Client> {
+        self.client
+            .get_or_init(|| async {
+                let mut config = match kube::Config::infer().await {
+                    Ok(config) => config,
+                    Err(e) => {
+                        tracing::error!(error = %e, "no Kubernetes credentials (KUBECONFIG, ~/.kube/config or in-cluster)");
+                        return None;
+                    }
+                };
+                config.headers.push((
+                    http::header::USER_AGENT,
+                    http::HeaderValue::from_static(concat!("edgegate/", env!("CARGO_PKG_VERSION"))),
+                ));
+                match Client::try_from(config) {
+                    Ok(client) => Some(client),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot build the Kubernetes client");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// Starts watches the config needs, stops those it no longer needs, and points
+    /// every watch at its current subscribers. Watches that stay keep running.
+    pub async fn reconcile(self: &Arc<Self>, config: &Config) {
+        let mut wanted: HashMap<WatchKey, Vec<(Name, ServicePort)>> = HashMap::new();
+        for upstream in &config.upstreams {
+            if let Members::Kubernetes(k) = &upstream.members {
+                wanted
+                    .entry(key_of(k))
+                    .or_default()
+                    .push((upstream.name.clone(), k.port.clone()));
+            }
+        }
+        let client = if wanted.is_empty() {
+            None
+        } else {
+            self.client().await
+        };
+        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+        watches.retain(|key, watch| {
+            let keep = wanted.contains_key(key);
+            if !keep {
+                tracing::info!(namespace = %key.namespace, service = %key.service, "stopping watch");
+                watch.task.abort();
+            }
+            keep
+        });
+        for (key, subscribers) in wanted {
+            if let Some(watch) = watches.get(&key) {
+                let mut state = watch.state.lock().unwrap_or_else(|e| e.into_inner());
+                let added: Vec<_> = subscribers
+                    .iter()
+                    .filter(|s| !state.subscribers.contains(s))
+                    .cloned()
+                    .collect();
+                state.subscribers = subscribers;
+                if state.synced {
+                    for (upstream, port) in added {
+                        let endpoints = members(&state, &port);
+                        let _ = self.updates.try_send(Update::Endpoints {
+                            upstream,
+                            endpoints,
+                        });
+                    }
+                }
+                continue;
+            }
+            let Some(client) = client.clone() else {
+                continue;
+            };
+            let state = Arc::new(Mutex::new(WatchState {
+                subscribers,
+                ..WatchState::default()
+            }));
+            tracing::info!(namespace = %key.namespace, service = %key.service, api = ?key.api, "starting watch");
+            let task = tokio::spawn(run_watch(
+                client,
+                key.clone(),
+                state.clone(),
+                self.updates.clone(),
+                self.metrics.clone(),
+            ));
+            watches.insert(key, Watch { state, task });
+        }
+    }
+}
+
+fn key_of(k: &KubernetesService) -> WatchKey {
+    WatchKey {
+        namespace: k.namespace.clone(),
+        service: k.service.clone(),
+        api: k.api,
+    }
+}
+
+/// Exponential from [`MIN_BACKOFF`] to [`MAX_BACKOFF`], reset by every successful event.
+struct CappedBackoff {
+    next: Duration,
+}
+
+impl Iterator for CappedBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        Some(current)
+    }
+}
+
+impl Backoff for CappedBackoff {
+    fn reset(&mut self) {
+        self.next = MIN_BACKOFF;
+    }
+}
+
+async fn run_watch(
+    client: Client,
+    key: WatchKey,
+    state: Arc<Mutex<WatchState>>,
+    updates: mpsc::Sender<Update>,
+    metrics: Arc<Metrics>,
+) {
+    let services: Api<Service> = Api::namespaced(client.clone(), &key.namespace);
+    let labels = format!("kubernetes.io/service-name={}", key.service);
+    let fields = format!("metadata.name={}", key.service);
+    let backoff = || CappedBackoff { next: MIN_BACKOFF };
+    let mut events: futures_util::stream::BoxStream<
+        'static,
+        Result<Event<(String, Vec<SliceEndpoints>)>, watcher::Error>,
+    > = match key.api {
+        DiscoveryApi::EndpointSlices => {
+            let api: Api<EndpointSlice> = Api::namespaced(client, &key.namespace);
+            watcher(api, watcher::Config::default().labels(&labels))
+                .backoff(backoff())
+                .map(|e| {
+                    e.map(|e| map_event(e, |s| (slice_name(&s.metadata), vec![from_slice(&s)])))
+                })
+                .boxed()
+        }
+        DiscoveryApi::Endpoints => {
+            let api: Api<Endpoints> = Api::namespaced(client, &key.namespace);
+            watcher(api, watcher::Config::default().fields(&fields))
+                .backoff(backoff())
+                .map(|e| {
+                    e.map(|e| map_event(e, |ep| (slice_name(&ep.metadata), from_endpoints(&ep))))
+                })
+                .boxed()
+        }
+    };
+    let upstream_label = format!("{}/{}", key.namespace, key.service);
+    let mut pending: BTreeMap<String, Vec<SliceEndpoints>> = BTreeMap::new();
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                metrics
+                    .discovery_errors
+                    .with_label_values(&[&upstream_label])
+                    .inc();
+                tracing::warn!(namespace = %key.namespace, service = %key.service, error = %e, "watch failed; keeping the last known members and retrying");
+                continue;
+            }
+        };
+        metrics
+            .discovery_events
+            .with_label_values(&[&upstream_label])
+            .inc();
+        let publish = {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            match event {
+                Event::Init => {
+                    pending.clear();
+                    false
+                }
+                Event::InitApply((name, slices)) => {
+                    pending.insert(name, slices);
+                    false
+                }
+                Event::InitDone => {
+                    s.slices = std::mem::take(&mut pending);
+                    true
+                }
+                Event::Apply((name, slices)) => {
+                    s.slices.insert(name, slices);
+                    true
+                }
+                Event::Delete((name, _)) => {
+                    s.slices.remove(&name);
+                    true
+                }
+            }
+        };
+        if !publish {
+            continue;
+        }
+        let needs_service = {
+            let s = state.lock().unwrap_or_else(|e| e.into_inner());
+            s.subscribers
+                .iter()
+                .any(|(_, p)| matches!(p, ServicePort::Number(_)))
+        };
+        if needs_service {
+            match services.get_opt(&key.service).await {
+                Ok(Some(service)) => {
+                    let ports = service
+                        .spec
+                        .and_then(|s| s.ports)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|p| (p.name.unwrap_or_default(), p.port as u16))
+                        .collect();
+                    state
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .service_ports = ports;
+                }
+                Ok(None) => {
+                    tracing::warn!(namespace = %key.namespace, service = %key.service, "service not found")
+                }
+                Err(e) => {
+                    tracing::warn!(namespace = %key.namespace, service = %key.service, error = %e, "cannot read service; keeping its last known ports")
+                }
+            }
+        }
+        let messages: Vec<Update> = {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            s.synced = true;
+            s.subscribers
+                .iter()
+                .map(|(upstream, port)| Update::Endpoints {
+                    upstream: upstream.clone(),
+                    endpoints: members(&s, port),
+                })
+                .collect()
+        };
+        metrics
+            .discovery_last_sync
+            .with_label_values(&[&upstream_label])
+            .set(unix_now());
+        for message in messages {
+            if updates.send(message).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn watcher<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl futures_util::Stream<Item = Result<Event<K>, watcher::Error>> + Send
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    kube::runtime::watcher(api, config)
+}
+
+fn map_event<K, T>(event: Event<K>, f: impl Fn(K) -> T) -> Event<T> {
+    match event {
+        Event::Apply(k) => Event::Apply(f(k)),
+        Event::Delete(k) => Event::Delete(f(k)),
+        Event::Init => Event::Init,
+        Event::InitApply(k) => Event::InitApply(f(k)),
+        Event::InitDone => Event::InitDone,
+    }
+}
+
+fn slice_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.name.clone().unwrap_or_default()
+}
+
+fn from_slice(slice: &EndpointSlice) -> SliceEndpoints {
+    let ports = slice
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            Some((
+                p.name.clone().unwrap_or_default(),
+                u16::try_from(p.port?).ok()?,
+            ))
+        })
+        .collect();
+    let endpoints = slice
+        .endpoints
+        .iter()
+        .flat_map(|e| {
+            let conditions = e.conditions.clone().unwrap_or_default();
+            // Absent `ready` counts as ready; absent `serving` follows `ready`.
+            let ready = conditions.ready.unwrap_or(true);
+            let serving = conditions.serving.unwrap_or(ready);
+            let terminating = conditions.terminating.unwrap_or(false);
+            e.addresses.iter().filter_map(move |a| {
+                Some(DiscoveredEndpoint {
+                    address: a.parse().ok()?,
+                    ready,
+                    serving,
+                    terminating,
+                })
+            })
+        })
+        .collect();
+    SliceEndpoints { ports, endpoints }
+}
+
+fn from_endpoints(endpoints: &Endpoints) -> Vec<SliceEndpoints> {
+    endpoints
+        .subsets
+        .iter()
+        .flatten()
+        .map(|subset| {
+            let ports = subset
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some((
+                        p.name.clone().unwrap_or_default(),
+                        u16::try_from(p.port).ok()?,
+                    ))
+                })
+                .collect();
+            let ready = subset.addresses.iter().flatten().filter_map(|a| {
+                Some(DiscoveredEndpoint {
+                    address: a.ip.parse().ok()?,
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                })
+            });
+            let not_ready = subset.not_ready_addresses.iter().flatten().filter_map(|a| {
+                Some(DiscoveredEndpoint {
+                    address: a.ip.parse().ok()?,
+                    ready: false,
+                    serving: false,
+                    terminating: false,
+                })
+            });
+            SliceEndpoints {
+                ports,
+                endpoints: ready.chain(not_ready).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Members for one upstream: ready endpoints of every slice, merged and deduplicated; when
+/// none is ready, those serving while terminating (what ingress controllers do so a
+/// rollout's last pods still take traffic rather than none).
+fn members(state: &WatchState, port: &ServicePort) -> Vec<Endpoint> {
+    let port_name = match port {
+        ServicePort::Name(name) => Some(name.clone()),
+        ServicePort::Number(n) => state
+            .service_ports
+            .iter()
+            .find(|(_, p)| p == n)
+            .map(|(name, _)| name.clone()),
+    };
+    let candidates = || {
+        state.slices.values().flatten().filter_map(|slice| {
+            let number = match &port_name {
+                Some(name) => slice.ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p),
+                // Without the Service, a lone unnamed port is the only sensible reading.
+                None => match (port, slice.ports.as_slice()) {
+                    (ServicePort::Number(n), [(_, p)]) if slice.ports.len() == 1 => {
+                        Some(*p).filter(|_| *n > 0)
+                    }
+                    _ => None,
+                },
+            }?;
+            Some((slice, number))
+        })
+    };
+    let pick = |wanted: &dyn Fn(&DiscoveredEndpoint) -> bool| -> BTreeSet<SocketAddr> {
+        candidates()
+            .flat_map(|(slice, number)| {
+                slice
+                    .endpoints
+                    .iter()
+                    .filter(|e| wanted(e))
+                    .map(move |e| SocketAddr::new(e.address, number))
+            })
+            .collect()
+    };
+    let mut chosen = pick(&|e| e.ready);
+    if chosen.is_empty() {
+        chosen = pick(&|e| e.serving && e.terminating);
+    }
+    chosen
+        .into_iter()
+        .map(|address| Endpoint { address, weight: 1 })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(ip: &str, ready: bool, serving: bool, terminating: bool) -> DiscoveredEndpoint {
+        DiscoveredEndpoint {
+            address: ip.parse().expect("ip"),
+            ready,
+            serving,
+            terminating,
+        }
+    }
+
+    fn state(slices: Vec<SliceEndpoints>) -> WatchState {
+        WatchState {
+            slices: slices
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (format!("s{i}"), vec![s]))
+                .collect(),
+            service_ports: vec![("http".into(), 80)],
+            ..WatchState::default()
+        }
+    }
+
+    #[test]
+    fn merges_slices_maps_named_ports_and_deduplicates() {
+        let s = state(vec![
+            SliceEndpoints {
+                ports: vec![("http".into(), 8080)],
+                endpoints: vec![
+                    ep("10.0.0.1", true, true, false),
+                    ep("10.0.0.2", false, false, false),
+                ],
+            },
+            SliceEndpoints {
+                ports: vec![("http".into(), 9090)],
+                endpoints: vec![ep("10.0.0.3", true, true, false)],
+            },
+            SliceEndpoints {
+                ports: vec![("http".into(), 8080)],
+                endpoints: vec![ep("10.0.0.1", true, true, false)],
+            },
+        ]);
+        let got: Vec<String> = members(&s, &ServicePort::Name("http".into()))
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect();
+        assert_eq!(got, vec!["10.0.0.1:8080", "10.0.0.3:9090"]);
+        // By number: the Service says port 80 is named "http".
+        assert_eq!(members(&s, &ServicePort::Number(80)).len(), 2);
+    }
+
+    #[test]
+    fn falls_back_to_serving_terminating_when_none_is_ready() {
+        let s = state(vec![SliceEndpoints {
+            ports: vec![("http".into(), 8080)],
+            endpoints: vec![
+                ep("10.0.0.1", false, true, true),
+                ep("10.0.0.2", false, false, true),
+                ep("10.0.0.3", false, true, false),
+            ],
+        }]);
+        let got: Vec<String> = members(&s, &ServicePort::Name("http".into()))
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect();
+        assert_eq!(got, vec!["10.0.0.1:8080"]);
+    }
+}
