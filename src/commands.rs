@@ -96,6 +96,9 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
                     problems.push(format!("error: {}: {e}", files.location));
                 }
             }
+            for (location, warning) in crate::tls::certificate_warnings(tls) {
+                println!("warning: {location}: {warning}");
+            }
             if let Err(e) = crate::tls::build_acceptor(tls) {
                 if problems.is_empty() {
                     problems.push(format!(

@@ -155,6 +155,50 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// Problems worth a warning but not a refusal: an expired certificate (clients will
+/// complain, but refusing the whole config would take every other listener down too),
+/// and names served by two certificates (the first one listed wins).
+pub fn certificate_warnings(settings: &ListenerTls) -> Vec<(crate::config::Location, String)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut warnings = Vec::new();
+    let mut seen: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for files in &settings.certificates {
+        let Ok(cert) = load_certificate(&files.cert, &files.key) else {
+            continue;
+        };
+        if cert.not_after < now {
+            let when = time::OffsetDateTime::from_unix_timestamp(cert.not_after)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            warnings.push((
+                files.location.clone(),
+                format!("certificate {} expired at {when}", files.cert.display()),
+            ));
+        }
+        for name in &cert.names {
+            if let Some((_, other)) = seen.iter().find(|(n, _)| n == name) {
+                warnings.push((
+                    files.location.clone(),
+                    format!(
+                        "name {name:?} of {} is also served by {}; the first one wins",
+                        files.cert.display(),
+                        other.display()
+                    ),
+                ));
+            } else {
+                seen.push((name.clone(), files.cert.clone()));
+            }
+        }
+    }
+    warnings
+}
+
 /// Builds a listener's acceptor from its files; every failure names the file.
 pub fn build_acceptor(settings: &ListenerTls) -> Result<(TlsAcceptor, Vec<(String, i64)>), String> {
     let certificates = settings

@@ -51,6 +51,20 @@ impl Gateway {
         self.listeners.load().get(&addr).cloned()
     }
 
+    fn client_identity_header(&self, ctx: &RequestContext) -> Option<http::HeaderName> {
+        ctx.snapshot
+            .config
+            .listeners
+            .iter()
+            .find(|l| l.name == ctx.listener)?
+            .tls
+            .as_ref()?
+            .client_auth
+            .as_ref()?
+            .identity_header
+            .clone()
+    }
+
     async fn reply(
         &self,
         session: &mut Session,
@@ -209,6 +223,10 @@ impl ProxyHttp for Gateway {
             .and_then(|t| t.sni.clone())
             .unwrap_or_else(|| address.ip().to_string());
         let mut peer = HttpPeer::new(address, tls.is_some(), sni);
+        // Pooled connections are never shared between upstreams: two upstreams may reach
+        // one address with different TLS trust, and a connection verified for one must
+        // not serve the other.
+        peer.group_key = pool.group_key;
         let route_timeout = ctx.route.as_ref().and_then(|r| r.timeout);
         let limit = |d: Duration| route_timeout.map_or(d, |t| t.min(d));
         peer.options.connection_timeout = Some(limit(upstream.connect_timeout));
@@ -218,6 +236,9 @@ impl ProxyHttp for Gateway {
         if let Some(tls) = tls {
             peer.options.verify_cert = tls.verify;
             peer.options.verify_hostname = tls.verify;
+            if let Some(ca) = &pool.tls_ca {
+                peer.options.ca = Some(ca.clone());
+            }
         }
         if upstream.http2 {
             peer.options.set_http_version(2, 2);
@@ -305,6 +326,18 @@ impl ProxyHttp for Gateway {
                 upstream_request.insert_header("x-forwarded-host", host)?;
             }
         }
+        if let Some(header) = self.client_identity_header(ctx) {
+            // Never trust the client's own copy of the identity header.
+            upstream_request.remove_header(&header);
+            let identity = session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .filter(|ssl| !ssl.cert_digest.is_empty())
+                .map(|ssl| client_identity(ssl));
+            if let Some(identity) = identity {
+                upstream_request.insert_header(header, identity)?;
+            }
+        }
         upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
         upstream_request.insert_header("traceparent", ctx.trace.header_value())?;
         if let Some(route) = ctx.route.clone() {
@@ -364,6 +397,9 @@ impl ProxyHttp for Gateway {
             tracing::debug!(request_id = %ctx.request_id, status, error = %e, "request failed");
         }
         if status > 0 && session.response_written().is_none() {
+            // The connection closes after an error; say so, so the client does not
+            // send its next request into a closing socket.
+            session.set_keepalive(None);
             if let Err(write_error) = Reply::plain(status, body).send(session, ctx).await {
                 tracing::debug!(error = %write_error, "could not send error response");
             }
@@ -412,6 +448,20 @@ impl ProxyHttp for Gateway {
             });
         }
     }
+}
+
+/// The verified client certificate, in the style of Envoy's `x-forwarded-client-cert`:
+/// what pingora's TLS digest keeps of it (hash, serial, organization).
+fn client_identity(ssl: &pingora::protocols::tls::SslDigest) -> String {
+    let hash: String = ssl.cert_digest.iter().map(|b| format!("{b:02x}")).collect();
+    let mut out = format!("Hash={hash}");
+    if let Some(serial) = &ssl.serial_number {
+        out.push_str(&format!(";Serial={serial}"));
+    }
+    if let Some(org) = &ssl.organization {
+        out.push_str(&format!(";O=\"{}\"", org.replace('"', "")));
+    }
+    out
 }
 
 fn status_label(status: u16) -> std::borrow::Cow<'static, str> {

@@ -115,6 +115,10 @@ pub struct Member {
 #[derive(Debug)]
 pub struct Pool {
     pub upstream: Arc<Upstream>,
+    /// The `tls.ca` certificates, loaded once per pool rather than per connection.
+    pub tls_ca: Option<Arc<pingora::protocols::tls::CaType>>,
+    /// Isolates this upstream's pooled connections from other upstreams'.
+    pub group_key: u64,
     pub members: Vec<Member>,
     /// Smooth weighted round-robin order of member indices (nginx's algorithm), so weights
     /// interleave instead of arriving in bursts.
@@ -132,7 +136,26 @@ impl Pool {
             })
             .collect();
         let schedule = smooth_weighted_schedule(endpoints);
+        let tls_ca = upstream
+            .tls
+            .as_ref()
+            .and_then(|t| t.ca.as_ref())
+            .and_then(|path| match load_upstream_ca(path) {
+                Ok(ca) => Some(ca),
+                Err(e) => {
+                    tracing::error!(upstream = %upstream.name, error = %e, "cannot load upstream CA; connections will fail verification");
+                    None
+                }
+            });
+        let group_key = {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            upstream.name.hash(&mut hasher);
+            format!("{:?}", upstream.tls).hash(&mut hasher);
+            hasher.finish()
+        };
         Self {
+            tls_ca,
+            group_key,
             upstream,
             members,
             schedule,
@@ -194,6 +217,22 @@ impl Pool {
                 .max_by_key(|m| rendezvous_score(hash_key, m)),
         }
     }
+}
+
+/// CA certificates for verifying an upstream, in the form pingora's connector takes.
+pub fn load_upstream_ca(
+    path: &std::path::Path,
+) -> Result<Arc<pingora::protocols::tls::CaType>, String> {
+    use pingora::utils::tls::{parse_x509, WrappedX509};
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read CA {}: {e}", path.display()))?;
+    let certs: Vec<WrappedX509> = rustls_pemfile::certs(&mut pem.as_slice())
+        .map(|c| c.map(|der| WrappedX509::new(der.to_vec(), parse_x509)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid CA PEM {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in CA file {}", path.display()));
+    }
+    Ok(Arc::from(certs))
 }
 
 /// Rendezvous (highest random weight) hashing: when a member leaves, only the keys that

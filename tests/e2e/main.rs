@@ -9,6 +9,7 @@ mod proxying;
 mod reload;
 mod routing;
 mod signals;
+mod tls;
 
 /// A config with the admin listener and the named plain listeners on ephemeral ports,
 /// followed by `rest`.

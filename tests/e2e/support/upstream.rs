@@ -48,7 +48,40 @@ impl Upstream {
         Self::start_on("127.0.0.1:0".parse().expect("addr"), name).await
     }
 
+    /// An HTTPS upstream (HTTP/1.1 and h2 by ALPN) with the given certificate.
+    pub async fn start_tls(name: &str, cert_pem: &str, key_pem: &str) -> Upstream {
+        let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("cert pem");
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .expect("key pem")
+            .expect("a key");
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::serve(
+            "127.0.0.1:0".parse().expect("addr"),
+            name,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+        .await
+    }
+
     pub async fn start_on(addr: SocketAddr, name: &str) -> Upstream {
+        Self::serve(addr, name, None).await
+    }
+
+    async fn serve(
+        addr: SocketAddr,
+        name: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Upstream {
         let listener = TcpListener::bind(addr).await.expect("bind upstream");
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(State {
@@ -66,11 +99,26 @@ impl Upstream {
                 };
                 accept_state.connections.fetch_add(1, Ordering::Relaxed);
                 let state = accept_state.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
