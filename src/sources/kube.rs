@@ -210,6 +210,12 @@ impl Backoff for CappedBackoff {
     }
 }
 
+/// Watch events reduced to (object name, its endpoints), whichever API they came from.
+type SliceEvents = futures_util::stream::BoxStream<
+    'static,
+    Result<Event<(String, Vec<SliceEndpoints>)>, watcher::Error>,
+>;
+
 async fn run_watch(
     client: Client,
     key: WatchKey,
@@ -221,10 +227,7 @@ async fn run_watch(
     let labels = format!("kubernetes.io/service-name={}", key.service);
     let fields = format!("metadata.name={}", key.service);
     let backoff = || CappedBackoff { next: MIN_BACKOFF };
-    let mut events: futures_util::stream::BoxStream<
-        'static,
-        Result<Event<(String, Vec<SliceEndpoints>)>, watcher::Error>,
-    > = match key.api {
+    let mut events: SliceEvents = match key.api {
         DiscoveryApi::EndpointSlices => {
             let api: Api<EndpointSlice> = Api::namespaced(client, &key.namespace);
             watcher(api, watcher::Config::default().labels(&labels))
