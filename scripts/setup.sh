@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building edgegate needs on a fresh Debian machine with Rust and gcc:
 # cmake (pingora builds zlib-ng with it). Pass extra Debian package names to add them
-# (the load benchmark wants nginx haproxy wrk nghttp2-client).
+# (the load benchmark wants nginx haproxy wrk nghttp2-client). It also installs grpcio
+# for the gRPC end-to-end tests.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+# The gRPC end-to-end tests drive a real gRPC server and client (grpcio, from PyPI).
+python3 -c "import grpc" 2>/dev/null || python3 -m pip install -q --disable-pip-version-check grpcio
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

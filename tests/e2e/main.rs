@@ -5,6 +5,7 @@ mod support;
 mod admin;
 mod cli;
 mod framing;
+mod grpc;
 mod proxying;
 mod reload;
 mod routing;
