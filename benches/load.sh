@@ -649,6 +649,7 @@ summarize() {
   {
     echo "edgegate load benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "host: $(uname -srm), $NCPU CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null))"
+    echo "load average at start: $LOADAVG_START (other work on the machine makes every number noisier)"
     if [[ $PIN == 1 ]]; then
       echo "pinning: proxy cpu $CPU_PROXY, origin cpu $CPU_ORIGIN, wrk cpu $CPU_WRK"
     else
@@ -706,7 +707,9 @@ summarize() {
 # ----------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------
+LOADAVG_START=
 main() {
+  LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
   ensure_tools
   ensure_edgegate
   log "proxies: ${PROXY_LIST[*]}; scenarios: $SCENARIOS; duration $DURATION x $ROUNDS round(s); tmp $TMP"

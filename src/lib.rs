@@ -41,6 +41,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod buffered_io;
 pub mod cli;
 pub mod commands;
 pub mod config;

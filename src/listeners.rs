@@ -159,6 +159,7 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
     // listener (and so which routes) a request arrived on.
     let _ = digest.local_addr.set(Some(bound.into()));
     stream.set_socket_digest(digest);
+    let stream = crate::buffered_io::BufferedIo::new(stream);
     let stream: pingora::protocols::Stream = match tls.current() {
         None => Box::new(stream),
         Some(acceptor) => match acceptor.tls_handshake(stream).await {

@@ -99,7 +99,13 @@ impl ProxyHttp for Gateway {
             .filter(|v| !v.is_empty() && v.len() <= 200)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        ctx.request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // A v4 UUID from the thread-local generator: `Uuid::new_v4` asks the kernel for
+        // randomness (a syscall) on every request.
+        ctx.request_id = request_id.unwrap_or_else(|| {
+            uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string()
+        });
         ctx.trace = trace::TraceContext::continue_or_start(
             session
                 .req_header()

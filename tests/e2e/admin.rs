@@ -55,14 +55,28 @@ async fn request_metrics_have_every_label() {
     for path in ["/app/x", "/app/y", "/ping", "/missing"] {
         c.get(gw.url("web", path)).send().await.expect("request");
     }
-    let text = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    // Requests are counted when their exchange is logged, just after the response is
+    // sent, so wait until all four are in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = c
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        let counted: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("edgegate_requests_total{") && l.contains("listener=\"web\""))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        if counted >= 4.0 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let value = |s: &str| metric_value(&text, s);
     assert_eq!(value("edgegate_requests_total{code=\"200\",listener=\"web\",route=\"main\",upstream=\"pool\"}"), Some(2.0), "{text}");
     assert_eq!(

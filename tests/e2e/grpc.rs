@@ -49,7 +49,9 @@ impl Drop for GrpcServer {
 
 /// A TCP relay in front of the gRPC server that counts the connections the gateway opens.
 async fn counting_relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let count = Arc::new(AtomicUsize::new(0));
     let counter = count.clone();
@@ -90,7 +92,10 @@ fn run_client(target: &str, tls: Option<(&std::path::Path, &str)>) {
         "4 MiB message",
         "50 concurrent calls",
     ] {
-        assert!(stdout.contains(&format!("ok: {check}")), "{check} missing:\n{stdout}");
+        assert!(
+            stdout.contains(&format!("ok: {check}")),
+            "{check} missing:\n{stdout}"
+        );
     }
 }
 
@@ -117,7 +122,10 @@ async fn grpc_passes_through_an_h2c_listener() {
         .await
         .expect("client");
     let opened = connections.load(Ordering::Relaxed);
-    assert!((1..=4).contains(&opened), "{opened} upstream connections for the whole run");
+    assert!(
+        (1..=4).contains(&opened),
+        "{opened} upstream connections for the whole run"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,5 +144,8 @@ async fn grpc_passes_through_a_tls_listener_negotiating_h2() {
         .await
         .expect("client");
     let opened = connections.load(Ordering::Relaxed);
-    assert!((1..=4).contains(&opened), "{opened} upstream connections for the whole run");
+    assert!(
+        (1..=4).contains(&opened),
+        "{opened} upstream connections for the whole run"
+    );
 }

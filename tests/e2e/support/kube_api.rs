@@ -148,7 +148,8 @@ impl KubeApi {
     /// ephemeral loopback port and writes a kubeconfig pointing at it.
     pub async fn start() -> KubeApi {
         let (ca_pem, tls) = pki();
-        let listener = listen("127.0.0.1:0".parse().expect("loopback address"));
+        let listener =
+            listen("127.0.0.1:0".parse().expect("loopback address")).expect("kube double listen");
         let addr = listener.local_addr().expect("kube double local address");
         let token = format!("{:032x}", rand::random::<u128>());
         let dir = tempfile::tempdir().expect("kube double tempdir");
@@ -171,6 +172,7 @@ impl KubeApi {
         }
     }
 
+    /// The listening address: 127.0.0.1 and an ephemeral port, kept across restarts.
     pub fn addr(&self) -> SocketAddr {
         self.inner.addr
     }
@@ -297,7 +299,9 @@ impl KubeApi {
             .collect();
         let ports: Vec<Value> = ports
             .iter()
-            .map(|(name, port)| json!({"name": name.unwrap_or(""), "port": port, "protocol": "TCP"}))
+            .map(
+                |(name, port)| json!({"name": name.unwrap_or(""), "port": port, "protocol": "TCP"}),
+            )
             .collect();
         let mut labels = Map::new();
         labels.insert(SERVICE_NAME_LABEL.into(), json!(service_name));
@@ -328,7 +332,12 @@ impl KubeApi {
 
     /// Creates or updates a legacy core/v1 Endpoints object (named like its Service).
     /// Empty address lists are omitted from the JSON, as the real server does.
-    pub fn apply_endpoints(&self, namespace: &str, name: &str, subsets: &[EndpointSubset]) -> String {
+    pub fn apply_endpoints(
+        &self,
+        namespace: &str,
+        name: &str,
+        subsets: &[EndpointSubset],
+    ) -> String {
         let addresses =
             |list: &[String]| -> Vec<Value> { list.iter().map(|ip| json!({"ip": ip})).collect() };
         let subsets: Vec<Value> = subsets
@@ -447,10 +456,33 @@ impl KubeApi {
         }
     }
 
+    /// Waits until at most `n` watch streams are open (clients went away, or stopped
+    /// watching); panics after `timeout`.
+    pub async fn wait_for_watchers_at_most(&self, n: usize, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let open = self.watchers();
+            if open <= n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{open} watch streams still open after {timeout:?}, want at most {n}"
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
     /// Every request target (path and query string, exactly as sent, so still
     /// percent-encoded), in arrival order, including rejected ones.
     pub fn requests(&self) -> Vec<String> {
         self.inner.store().requests.clone()
+    }
+
+    /// The `User-Agent` of every request (empty if none), aligned with
+    /// [`Self::requests`].
+    pub fn user_agents(&self) -> Vec<String> {
+        self.inner.store().user_agents.clone()
     }
 
     /// Waits for a request, among those after the first `since`, for which `matches`
@@ -496,7 +528,22 @@ impl KubeApi {
         if server.is_some() {
             return;
         }
-        let listener = listen(self.inner.addr);
+        // The port is almost always free at once; retry briefly in case the kernel
+        // handed it to an outgoing connection meanwhile.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match listen(self.inner.addr) {
+                Ok(listener) => break listener,
+                Err(e) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "kube double cannot listen on {} again: {e}",
+                        self.inner.addr
+                    );
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+            }
+        };
         *server = Some(Server::spawn(listener, self.inner.clone()));
     }
 }
@@ -520,13 +567,11 @@ impl Server {
 
 /// Binds with SO_REUSEADDR so [`KubeApi::restart`] gets the same port back even while
 /// connections the double cut are in TIME_WAIT.
-fn listen(addr: SocketAddr) -> TcpListener {
-    let socket = TcpSocket::new_v4().expect("kube double socket");
-    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-    socket
-        .bind(addr)
-        .unwrap_or_else(|e| panic!("kube double bind {addr}: {e}"));
-    socket.listen(1024).expect("kube double listen")
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, mut stop: oneshot::Receiver<()>) {
@@ -760,6 +805,7 @@ struct Store {
     history: VecDeque<Change>,
     watchers: Vec<Watcher>,
     requests: Vec<String>,
+    user_agents: Vec<String>,
     next_uid: u64,
     uid_prefix: u32,
 }
@@ -780,6 +826,7 @@ impl Store {
             history: VecDeque::new(),
             watchers: Vec::new(),
             requests: Vec::new(),
+            user_agents: Vec::new(),
             next_uid: 1,
             uid_prefix: rand::random(),
         }
@@ -792,7 +839,10 @@ impl Store {
         let mut metadata = match &old {
             Some(old) => old["metadata"].clone(),
             None => {
-                let uid = format!("{:08x}-0000-4000-8000-{:012x}", self.uid_prefix, self.next_uid);
+                let uid = format!(
+                    "{:08x}-0000-4000-8000-{:012x}",
+                    self.uid_prefix, self.next_uid
+                );
                 self.next_uid += 1;
                 json!({
                     "name": key.name,
@@ -943,7 +993,11 @@ impl Filter {
     }
 
     fn covers(&self, key: &Key) -> bool {
-        key.kind == self.kind && self.namespace.as_ref().is_none_or(|ns| *ns == key.namespace)
+        key.kind == self.kind
+            && self
+                .namespace
+                .as_ref()
+                .is_none_or(|ns| *ns == key.namespace)
     }
 
     fn matches(&self, object: &Value) -> bool {
@@ -973,16 +1027,18 @@ impl Filter {
         let before = change.prev.as_ref().is_some_and(|p| self.matches(p));
         let (event, object) = match change.change {
             ChangeType::Deleted => (before.then_some("DELETED"), Cow::Borrowed(&change.object)),
-            ChangeType::Added | ChangeType::Modified => match (before, self.matches(&change.object)) {
-                (true, true) => (Some("MODIFIED"), Cow::Borrowed(&change.object)),
-                (false, true) => (Some("ADDED"), Cow::Borrowed(&change.object)),
-                (true, false) => {
-                    let mut gone = change.prev.clone().unwrap_or_default();
-                    gone["metadata"]["resourceVersion"] = json!(change.rv.to_string());
-                    (Some("DELETED"), Cow::Owned(gone))
+            ChangeType::Added | ChangeType::Modified => {
+                match (before, self.matches(&change.object)) {
+                    (true, true) => (Some("MODIFIED"), Cow::Borrowed(&change.object)),
+                    (false, true) => (Some("ADDED"), Cow::Borrowed(&change.object)),
+                    (true, false) => {
+                        let mut gone = change.prev.clone().unwrap_or_default();
+                        gone["metadata"]["resourceVersion"] = json!(change.rv.to_string());
+                        (Some("DELETED"), Cow::Owned(gone))
+                    }
+                    (false, false) => (None, Cow::Borrowed(&change.object)),
                 }
-                (false, false) => (None, Cow::Borrowed(&change.object)),
-            },
+            }
         };
         event.map(|event| event_line(event, &object))
     }
@@ -1155,7 +1211,9 @@ impl Body for ApiBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ApiBody::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            ApiBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             ApiBody::Watch { .. } => SizeHint::default(),
         }
     }
@@ -1227,8 +1285,15 @@ fn percent_decode(s: &str) -> String {
 enum Route {
     Document(Value),
     Text(&'static str),
-    Collection { kind: Kind, namespace: Option<String> },
-    Object { kind: Kind, namespace: String, name: String },
+    Collection {
+        kind: Kind,
+        namespace: Option<String>,
+    },
+    Object {
+        kind: Kind,
+        namespace: String,
+        name: String,
+    },
     NotFound,
 }
 
@@ -1238,7 +1303,16 @@ impl Inner {
         let target = uri
             .path_and_query()
             .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
-        self.store().requests.push(target);
+        let user_agent = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        {
+            let mut store = self.store();
+            store.requests.push(target);
+            store.user_agents.push(user_agent);
+        }
 
         let bearer = req
             .headers()
@@ -1309,11 +1383,13 @@ impl Inner {
             ["version"] => return Route::Document(version()),
             ["healthz" | "livez" | "readyz"] => return Route::Text("ok"),
             ["api"] => return Route::Document(self.api_versions()),
-            ["apis"] => return Route::Document(json!({
-                "kind": "APIGroupList",
-                "apiVersion": "v1",
-                "groups": [discovery_group()],
-            })),
+            ["apis"] => {
+                return Route::Document(json!({
+                    "kind": "APIGroupList",
+                    "apiVersion": "v1",
+                    "groups": [discovery_group()],
+                }))
+            }
             ["apis", "discovery.k8s.io"] => {
                 let mut group = discovery_group();
                 group["kind"] = json!("APIGroup");
@@ -1700,7 +1776,8 @@ fn resource_list(group: &str) -> Value {
 /// Continue tokens look like the real server's: base64url of
 /// `{"v":"meta.k8s.io/v1","rv":N,"start":"<key>\u0000"}`, listing resumes after `key`.
 fn encode_continue(rv: u64, namespace: &str, name: &str) -> String {
-    let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{namespace}/{name}\u{0}")});
+    let token =
+        json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{namespace}/{name}\u{0}")});
     base64(token.to_string().as_bytes(), URL_SAFE, false)
 }
 

@@ -1,6 +1,7 @@
 //! Test support: the real gateway binary on loopback, and real HTTP servers behind it.
 
 pub mod gateway;
+pub mod kube_api;
 pub mod pki;
 pub mod upstream;
 
