@@ -53,12 +53,16 @@ pub fn run(args: RunArgs) -> ExitCode {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("edgegate-worker")
-        .enable_all()
-        .build()
-    {
+    // One worker: a current-thread runtime, which skips the work-stealing scheduler's
+    // cross-thread wakeups (measured: less CPU per request at the same throughput).
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    let runtime = match builder.thread_name("edgegate-worker").enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");
