@@ -18,9 +18,11 @@ pub struct Config {
     pub listeners: Vec<Spanned<Listener>>,
     #[serde(default)]
     pub routes: Vec<Spanned<Route>>,
-    /// Kept as a list of entries so the file order (and each name's span) survives.
+    /// Neither keys nor values are `Spanned`: toml 0.8 cannot span a table that is only
+    /// created implicitly (`[upstreams.web.kubernetes]` with no `[upstreams.web]`), so
+    /// validation finds an upstream's place in the text itself.
     #[serde(default)]
-    pub upstreams: BTreeMap<Text, Spanned<Upstream>>,
+    pub upstreams: BTreeMap<String, Upstream>,
 }
 
 #[derive(Debug, Deserialize, Default)]

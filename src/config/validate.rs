@@ -388,14 +388,43 @@ impl Checker<'_> {
 
     fn upstreams(
         &mut self,
-        raw: std::collections::BTreeMap<raw::Text, Spanned<raw::Upstream>>,
+        raw: std::collections::BTreeMap<String, raw::Upstream>,
     ) -> Vec<Upstream> {
-        let mut entries: Vec<_> = raw.into_iter().collect();
+        let mut entries: Vec<_> = raw
+            .into_iter()
+            .map(|(name, upstream)| {
+                let span = self.table_span(&name);
+                (
+                    Spanned::new(span.clone(), name),
+                    Spanned::new(span, upstream),
+                )
+            })
+            .collect();
         entries.sort_by_key(|(name, _)| name.span().start);
         entries
             .into_iter()
             .filter_map(|(name, upstream)| self.upstream(name, upstream))
             .collect()
+    }
+
+    /// Where `[upstreams.NAME` (or `[upstreams.NAME.`) first appears: the header that
+    /// defines the upstream, explicitly or by one of its sub-tables.
+    fn table_span(&self, name: &str) -> Range<usize> {
+        let text = &self.source.text;
+        let quoted = format!("[upstreams.\"{name}\"");
+        let bare = format!("[upstreams.{name}");
+        let found = text
+            .match_indices(&bare)
+            .find(|(i, _)| {
+                matches!(
+                    text.as_bytes().get(i + bare.len()),
+                    Some(b']' | b'.' | b' ')
+                )
+            })
+            .map(|(i, _)| i)
+            .or_else(|| text.find(&quoted));
+        let start = found.map_or(0, |i| i + 1);
+        start..start
     }
 
     fn upstream(&mut self, name: raw::Text, raw: Spanned<raw::Upstream>) -> Option<Upstream> {

@@ -23,6 +23,9 @@ pub struct RequestContext {
     pub tried: Vec<SocketAddr>,
     pub endpoint: Option<SocketAddr>,
     pub in_flight: Option<InFlight>,
+    /// Held from choosing an HTTP/2 peer until pingora has a stream on a connection, so
+    /// concurrent requests find the shared connection instead of each opening one.
+    pub h2_checkout: Option<tokio::sync::OwnedMutexGuard<()>>,
     pub retries_left: usize,
     pub hash_key: u64,
     pub request_id: String,
@@ -42,6 +45,7 @@ impl RequestContext {
             tried: Vec::new(),
             endpoint: None,
             in_flight: None,
+            h2_checkout: None,
             retries_left: 0,
             hash_key: 0,
             request_id: String::new(),

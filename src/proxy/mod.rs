@@ -213,6 +213,11 @@ impl ProxyHttp for Gateway {
             .pool
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool chosen"))?;
+        if pool.upstream.http2 {
+            // pingora takes a shared h2 connection out of its pool while it opens a stream
+            // on it; a concurrent request arriving meanwhile would open another connection.
+            ctx.h2_checkout = Some(pool.h2_checkout.clone().lock_owned().await);
+        }
         let Some(member) = pool.select(&ctx.tried, ctx.hash_key) else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
@@ -253,6 +258,19 @@ impl ProxyHttp for Gateway {
         Ok(Box::new(peer))
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        ctx.h2_checkout = None;
+        Ok(())
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -260,6 +278,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.h2_checkout = None;
         tracing::warn!(
             upstream = %ctx.upstream_name(),
             endpoint = %peer._address,
@@ -286,6 +305,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
         client_reused: bool,
     ) -> Box<Error> {
+        ctx.h2_checkout = None;
         let mut e = e.more_context(format!("endpoint {}", peer._address));
         let idempotent = session.req_header().method.is_idempotent();
         let replayable = idempotent && !session.as_ref().retry_buffer_truncated();

@@ -119,6 +119,8 @@ pub struct Pool {
     pub tls_ca: Option<Arc<pingora::protocols::tls::CaType>>,
     /// Isolates this upstream's pooled connections from other upstreams'.
     pub group_key: u64,
+    /// Serialises HTTP/2 connection checkout (see `RequestContext::h2_checkout`).
+    pub h2_checkout: Arc<tokio::sync::Mutex<()>>,
     pub members: Vec<Member>,
     /// Smooth weighted round-robin order of member indices (nginx's algorithm), so weights
     /// interleave instead of arriving in bursts.
@@ -156,6 +158,7 @@ impl Pool {
         Self {
             tls_ca,
             group_key,
+            h2_checkout: Arc::new(tokio::sync::Mutex::new(())),
             upstream,
             members,
             schedule,

@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod framing;
 mod grpc;
+mod kube;
 mod kube_double;
 mod proxying;
 mod reload;

@@ -1,0 +1,434 @@
+//! Kubernetes discovery through the real client library against the API server double
+//! (spec section 6): members, readiness, terminating fallback, ports, broken watches.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::support::kube_api::{Endpoint, EndpointSubset, KubeApi, TargetPort};
+use crate::support::{client, Gateway, Upstream};
+
+/// Backends on distinct loopback addresses sharing one port, as pods of a Service do.
+struct Pods {
+    port: u16,
+    servers: Vec<Upstream>,
+}
+
+impl Pods {
+    async fn start(count: u8) -> Pods {
+        let first = Upstream::start_on("127.0.0.2:0".parse().expect("addr"), "pod-2").await;
+        let port = first.addr.port();
+        let mut servers = vec![first];
+        for i in 3..(2 + count) {
+            let addr: SocketAddr = format!("127.0.0.{i}:{port}").parse().expect("addr");
+            servers.push(Upstream::start_on(addr, &format!("pod-{i}")).await);
+        }
+        Pods { port, servers }
+    }
+
+    fn ip(&self, i: usize) -> String {
+        self.servers[i].addr.ip().to_string()
+    }
+}
+
+fn config(extra_upstream: &str) -> String {
+    format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n\n\
+         [[routes]]\nname = \"static\"\npath = \"/static\"\nrespond = {{ status = 200, body = \"static\" }}\n\n\
+         [[routes]]\nname = \"app\"\nupstream = \"web\"\n\n\
+         [upstreams.web.kubernetes]\nnamespace = \"shop\"\nservice = \"web\"\nport = \"http\"\n{extra_upstream}"
+    )
+}
+
+fn start_gateway(api: &KubeApi, text: &str) -> Gateway {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(&path, text).expect("write");
+    let kubeconfig = api.kubeconfig_path().display().to_string();
+    Gateway::spawn(dir, path, &[("KUBECONFIG", &kubeconfig)])
+}
+
+async fn wait_ready(gw: &Gateway) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(r) = client().get(gw.admin_url("/readyz")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Counts which pod answered, over `n` requests.
+async fn spread(gw: &Gateway, n: usize) -> BTreeMap<String, usize> {
+    let c = client();
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let resp = c.get(gw.url("web", "/")).send().await.expect("request");
+        let who = resp.headers().get("x-upstream").map_or_else(
+            || format!("status {}", resp.status()),
+            |v| v.to_str().expect("h").to_string(),
+        );
+        *seen.entry(who).or_default() += 1;
+    }
+    seen
+}
+
+/// Polls until the set of pods answering equals `expected` (status strings included).
+async fn wait_spread(gw: &Gateway, expected: &[&str]) -> BTreeMap<String, usize> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = spread(gw, expected.len().max(1) * 4).await;
+        let names: Vec<&str> = seen.keys().map(String::as_str).collect();
+        if names == expected {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {seen:?}, want {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn http_slice(api: &KubeApi, name: &str, port: u16, endpoints: &[Endpoint]) {
+    api.apply_endpoint_slice("shop", name, "web", &[(Some("http"), port)], endpoints);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_appear_and_share_traffic_round_robin() {
+    let api = KubeApi::start().await;
+    let pods = Pods::start(2).await;
+    http_slice(
+        &api,
+        "web-a",
+        pods.port,
+        &[Endpoint::ready(&pods.ip(0)), Endpoint::ready(&pods.ip(1))],
+    );
+    let gw = start_gateway(&api, &config(""));
+    wait_ready(&gw).await;
+    let seen = spread(&gw, 10).await;
+    assert_eq!(
+        seen,
+        BTreeMap::from([("pod-2".into(), 5), ("pod-3".into(), 5)])
+    );
+    assert_eq!(
+        gw.metric("edgegate_upstream_endpoints{state=\"healthy\",upstream=\"web\"}")
+            .await,
+        Some(2.0)
+    );
+    let agents = api.user_agents();
+    assert!(
+        agents.iter().any(|a| a.starts_with("edgegate/")),
+        "{agents:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_up_and_down_changes_members_without_a_reload() {
+    let api = KubeApi::start().await;
+    let pods = Pods::start(3).await;
+    http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(0))]);
+    let gw = start_gateway(&api, &config(""));
+    wait_ready(&gw).await;
+    wait_spread(&gw, &["pod-2"]).await;
+    http_slice(
+        &api,
+        "web-a",
+        pods.port,
+        &[
+            Endpoint::ready(&pods.ip(0)),
+            Endpoint::ready(&pods.ip(1)),
+            Endpoint::ready(&pods.ip(2)),
+        ],
+    );
+    wait_spread(&gw, &["pod-2", "pod-3", "pod-4"]).await;
+    http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(2))]);
+    wait_spread(&gw, &["pod-4"]).await;
+    let config: serde_json::Value = client()
+        .get(gw.admin_url("/config"))
+        .send()
+        .await
+        .expect("config")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        config["generation"], 1,
+        "discovery must not go through config reloads"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_flips_and_terminating_endpoints_are_the_fallback() {
+    let api = KubeApi::start().await;
+    let pods = Pods::start(2).await;
+    http_slice(
+        &api,
+        "web-a",
+        pods.port,
+        &[Endpoint::ready(&pods.ip(0)), Endpoint::ready(&pods.ip(1))],
+    );
+    let gw = start_gateway(&api, &config(""));
+    wait_ready(&gw).await;
+    wait_spread(&gw, &["pod-2", "pod-3"]).await;
+    http_slice(
+        &api,
+        "web-a",
+        pods.port,
+        &[
+            Endpoint::not_ready(&pods.ip(0)),
+            Endpoint::ready(&pods.ip(1)),
+        ],
+    );
+    wait_spread(&gw, &["pod-3"]).await;
+    // A rollout's end: nothing ready, one pod still serving while terminating.
+    http_slice(
+        &api,
+        "web-a",
+        pods.port,
+        &[
+            Endpoint::terminating(&pods.ip(0), true),
+            Endpoint::terminating(&pods.ip(1), false),
+        ],
+    );
+    wait_spread(&gw, &["pod-2"]).await;
+    // An endpoint without conditions counts as ready.
+    let bare = Endpoint {
+        addresses: vec![pods.ip(1)],
+        ..Endpoint::default()
+    };
+    http_slice(
+        &api,
+        "web-a",
+        pods.port,
+        &[Endpoint::not_ready(&pods.ip(0)), bare],
+    );
+    wait_spread(&gw, &["pod-3"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slices_are_merged_and_deduplicated() {
+    let api = KubeApi::start().await;
+    let pods = Pods::start(3).await;
+    http_slice(
+        &api,
+        "web-a",
+        pods.port,
+        &[Endpoint::ready(&pods.ip(0)), Endpoint::ready(&pods.ip(1))],
+    );
+    http_slice(
+        &api,
+        "web-b",
+        pods.port,
+        &[Endpoint::ready(&pods.ip(1)), Endpoint::ready(&pods.ip(2))],
+    );
+    let gw = start_gateway(&api, &config(""));
+    wait_ready(&gw).await;
+    let seen = spread(&gw, 30).await;
+    assert_eq!(
+        seen,
+        BTreeMap::from([
+            ("pod-2".into(), 10),
+            ("pod-3".into(), 10),
+            ("pod-4".into(), 10)
+        ])
+    );
+    api.delete_endpoint_slice("shop", "web-b");
+    wait_spread(&gw, &["pod-2", "pod-3"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_ports_map_by_name_and_number_to_slice_ports() {
+    let api = KubeApi::start().await;
+    let pods = Pods::start(1).await;
+    api.apply_service(
+        "shop",
+        "web",
+        &[
+            (Some("metrics"), 9090, TargetPort::Number(9090)),
+            (Some("http"), 80, TargetPort::Name("web")),
+        ],
+    );
+    // The slice names ports after the Service's ports; numbers are the pods' ports.
+    api.apply_endpoint_slice(
+        "shop",
+        "web-a",
+        "web",
+        &[(Some("metrics"), 9), (Some("http"), pods.port)],
+        &[Endpoint::ready(&pods.ip(0))],
+    );
+    for port in ["\"http\"", "80"] {
+        let text = config("").replace("port = \"http\"", &format!("port = {port}"));
+        let gw = start_gateway(&api, &text);
+        wait_ready(&gw).await;
+        assert_eq!(
+            spread(&gw, 3).await,
+            BTreeMap::from([("pod-2".into(), 3)]),
+            "port {port}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_endpoints_can_be_watched_instead() {
+    let api = KubeApi::start().await;
+    let pods = Pods::start(2).await;
+    api.apply_endpoints(
+        "shop",
+        "web",
+        &[EndpointSubset {
+            addresses: vec![pods.ip(0)],
+            not_ready_addresses: vec![pods.ip(1)],
+            ports: vec![(Some("http".into()), pods.port)],
+        }],
+    );
+    let gw = start_gateway(&api, &config("api = \"endpoints\"\n"));
+    wait_ready(&gw).await;
+    wait_spread(&gw, &["pod-2"]).await;
+    api.apply_endpoints(
+        "shop",
+        "web",
+        &[EndpointSubset {
+            addresses: vec![pods.ip(0), pods.ip(1)],
+            not_ready_addresses: vec![],
+            ports: vec![(Some("http".into()), pods.port)],
+        }],
+    );
+    wait_spread(&gw, &["pod-2", "pod-3"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_without_endpoints_is_503_not_a_hang() {
+    let api = KubeApi::start().await;
+    api.apply_endpoint_slice("shop", "web-a", "web", &[(Some("http"), 80)], &[]);
+    let gw = start_gateway(&api, &config(""));
+    wait_ready(&gw).await;
+    let started = Instant::now();
+    let resp = client()
+        .get(gw.url("web", "/"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_watches_keep_the_last_members_and_recover() {
+    let api = KubeApi::start().await;
+    let pods = Pods::start(3).await;
+    http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(0))]);
+    let gw = start_gateway(&api, &config(""));
+    wait_ready(&gw).await;
+    wait_spread(&gw, &["pod-2"]).await;
+    api.wait_for_watchers(1, Duration::from_secs(5)).await;
+
+    // The server ends the stream: the client re-watches, nothing changes for traffic.
+    api.close_watches();
+    assert_eq!(spread(&gw, 4).await, BTreeMap::from([("pod-2".into(), 4)]));
+    api.wait_for_watchers(1, Duration::from_secs(5)).await;
+
+    // 410 Gone inside the stream: a fresh list follows, and a change made meanwhile lands.
+    let since = api.requests().len();
+    api.expire_history();
+    http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(1))]);
+    api.wait_for_request(since, Duration::from_secs(10), |r| {
+        r.contains("endpointslices") && !r.contains("watch=")
+    })
+    .await;
+    wait_spread(&gw, &["pod-3"]).await;
+
+    // The API server goes away: the last known members keep serving; when it comes back,
+    // changes made while it was gone arrive.
+    api.stop().await;
+    assert_eq!(spread(&gw, 4).await, BTreeMap::from([("pod-3".into(), 4)]));
+    http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(2))]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(spread(&gw, 4).await, BTreeMap::from([("pod-3".into(), 4)]));
+    api.restart().await;
+    wait_spread(&gw, &["pod-4"]).await;
+    assert!(
+        gw.metric("edgegate_discovery_errors_total{service=\"shop/web\"}")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_with_the_api_server_down_serves_static_routes_and_is_not_ready() {
+    let api = KubeApi::start().await;
+    let pods = Pods::start(1).await;
+    http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(0))]);
+    api.stop().await;
+    let gw = start_gateway(&api, &config(""));
+    let c = client();
+    assert_eq!(
+        c.get(gw.admin_url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status(),
+        503
+    );
+    let resp = c
+        .get(gw.url("web", "/static"))
+        .send()
+        .await
+        .expect("static");
+    assert_eq!(resp.text().await.expect("body"), "static");
+    assert_eq!(
+        c.get(gw.url("web", "/"))
+            .send()
+            .await
+            .expect("request")
+            .status(),
+        503
+    );
+    api.restart().await;
+    wait_ready(&gw).await;
+    wait_spread(&gw, &["pod-2"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_starts_and_stops_watches() {
+    let api = KubeApi::start().await;
+    let pods = Pods::start(1).await;
+    http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(0))]);
+    api.apply_endpoint_slice(
+        "shop",
+        "api-a",
+        "api",
+        &[(Some("http"), pods.port)],
+        &[Endpoint::ready(&pods.ip(0))],
+    );
+    let gw = start_gateway(&api, &config(""));
+    wait_ready(&gw).await;
+    api.wait_for_watchers(1, Duration::from_secs(5)).await;
+    let with_api = format!(
+        "{}\n[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\nupstream = \"api\"\n\n[upstreams.api.kubernetes]\nnamespace = \"shop\"\nservice = \"api\"\nport = \"http\"\n",
+        config("")
+    );
+    gw.write_config(&with_api);
+    api.wait_for_watchers(2, Duration::from_secs(5)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = client()
+            .get(gw.url("web", "/api/x"))
+            .send()
+            .await
+            .expect("request");
+        if resp.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "api upstream never got members");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.write_config(&config(""));
+    api.wait_for_watchers_at_most(1, Duration::from_secs(5))
+        .await;
+    assert_eq!(spread(&gw, 2).await, BTreeMap::from([("pod-2".into(), 2)]));
+}
