@@ -12,6 +12,9 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::config::model::{HealthCheck, Name};
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
@@ -76,12 +79,14 @@ async fn run_checks(
             return;
         };
         let host = pool.upstream.tls.as_ref().and_then(|t| t.sni.clone());
+        let tls = pool.upstream.tls.as_ref().map(|_| tls_connector(&pool));
         let probes = pool.members.iter().map(|member| {
             let address = member.endpoint.address;
             let host = host.clone();
             let path = check.path.clone();
+            let tls = tls.clone();
             async move {
-                let passed = tokio::time::timeout(check.timeout, probe(address, host, &path))
+                let passed = tokio::time::timeout(check.timeout, probe(address, host, &path, tls))
                     .await
                     .unwrap_or(Err("timed out".to_string()));
                 (address, passed)
@@ -114,11 +119,113 @@ async fn run_checks(
     }
 }
 
+/// Checks of a TLS upstream speak TLS with the same trust as its requests: the `ca`
+/// (else the system roots), or no verification when `verify = false` was written.
+fn tls_connector(pool: &crate::snapshot::pool::Pool) -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions");
+    let verify = pool.upstream.tls.as_ref().is_none_or(|t| t.verify);
+    let config = if verify {
+        let mut roots = rustls::RootCertStore::empty();
+        match &pool.tls_ca {
+            Some(ca) => {
+                for cert in ca.iter() {
+                    let _ = roots.add(rustls::pki_types::CertificateDer::from(
+                        cert.borrow_raw_cert().as_slice().to_owned(),
+                    ));
+                }
+            }
+            None => {
+                for cert in pingora::tls::load_native_certs().unwrap_or_default() {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth()
+    };
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// For `verify = false` upstreams only, which the config must say in writing.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// One HTTP/1.1 GET; a 2xx or 3xx status passes.
-async fn probe(address: SocketAddr, host: Option<String>, path: &str) -> Result<(), String> {
-    let mut stream = TcpStream::connect(address)
+async fn probe(
+    address: SocketAddr,
+    host: Option<String>,
+    path: &str,
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> Result<(), String> {
+    let tcp = TcpStream::connect(address)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let sni = host.clone().unwrap_or_else(|| address.ip().to_string());
+    let mut stream: Box<dyn Stream> = match tls {
+        None => Box::new(tcp),
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::try_from(sni)
+                .map_err(|e| format!("invalid TLS name: {e}"))?;
+            Box::new(
+                connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?,
+            )
+        }
+    };
     let host = host.unwrap_or_else(|| address.to_string());
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: edgegate-health-check/{}\r\nConnection: close\r\n\r\n",

@@ -70,7 +70,7 @@ pub struct Publisher<A> {
     pub discovery: Option<Arc<Discovery>>,
     pub readiness: Arc<Readiness>,
     /// Hash of the config text and TLS files last loaded (or refused).
-    pub fingerprint: String,
+    pub fingerprint: Fingerprint,
 }
 
 /// The files whose change means a reload: the config and every TLS file it names.
@@ -91,25 +91,27 @@ pub fn watched_files(origin: &ConfigOrigin, config: &Config) -> Vec<PathBuf> {
     files
 }
 
-/// Fingerprint of a config text together with the TLS files that `config` (the running
-/// one) names; a certificate rewritten in place changes it although the text did not.
-pub fn fingerprint(text: &str, config: &Config) -> String {
-    fingerprint_of(text, config)
+/// What a reload compares to decide whether anything changed: the config text, and the
+/// TLS files a config names (a certificate rewritten in place changes nothing in the text).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    text: [u8; 32],
+    tls_files: [u8; 32],
 }
 
-fn fingerprint_of(text: &str, config: &Config) -> String {
-    use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
-    hasher.update(text.as_bytes());
-    for file in watched_files(&ConfigOrigin::Embedded, config) {
-        hasher.update(file.as_os_str().as_encoded_bytes());
-        hasher.update(std::fs::read(&file).unwrap_or_default());
+impl Fingerprint {
+    pub fn of(text: &str, config: &Config) -> Self {
+        use sha2::Digest;
+        let mut files = sha2::Sha256::new();
+        for file in watched_files(&ConfigOrigin::Embedded, config) {
+            files.update(file.as_os_str().as_encoded_bytes());
+            files.update(std::fs::read(&file).unwrap_or_default());
+        }
+        Self {
+            text: sha2::Sha256::digest(text.as_bytes()).into(),
+            tls_files: files.finalize().into(),
+        }
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
@@ -195,10 +197,11 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             .read()
             .map_err(|e| format!("cannot read {}: {e}", self.origin.describe()))?;
         let current = self.handle.load_full();
-        let fingerprint = fingerprint(&source.text, &current.config);
+        let fingerprint = Fingerprint::of(&source.text, &current.config);
         if !force && fingerprint == self.fingerprint {
             return Ok(None);
         }
+        let certificates_changed = fingerprint.tls_files != self.fingerprint.tls_files;
         self.fingerprint = fingerprint;
         let loaded = config::load(&source).map_err(|d| d.to_string())?;
         for warning in &loaded.warnings {
@@ -206,7 +209,13 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         }
         let prepared = self.listeners.prepare(&loaded.config.listeners).await?;
         let config = Arc::new(loaded.config);
-        let summary = describe_changes(&current.config, &config);
+        let mut summary = describe_changes(&current.config, &config);
+        if certificates_changed {
+            summary = match summary.as_str() {
+                "no changes" => "certificates changed".to_string(),
+                _ => format!("{summary}; certificates changed"),
+            };
+        }
         let next = Snapshot::compile(
             config.clone(),
             SourceInfo::new(self.origin.describe(), &source.text),
@@ -231,7 +240,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         if let Err(e) = self.access_log.configure(&config.gateway.access_log) {
             tracing::error!(error = %e, "cannot open access log; keeping the previous one");
         }
-        self.fingerprint = fingerprint_of(&source.text, &config);
+        self.fingerprint = Fingerprint::of(&source.text, &config);
         if let Some(watch) = &self.file_watch {
             watch.watch_files(
                 watched_files(&self.origin, &config)

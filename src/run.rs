@@ -21,7 +21,7 @@ use crate::health::HealthChecks;
 use crate::listeners::{self, ConnectionTracker, ListenerSet, Serving};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
-use crate::publish::{fingerprint, watched_files, ConfigOrigin, Publisher, Update};
+use crate::publish::{watched_files, ConfigOrigin, Fingerprint, Publisher, Update};
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::{Discovered, Snapshot, SourceInfo};
 use crate::sources::file_watch::FileWatch;
@@ -80,8 +80,10 @@ pub fn run(args: RunArgs) -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -213,7 +215,7 @@ async fn serve(
     let publisher = Publisher {
         discovery: Some(discovery),
         readiness: readiness.clone(),
-        fingerprint: fingerprint(&text, &config),
+        fingerprint: Fingerprint::of(&text, &config),
         origin,
         handle: handle.clone(),
         states,

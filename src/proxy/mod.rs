@@ -271,6 +271,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// A client that goes away mid-exchange is routine at the edge (nginx logs it as 499
+    /// at info); pingora would log it as an error.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, error: &Error) -> bool {
+        is_downstream_gone(error)
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,

@@ -233,6 +233,14 @@ async fn listeners_are_added_and_removed_by_reload() {
     );
     gw.write_config(&swapped);
     wait_generation(&gw, 2).await;
+    let summary = gw.wait_for_log("config reloaded", Duration::from_secs(2));
+    assert!(
+        summary.contains("listeners added: new")
+            && summary.contains("listeners removed: old")
+            && summary.contains("routes added: n")
+            && summary.contains("routes removed: o"),
+        "{summary}"
+    );
     gw.refresh_addresses();
     let resp = client()
         .get(gw.url("new", "/"))

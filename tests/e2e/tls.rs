@@ -304,6 +304,8 @@ async fn a_replaced_certificate_is_served_to_new_handshakes_and_a_broken_one_is_
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let line = gw.wait_for_log("config reloaded", Duration::from_secs(3));
+    assert!(line.contains("certificates changed"), "{line}");
     // The connection made before the change still works, with its original certificate.
     assert_eq!(pki::served_certificate(&established), certs.api.der());
     let response = pki::get(established, "api.example.com", "/")
@@ -455,4 +457,55 @@ fn check_warns_about_expired_and_overlapping_certificates() {
         out.ends_with("ok: 1 listeners, 0 routes, 0 upstreams\n"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_of_tls_upstreams_speak_tls_with_the_same_trust() {
+    let internal = Pki::new("internal ca");
+    let issued = internal.issue(&["backend.internal"]);
+    let backend = Upstream::start_tls("tls-backend", &issued.cert_pem, &issued.key_pem).await;
+    let other = Pki::new("other ca");
+    let config = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n\n\
+         [[routes]]\nname = \"good\"\npath_prefix = \"/good\"\nupstream = \"good\"\n\n\
+         [upstreams.good]\nendpoints = [\"{a}\"]\ntls = {{ ca = \"internal.pem\", sni = \"backend.internal\" }}\n\
+         [upstreams.good.health_check]\npath = \"/healthz\"\ninterval = \"50ms\"\n\n\
+         [upstreams.distrusted]\nendpoints = [\"{a}\"]\ntls = {{ ca = \"other.pem\", sni = \"backend.internal\" }}\n\
+         [upstreams.distrusted.health_check]\npath = \"/healthz\"\ninterval = \"50ms\"\n",
+        a = backend.addr
+    );
+    let gw = Gateway::start_with(&config, |dir| {
+        std::fs::write(dir.join("internal.pem"), &internal.ca_pem).expect("write");
+        std::fs::write(dir.join("other.pem"), &other.ca_pem).expect("write");
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gw
+        .metric("edgegate_health_checks_total{result=\"pass\",upstream=\"good\"}")
+        .await
+        .unwrap_or(0.0)
+        < 3.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TLS health checks never passed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.wait_for_log("endpoint unhealthy", Duration::from_secs(5));
+    assert_eq!(
+        gw.metric("edgegate_upstream_endpoints{state=\"healthy\",upstream=\"good\"}")
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        gw.metric("edgegate_upstream_endpoints{state=\"unhealthy\",upstream=\"distrusted\"}")
+            .await,
+        Some(1.0)
+    );
+    let resp = client()
+        .get(gw.url("web", "/good"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
 }
