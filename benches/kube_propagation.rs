@@ -3,6 +3,7 @@
 //! 1. propagation: from the API server emitting an EndpointSlice change to the gateway
 //!    routing a request to the new member, p50/p99 over many changes (bar: p99 < 100 ms);
 //! 2. scale: memory and CPU of the gateway with 10,000 endpoints across 100 Services.
+//!
 //! Loopback only: members live on 127.0.0.0/8, and only the propagation run sends them
 //! traffic (to servers it started itself).
 //!
@@ -74,8 +75,7 @@ fn start_gateway(api: &KubeApi, config: &str) -> Gateway {
     }
 }
 
-fn header(web: bool) -> String {
-    let _ = web;
+fn header() -> String {
     "[gateway]\nthreads = 1\n[admin]\naddress = \"127.0.0.1:0\"\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n".to_string()
 }
 
@@ -178,7 +178,7 @@ async fn propagation(changes: usize) {
     slice(members[0]);
     let config = format!(
         "{}[[routes]]\nname = \"app\"\nupstream = \"web\"\n[upstreams.web.kubernetes]\nnamespace = \"bench\"\nservice = \"web\"\nport = \"http\"\n",
-        header(true)
+        header()
     );
     let gw = start_gateway(&api, &config);
     let client = reqwest::Client::builder()
@@ -220,7 +220,7 @@ async fn propagation(changes: usize) {
 
 async fn scale(services: usize, per_service: usize) {
     let api = KubeApi::start().await;
-    let mut config = header(false);
+    let mut config = header();
     for s in 0..services {
         let endpoints: Vec<Endpoint> = (0..per_service)
             .map(|e| Endpoint::ready(&format!("127.{}.{}.{}", 1 + s / 250, s % 250, 1 + e)))
@@ -237,7 +237,7 @@ async fn scale(services: usize, per_service: usize) {
         ));
     }
     let rss_idle_base = {
-        let gw = start_gateway(&api, &header(false));
+        let gw = start_gateway(&api, &header());
         std::thread::sleep(Duration::from_millis(300));
         rss_kib(gw.child.id())
     };
