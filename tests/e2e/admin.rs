@@ -25,14 +25,7 @@ async fn health_ready_and_config() {
             .status(),
         200
     );
-    let body: serde_json::Value = c
-        .get(gw.admin_url("/config"))
-        .send()
-        .await
-        .expect("config")
-        .json()
-        .await
-        .expect("json");
+    let body = gw.config_json().await;
     assert_eq!(body["generation"], 1);
     assert_eq!(body["source"], gw.config_path.display().to_string());
     assert!(body["hash"].as_str().expect("hash").len() > 32);

@@ -48,19 +48,6 @@ fn start_gateway(api: &KubeApi, text: &str) -> Gateway {
     Gateway::spawn(dir, path, &[("KUBECONFIG", &kubeconfig)])
 }
 
-async fn wait_ready(gw: &Gateway) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(r) = client().get(gw.admin_url("/readyz")).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Counts which pod answered, over `n` requests.
 async fn spread(gw: &Gateway, n: usize) -> BTreeMap<String, usize> {
     let c = client();
@@ -108,7 +95,7 @@ async fn members_appear_and_share_traffic_round_robin() {
         &[Endpoint::ready(&pods.ip(0)), Endpoint::ready(&pods.ip(1))],
     );
     let gw = start_gateway(&api, &config(""));
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     let seen = spread(&gw, 10).await;
     assert_eq!(
         seen,
@@ -132,7 +119,7 @@ async fn scaling_up_and_down_changes_members_without_a_reload() {
     let pods = Pods::start(3).await;
     http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(0))]);
     let gw = start_gateway(&api, &config(""));
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     wait_spread(&gw, &["pod-2"]).await;
     http_slice(
         &api,
@@ -172,7 +159,7 @@ async fn readiness_flips_and_terminating_endpoints_are_the_fallback() {
         &[Endpoint::ready(&pods.ip(0)), Endpoint::ready(&pods.ip(1))],
     );
     let gw = start_gateway(&api, &config(""));
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     wait_spread(&gw, &["pod-2", "pod-3"]).await;
     http_slice(
         &api,
@@ -226,7 +213,7 @@ async fn slices_are_merged_and_deduplicated() {
         &[Endpoint::ready(&pods.ip(1)), Endpoint::ready(&pods.ip(2))],
     );
     let gw = start_gateway(&api, &config(""));
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     let seen = spread(&gw, 30).await;
     assert_eq!(
         seen,
@@ -263,7 +250,7 @@ async fn service_ports_map_by_name_and_number_to_slice_ports() {
     for port in ["\"http\"", "80"] {
         let text = config("").replace("port = \"http\"", &format!("port = {port}"));
         let gw = start_gateway(&api, &text);
-        wait_ready(&gw).await;
+        gw.wait_ready().await;
         assert_eq!(
             spread(&gw, 3).await,
             BTreeMap::from([("pod-2".into(), 3)]),
@@ -286,7 +273,7 @@ async fn legacy_endpoints_can_be_watched_instead() {
         }],
     );
     let gw = start_gateway(&api, &config("api = \"endpoints\"\n"));
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     wait_spread(&gw, &["pod-2"]).await;
     api.apply_endpoints(
         "shop",
@@ -305,7 +292,7 @@ async fn a_service_without_endpoints_is_503_not_a_hang() {
     let api = KubeApi::start().await;
     api.apply_endpoint_slice("shop", "web-a", "web", &[(Some("http"), 80)], &[]);
     let gw = start_gateway(&api, &config(""));
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     let started = Instant::now();
     let resp = client()
         .get(gw.url("web", "/"))
@@ -322,7 +309,7 @@ async fn broken_watches_keep_the_last_members_and_recover() {
     let pods = Pods::start(3).await;
     http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(0))]);
     let gw = start_gateway(&api, &config(""));
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     wait_spread(&gw, &["pod-2"]).await;
     api.wait_for_watchers(1, Duration::from_secs(5)).await;
 
@@ -389,7 +376,7 @@ async fn starting_with_the_api_server_down_serves_static_routes_and_is_not_ready
         503
     );
     api.restart().await;
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     wait_spread(&gw, &["pod-2"]).await;
 }
 
@@ -406,7 +393,7 @@ async fn a_reload_starts_and_stops_watches() {
         &[Endpoint::ready(&pods.ip(0))],
     );
     let gw = start_gateway(&api, &config(""));
-    wait_ready(&gw).await;
+    gw.wait_ready().await;
     api.wait_for_watchers(1, Duration::from_secs(5)).await;
     let with_api = format!(
         "{}\n[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\nupstream = \"api\"\n\n[upstreams.api.kubernetes]\nnamespace = \"shop\"\nservice = \"api\"\nport = \"http\"\n",

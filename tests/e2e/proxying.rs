@@ -5,6 +5,23 @@ use std::time::Duration;
 use crate::config;
 use crate::support::{client, Gateway, Upstream};
 
+/// A gateway whose every request goes to one pool of `upstreams`; `route_extra` and
+/// `pool_extra` add keys to the route and to the pool.
+fn proxy_to(upstreams: &[&Upstream], route_extra: &str, pool_extra: &str) -> Gateway {
+    let endpoints: Vec<String> = upstreams
+        .iter()
+        .map(|u| format!("\"{}\"", u.addr))
+        .collect();
+    Gateway::start(&config(
+        &["web"],
+        &format!(
+            "{}[upstreams.pool]\nendpoints = [{}]\n{pool_extra}",
+            upstream_route(route_extra),
+            endpoints.join(", ")
+        ),
+    ))
+}
+
 fn upstream_route(extra: &str) -> String {
     format!("[[routes]]\nname = \"main\"\nupstream = \"pool\"\n{extra}\n\n")
 }
@@ -26,15 +43,7 @@ async fn who(gw: &Gateway, path: &str) -> String {
 async fn round_robin_alternates_exactly() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let gw = Gateway::start(&config(
-        &["web"],
-        &format!(
-            "{}[upstreams.pool]\nendpoints = [\"{}\", \"{}\"]\n",
-            upstream_route(""),
-            a.addr,
-            b.addr
-        ),
-    ));
+    let gw = proxy_to(&[&a, &b], "", "");
     let mut order = Vec::new();
     for _ in 0..10 {
         order.push(who(&gw, "/").await);
@@ -68,15 +77,7 @@ async fn weights_set_the_ratio() {
 async fn least_requests_avoids_the_busy_endpoint() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let gw = Gateway::start(&config(
-        &["web"],
-        &format!(
-            "{}[upstreams.pool]\nendpoints = [\"{}\", \"{}\"]\nbalance = \"least_requests\"\n",
-            upstream_route(""),
-            a.addr,
-            b.addr
-        ),
-    ));
+    let gw = proxy_to(&[&a, &b], "", "balance = \"least_requests\"\n");
     // Occupy one endpoint with a slow request, then every quick one goes to the other.
     let slow = tokio::spawn({
         let url = gw.url("web", "/slow/1500");
@@ -98,16 +99,7 @@ async fn hash_balancing_keeps_a_client_on_one_endpoint() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
     let c = Upstream::start("c").await;
-    let gw = Gateway::start(&config(
-        &["web"],
-        &format!(
-            "{}[upstreams.pool]\nendpoints = [\"{}\", \"{}\", \"{}\"]\nbalance = \"hash\"\n",
-            upstream_route(""),
-            a.addr,
-            b.addr,
-            c.addr
-        ),
-    ));
+    let gw = proxy_to(&[&a, &b, &c], "", "balance = \"hash\"\n");
     let first = who(&gw, "/").await;
     for _ in 0..8 {
         assert_eq!(who(&gw, "/").await, first);
@@ -117,14 +109,7 @@ async fn hash_balancing_keeps_a_client_on_one_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_request_id_and_host_are_set() {
     let a = Upstream::start("a").await;
-    let gw = Gateway::start(&config(
-        &["web"],
-        &format!(
-            "{}[upstreams.pool]\nendpoints = [\"{}\"]\n",
-            upstream_route(""),
-            a.addr
-        ),
-    ));
+    let gw = proxy_to(&[&a], "", "");
     let resp = client()
         .get(gw.url("web", "/p?q=1"))
         .header("host", "app.example.com")
@@ -159,14 +144,7 @@ async fn forwarding_headers_request_id_and_host_are_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_context_is_continued_or_started() {
     let a = Upstream::start("a").await;
-    let gw = Gateway::start(&config(
-        &["web"],
-        &format!(
-            "{}[upstreams.pool]\nendpoints = [\"{}\"]\n",
-            upstream_route(""),
-            a.addr
-        ),
-    ));
+    let gw = proxy_to(&[&a], "", "");
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     client()
         .get(gw.url("web", "/"))
@@ -374,15 +352,11 @@ async fn retry_goes_to_another_endpoint_and_the_client_sees_no_error() {
 async fn failing_health_checks_take_endpoints_out_and_an_empty_pool_is_503() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
-    let gw = Gateway::start(&config(
-        &["web"],
-        &format!(
-            "{}[upstreams.pool]\nendpoints = [\"{}\", \"{}\"]\n[upstreams.pool.health_check]\npath = \"/healthz\"\ninterval = \"50ms\"\n",
-            upstream_route(""),
-            a.addr,
-            b.addr
-        ),
-    ));
+    let gw = proxy_to(
+        &[&a, &b],
+        "",
+        "[upstreams.pool.health_check]\npath = \"/healthz\"\ninterval = \"50ms\"\n",
+    );
     a.set_health(500);
     gw.wait_for_log("endpoint unhealthy", Duration::from_secs(5));
     for _ in 0..6 {
@@ -415,14 +389,7 @@ async fn failing_health_checks_take_endpoints_out_and_an_empty_pool_is_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_timeout_is_504() {
     let a = Upstream::start("a").await;
-    let gw = Gateway::start(&config(
-        &["web"],
-        &format!(
-            "{}[upstreams.pool]\nendpoints = [\"{}\"]\n",
-            upstream_route("timeout = \"200ms\""),
-            a.addr
-        ),
-    ));
+    let gw = proxy_to(&[&a], "timeout = \"200ms\"", "");
     let started = std::time::Instant::now();
     let resp = client()
         .get(gw.url("web", "/slow/3000"))
@@ -436,14 +403,7 @@ async fn upstream_timeout_is_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_mebibyte_body_passes_intact_both_ways() {
     let a = Upstream::start("a").await;
-    let gw = Gateway::start(&config(
-        &["web"],
-        &format!(
-            "{}[upstreams.pool]\nendpoints = [\"{}\"]\n",
-            upstream_route(""),
-            a.addr
-        ),
-    ));
+    let gw = proxy_to(&[&a], "", "");
     let body: Vec<u8> = (0..1024 * 1024).map(|i| (i * 31 % 251) as u8).collect();
     let resp = client()
         .post(gw.url("web", "/echo"))
@@ -462,14 +422,7 @@ async fn websocket_echo_passes_through() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let a = Upstream::start("a").await;
-    let gw = Gateway::start(&config(
-        &["web"],
-        &format!(
-            "{}[upstreams.pool]\nendpoints = [\"{}\"]\n",
-            upstream_route(""),
-            a.addr
-        ),
-    ));
+    let gw = proxy_to(&[&a], "", "");
     let (mut ws, response) =
         tokio_tungstenite::connect_async(format!("ws://{}/ws", gw.addr("web")))
             .await
@@ -486,14 +439,7 @@ async fn websocket_echo_passes_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_is_served() {
     let a = Upstream::start("a").await;
-    let gw = Gateway::start(&config(
-        &["web"],
-        &format!(
-            "{}[upstreams.pool]\nendpoints = [\"{}\"]\n",
-            upstream_route(""),
-            a.addr
-        ),
-    ));
+    let gw = proxy_to(&[&a], "", "");
     let h2 = reqwest::Client::builder()
         .no_proxy()
         .http2_prior_knowledge()
@@ -512,14 +458,7 @@ async fn h2c_prior_knowledge_is_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused() {
     let a = Upstream::start("a").await;
-    let gw = Gateway::start(&config(
-        &["web"],
-        &format!(
-            "{}[upstreams.pool]\nendpoints = [\"{}\"]\n",
-            upstream_route(""),
-            a.addr
-        ),
-    ));
+    let gw = proxy_to(&[&a], "", "");
     for _ in 0..20 {
         who(&gw, "/").await;
     }

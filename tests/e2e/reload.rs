@@ -8,15 +8,9 @@ use crate::support::{client, Gateway, Upstream};
 use crate::{config, named};
 
 async fn generation(gw: &Gateway) -> u64 {
-    let v: serde_json::Value = client()
-        .get(gw.admin_url("/config"))
-        .send()
-        .await
-        .expect("config")
-        .json()
-        .await
-        .expect("json");
-    v["generation"].as_u64().expect("generation")
+    gw.config_json().await["generation"]
+        .as_u64()
+        .expect("generation")
 }
 
 /// Waits until the running config reaches `want`; returns how long it took.

@@ -181,6 +181,32 @@ impl Gateway {
         }
     }
 
+    /// The admin `/config` document.
+    pub async fn config_json(&self) -> serde_json::Value {
+        super::client()
+            .get(self.admin_url("/config"))
+            .send()
+            .await
+            .expect("GET /config")
+            .json()
+            .await
+            .expect("/config is JSON")
+    }
+
+    /// Waits until `/readyz` answers 200 (discovery synced, listeners bound).
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = super::client().get(self.admin_url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Fetches a metric sample's value from `/metrics`, e.g.
     /// `edgegate_config_reloads_total{result="failure"}`.
     pub async fn metric(&self, sample: &str) -> Option<f64> {
