@@ -84,6 +84,10 @@ impl ProxyHttp for Gateway {
         RequestContext::new(self.snapshot.load_full())
     }
 
+    /// No downstream modules: pingora's default adds a (disabled) compression module that
+    /// every response would still pass through.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         // Pipelined requests are answered one by one, in order, instead of the connection
         // being closed after the first.
@@ -238,8 +242,13 @@ impl ProxyHttp for Gateway {
         // one address with different TLS trust, and a connection verified for one must
         // not serve the other.
         peer.group_key = pool.group_key;
-        let route_timeout = ctx.route.as_ref().and_then(|r| r.timeout);
-        let limit = |d: Duration| route_timeout.map_or(d, |t| t.min(d));
+        // The route's `timeout` bounds the whole exchange: every connect and read gets at
+        // most what is left of it (a retry gets less than the first attempt).
+        let remaining = ctx.route.as_ref().and_then(|r| r.timeout).map(|t| {
+            t.saturating_sub(ctx.started.elapsed())
+                .max(Duration::from_millis(1))
+        });
+        let limit = |d: Duration| remaining.map_or(d, |t| t.min(d));
         peer.options.connection_timeout = Some(limit(upstream.connect_timeout));
         peer.options.read_timeout = Some(limit(upstream.read_timeout));
         peer.options.write_timeout = Some(limit(upstream.write_timeout));
@@ -392,6 +401,23 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(())
+    }
+
+    /// Enforces the route's total `timeout` while the body streams: a response that keeps
+    /// trickling in never outlives it.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<Duration>> {
+        if let Some(timeout) = ctx.route.as_ref().and_then(|r| r.timeout) {
+            if ctx.started.elapsed() > timeout {
+                return Error::e_explain(ErrorType::ReadTimedout, "route timeout exceeded");
+            }
+        }
+        Ok(None)
     }
 
     async fn response_filter(

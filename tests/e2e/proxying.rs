@@ -401,6 +401,29 @@ async fn upstream_timeout_is_504() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_timeout_bounds_a_trickling_response() {
+    let a = Upstream::start("a").await;
+    let gw = proxy_to(&[&a], "timeout = \"500ms\"", "");
+    let started = std::time::Instant::now();
+    // Each chunk arrives well within any per-read timeout; the whole would take 3 s.
+    let outcome = client().get(gw.url("web", "/drip/30/100")).send().await;
+    let complete = match outcome {
+        Ok(resp) => resp
+            .bytes()
+            .await
+            .map(|b| b.len() == 30 * 5)
+            .unwrap_or(false),
+        Err(_) => false,
+    };
+    assert!(!complete, "the response outlived the route timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_mebibyte_body_passes_intact_both_ways() {
     let a = Upstream::start("a").await;
     let gw = proxy_to(&[&a], "", "");

@@ -158,13 +158,13 @@ impl Drop for Upstream {
 async fn handle(
     state: Arc<State>,
     mut req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     if path == "/healthz" {
         let status = state.health.load(Ordering::Relaxed);
         return Ok(Response::builder()
             .status(status)
-            .body(Full::new(Bytes::from_static(b"health\n")))
+            .body(full(Bytes::from_static(b"health\n")))
             .expect("response"));
     }
     if path == "/ws" && hyper_tungstenite_like::is_upgrade(&req) {
@@ -189,6 +189,26 @@ async fn handle(
         headers: headers.clone(),
         body_len: body.len(),
     });
+    if let Some(spec) = path.strip_prefix("/drip/") {
+        // `/drip/<chunks>/<ms>`: a body that trickles in, one chunk every `ms`.
+        let (chunks, ms) = spec.split_once('/').unwrap_or(("5", "100"));
+        let (chunks, ms): (u64, u64) = (chunks.parse().unwrap_or(5), ms.parse().unwrap_or(100));
+        let stream = futures_util::stream::unfold(0u64, move |i| async move {
+            if i == chunks {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Some((
+                Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from_static(b"drip\n"))),
+                i + 1,
+            ))
+        });
+        return Ok(Response::builder()
+            .status(200)
+            .header("x-upstream", state.name.as_str())
+            .body(BodyExt::boxed(http_body_util::StreamBody::new(stream)))
+            .expect("response"));
+    }
     if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(1000))).await;
     }
@@ -218,8 +238,14 @@ async fn handle(
         .status(status)
         .header("x-upstream", state.name.as_str())
         .header("content-type", "application/json")
-        .body(Full::new(response_body))
+        .body(full(response_body))
         .expect("response"))
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).boxed()
 }
 
 /// The WebSocket handshake by hand (RFC 6455 section 4.2.2), then tungstenite echoes.
@@ -234,7 +260,7 @@ mod hyper_tungstenite_like {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
     }
 
-    pub fn upgrade(req: &mut Request<Incoming>) -> Response<Full<Bytes>> {
+    pub fn upgrade(req: &mut Request<Incoming>) -> Response<Body> {
         let key = req
             .headers()
             .get("sec-websocket-key")
@@ -265,7 +291,7 @@ mod hyper_tungstenite_like {
             .header("connection", "upgrade")
             .header("upgrade", "websocket")
             .header("sec-websocket-accept", key)
-            .body(Full::new(Bytes::new()))
+            .body(full(Bytes::new()))
             .expect("response")
     }
 }
