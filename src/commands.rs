@@ -91,6 +91,7 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
     let mut problems = Vec::new();
     for listener in &config.listeners {
         if let Some(tls) = &listener.tls {
+            let before = problems.len();
             for files in &tls.certificates {
                 if let Err(e) = crate::tls::load_certificate(&files.cert, &files.key) {
                     problems.push(format!("error: {}: {e}", files.location));
@@ -99,11 +100,15 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
             for (location, warning) in crate::tls::certificate_warnings(tls) {
                 println!("warning: {location}: {warning}");
             }
-            if let Err(e) = crate::tls::build_acceptor(tls) {
-                if problems.is_empty() {
+            // What is left once every certificate loads: the client CA, the versions.
+            if problems.len() == before {
+                if let Err(e) = crate::tls::build_acceptor(tls) {
+                    let place = tls
+                        .certificates
+                        .first()
+                        .map_or_else(String::new, |c| c.location.to_string());
                     problems.push(format!(
-                        "error: {}: listener {:?}: {e}",
-                        listener_location(config, listener),
+                        "error: {place}: listener {:?}: {e}",
                         &*listener.name
                     ));
                 }
@@ -115,14 +120,6 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
     } else {
         Err(problems.join("\n"))
     }
-}
-
-fn listener_location(_config: &config::Config, listener: &config::model::Listener) -> String {
-    listener
-        .tls
-        .as_ref()
-        .and_then(|t| t.certificates.first())
-        .map_or_else(String::new, |c| c.location.to_string())
 }
 
 fn route(args: &RouteArgs) -> ExitCode {
