@@ -11,6 +11,10 @@ use edgegate::snapshot::router::RequestFacts;
 use edgegate::snapshot::{Discovered, Snapshot, SourceInfo};
 use std::sync::Arc;
 
+/// The allocator the binary uses, so reload cost is measured as it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A realistic mix: per-tenant hosts, wildcard hosts, API prefixes, exact paths,
 /// header-matched canaries and a catch-all.
 fn config_with_routes(n: usize) -> String {

@@ -390,13 +390,14 @@ impl Checker<'_> {
         &mut self,
         raw: std::collections::BTreeMap<String, raw::Upstream>,
     ) -> Vec<Upstream> {
+        let headers = self.upstream_headers();
         let mut entries: Vec<_> = raw
             .into_iter()
             .map(|(name, upstream)| {
-                let span = self.table_span(&name);
+                let start = headers.get(&name).copied().unwrap_or(0);
                 (
-                    Spanned::new(span.clone(), name),
-                    Spanned::new(span, upstream),
+                    Spanned::new(start..start, name),
+                    Spanned::new(start..start, upstream),
                 )
             })
             .collect();
@@ -407,24 +408,21 @@ impl Checker<'_> {
             .collect()
     }
 
-    /// Where `[upstreams.NAME` (or `[upstreams.NAME.`) first appears: the header that
-    /// defines the upstream, explicitly or by one of its sub-tables.
-    fn table_span(&self, name: &str) -> Range<usize> {
-        let text = &self.source.text;
-        let quoted = format!("[upstreams.\"{name}\"");
-        let bare = format!("[upstreams.{name}");
-        let found = text
-            .match_indices(&bare)
-            .find(|(i, _)| {
-                matches!(
-                    text.as_bytes().get(i + bare.len()),
-                    Some(b']' | b'.' | b' ')
-                )
-            })
-            .map(|(i, _)| i)
-            .or_else(|| text.find(&quoted));
-        let start = found.map_or(0, |i| i + 1);
-        start..start
+    /// Where each `[upstreams.NAME` header (or `[upstreams.NAME.` sub-table) first
+    /// appears, by name: one pass over the text however many upstreams there are.
+    fn upstream_headers(&self) -> HashMap<String, usize> {
+        let mut found = HashMap::new();
+        for (i, _) in self.source.text.match_indices("[upstreams.") {
+            let rest = &self.source.text[i + "[upstreams.".len()..];
+            let name = match rest.strip_prefix('"') {
+                Some(quoted) => quoted.split('"').next(),
+                None => rest.split([']', '.', ' ']).next(),
+            };
+            if let Some(name) = name {
+                found.entry(name.to_string()).or_insert(i + 1);
+            }
+        }
+        found
     }
 
     fn upstream(&mut self, name: raw::Text, raw: Spanned<raw::Upstream>) -> Option<Upstream> {
