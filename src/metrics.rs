@@ -11,6 +11,32 @@ use prometheus::{
 
 use crate::snapshot::Snapshot;
 
+/// Removes every series of `vec` with a label value `keep` rejects; `labels` are the
+/// vec's label names in declaration order.
+fn forget<T: prometheus::core::MetricVecBuilder>(
+    vec: &prometheus::core::MetricVec<T>,
+    labels: &[&str],
+    keep: &dyn Fn(&str, &str) -> bool,
+) {
+    use prometheus::core::Collector;
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let pairs = metric.get_label();
+            let value_of = |name: &str| {
+                pairs
+                    .iter()
+                    .find(|p| p.name() == name)
+                    .map_or("", |p| p.value())
+            };
+            if labels.iter().all(|name| keep(name, value_of(name))) {
+                continue;
+            }
+            let values: Vec<&str> = labels.iter().map(|name| value_of(name)).collect();
+            let _ = vec.remove_label_values(&values);
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     /// `edgegate_requests_total{listener,route,upstream,code}`: responses sent, by the
@@ -193,6 +219,31 @@ impl Metrics {
             discovery_errors,
             discovery_last_sync,
         }
+    }
+
+    /// Drops the series of listeners, routes and upstreams a reload removed, so renaming
+    /// things over months does not grow the registry (and dashboards do not show
+    /// counters that can never move again).
+    pub fn forget_removed(&self, config: &crate::config::Config) {
+        let known = |label: &str, value: &str| {
+            value.is_empty()
+                || match label {
+                    "listener" => config.listeners.iter().any(|l| &*l.name == value),
+                    "route" => config.routes.iter().any(|r| &*r.name == value),
+                    "upstream" => config.upstreams.iter().any(|u| &*u.name == value),
+                    _ => true,
+                }
+        };
+        forget(
+            &self.requests,
+            &["listener", "route", "upstream", "code"],
+            &known,
+        );
+        forget(&self.request_duration, &["route"], &known);
+        forget(&self.upstream_retries, &["upstream"], &known);
+        forget(&self.health_checks, &["upstream", "result"], &known);
+        forget(&self.connections_active, &["listener"], &known);
+        forget(&self.tls_handshakes, &["listener", "result"], &known);
     }
 
     /// Prometheus text exposition, with the gauges derived from `snapshot` refreshed.

@@ -228,6 +228,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         self.handle.store(next.clone());
         self.listeners.commit(prepared, &config.listeners);
         self.health.reconcile(&next);
+        self.metrics.forget_removed(&config);
         self.discovered.retain(|name, _| {
             config
                 .upstream(name)

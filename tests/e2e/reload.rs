@@ -47,10 +47,22 @@ fn version(n: u32) -> String {
 async fn in_place_edit_is_applied_within_two_seconds() {
     let gw = Gateway::start(&version(1));
     assert_eq!(body(&gw, "/").await.1, "v1");
+    let v1_requests =
+        "edgegate_requests_total{code=\"200\",listener=\"web\",route=\"v1\",upstream=\"\"}";
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while gw.metric(v1_requests).await.is_none() {
+        assert!(Instant::now() < deadline, "v1 request never counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     gw.write_config(&version(2));
     let took = wait_generation(&gw, 2).await;
     assert!(took < Duration::from_secs(2), "took {took:?}");
     assert_eq!(body(&gw, "/").await.1, "v2");
+    assert_eq!(
+        gw.metric(v1_requests).await,
+        None,
+        "series of a removed route stay"
+    );
     assert_eq!(
         gw.metric("edgegate_config_reloads_total{result=\"success\"}")
             .await,
