@@ -2,9 +2,13 @@
 # benches/load.sh — load benchmark: edgegate vs nginx vs HAProxy, one worker each,
 # all on loopback, all forwarding with keepalive to one shared nginx origin.
 #
-#   benches/load.sh            # default run: DURATION=10s, ROUNDS=3
+#   benches/load.sh            # default run: every scenario, DURATION=10s, ROUNDS=3
 #   benches/load.sh --quick    # smoke run:   DURATION=3s,  ROUNDS=1
 #   PROXIES="nginx haproxy" benches/load.sh --quick   # without edgegate
+#   SCENARIOS="https_keepalive h2_tls" benches/load.sh  # some scenarios only
+#
+# Scenarios: http_keepalive, https_keepalive, h2_tls, tls_handshakes,
+# tls_resumed_handshakes, reload_under_load (see benches/README.md).
 #
 # See benches/README.md for what is measured and every knob (environment variables).
 set -euo pipefail
@@ -14,21 +18,31 @@ set -euo pipefail
 # ----------------------------------------------------------------------------------------
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
+ALL_SCENARIOS="http_keepalive https_keepalive h2_tls tls_handshakes tls_resumed_handshakes reload_under_load"
 
 usage() {
   cat <<EOF
 usage: $0 [--quick] [--help]
 
-  --quick   smoke run: DURATION=3s ROUNDS=1 (WARMUP=1s)
+  --quick   smoke run: DURATION=3s ROUNDS=1 WARMUP=1s (reloads: 5 in 3s)
 
 Environment (defaults in brackets):
   PROXIES        proxies to compare, in order       ["edgegate nginx haproxy"]
-  SCENARIOS      scenarios to run                   ["http_keepalive"]
-  DURATION       wrk duration per measured run      [10s]
+  SCENARIOS      scenarios to run, or "all"         [all]
+                 all = $ALL_SCENARIOS
+  DURATION       duration per measured run          [10s]
   ROUNDS         rounds; the proxy order rotates    [3]
-  WARMUP         unmeasured wrk run before each run [2s]
+  WARMUP         unmeasured run before each run     [2s]
   WRK_THREADS    wrk -t                             [2]
   CONNECTIONS    wrk -c                             [64]
+  H2_CLIENTS H2_STREAMS   h2_tls: h2load -c / -m    [32, 10]
+  H2LOAD_THREADS h2load -t                          [1 when wrk has 1 CPU, else WRK_THREADS]
+  HS_CLIENTS     tls_handshakes: parallel "openssl s_time -new" processes   [8]
+  HS_CONNECTIONS tls_resumed_handshakes: h2load -c  [32]
+  RELOADS RELOAD_INTERVAL RELOAD_DURATION RELOAD_CONNECTIONS
+                 reload_under_load: reloads every RELOAD_INTERVAL s during a
+                 RELOAD_DURATION wrk run with RELOAD_CONNECTIONS connections   [20, 0.5, 10s, 32]
+  RELOAD_WRITE   how edgegate's config is rewritten: inplace|rename   [inplace]
   EDGEGATE_BIN   edgegate binary [\$REPO/target/release/edgegate]; built if missing
   EDGEGATE_RUST_LOG  RUST_LOG for edgegate          [warn]
   BASE_PORT      first port tried for auto ports    [18080]
@@ -53,6 +67,8 @@ if [[ $QUICK == 1 ]]; then
   DURATION=3s
   ROUNDS=1
   WARMUP=${WARMUP:-1s}
+  RELOADS=${RELOADS:-5}
+  RELOAD_DURATION=${RELOAD_DURATION:-3s}
 fi
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
@@ -60,7 +76,17 @@ WARMUP=${WARMUP:-2s}
 WRK_THREADS=${WRK_THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 PROXIES=${PROXIES:-"edgegate nginx haproxy"}
-SCENARIOS=${SCENARIOS:-"http_keepalive"}
+SCENARIOS=${SCENARIOS:-all}
+[[ $SCENARIOS == all ]] && SCENARIOS=$ALL_SCENARIOS
+H2_CLIENTS=${H2_CLIENTS:-32}
+H2_STREAMS=${H2_STREAMS:-10}
+HS_CLIENTS=${HS_CLIENTS:-8}
+HS_CONNECTIONS=${HS_CONNECTIONS:-32}
+RELOADS=${RELOADS:-20}
+RELOAD_INTERVAL=${RELOAD_INTERVAL:-0.5}
+RELOAD_DURATION=${RELOAD_DURATION:-10s}
+RELOAD_CONNECTIONS=${RELOAD_CONNECTIONS:-32}
+RELOAD_WRITE=${RELOAD_WRITE:-inplace}
 EDGEGATE_BIN=${EDGEGATE_BIN:-$REPO/target/release/edgegate}
 EDGEGATE_RUST_LOG=${EDGEGATE_RUST_LOG:-warn}
 BASE_PORT=${BASE_PORT:-18080}
@@ -88,8 +114,15 @@ dur_secs() {
     if (m < 0 || n == "") { print "bad"; exit }
     s = n * m; r = int(s); if (r < s) r++; if (r < 1) r = 1; print r }'
 }
-DURATION_S=$(dur_secs "$DURATION"); WARMUP_S=$(dur_secs "$WARMUP")
+DURATION_S=$(dur_secs "$DURATION"); WARMUP_S=$(dur_secs "$WARMUP"); RELOAD_DURATION_S=$(dur_secs "$RELOAD_DURATION")
 [[ $DURATION_S != bad && $WARMUP_S != bad ]] || die "bad DURATION ($DURATION) or WARMUP ($WARMUP)"
+[[ $RELOAD_DURATION_S != bad ]] || die "bad RELOAD_DURATION ($RELOAD_DURATION)"
+[[ $RELOADS =~ ^[1-9][0-9]*$ ]] || die "RELOADS must be a positive integer"
+[[ $RELOAD_INTERVAL =~ ^[0-9]*\.?[0-9]+$ ]] || die "RELOAD_INTERVAL must be a number of seconds"
+[[ $RELOAD_WRITE == inplace || $RELOAD_WRITE == rename ]] || die "RELOAD_WRITE must be inplace or rename"
+for n in H2_CLIENTS H2_STREAMS HS_CLIENTS HS_CONNECTIONS RELOAD_CONNECTIONS; do
+  [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer"
+done
 
 # ----------------------------------------------------------------------------------------
 # Prerequisites
@@ -106,8 +139,10 @@ apt_install() {
 ensure_tools() {
   local missing=() bin
   PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
-  for bin in nginx haproxy wrk; do
-    command -v "$bin" >/dev/null || missing+=("$bin")
+  # command -> Debian package
+  local -A pkg=([nginx]=nginx [haproxy]=haproxy [wrk]=wrk [h2load]=nghttp2-client [openssl]=openssl)
+  for bin in nginx haproxy wrk h2load openssl; do
+    command -v "$bin" >/dev/null || missing+=("${pkg[$bin]}")
   done
   ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
   for bin in curl awk timeout getconf; do
@@ -149,7 +184,7 @@ run_pinned() {
 # Temp dir, process bookkeeping, cleanup
 # ----------------------------------------------------------------------------------------
 TMP=$(mktemp -d -t edgegate-load.XXXXXX)
-RESULTS=$TMP/results.tsv       # scenario round proxy rps p99ms cpu_s requests cpu100k origin100k upconns errors
+RESULTS=$TMP/results.tsv       # scenario round proxy rate lat1ms cpu_s count cpu_per origin_per upconns errors lat2ms cpu_pct
 : >"$RESULTS"
 STARTED_PIDS=()                # every background process this script started
 declare -A PID_NAME=()         # pid -> name (for messages)
@@ -288,7 +323,7 @@ wait_http() {
   deadline=$((SECONDS + READY_TIMEOUT))
   while ((SECONDS < deadline)); do
     alive "$pid" || die "${PID_NAME[$pid]:-pid $pid} exited before answering $url"
-    code=$(curl -s -o "$TMP/probe.body" -w '%{http_code}' --max-time 1 "$url" 2>/dev/null || true)
+    code=$(curl -s -o "$TMP/probe.body" -w '%{http_code}' --max-time 1 --cacert "$TLS_DIR/ca.pem" "$url" 2>/dev/null || true)
     if [[ $code == 200 ]]; then
       body=$(<"$TMP/probe.body")
       if [[ -z $want_body || $body == "$want_body" ]]; then return 0; fi
@@ -373,15 +408,73 @@ origin_accepts() {
 }
 
 # ----------------------------------------------------------------------------------------
-# The proxies under test: one worker each, keepalive to the origin, no logging.
-# Each start_* sets PROXY_PID[name] and PROXY_URL[name].
+# TLS material: one throwaway CA and one server certificate (ECDSA P-256) for
+# bench.example.com and IP 127.0.0.1, served by all three proxies alike.
 # ----------------------------------------------------------------------------------------
-start_proxy_edgegate() {
-  alloc_port EDGEGATE_PORT
-  alloc_port EDGEGATE_ADMIN_PORT
-  local d=$TMP/edgegate
+TLS_DIR=$TMP/tls
+make_certs() {
+  local d=$TLS_DIR
   mkdir -p "$d"
-  cat >"$d/edgegate.toml" <<EOF
+  (
+    cd "$d"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key
+    openssl req -x509 -new -key ca.key -sha256 -days 7 -subj "/CN=edgegate bench CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -out ca.pem
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out server.key
+    openssl req -new -key server.key -subj "/CN=bench.example.com" -out server.csr
+    printf '%s\n' "subjectAltName=DNS:bench.example.com,IP:127.0.0.1" \
+      "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+      "extendedKeyUsage=serverAuth" >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 7 -sha256 \
+      -extfile server.ext -out server.pem
+    cat server.pem server.key >server.full.pem   # HAProxy: certificate and key in one file
+  ) >"$d/openssl.log" 2>&1 || { cat "$d/openssl.log" >&2; die "could not make the TLS certificates"; }
+  chmod 600 "$d"/*.key "$d/server.full.pem"
+  log "TLS: CA and server certificate (ECDSA P-256, bench.example.com + IP 127.0.0.1) in $d"
+}
+
+# tls_probe PROXY PORT: what a handshake negotiates (verified against the bench CA for
+# IP 127.0.0.1), the ALPN answer to "h2,http/1.1", and whether a session resumes.
+declare -A TLS_INFO=()
+tls_probe() {
+  local proxy=$1 port=$2 v resumed=no f=$TMP/tls.probe
+  timeout 5 openssl s_client -connect "127.0.0.1:$port" -servername bench.example.com \
+    -CAfile "$TLS_DIR/ca.pem" -verify_return_error -verify_ip 127.0.0.1 -alpn h2,http/1.1 \
+    </dev/null >"$f" 2>&1 || true
+  v=$(awk '
+    /^New, /                  { proto = $2; sub(/,$/, "", proto); cipher = $NF }
+    /^Server Temp Key:/       { group = $4; sub(/,$/, "", group) }
+    /^ALPN protocol:/         { alpn = $3 }
+    /^Verify return code: 0 / { ok = 1 }
+    END { if (proto == "" || !ok) exit 1; print proto, cipher, (group == "" ? "?" : group), (alpn == "" ? "none" : alpn) }' "$f") \
+    || { tail -n 20 "$f" >&2; die "$proxy: TLS handshake on port $port failed or the certificate was not verified"; }
+  local proto cipher group alpn
+  read -r proto cipher group alpn <<<"$v"
+  # Resumption: save the session (after a whole HTTP exchange, so TLS 1.3 tickets have
+  # arrived), then offer it on a second connection.
+  rm -f "$TMP/tls.sess"
+  printf 'GET / HTTP/1.0\r\nHost: bench.example.com\r\n\r\n' | timeout 5 openssl s_client \
+    -connect "127.0.0.1:$port" -servername bench.example.com -sess_out "$TMP/tls.sess" -ign_eof >/dev/null 2>&1 || true
+  if [[ -s $TMP/tls.sess ]] && printf 'GET / HTTP/1.0\r\nHost: bench.example.com\r\n\r\n' | timeout 5 openssl s_client \
+      -connect "127.0.0.1:$port" -servername bench.example.com -sess_in "$TMP/tls.sess" -ign_eof 2>/dev/null | grep -q -a '^Reused,'; then
+    resumed=yes
+  fi
+  TLS_INFO[$proxy]="$proto $cipher $group, ALPN (offered h2,http/1.1): $alpn, certificate verified, session resumption: $resumed"
+  log "$proxy TLS: ${TLS_INFO[$proxy]}"
+}
+
+# ----------------------------------------------------------------------------------------
+# The proxies under test: one worker each, keepalive to the origin, no logging.
+# start_proxy_NAME [MODE]: MODE is "plain" (HTTP/1.1, the default), "tls" (TLS termination
+# with the bench certificate, ALPN h2 and http/1.1, TLS 1.2 and 1.3) or "reload" (plain,
+# with a response header x-reload: GENERATION that the reload scenario changes; HAProxy
+# in master-worker mode). Each start_* sets PROXY_PID[name] and PROXY_URL[name].
+# write_config_NAME MODE GENERATION writes that proxy's config file.
+# ----------------------------------------------------------------------------------------
+write_config_edgegate() {  # mode generation
+  local mode=$1 gen=$2 d=$TMP/edgegate
+  cat <<EOF
 # generated by benches/load.sh
 [gateway]
 threads = 1
@@ -395,34 +488,58 @@ address = "127.0.0.1:$EDGEGATE_ADMIN_PORT"
 [[listeners]]
 name = "bench"
 address = "127.0.0.1:$EDGEGATE_PORT"
+EOF
+  if [[ $mode == tls ]]; then
+    cat <<EOF
+[listeners.tls]
+certificates = [{ cert = "$TLS_DIR/server.pem", key = "$TLS_DIR/server.key" }]
+min_version = "1.2"
+EOF
+  fi
+  cat <<EOF
 
 [[routes]]
 name = "all"
 path_prefix = "/"
 upstream = "origin"
+EOF
+  [[ $mode == reload ]] && echo "response_headers = { set = { \"x-reload\" = \"$gen\" } }"
+  cat <<EOF
 
 [upstreams.origin]
 endpoints = ["127.0.0.1:$ORIGIN_PORT"]
 EOF
-  "$EDGEGATE_BIN" check --config "$d/edgegate.toml" >"$d/check.log" 2>&1 \
-    || { cat "$d/check.log" >&2; die "edgegate check rejected $d/edgegate.toml"; }
-  start_bg edgegate "$CPU_PROXY" "$d/edgegate.log" \
-    env RUST_LOG="$EDGEGATE_RUST_LOG" "$EDGEGATE_BIN" run --config "$d/edgegate.toml"
-  PROXY_PID[edgegate]=$LAST_PID
-  PROXY_URL[edgegate]="http://127.0.0.1:$EDGEGATE_PORT/"
-  wait_http "http://127.0.0.1:$EDGEGATE_PORT/" "$LAST_PID" ok
-  wait_http "http://127.0.0.1:$EDGEGATE_ADMIN_PORT/readyz" "$LAST_PID"
 }
 
-start_proxy_nginx() {
-  alloc_port NGINX_PORT
-  local d=$TMP/nginx
+start_proxy_edgegate() {
+  local mode=${1:-plain} scheme=http
+  [[ $mode == tls ]] && scheme=https
+  alloc_port EDGEGATE_PORT
+  alloc_port EDGEGATE_ADMIN_PORT
+  local d=$TMP/edgegate
   mkdir -p "$d"
-  {
-    nginx_common "$d"
-    echo "http {"
-    nginx_http_common "$d"
-    cat <<EOF
+  write_config_edgegate "$mode" 0 >"$d/edgegate.toml"
+  "$EDGEGATE_BIN" check --config "$d/edgegate.toml" >"$d/check.log" 2>&1 \
+    || { cat "$d/check.log" >&2; die "edgegate check rejected $d/edgegate.toml"; }
+  # The log goes elsewhere: edgegate watches its config file's directory, and a log
+  # written there would make it look at the config again after every line.
+  mkdir -p "$TMP/logs"
+  start_bg edgegate "$CPU_PROXY" "$TMP/logs/edgegate.log" \
+    env RUST_LOG="$EDGEGATE_RUST_LOG" "$EDGEGATE_BIN" run --config "$d/edgegate.toml"
+  PROXY_PID[edgegate]=$LAST_PID
+  PROXY_URL[edgegate]="$scheme://127.0.0.1:$EDGEGATE_PORT/"
+  wait_http "${PROXY_URL[edgegate]}" "$LAST_PID" ok
+  wait_http "http://127.0.0.1:$EDGEGATE_ADMIN_PORT/readyz" "$LAST_PID"
+  [[ $mode == tls ]] && tls_probe edgegate "$EDGEGATE_PORT"
+  return 0
+}
+
+write_config_nginx() {  # mode generation
+  local mode=$1 gen=$2 d=$TMP/nginx
+  nginx_common "$d"
+  echo "http {"
+  nginx_http_common "$d"
+  cat <<EOF
     upstream origin {
         server 127.0.0.1:$ORIGIN_PORT;
         keepalive 64;
@@ -430,27 +547,51 @@ start_proxy_nginx() {
         keepalive_timeout 60s;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+EOF
+  if [[ $mode == tls ]]; then
+    # nginx 1.22 offers TLSv1 to TLSv1.2 by default: name 1.2 and 1.3 as the others do.
+    cat <<EOF
+        listen 127.0.0.1:$NGINX_PORT ssl http2 backlog=4096;
+        ssl_certificate $TLS_DIR/server.pem;
+        ssl_certificate_key $TLS_DIR/server.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+EOF
+  else
+    echo "        listen 127.0.0.1:$NGINX_PORT backlog=4096;"
+  fi
+  cat <<EOF
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+EOF
+  [[ $mode == reload ]] && echo "            add_header X-Reload $gen always;"
+  cat <<EOF
         }
     }
 }
 EOF
-  } >"$d/nginx.conf"
-  start_nginx nginx "$d" "$d/nginx.conf" "$CPU_PROXY"
-  PROXY_PID[nginx]=$LAST_PID
-  PROXY_URL[nginx]="http://127.0.0.1:$NGINX_PORT/"
-  wait_http "http://127.0.0.1:$NGINX_PORT/" "$LAST_PID" ok
 }
 
-start_proxy_haproxy() {
-  alloc_port HAPROXY_PORT
-  local d=$TMP/haproxy
+start_proxy_nginx() {
+  local mode=${1:-plain} scheme=http
+  [[ $mode == tls ]] && scheme=https
+  alloc_port NGINX_PORT
+  local d=$TMP/nginx
   mkdir -p "$d"
-  cat >"$d/haproxy.cfg" <<EOF
+  write_config_nginx "$mode" 0 >"$d/nginx.conf"
+  start_nginx nginx "$d" "$d/nginx.conf" "$CPU_PROXY"
+  PROXY_PID[nginx]=$LAST_PID
+  PROXY_URL[nginx]="$scheme://127.0.0.1:$NGINX_PORT/"
+  wait_http "${PROXY_URL[nginx]}" "$LAST_PID" ok
+  [[ $mode == tls ]] && tls_probe nginx "$NGINX_PORT"
+  return 0
+}
+
+write_config_haproxy() {  # mode generation
+  local mode=$1 gen=$2 bind="127.0.0.1:$HAPROXY_PORT"
+  [[ $mode == tls ]] && bind+=" ssl crt $TLS_DIR/server.full.pem alpn h2,http/1.1 ssl-min-ver TLSv1.2"
+  cat <<EOF
 # generated by benches/load.sh; no "log" lines: no logging
 global
     nbthread 1
@@ -466,18 +607,38 @@ defaults
     timeout http-keep-alive 75s
 
 frontend bench
-    bind 127.0.0.1:$HAPROXY_PORT
+    bind $bind
     default_backend origin
+EOF
+  [[ $mode == reload ]] && echo "    http-response set-header X-Reload $gen"
+  cat <<EOF
 
 backend origin
     server origin 127.0.0.1:$ORIGIN_PORT
 EOF
+}
+
+start_proxy_haproxy() {
+  local mode=${1:-plain} scheme=http
+  [[ $mode == tls ]] && scheme=https
+  alloc_port HAPROXY_PORT
+  local d=$TMP/haproxy
+  mkdir -p "$d"
+  write_config_haproxy "$mode" 0 >"$d/haproxy.cfg"
   haproxy -c -q -f "$d/haproxy.cfg" >"$d/check.log" 2>&1 \
     || { cat "$d/check.log" >&2; die "haproxy -c rejected $d/haproxy.cfg"; }
-  start_bg haproxy "$CPU_PROXY" "$d/haproxy.log" haproxy -f "$d/haproxy.cfg" -db
+  if [[ $mode == reload ]]; then
+    # master-worker: SIGUSR2 to the master re-reads the config and starts a new worker;
+    # the old one finishes its connections.
+    start_bg haproxy "$CPU_PROXY" "$d/haproxy.log" haproxy -W -db -f "$d/haproxy.cfg"
+  else
+    start_bg haproxy "$CPU_PROXY" "$d/haproxy.log" haproxy -f "$d/haproxy.cfg" -db
+  fi
   PROXY_PID[haproxy]=$LAST_PID
-  PROXY_URL[haproxy]="http://127.0.0.1:$HAPROXY_PORT/"
-  wait_http "http://127.0.0.1:$HAPROXY_PORT/" "$LAST_PID" ok
+  PROXY_URL[haproxy]="$scheme://127.0.0.1:$HAPROXY_PORT/"
+  wait_http "${PROXY_URL[haproxy]}" "$LAST_PID" ok
+  [[ $mode == tls ]] && tls_probe haproxy "$HAPROXY_PORT"
+  return 0
 }
 
 stop_proxies() {
@@ -506,18 +667,15 @@ cpu_ticks() {
   echo "$total"
 }
 
-wrk_run() {  # duration url outfile
-  local dur=$1 url=$2 out=$3 secs
-  secs=$(dur_secs "$dur")
-  # wrk is a child of this script (through taskset -> timeout), never of a proxy, and
-  # inherits the wrk CPU set; timeout bounds the run.
-  # It runs in the background and is waited for, so that a signal to this script is
-  # handled at once (cleanup stops it too).
+# run_client OUT SECS CMD...: a load generator, pinned to the wrk CPUs and bounded by
+# timeout. It is a child of this script (through taskset -> timeout), never of a proxy;
+# it runs in the background and is waited for, so that a signal to this script is
+# handled at once (cleanup stops it too).
+run_client() {
+  local out=$1 secs=$2; shift 2
   (
-    if [[ $PIN == 1 ]]; then exec taskset -c "$CPU_WRK" timeout -k 5 $((secs + 30)) \
-      wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency --timeout 2s "$url"; fi
-    exec timeout -k 5 $((secs + 30)) \
-      wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency --timeout 2s "$url"
+    if [[ $PIN == 1 ]]; then exec taskset -c "$CPU_WRK" timeout -k 5 "$secs" "$@"; fi
+    exec timeout -k 5 "$secs" "$@"
   ) </dev/null >"$out" 2>&1 &
   WRK_PID=$!
   local rc=0
@@ -526,70 +684,232 @@ wrk_run() {  # duration url outfile
   return "$rc"
 }
 
-to_ms() {  # wrk latency "1.23ms" / "850.00us" / "1.02s" -> ms
+wrk_run() {  # duration url outfile
+  local dur=$1 url=$2 out=$3 secs
+  secs=$(dur_secs "$dur")
+  run_client "$out" $((secs + 30)) \
+    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency --timeout 2s "$url"
+}
+
+to_ms() {  # wrk/h2load latency "1.23ms" / "850.00us" / "1.02s" -> ms
   awk -v v="$1" 'BEGIN {
     n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u)
     m = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : (u == "h") ? 3600000 : -1
     if (m < 0 || n == "") print "nan"; else printf "%.3f", n * m }'
 }
 
-# measure SCENARIO ROUND PROXY: warm up, then one measured wrk run; appends to RESULTS.
+# h2load: one thread per wrk CPU (one thread when wrk has a single CPU).
+if [[ -z ${H2LOAD_THREADS:-} ]]; then
+  if [[ $PIN == 1 && $CPU_WRK =~ ^[0-9]+$ ]]; then H2LOAD_THREADS=1; else H2LOAD_THREADS=$WRK_THREADS; fi
+fi
+
+# Load generators. load_TOOL PHASE URL OUT runs one (PHASE: warmup or run);
+# parse_TOOL OUT sets P_RATE (per second), P_COUNT (requests or handshakes), P_LAT1,
+# P_LAT2 (ms, "nan" when not measured), P_ERRS and P_ALPN.
+P_RATE= P_COUNT= P_LAT1= P_LAT2= P_ERRS= P_ALPN= WARM_RATE=
+
+# wrk, HTTP/1.1 keepalive (http or https URL; wrk speaks HTTP/1.1 only).
+load_wrk() {
+  local dur=$DURATION
+  [[ $1 == warmup ]] && dur=$WARMUP
+  wrk_run "$dur" "$2" "$3"
+}
+parse_wrk() {
+  local out=$1 p99raw avgraw
+  P_RATE=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+  P_COUNT=$(awk '/ requests in / { print $1; exit }' "$out")
+  p99raw=$(awk '$1 == "99%" { print $2; exit }' "$out")
+  avgraw=$(awk '$1 == "Latency" { print $2; exit }' "$out")
+  P_ERRS=$(awk '/Socket errors:/ { gsub(/,/, ""); s += $4 + $6 + $8 + $10 }
+                /Non-2xx or 3xx responses:/ { s += $NF } END { print s + 0 }' "$out")
+  P_ALPN=http/1.1
+  [[ -n $P_RATE && -n $P_COUNT && -n $p99raw ]] || return 1
+  P_LAT1=$(to_ms "$p99raw"); P_LAT2=$(to_ms "${avgraw:-x}")
+}
+
+# h2load, HTTP/2 over TLS: H2_CLIENTS connections with H2_STREAMS streams each, for a
+# duration. P_LAT1/P_LAT2: mean and max "time for request" (h2load has no percentiles).
+load_h2load() {
+  local secs=$DURATION_S
+  [[ $1 == warmup ]] && secs=$WARMUP_S
+  run_client "$3" $((secs + 30)) \
+    h2load -t"$H2LOAD_THREADS" -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$secs" "$2"
+}
+parse_h2load() {
+  local out=$1 v
+  # finished in 10.00s, 12345.67 req/s, ...
+  # requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout
+  # status codes: N 2xx, N 3xx, N 4xx, N 5xx
+  # time for request:  min max mean sd +/-sd
+  v=$(awk '
+    /^finished in/          { rate = $4 }
+    /^requests:/            { succ = $8; failed = $10 }
+    /^status codes:/        { bad = $7 + $9 }
+    /^time for request:/    { max = $5; mean = $6 }
+    /^Application protocol:/ { alpn = $3 }
+    END { if (rate == "" || succ == "") exit 1
+          print rate, succ, failed + bad, (mean == "" ? "x" : mean), (max == "" ? "x" : max), (alpn == "" ? "none" : alpn) }' "$out") || return 1
+  read -r P_RATE P_COUNT P_ERRS P_LAT1 P_LAT2 P_ALPN <<<"$v"
+  P_LAT1=$(to_ms "$P_LAT1"); P_LAT2=$(to_ms "$P_LAT2")
+}
+
+# h2load, HTTP/1.1 over TLS with "Connection: close": one request per connection, each
+# connection a new TLS handshake, resumed when the server offers resumption (h2load
+# reuses the session it got last). h2load's duration mode hangs with connections the
+# server closes, so this runs a fixed count: the warm-up measures the rate and the run
+# asks for DURATION worth of connections at that rate.
+load_h2load_hs() {
+  local phase=$1 n secs
+  if [[ $phase == warmup ]]; then
+    n=$((1000 * WARMUP_S)); secs=$((WARMUP_S * 20 + 30))
+  else
+    n=$(awk -v r="${WARM_RATE:-0}" -v d="$DURATION_S" 'BEGIN { n = int(r * d); if (n < 1000) n = 1000; print n }')
+    secs=$((DURATION_S * 5 + 30))
+  fi
+  ((n >= HS_CONNECTIONS)) || n=$HS_CONNECTIONS
+  run_client "$3" "$secs" \
+    h2load --h1 -H 'Connection: close' -t"$H2LOAD_THREADS" -c"$HS_CONNECTIONS" -n"$n" "$2"
+}
+parse_h2load_hs() {
+  parse_h2load "$1" || return 1
+  P_LAT1=nan; P_LAT2=nan
+}
+
+# openssl s_time -new: HS_CLIENTS processes in parallel, each connecting again and again
+# with a fresh session (a full handshake every time, never resumed) and sending
+# "GET / HTTP/1.0" (the server answers and closes). Handshakes/s = connections / wall time.
+# s_time sends "GET <www> HTTP/1.0\r\n\r\n": a <www> of "/ HTTP/1.0\r\nHost: ...\r\nX-Bench:"
+# makes that a request with a Host header, as every real client sends one.
+S_TIME_WWW=$'/ HTTP/1.0\r\nHost: bench.example.com\r\nX-Bench:'
+load_s_time() {
+  local secs=$DURATION_S hostport=${2#https://}
+  [[ $1 == warmup ]] && secs=$WARMUP_S
+  hostport=${hostport%%/*}
+  run_client "$3" $((secs + 30)) bash -c '
+    n=$1 secs=$2 hp=$3 out=$4 www=$5 pids=()
+    t0=$(date +%s%N)
+    for ((i = 1; i <= n; i++)); do
+      openssl s_time -connect "$hp" -new -time "$secs" -www "$www" >"$out.$i" 2>&1 &
+      pids+=($!)
+    done
+    for ((i = 0; i < n; i++)); do
+      rc=0; wait "${pids[$i]}" || rc=$?
+      echo "client $((i + 1)) exit $rc"
+    done
+    t1=$(date +%s%N)
+    echo "wall_ns $((t1 - t0))"' s_time "$HS_CLIENTS" "$secs" "$hostport" "$3" "$S_TIME_WWW"
+}
+parse_s_time() {
+  local out=$1 conns=0 bad=0 wall i c
+  wall=$(awk '/^wall_ns / { print $2 }' "$out")
+  bad=$(awk '/^client [0-9]+ exit / && $4 != 0 { n++ } END { print n + 0 }' "$out")
+  for ((i = 1; i <= HS_CLIENTS; i++)); do
+    c=$(grep -o -E '[0-9]+ connections in [0-9.]+s;' "$out.$i" 2>/dev/null | awk '{ print $1; exit }')
+    if [[ -z $c ]] || grep -q -i 'error' "$out.$i"; then bad=$((bad + 1)); fi
+    conns=$((conns + ${c:-0}))
+  done
+  [[ -n $wall ]] && ((conns > 0)) || return 1
+  P_COUNT=$conns; P_ERRS=$bad; P_LAT1=nan; P_LAT2=nan; P_ALPN=http/1.0
+  P_RATE=$(awk -v c="$conns" -v w="$wall" 'BEGIN { printf "%.2f", c / (w / 1e9) }')
+}
+
+# Scenario metadata: load tool, labels, the unit of "CPU per" (100k requests or 1k
+# handshakes), the ALPN protocol the client must get, and a description.
+declare -A SC_TOOL=() SC_RATE=() SC_LAT1=() SC_LAT2=() SC_PER=() SC_PERLABEL=() SC_COUNT=() SC_ALPN=() SC_DESC=()
+def_scenario() {  # name tool rate-label lat1-label lat2-label per per-label count-label alpn description
+  SC_TOOL[$1]=$2; SC_RATE[$1]=$3; SC_LAT1[$1]=$4; SC_LAT2[$1]=$5; SC_PER[$1]=$6
+  SC_PERLABEL[$1]=$7; SC_COUNT[$1]=$8; SC_ALPN[$1]=$9; SC_DESC[$1]=${10}
+}
+def_scenario http_keepalive wrk "req/s" "p99 ms" "" 100000 "cpu s/100k" requests "" \
+  "HTTP/1.1 keepalive: wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency"
+def_scenario https_keepalive wrk "req/s" "p99 ms" "" 100000 "cpu s/100k" requests "" \
+  "HTTPS keepalive (TLS terminated at the proxy, HTTP/1.1 to the origin): wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency"
+def_scenario h2_tls h2load "req/s" "mean ms" "max ms" 100000 "cpu s/100k" requests h2 \
+  "HTTP/2 over TLS (ALPN h2): h2load -t$H2LOAD_THREADS -c$H2_CLIENTS -m$H2_STREAMS -D$DURATION_S; latency = h2load's time for request (no percentiles)"
+def_scenario tls_handshakes s_time "hs/s" "" "" 1000 "cpu s/1k hs" handshakes "" \
+  "new full TLS handshakes: $HS_CLIENTS x openssl s_time -new -time $DURATION_S (never resumed; one HTTP/1.0 request with Host per connection)"
+def_scenario tls_resumed_handshakes h2load_hs "hs/s" "" "" 1000 "cpu s/1k hs" handshakes http/1.1 \
+  "new TLS connections, session resumed when the server offers it: h2load --h1 -H 'Connection: close' -c$HS_CONNECTIONS -n (DURATION at the warm-up rate)"
+def_scenario reload_under_load reload "" "" "" 0 "" "" "" \
+  "$RELOADS config reloads every ${RELOAD_INTERVAL}s during wrk -t$WRK_THREADS -c$RELOAD_CONNECTIONS -d$RELOAD_DURATION --timeout 2s over keepalive connections (HTTP/1.1)"
+
+# measure SCENARIO ROUND PROXY: warm up, then one measured run; appends to RESULTS.
 measure() {
-  local scen=$1 round=$2 proxy=$3
+  local scen=$1 round=$2 proxy=$3 tool=${SC_TOOL[$1]:-wrk} per=${SC_PER[$1]:-100000}
   local url=${PROXY_URL[$proxy]} root=${PROXY_PID[$proxy]}
-  local out=$TMP/wrk.$scen.r$round.$proxy.txt
-  local pids opids c0 c1 o0 o1 a0 a1
+  local out=$TMP/$tool.$scen.r$round.$proxy.txt
+  local pids opids c0 c1 o0 o1 a0 a1 t0 t1
   alive "$root" || die "$proxy (pid $root) is not running"
   read -r -a pids <<<"$(proc_tree "$root")"
   read -r -a opids <<<"$(proc_tree "$ORIGIN_PID")"
 
-  wrk_run "$WARMUP" "$url" "$out.warmup" || die "$proxy: warm-up wrk failed: $(tail -n 3 "$out.warmup")"
+  "load_$tool" warmup "$url" "$out.warmup" || die "$proxy: warm-up $tool failed: $(tail -n 3 "$out.warmup")"
+  WARM_RATE=
+  if "parse_$tool" "$out.warmup"; then WARM_RATE=$P_RATE; fi
+  [[ -n $WARM_RATE ]] || { tail -n 20 "$out.warmup" >&2; die "$proxy: could not parse the warm-up $tool output"; }
 
-  a0=$(origin_accepts); c0=$(cpu_ticks "${pids[@]}"); o0=$(cpu_ticks "${opids[@]}")
-  wrk_run "$DURATION" "$url" "$out" || die "$proxy: wrk failed or timed out: $(tail -n 3 "$out")"
-  c1=$(cpu_ticks "${pids[@]}"); o1=$(cpu_ticks "${opids[@]}"); a1=$(origin_accepts)
+  a0=$(origin_accepts); c0=$(cpu_ticks "${pids[@]}"); o0=$(cpu_ticks "${opids[@]}"); t0=$(date +%s%N)
+  "load_$tool" run "$url" "$out" || die "$proxy: $tool failed or timed out: $(tail -n 3 "$out")"
+  t1=$(date +%s%N); c1=$(cpu_ticks "${pids[@]}"); o1=$(cpu_ticks "${opids[@]}"); a1=$(origin_accepts)
   alive "$root" || die "$proxy (pid $root) died during the run"
 
   local now_pids; now_pids=$(proc_tree "$root")
   [[ $now_pids == "${pids[*]}" ]] || log "warning: $proxy process set changed during the run (${pids[*]} -> $now_pids)"
 
-  local rps reqs p99raw p99 errs
-  rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-  reqs=$(awk '/ requests in / { print $1; exit }' "$out")
-  p99raw=$(awk '$1 == "99%" { print $2; exit }' "$out")
-  errs=$(awk '/Socket errors:/ { gsub(/,/, ""); s += $4 + $6 + $8 + $10 }
-              /Non-2xx or 3xx responses:/ { s += $NF } END { print s + 0 }' "$out")
-  [[ -n $rps && -n $reqs && -n $p99raw ]] || { cat "$out" >&2; die "$proxy: could not parse wrk output"; }
-  p99=$(to_ms "$p99raw")
+  "parse_$tool" "$out" || { tail -n 30 "$out" >&2; die "$proxy: could not parse $tool output"; }
+  if [[ -n ${SC_ALPN[$scen]:-} && $P_ALPN != "${SC_ALPN[$scen]}" ]]; then
+    die "$proxy: the client negotiated '$P_ALPN', not ${SC_ALPN[$scen]} (see $out)"
+  fi
 
-  awk -v s="$scen" -v r="$round" -v p="$proxy" -v rps="$rps" -v p99="$p99" -v reqs="$reqs" \
-      -v c="$((c1 - c0))" -v o="$((o1 - o0))" -v hz="$CLK_TCK" -v up="$((a1 - a0 - 1))" -v e="$errs" 'BEGIN {
+  awk -v s="$scen" -v r="$round" -v p="$proxy" -v rps="$P_RATE" -v l1="$P_LAT1" -v l2="$P_LAT2" -v reqs="$P_COUNT" \
+      -v c="$((c1 - c0))" -v o="$((o1 - o0))" -v hz="$CLK_TCK" -v up="$((a1 - a0 - 1))" -v e="$P_ERRS" \
+      -v wall="$((t1 - t0))" -v unit="$per" 'BEGIN {
         cpu = c / hz; ocpu = o / hz
-        per = (reqs > 0) ? cpu * 100000 / reqs : "nan"; oper = (reqs > 0) ? ocpu * 100000 / reqs : "nan"
-        printf "%s\t%s\t%s\t%.2f\t%.3f\t%.2f\t%d\t%.4f\t%.4f\t%d\t%d\n", s, r, p, rps, p99, cpu, reqs, per, oper, up, e }' \
+        per = (reqs > 0) ? cpu * unit / reqs : "nan"; oper = (reqs > 0) ? ocpu * unit / reqs : "nan"
+        pct = (wall > 0) ? 100 * cpu / (wall / 1e9) : "nan"
+        printf "%s\t%s\t%s\t%.2f\t%.3f\t%.2f\t%d\t%.4f\t%.4f\t%d\t%d\t%.3f\t%.1f\n", s, r, p, rps, l1, cpu, reqs, per, oper, up, e, l2, pct }' \
     >>"$RESULTS"
-  ((errs == 0)) || log "warning: $proxy: $errs errors / non-2xx responses in round $round (see $out)"
+  ((P_ERRS == 0)) || log "warning: $proxy: $P_ERRS errors / non-2xx responses in round $round (see $out)"
+}
+
+# Columns shown for a scenario (labels from def_scenario; an empty latency label hides it).
+table_vars() {  # scenario -> awk -v arguments
+  local s=$1
+  printf '%s\n' -v "rl=${SC_RATE[$s]:-req/s}" -v "l1=${SC_LAT1[$s]-p99 ms}" -v "l2=${SC_LAT2[$s]:-}" \
+    -v "pl=${SC_PERLABEL[$s]:-cpu s/100k}" -v "cl=${SC_COUNT[$s]:-requests}"
 }
 
 print_round_table() {  # scenario round
-  awk -F'\t' -v s="$1" -v r="$2" '
+  local -a tv; mapfile -t tv < <(table_vars "$1")
+  awk -F'\t' -v s="$1" -v r="$2" "${tv[@]}" '
     BEGIN { printf "\n[%s] round %s\n", s, r
-            printf "  %-9s %12s %9s %8s %11s %13s %13s %9s %7s\n", "proxy", "req/s", "p99 ms", "cpu s", "requests", "cpu s/100k", "origin s/100k", "up conns", "errors" }
+            printf "  %-9s %12s", "proxy", rl
+            if (l1 != "") printf " %9s", l1
+            if (l2 != "") printf " %9s", l2
+            printf " %8s %11s %13s %7s %18s %9s %7s\n", "cpu s", cl, pl, "cpu %", "origin " pl, "up conns", "errors" }
     $1 == s && $2 == r {
-            printf "  %-9s %12.0f %9.3f %8.2f %11d %13.4f %13.4f %9d %7d\n", $3, $4, $5, $6, $7, $8, $9, $10, $11 }' "$RESULTS"
+            printf "  %-9s %12.0f", $3, $4
+            if (l1 != "") printf " %9.3f", $5
+            if (l2 != "") printf " %9.3f", $12
+            printf " %8.2f %11d %13.4f %7.1f %18.4f %9d %7d\n", $6, $7, $8, $13, $9, $10, $11 }' "$RESULTS"
+}
+
+# The proxy order for round R (1-based): A B C, B C A, C A B, ...
+round_order() {
+  local r=$1 i n=${#PROXY_LIST[@]} order=()
+  for ((i = 0; i < n; i++)); do order+=("${PROXY_LIST[$(((r - 1 + i) % n))]}"); done
+  echo "${order[@]}"
 }
 
 # run_rounds SCENARIO: ROUNDS rounds over the started proxies, rotating the order
 # (A B C, B C A, C A B, ...) so slow drifts of the machine hit every proxy alike.
 run_rounds() {
-  local scen=$1 r i n=${#PROXY_LIST[@]}
+  local scen=$1 r p
   for ((r = 1; r <= ROUNDS; r++)); do
-    local order=()
-    for ((i = 0; i < n; i++)); do order+=("${PROXY_LIST[$(((r - 1 + i) % n))]}"); done
-    log "[$scen] round $r/$ROUNDS: ${order[*]}"
-    local p
+    local order; read -r -a order <<<"$(round_order "$r")"
+    log "[$scen] round $r/$ROUNDS: ${order[*]} (load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null))"
     for p in "${order[@]}"; do
-      log "[$scen] round $r: $p (${PROXY_URL[$p]}, wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION)"
+      log "[$scen] round $r: $p (${PROXY_URL[$p]}, ${SC_TOOL[$scen]:-wrk})"
       measure "$scen" "$r" "$p"
     done
     print_round_table "$scen" "$r"
@@ -597,8 +917,177 @@ run_rounds() {
 }
 
 # ----------------------------------------------------------------------------------------
+# Reload under load: wrk holds RELOAD_CONNECTIONS keepalive connections for
+# RELOAD_DURATION while each proxy's config is rewritten and reloaded RELOADS times,
+# every RELOAD_INTERVAL seconds (a response header x-reload: GENERATION changes each time).
+#   edgegate: the file is rewritten (in place, or RELOAD_WRITE=rename); it reloads on its
+#             own, and its admin /config generation must rise by exactly RELOADS;
+#   nginx:    the file is rewritten, then nginx -s reload (SIGHUP to the master);
+#   haproxy:  master-worker (-W), the file is rewritten, then SIGUSR2 to the master.
+# Reported: requests and every client-visible error (wrk socket errors by kind, non-2xx).
+# ----------------------------------------------------------------------------------------
+RELOAD_RESULTS=$TMP/reload.tsv   # scenario round proxy requests rps p99ms connect read write timeout non2xx errors reloads generation final_header max_seen
+: >"$RELOAD_RESULTS"
+declare -A RELOAD_GEN=()         # proxy -> x-reload value of its current config
+
+write_reload_lua() {
+  # Counts responses per thread and the highest x-reload value seen while under load
+  # (shows that reloads took effect on the connections wrk holds).
+  cat >"$TMP/reload.lua" <<'EOF'
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) ok = 0; bad = 0; maxgen = -1 end
+function response(status, headers, body)
+  if status >= 200 and status < 400 then ok = ok + 1 else bad = bad + 1 end
+  for k, v in pairs(headers) do
+    if string.lower(k) == "x-reload" then
+      local n = tonumber(v)
+      if n and n > maxgen then maxgen = n end
+    end
+  end
+end
+function done(summary, latency, requests)
+  local t_ok, t_bad, t_max = 0, 0, -1
+  for _, t in ipairs(threads) do
+    t_ok = t_ok + t:get("ok"); t_bad = t_bad + t:get("bad")
+    local m = t:get("maxgen"); if m > t_max then t_max = m end
+  end
+  io.write(string.format("lua: ok %d bad %d max_x_reload %d\n", t_ok, t_bad, t_max))
+end
+EOF
+}
+
+edgegate_generation() {
+  curl -s --max-time 2 "http://127.0.0.1:$EDGEGATE_ADMIN_PORT/config" 2>/dev/null \
+    | sed -n 's/.*"generation": *\([0-9][0-9]*\).*/\1/p' | head -n 1
+}
+edgegate_reload_metric() {  # success|failure
+  curl -s --max-time 2 "http://127.0.0.1:$EDGEGATE_ADMIN_PORT/metrics" 2>/dev/null \
+    | awk -v r="$1" '$1 == "edgegate_config_reloads_total{result=\"" r "\"}" { print $2; exit }'
+}
+
+# reload_proxy PROXY GENERATION: rewrite the config with x-reload: GENERATION and reload.
+reload_proxy() {
+  local proxy=$1 gen=$2 content f
+  case $proxy in
+    edgegate)
+      f=$TMP/edgegate/edgegate.toml
+      content=$(write_config_edgegate reload "$gen")
+      if [[ $RELOAD_WRITE == rename ]]; then
+        printf '%s\n' "$content" >"$f.tmp" && mv -f "$f.tmp" "$f"
+      else
+        printf '%s\n' "$content" >"$f"   # one open(O_TRUNC) + write, as an editor saving in place
+      fi
+      ;;
+    nginx)
+      f=$TMP/nginx/nginx.conf
+      content=$(write_config_nginx reload "$gen")
+      printf '%s\n' "$content" >"$f"
+      timeout 5 nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$f" -g 'daemon off;' -s reload \
+        >>"$TMP/nginx/reload.log" 2>&1 || log "warning: nginx -s reload failed (see $TMP/nginx/reload.log)"
+      ;;
+    haproxy)
+      f=$TMP/haproxy/haproxy.cfg
+      content=$(write_config_haproxy reload "$gen")
+      printf '%s\n' "$content" >"$f"
+      kill -USR2 "${PROXY_PID[haproxy]}" 2>/dev/null || log "warning: could not signal the HAProxy master"
+      ;;
+  esac
+}
+
+# The x-reload header a fresh request gets now (empty when none).
+x_reload_now() {
+  curl -s -o /dev/null -D - --max-time 2 "$1" 2>/dev/null \
+    | awk -F': *' 'tolower($1) == "x-reload" { gsub(/\r/, "", $2); print $2; exit }'
+}
+
+reload_run() {  # round proxy
+  local round=$1 proxy=$2 url=${PROXY_URL[$2]} root=${PROXY_PID[$2]}
+  local out=$TMP/wrk.reload_under_load.r$round.$proxy.txt
+  local g0="" g1="" gen=${RELOAD_GEN[$proxy]} i start target now d fail0="" fail1=""
+  alive "$root" || die "$proxy (pid $root) is not running"
+  if [[ $proxy == edgegate ]]; then g0=$(edgegate_generation); fail0=$(edgegate_reload_metric failure); fi
+
+  local secs; secs=$(dur_secs "$RELOAD_DURATION")
+  (
+    cmd=(timeout -k 5 $((secs + 30)) wrk -t"$WRK_THREADS" -c"$RELOAD_CONNECTIONS" -d"$RELOAD_DURATION"
+         --latency --timeout 2s -s "$TMP/reload.lua" "$url")
+    if [[ $PIN == 1 ]]; then exec taskset -c "$CPU_WRK" "${cmd[@]}"; fi
+    exec "${cmd[@]}"
+  ) </dev/null >"$out" 2>&1 &
+  WRK_PID=$!
+  # Reloads on a fixed schedule: the first 0.25 s in, then every RELOAD_INTERVAL.
+  start=$(date +%s.%N)
+  for ((i = 0; i < RELOADS; i++)); do
+    target=$(awk -v s="$start" -v i="$i" -v iv="$RELOAD_INTERVAL" 'BEGIN { printf "%.3f", s + 0.25 + i * iv }')
+    now=$(date +%s.%N)
+    d=$(awk -v t="$target" -v n="$now" 'BEGIN { d = t - n; printf "%.3f", (d > 0) ? d : 0 }')
+    sleep "$d"
+    alive "$WRK_PID" || { log "warning: wrk ended before reload $((i + 1)) of $RELOADS"; break; }
+    gen=$((gen + 1))
+    reload_proxy "$proxy" "$gen"
+  done
+  local sent=$((gen - RELOAD_GEN[$proxy]))
+  RELOAD_GEN[$proxy]=$gen
+  local rc=0
+  wait "$WRK_PID" || rc=$?
+  WRK_PID=
+  ((rc == 0)) || die "$proxy: wrk failed or timed out during the reload run: $(tail -n 3 "$out")"
+  alive "$root" || die "$proxy (pid $root) died during the reload run"
+
+  # The last config must be the one served (bounded wait: nginx and HAProxy reload
+  # asynchronously; edgegate within its debounce).
+  local hdr="" deadline=$((SECONDS + 5))
+  while ((SECONDS < deadline)); do
+    hdr=$(x_reload_now "$url")
+    [[ $hdr == "$gen" ]] && break
+    sleep 0.1
+  done
+  local applied=$sent
+  if [[ $proxy == edgegate ]]; then
+    deadline=$((SECONDS + 3))
+    while ((SECONDS < deadline)); do
+      g1=$(edgegate_generation)
+      [[ -n $g1 && -n $g0 ]] && ((g1 - g0 >= sent)) && break
+      sleep 0.1
+    done
+    fail1=$(edgegate_reload_metric failure)
+    applied=$(( ${g1:-0} - ${g0:-0} ))
+    ((applied == sent)) || log "warning: edgegate: $sent config rewrites but generation went $g0 -> $g1"
+    [[ ${fail1:-0} == "${fail0:-0}" ]] || log "warning: edgegate: failed reloads went $fail0 -> $fail1"
+  fi
+  [[ $hdr == "$gen" ]] || log "warning: $proxy: after the run it serves x-reload '$hdr', not the last config's '$gen'"
+
+  local v
+  v=$(awk '
+    / requests in /           { reqs = $1 }
+    /^Requests\/sec:/         { rps = $2 }
+    $1 == "99%"               { p99 = $2 }
+    /Socket errors:/          { gsub(/,/, ""); c = $4; r = $6; w = $8; t = $10 }
+    /Non-2xx or 3xx responses:/ { n = $NF }
+    /^lua: /                  { maxseen = $7 }
+    END { printf "%s %s %s %d %d %d %d %d %s\n", reqs, rps, (p99 == "" ? "x" : p99), c, r, w, t, n, (maxseen == "" ? "-" : maxseen) }' "$out")
+  local reqs rps p99 ce re we te ne maxseen
+  read -r reqs rps p99 ce re we te ne maxseen <<<"$v"
+  [[ -n $reqs && -n $rps ]] || { cat "$out" >&2; die "$proxy: could not parse wrk output of the reload run"; }
+  local errs=$((ce + re + we + te + ne))
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    reload_under_load "$round" "$proxy" "$reqs" "$rps" "$(to_ms "$p99")" "$ce" "$re" "$we" "$te" "$ne" "$errs" \
+    "$applied/$sent" "${g1:--}" "${hdr:-none}" "$maxseen" >>"$RELOAD_RESULTS"
+  ((errs == 0)) || log "warning: $proxy: $errs client-visible errors during $sent reloads in round $round (see $out)"
+}
+
+print_reload_round_table() {  # round
+  awk -F'\t' -v r="$1" '
+    BEGIN { printf "\n[reload_under_load] round %s\n", r
+            printf "  %-9s %9s %9s %8s %8s %6s %6s %8s %8s %7s %8s %10s %7s %8s\n", "proxy", "requests", "req/s", "p99 ms", "connect", "read", "write", "timeout", "non-2xx", "errors", "reloads", "generation", "served", "max seen" }
+    $2 == r { printf "  %-9s %9d %9.0f %8.3f %8d %6d %6d %8d %8d %7d %8s %10s %7s %8s\n", $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 }' "$RELOAD_RESULTS"
+}
+
+# ----------------------------------------------------------------------------------------
 # Scenarios. Each one starts what it needs, calls run_rounds, and stops its proxies.
-# Add a scenario by writing scenario_NAME and listing NAME in SCENARIOS.
+# Add a scenario by writing scenario_NAME (and a def_scenario line above), and listing
+# NAME in SCENARIOS.
 # ----------------------------------------------------------------------------------------
 
 # HTTP/1.1 keepalive, tiny response: raw per-request proxy overhead.
@@ -610,28 +1099,78 @@ scenario_http_keepalive() {
   stop_proxies
 }
 
-# HOOK scenario_https: TLS termination at each proxy, HTTP/1.1 keepalive behind.
-#   - make a self-signed cert in $TMP (openssl req -x509 -newkey ec ...);
-#   - edgegate: a listener with [listeners.tls] certificates = [{ cert, key }];
-#     nginx: listen ... ssl + ssl_certificate; haproxy: bind ... ssl crt PEM;
-#   - wrk against https://127.0.0.1:PORT/ (session reuse on keepalive connections);
-#   - reuse run_rounds/measure as they are (they only need PROXY_URL/PROXY_PID).
-# scenario_https() { ...; run_rounds https; stop_proxies; }
+# Start every proxy with TLS termination (the same certificate for all).
+start_tls_proxies() {
+  start_origin
+  local p
+  for p in "${PROXY_LIST[@]}"; do "start_proxy_$p" tls; done
+}
 
-# HOOK scenario_h2: HTTP/2 from the client (h2c prior knowledge and/or TLS+ALPN h2).
-#   - load generator: h2load (apt-get install nghttp2-client) instead of wrk: add an
-#     h2load_run + parser next to wrk_run/measure producing the same RESULTS columns;
-#   - edgegate: the plain listener already takes h2c with prior knowledge;
-#     nginx: listen ... http2 (TLS in 1.22 for real browsers); haproxy: bind ... proto h2.
-# scenario_h2() { ...; run_rounds h2; stop_proxies; }
+# HTTPS with keepalive: TLS termination cost per request once connections are up.
+scenario_https_keepalive() {
+  start_tls_proxies
+  run_rounds https_keepalive
+  stop_proxies
+}
 
-# HOOK scenario_reload_under_load: configuration reloads while wrk runs.
-#   - run wrk in the background on each proxy, and during it reload N times:
-#     edgegate: rewrite the config (or kill -HUP) and wait for
-#     edgegate_config_generation to rise on the admin /metrics; nginx: kill -HUP the
-#     master; haproxy: start it with -W (master-worker) and kill -USR2 the master;
-#   - report errors (socket errors + non-2xx) and p99 during reloads rather than req/s.
-# scenario_reload_under_load() { ...; stop_proxies; }
+# HTTP/2 over TLS (ALPN h2) from the client, HTTP/1.1 keepalive to the origin.
+scenario_h2_tls() {
+  start_tls_proxies
+  local p
+  for p in "${PROXY_LIST[@]}"; do
+    [[ $(curl -s -o /dev/null -w '%{http_version}' --http2 --max-time 2 --cacert "$TLS_DIR/ca.pem" "${PROXY_URL[$p]}") == 2 ]] \
+      || die "$p does not answer over HTTP/2 at ${PROXY_URL[$p]}"
+  done
+  run_rounds h2_tls
+  stop_proxies
+}
+
+# The request s_time sends must get a 200 from every proxy.
+check_s_time_request() {  # proxy
+  local hp=${PROXY_URL[$1]#https://} line
+  hp=${hp%%/*}
+  line=$(printf 'GET %s HTTP/1.0\r\n\r\n' "$S_TIME_WWW" | timeout 5 openssl s_client -connect "$hp" -quiet 2>/dev/null | head -n 1 || true)
+  [[ $line == HTTP/1.?\ 200* ]] || die "$1: the s_time request over TLS was answered '${line%$'\r'}', not 200"
+}
+
+# New full TLS handshakes per second (no resumption), one request per connection.
+scenario_tls_handshakes() {
+  start_tls_proxies
+  local p
+  for p in "${PROXY_LIST[@]}"; do check_s_time_request "$p"; done
+  run_rounds tls_handshakes
+  stop_proxies
+}
+
+# New TLS connections per second with session resumption (where the server offers it).
+scenario_tls_resumed_handshakes() {
+  start_tls_proxies
+  run_rounds tls_resumed_handshakes
+  stop_proxies
+}
+
+# Config reloads under keepalive load: client-visible errors per proxy.
+scenario_reload_under_load() {
+  start_origin
+  write_reload_lua
+  local p r
+  for p in "${PROXY_LIST[@]}"; do
+    "start_proxy_$p" reload
+    RELOAD_GEN[$p]=0
+    [[ $(x_reload_now "${PROXY_URL[$p]}") == 0 ]] || die "$p does not send x-reload: 0 with its first config"
+  done
+  for ((r = 1; r <= ROUNDS; r++)); do
+    local order; read -r -a order <<<"$(round_order "$r")"
+    log "[reload_under_load] round $r/$ROUNDS: ${order[*]} (load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null))"
+    for p in "${order[@]}"; do
+      log "[reload_under_load] round $r: $p, $RELOADS reloads in $RELOAD_DURATION"
+      reload_run "$r" "$p"
+      sleep 1   # let old nginx/HAProxy workers finish before the next proxy's run
+    done
+    print_reload_round_table "$r"
+  done
+  stop_proxies
+}
 
 # ----------------------------------------------------------------------------------------
 # Summary
@@ -642,60 +1181,125 @@ version_of() {
     nginx) nginx -v 2>&1 | head -n 1 || true ;;
     haproxy) haproxy -v 2>&1 | head -n 1 || true ;;
     wrk) { wrk -v 2>&1 || true; } | head -n 1 ;;
+    h2load) h2load --version 2>&1 | head -n 1 || true ;;
+    openssl) openssl version 2>&1 | head -n 1 || true ;;
   esac
+}
+
+summarize_rates() {  # scenario
+  local scen=$1
+  local -a tv; mapfile -t tv < <(table_vars "$scen")
+  awk -F'\t' -v s="$scen" -v order="$PROXIES" "${tv[@]}" '
+    function median(list,   a, n, i, j, t) {
+      n = split(list, a, " ")
+      for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      if (n == 0) return "nan"
+      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function ratio(a, b) { return (b + 0 > 0 && a != "nan") ? sprintf("%.3f", a / b) : "n/a" }
+    $1 == s { rps[$3] = rps[$3] " " $4; lat1[$3] = lat1[$3] " " $5; lat2[$3] = lat2[$3] " " $12
+              cpu[$3] = cpu[$3] " " $8; pct[$3] = pct[$3] " " $13
+              up[$3] += $10; err[$3] += $11; nr[$3]++ }
+    END {
+      printf "  %-9s %12s", "proxy", rl
+      if (l1 != "") printf " %9s", l1
+      if (l2 != "") printf " %9s", l2
+      printf " %12s %7s %13s %7s\n", pl, "cpu %", "new up conns", "errors"
+      n = split(order, names, " ")
+      for (i = 1; i <= n; i++) {
+        p = names[i]; if (!(p in nr)) continue
+        R[p] = median(rps[p]); L1[p] = median(lat1[p]); L2[p] = median(lat2[p]); C[p] = median(cpu[p]); P[p] = median(pct[p])
+        printf "  %-9s %12.0f", p, R[p]
+        if (l1 != "") printf " %9.3f", L1[p]
+        if (l2 != "") printf " %9.3f", L2[p]
+        printf " %12.4f %7.1f %13d %7d\n", C[p], P[p], up[p], err[p]
+      }
+      printf "  (%s, %s%s, cpu %%: medians; cpu %%: the proxy'"'"'s CPU time over wall time, 100 = one CPU busy;\n", rl, (l1 != "" ? "latency, " : ""), pl
+      printf "   new up conns: connections opened to the origin during the measured runs, all rounds; errors: all rounds)\n"
+      if ("edgegate" in nr) {
+        printf "\n  %-18s %12s", "ratio", rl
+        if (l1 != "") printf " %9s", l1
+        if (l2 != "") printf " %9s", l2
+        printf " %12s\n", pl
+        for (i = 1; i <= n; i++) {
+          p = names[i]; if (p == "edgegate" || !(p in nr)) continue
+          printf "  %-18s %12s", "edgegate/" p, ratio(R["edgegate"], R[p])
+          if (l1 != "") printf " %9s", ratio(L1["edgegate"], L1[p])
+          if (l2 != "") printf " %9s", ratio(L2["edgegate"], L2[p])
+          printf " %12s\n", ratio(C["edgegate"], C[p])
+        }
+        printf "  (%s: higher is better; %s%s: lower is better)\n", rl, (l1 != "" ? "latency and " : ""), pl
+      }
+      for (p in err) if (err[p] > 0) printf "  WARNING: %s had %d errors/non-2xx responses; its numbers are suspect\n", p, err[p]
+    }' "$RESULTS"
+}
+
+summarize_reload() {
+  awk -F'\t' -v order="$PROXIES" -v reloads="$RELOADS" '
+    function median(list,   a, n, i, j, t) {
+      n = split(list, a, " ")
+      for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      if (n == 0) return "nan"
+      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    { p = $3; nr[p]++; reqs[p] += $4; rps[p] = rps[p] " " $5; p99[p] = p99[p] " " $6
+      ce[p] += $7; re[p] += $8; we[p] += $9; te[p] += $10; ne[p] += $11; err[p] += $12
+      split($13, ap, "/"); applied[p] += ap[1]; sent[p] += ap[2]; gen[p] = $14
+    }
+    END {
+      printf "  %-9s %10s %9s %8s %8s %6s %6s %8s %8s %7s %9s %10s\n", "proxy", "requests", "req/s", "p99 ms", "connect", "read", "write", "timeout", "non-2xx", "errors", "reloads", "generation"
+      n = split(order, names, " ")
+      for (i = 1; i <= n; i++) {
+        p = names[i]; if (!(p in nr)) continue
+        printf "  %-9s %10d %9.0f %8.3f %8d %6d %6d %8d %8d %7d %9s %10s\n", p, reqs[p], median(rps[p]), median(p99[p]), ce[p], re[p], we[p], te[p], ne[p], err[p], applied[p] "/" sent[p], gen[p]
+      }
+      printf "  (requests and errors: sums over all rounds; req/s, p99: medians; errors = wrk socket errors (connect,\n"
+      printf "   read, write, timeout) + non-2xx responses; reloads: applied/sent, where \"applied\" is verified only for\n"
+      printf "   edgegate (admin /config generation), the others count signals sent; generation: edgegate'"'"'s final\n"
+      printf "   /config generation, 1 + all reloads)\n"
+      for (i = 1; i <= n; i++) { p = names[i]; if (p in nr && err[p] > 0) printf "  %s: %d client-visible errors in %d reloads\n", p, err[p], sent[p] }
+      if ("edgegate" in nr) printf "  edgegate: %s (the bar is zero errors)\n", (err["edgegate"] == 0 && applied["edgegate"] == sent["edgegate"]) ? "zero errors, every reload applied" : "FAILED the bar"
+    }' "$RELOAD_RESULTS"
 }
 
 summarize() {
   {
     echo "edgegate load benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "host: $(uname -srm), $NCPU CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null))"
-    echo "load average at start: $LOADAVG_START (other work on the machine makes every number noisier)"
+    echo "load average at start: $LOADAVG_START, at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) (the end includes this script's own load;"
+    echo "  other work on the machine makes every number noisier; each round's start is in the log)"
     if [[ $PIN == 1 ]]; then
-      echo "pinning: proxy cpu $CPU_PROXY, origin cpu $CPU_ORIGIN, wrk cpu $CPU_WRK"
+      echo "pinning: proxy cpu $CPU_PROXY, origin cpu $CPU_ORIGIN, load generator cpu $CPU_WRK"
     else
       echo "pinning: none"
     fi
-    echo "load: wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency (warm-up $WARMUP), $ROUNDS round(s), order rotated each round"
+    echo "rounds: $ROUNDS, measured runs $DURATION after a $WARMUP warm-up, proxy order rotated each round"
     echo "origin: nginx, 1 worker, 200 \"ok\\n\"; every proxy: 1 worker/thread, HTTP/1.1 keepalive to the origin, no access log"
     local p
-    for p in "${PROXY_LIST[@]}" wrk; do echo "  $p: $(version_of "$p")"; done
+    for p in "${PROXY_LIST[@]}" wrk h2load openssl; do echo "  $p: $(version_of "$p")"; done
+    if ((${#TLS_INFO[@]})); then
+      echo "TLS (one ECDSA P-256 certificate for all; what a default OpenSSL client negotiates):"
+      for p in "${PROXY_LIST[@]}"; do [[ -n ${TLS_INFO[$p]:-} ]] && echo "  $p: ${TLS_INFO[$p]}"; done
+    fi
     local scen
     for scen in $SCENARIOS; do
       echo
-      echo "scenario $scen — median over $ROUNDS round(s)"
-      awk -F'\t' -v s="$scen" -v order="$PROXIES" '
-        function median(list,   a, n, i, j, t) {
-          n = split(list, a, " ")
-          for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
-          if (n == 0) return "nan"
-          return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-        }
-        function ratio(a, b) { return (b + 0 > 0 && a != "nan") ? sprintf("%.3f", a / b) : "n/a" }
-        $1 == s { rps[$3] = rps[$3] " " $4; p99[$3] = p99[$3] " " $5; cpu[$3] = cpu[$3] " " $8
-                  up[$3] += $10; err[$3] += $11; nr[$3]++ }
-        END {
-          printf "  %-9s %12s %9s %12s %13s %7s\n", "proxy", "req/s", "p99 ms", "cpu s/100k", "new up conns", "errors"
-          n = split(order, names, " ")
-          for (i = 1; i <= n; i++) {
-            p = names[i]; if (!(p in nr)) continue
-            R[p] = median(rps[p]); L[p] = median(p99[p]); C[p] = median(cpu[p])
-            printf "  %-9s %12.0f %9.3f %12.4f %13d %7d\n", p, R[p], L[p], C[p], up[p], err[p]
-          }
-          printf "  (req/s, p99, cpu: medians; new up conns: connections opened to the origin during the measured runs, all rounds; errors: socket errors + non-2xx, all rounds)\n"
-          if ("edgegate" in nr) {
-            printf "\n  %-18s %12s %9s %12s\n", "ratio", "req/s", "p99", "cpu/100k"
-            for (i = 1; i <= n; i++) {
-              p = names[i]; if (p == "edgegate" || !(p in nr)) continue
-              printf "  %-18s %12s %9s %12s\n", "edgegate/" p, ratio(R["edgegate"], R[p]), ratio(L["edgegate"], L[p]), ratio(C["edgegate"], C[p])
-            }
-            printf "  (req/s: higher is better; p99 and cpu/100k: lower is better)\n"
-          }
-          for (p in err) if (err[p] > 0) printf "  WARNING: %s had %d errors/non-2xx responses; its numbers are suspect\n", p, err[p]
-        }' "$RESULTS"
+      if [[ $scen == reload_under_load ]]; then
+        echo "scenario $scen — ${SC_DESC[$scen]}, $ROUNDS round(s)"
+        summarize_reload
+      else
+        echo "scenario $scen — median over $ROUNDS round(s)"
+        echo "  load: ${SC_DESC[$scen]:-}"
+        summarize_rates "$scen"
+      fi
     done
     echo
-    echo "per-run results (scenario round proxy req/s p99ms cpu_s requests cpu_s/100k origin_cpu_s/100k upstream_conns errors):"
+    echo "per-run results (scenario round proxy rate lat1_ms cpu_s count cpu_per_unit origin_cpu_per_unit upstream_conns errors lat2_ms cpu_pct):"
     sed 's/^/  /' "$RESULTS"
+    if [[ -s $RELOAD_RESULTS ]]; then
+      echo "reload runs (scenario round proxy requests req/s p99ms connect read write timeout non2xx errors applied/sent generation served_x_reload max_x_reload_seen_under_load):"
+      sed 's/^/  /' "$RELOAD_RESULTS"
+    fi
   } >"$TMP/summary.txt"
   echo
   cat "$TMP/summary.txt"
@@ -710,13 +1314,14 @@ summarize() {
 LOADAVG_START=
 main() {
   LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
-  ensure_tools
-  ensure_edgegate
-  log "proxies: ${PROXY_LIST[*]}; scenarios: $SCENARIOS; duration $DURATION x $ROUNDS round(s); tmp $TMP"
   local scen
   for scen in $SCENARIOS; do
-    declare -F "scenario_$scen" >/dev/null || die "unknown scenario: $scen"
+    declare -F "scenario_$scen" >/dev/null || die "unknown scenario: $scen (known: $ALL_SCENARIOS)"
   done
+  ensure_tools
+  ensure_edgegate
+  make_certs
+  log "proxies: ${PROXY_LIST[*]}; scenarios: $SCENARIOS; duration $DURATION x $ROUNDS round(s); tmp $TMP"
   for scen in $SCENARIOS; do
     "scenario_$scen"
   done
