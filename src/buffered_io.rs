@@ -28,15 +28,19 @@ const WRITE_BUFFER: usize = 1460;
 #[derive(Debug)]
 pub struct BufferedIo {
     inner: L4Stream,
+    /// The connection opened with the HTTP/2 preface (h2c prior knowledge); reported as
+    /// ALPN h2 so pingora serves it as HTTP/2 without peeking itself.
+    h2c: bool,
     pending: Vec<u8>,
     /// How much of `pending` has been written out during the current flush.
     written: usize,
 }
 
 impl BufferedIo {
-    pub fn new(inner: L4Stream) -> Self {
+    pub fn new(inner: L4Stream, h2c: bool) -> Self {
         Self {
             inner,
+            h2c,
             pending: Vec::new(),
             written: 0,
         }
@@ -109,7 +113,11 @@ impl UniqueID for BufferedIo {
     }
 }
 
-impl Ssl for BufferedIo {}
+impl Ssl for BufferedIo {
+    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+        self.h2c.then_some(pingora::protocols::ALPN::H2)
+    }
+}
 
 impl GetTimingDigest for BufferedIo {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {

@@ -144,6 +144,40 @@ pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
     })
 }
 
+/// How long a new connection may stay silent (or, with TLS, take to finish its handshake)
+/// before it is closed: nginx's `client_header_timeout` default.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a plain-text connection starts with the HTTP/2 preface. pingora's own check
+/// waits for all 24 preface bytes with no timeout, so a complete HTTP/1.0 request shorter
+/// than that (`GET / HTTP/1.0\r\n\r\n`) was never answered; this decides on the first
+/// byte that differs. `None`: the client closed, or sent nothing in time.
+async fn starts_with_h2_preface(tcp: &tokio::net::TcpStream) -> Option<bool> {
+    let sniff = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = tcp.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+            // A preface arriving in pieces: wait for the rest without spinning.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(FIRST_BYTES_TIMEOUT, sniff)
+        .await
+        .ok()
+        .flatten()
+}
+
 async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
     name: &str,
     tcp: tokio::net::TcpStream,
@@ -152,6 +186,14 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
     tls: Arc<TlsAcceptorSlot>,
     serving: &Serving<A>,
 ) {
+    let acceptor = tls.current();
+    let h2c = match acceptor {
+        Some(_) => false,
+        None => match starts_with_h2_preface(&tcp).await {
+            Some(h2c) => h2c,
+            None => return,
+        },
+    };
     let mut stream: L4Stream = tcp.into();
     let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
     let _ = digest.peer_addr.set(Some(peer.into()));
@@ -159,28 +201,37 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
     // listener (and so which routes) a request arrived on.
     let _ = digest.local_addr.set(Some(bound.into()));
     stream.set_socket_digest(digest);
-    let stream = crate::buffered_io::BufferedIo::new(stream);
-    let stream: pingora::protocols::Stream = match tls.current() {
+    let stream = crate::buffered_io::BufferedIo::new(stream, h2c);
+    let stream: pingora::protocols::Stream = match acceptor {
         None => Box::new(stream),
-        Some(acceptor) => match acceptor.tls_handshake(stream).await {
-            Ok(tls_stream) => {
-                serving
-                    .metrics
-                    .tls_handshakes
-                    .with_label_values(&[name, "success"])
-                    .inc();
-                Box::new(tls_stream)
+        Some(acceptor) => {
+            match tokio::time::timeout(FIRST_BYTES_TIMEOUT, acceptor.tls_handshake(stream))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(pingora::Error::explain(
+                        pingora::ErrorType::TLSHandshakeTimedout,
+                        "no TLS handshake in time",
+                    ))
+                }) {
+                Ok(tls_stream) => {
+                    serving
+                        .metrics
+                        .tls_handshakes
+                        .with_label_values(&[name, "success"])
+                        .inc();
+                    Box::new(tls_stream)
+                }
+                Err(e) => {
+                    serving
+                        .metrics
+                        .tls_handshakes
+                        .with_label_values(&[name, "failure"])
+                        .inc();
+                    tracing::debug!(listener = %name, client = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
             }
-            Err(e) => {
-                serving
-                    .metrics
-                    .tls_handshakes
-                    .with_label_values(&[name, "failure"])
-                    .inc();
-                tracing::debug!(listener = %name, client = %peer, error = %e, "TLS handshake failed");
-                return;
-            }
-        },
+        }
     };
     serving.app.process_new(stream, &serving.shutdown).await;
 }

@@ -78,8 +78,10 @@ pub fn run(args: RunArgs) -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
+    // rustls warns on every handshake from a client sending an IP address as SNI (wrk
+    // does); keep its noise out of the default level.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -143,9 +145,9 @@ async fn serve(
             access_log: access_log.clone(),
         },
     );
-    let mut options = HttpServerOptions::default();
-    options.h2c = true;
-    proxy.server_options = Some(options);
+    // h2c stays off here: the accept loop recognises the preface itself (with a timeout)
+    // and marks the stream as h2, which pingora then serves as HTTP/2.
+    proxy.server_options = Some(HttpServerOptions::default());
     let proxy = Arc::new(proxy);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

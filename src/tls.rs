@@ -256,5 +256,8 @@ pub fn build_acceptor(settings: &ListenerTls) -> Result<(TlsAcceptor, Vec<(Strin
         .iter()
         .map(|p| p.as_bytes().to_vec())
         .collect();
+    // Every suite rustls offers is AEAD with forward secrecy; choosing by our order (which
+    // puts the strongest first) is what scanners and operators expect.
+    config.ignore_client_order = true;
     Ok((TlsAcceptor::from_server_config(Arc::new(config)), expiries))
 }

@@ -362,6 +362,18 @@ impl ProxyHttp for Gateway {
         }
         let proto = if ctx.downstream_tls { "https" } else { "http" };
         upstream_request.insert_header("x-forwarded-proto", proto)?;
+        // HTTP/1.1 requires Host; an HTTP/1.0 client may have sent none. Like nginx's
+        // `proxy_set_header Host $proxy_host`, name the endpoint.
+        if upstream_request.headers.get(http::header::HOST).is_none() {
+            let authority = upstream_request
+                .uri
+                .authority()
+                .map(|a| a.to_string())
+                .or_else(|| ctx.endpoint.map(|e| e.to_string()));
+            if let Some(authority) = authority {
+                upstream_request.insert_header(http::header::HOST, authority)?;
+            }
+        }
         if !ctx.host.is_empty() && upstream_request.headers.get("x-forwarded-host").is_none() {
             if let Some(host) = upstream_request.headers.get(http::header::HOST).cloned() {
                 upstream_request.insert_header("x-forwarded-host", host)?;
@@ -542,10 +554,15 @@ fn client_hash(session: &Session) -> u64 {
 }
 
 /// Whether pingora's error came from the downstream side and needs no answer.
+/// An HTTP/2 stream the client reset counts as gone too (h2load and browsers abandon
+/// streams routinely).
 pub(crate) fn is_downstream_gone(e: &Error) -> bool {
     matches!(e.esource(), ErrorSource::Downstream)
         && matches!(
             e.etype(),
-            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+            ErrorType::WriteError
+                | ErrorType::ReadError
+                | ErrorType::ConnectionClosed
+                | ErrorType::H2Error
         )
 }

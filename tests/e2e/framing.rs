@@ -136,3 +136,39 @@ async fn chunked_body_is_forwarded_with_clean_framing() {
             || seen.headers.get("transfer-encoding").is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_requests_are_answered_at_once_and_http10_gets_a_host_upstream() {
+    let (gw, a) = gateway_with_upstream().await;
+    // Shorter than the 24-byte HTTP/2 preface: must not wait for more bytes.
+    let started = std::time::Instant::now();
+    let response = raw_exchange(
+        gw.addr("web"),
+        b"GET / HTTP/1.0\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    let host = a
+        .last()
+        .headers
+        .get("host")
+        .map(|h| h.to_str().expect("host").to_string());
+    assert_eq!(
+        host,
+        Some(a.addr.to_string()),
+        "HTTP/1.1 upstream requests need a Host"
+    );
+    // HTTP/0.9 is not served: answered or closed promptly, never left hanging.
+    let started = std::time::Instant::now();
+    let response = raw_exchange(gw.addr("web"), b"GET /\r\n", Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "HTTP/0.9 hung: {response:?}"
+    );
+}
