@@ -10,4 +10,7 @@ for f in config/*.toml; do
   target/debug/edgegate check --config "$f"
 done
 EDGEGATE_BIN=target/debug/edgegate bash packaging/check.sh
-cargo test --locked --all-targets
+# Benchmarks once each in test mode (a smoke run), then every test; the end-to-end tests
+# come last, so their summary is the run's closing line.
+cargo test --locked --benches
+cargo test --locked --lib --bins --tests
