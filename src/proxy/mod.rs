@@ -484,16 +484,15 @@ impl ProxyHttp for Gateway {
         ctx.in_flight = None;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
-        let route = ctx.route_name().to_string();
-        let upstream = ctx.upstream_name().to_string();
+        let (route, upstream) = (ctx.route_name(), ctx.upstream_name());
         let code = status_label(status);
         self.metrics
             .requests
-            .with_label_values(&[&*ctx.listener, &route, &upstream, code.as_ref()])
+            .with_label_values(&[&*ctx.listener, route, upstream, code.as_ref()])
             .inc();
         self.metrics
             .request_duration
-            .with_label_values(&[&route])
+            .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
         if self.access_log.enabled() {
             let header = session.req_header();
@@ -508,8 +507,8 @@ impl ProxyHttp for Gateway {
                 host: ctx.host.clone(),
                 path: header.uri.path().to_string(),
                 status,
-                route,
-                upstream,
+                route: route.to_string(),
+                upstream: upstream.to_string(),
                 endpoint: ctx.endpoint.map(|e| e.to_string()).unwrap_or_default(),
                 bytes_sent: session.body_bytes_sent() as u64,
                 duration: elapsed,
