@@ -254,3 +254,37 @@ async fn embedded_default_shows_round_robin() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn edgegate_config_names_the_default_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("from-env.toml");
+    std::fs::write(
+        &path,
+        "[[routes]]\nname = \"only\"\nrespond = { status = 204 }\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .arg("check")
+        .env("EDGEGATE_CONFIG", &path)
+        .output()
+        .expect("run check");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: 0 listeners, 1 routes, 0 upstreams\n"
+    );
+    // --config wins over the environment.
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/edgegate.toml"),
+        ])
+        .env("EDGEGATE_CONFIG", &path)
+        .output()
+        .expect("run check");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: 3 listeners, 4 routes, 1 upstreams\n"
+    );
+}
