@@ -42,12 +42,27 @@ pub fn resolve_config(arg: &ConfigArg) -> ConfigOrigin {
     ConfigOrigin::Embedded
 }
 
-/// Reads and validates, printing diagnostics the way `check` does on failure.
-pub fn load_or_report(origin: &ConfigOrigin) -> Result<(config::SourceFile, Loaded), ExitCode> {
+/// Where a command reports a config it cannot use: `check` and `route` print their
+/// report on stdout; `run` keeps stdout for the access log and reports on stderr.
+#[derive(Clone, Copy)]
+pub enum Report {
+    Stdout,
+    Stderr,
+}
+
+/// Reads and validates, printing one `error: PATH:LINE:COL: message` line per problem.
+pub fn load_or_report(
+    origin: &ConfigOrigin,
+    report: Report,
+) -> Result<(config::SourceFile, Loaded), ExitCode> {
+    let say = |line: String| match report {
+        Report::Stdout => println!("{line}"),
+        Report::Stderr => eprintln!("{line}"),
+    };
     let source = match origin.read() {
         Ok(source) => source,
         Err(e) => {
-            println!("error: {}: cannot read: {e}", origin.describe());
+            say(format!("error: {}: cannot read: {e}", origin.describe()));
             return Err(ExitCode::FAILURE);
         }
     };
@@ -55,7 +70,7 @@ pub fn load_or_report(origin: &ConfigOrigin) -> Result<(config::SourceFile, Load
         Ok(loaded) => Ok((source, loaded)),
         Err(diagnostics) => {
             for d in &diagnostics.0 {
-                println!("{d}");
+                say(d.to_string());
             }
             Err(ExitCode::FAILURE)
         }
@@ -64,7 +79,7 @@ pub fn load_or_report(origin: &ConfigOrigin) -> Result<(config::SourceFile, Load
 
 fn check(args: &ConfigArg) -> ExitCode {
     let origin = resolve_config(args);
-    let (_, loaded) = match load_or_report(&origin) {
+    let (_, loaded) = match load_or_report(&origin, Report::Stdout) {
         Ok(ok) => ok,
         Err(code) => return code,
     };
@@ -124,7 +139,7 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
 
 fn route(args: &RouteArgs) -> ExitCode {
     let origin = resolve_config(&args.config);
-    let (source, loaded) = match load_or_report(&origin) {
+    let (source, loaded) = match load_or_report(&origin, Report::Stdout) {
         Ok(ok) => ok,
         Err(code) => return code,
     };

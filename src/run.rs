@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use crate::access_log::AccessLog;
 use crate::admin::{Admin, Readiness};
 use crate::cli::{LogFormatArg, RunArgs};
-use crate::commands::{load_or_report, resolve_config};
+use crate::commands::{load_or_report, resolve_config, Report};
 use crate::config::model::LogFormat;
 use crate::config::Config;
 use crate::health::HealthChecks;
@@ -30,7 +30,7 @@ use crate::tls::TlsAcceptorSlot;
 
 pub fn run(args: RunArgs) -> ExitCode {
     let origin = resolve_config(&args.config);
-    let (source, loaded) = match load_or_report(&origin) {
+    let (source, loaded) = match load_or_report(&origin, Report::Stderr) {
         Ok(ok) => ok,
         Err(code) => return code,
     };

@@ -288,3 +288,27 @@ fn edgegate_config_names_the_default_file() {
         "ok: 3 listeners, 4 routes, 1 upstreams\n"
     );
 }
+
+#[test]
+fn run_refuses_an_invalid_config_with_its_location_on_stderr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\nport = 1\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:4:1: unknown field `port`"),
+        "{stderr}"
+    );
+}
