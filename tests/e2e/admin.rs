@@ -166,3 +166,28 @@ async fn access_log_lines_have_the_contract_fields() {
         .starts_with("127.0.0.1:"));
     assert!(v["time"].as_str().expect("time").contains('T'));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_can_go_to_stderr() {
+    let gw = Gateway::start(&format!(
+        "[gateway]\naccess_log = \"stderr\"\n\n{}",
+        config(&["web"], "[[routes]]\nname = \"ping\"\npath = \"/ping\"\nrespond = { status = 200, body = \"pong\" }\n")
+    ));
+    let resp = client()
+        .get(gw.url("web", "/ping?x=1"))
+        .send()
+        .await
+        .expect("request");
+    let id = resp.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    let line = gw.wait_for_log(&format!("\"request_id\":\"{id}\""), Duration::from_secs(2));
+    let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
+    assert_eq!(v["path"], "/ping");
+    assert_eq!(v["route"], "ping");
+    assert_eq!(v["upstream"], "");
+    assert_eq!(v["endpoint"], "");
+    assert_eq!(v["bytes_sent"], 4);
+    assert_eq!(v["status"], 200);
+}
