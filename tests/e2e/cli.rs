@@ -312,3 +312,32 @@ fn run_refuses_an_invalid_config_with_its_location_on_stderr() {
         "{stderr}"
     );
 }
+
+#[test]
+fn log_format_json_in_the_config_gives_json_lines() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nlog_format = \"json\"\n[admin]\naddress = \"127.0.0.1:0\"\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n",
+    )
+    .expect("write");
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let first = std::io::BufReader::new(stderr)
+        .lines()
+        .next()
+        .expect("a line")
+        .expect("line");
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value = serde_json::from_str(&first).expect("JSON log line");
+    assert_eq!(v["message"], "loaded config");
+}
