@@ -552,6 +552,19 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_endpoints_become_bracketed_socket_addresses() {
+        let s = state(vec![SliceEndpoints {
+            ports: vec![("http".into(), 8080)],
+            endpoints: vec![ep("fd00::1", true, true, false)],
+        }]);
+        let got: Vec<String> = members(&s, &ServicePort::Name("http".into()))
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect();
+        assert_eq!(got, vec!["[fd00::1]:8080"]);
+    }
+
+    #[test]
     fn falls_back_to_serving_terminating_when_none_is_ready() {
         let s = state(vec![SliceEndpoints {
             ports: vec![("http".into(), 8080)],
