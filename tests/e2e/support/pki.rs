@@ -82,6 +82,9 @@ pub struct ClientOptions<'a> {
     pub tls12_only: bool,
     pub alpn: Vec<Vec<u8>>,
     pub client_cert: Option<&'a Issued>,
+    /// Accept whatever certificate is served, to observe which one the server chose for
+    /// an SNI no certificate matches (a verifying client would abort the handshake).
+    pub observe_only: bool,
 }
 
 impl<'a> ClientOptions<'a> {
@@ -92,6 +95,7 @@ impl<'a> ClientOptions<'a> {
             tls12_only: false,
             alpn: vec![b"http/1.1".to_vec()],
             client_cert: None,
+            observe_only: false,
         }
     }
 }
@@ -116,6 +120,17 @@ pub async fn connect(
         .with_protocol_versions(versions)
         .expect("versions")
         .with_root_certificates(roots);
+    let builder = if options.observe_only {
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(edgegate::tls::AcceptAnyCertificate::new()))
+    } else {
+        builder
+    };
     let mut config = match options.client_cert {
         None => builder.with_no_client_auth(),
         Some(issued) => {
