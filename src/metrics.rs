@@ -5,8 +5,8 @@
 //! number of series stays bounded whatever the traffic.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::snapshot::Snapshot;
@@ -56,7 +56,7 @@ pub struct Metrics {
     /// `edgegate_health_checks_total{upstream,result}`: active checks, `pass` or `fail`.
     pub health_checks: IntCounterVec,
     /// `edgegate_access_log_dropped_total`: lines dropped because the writer fell behind.
-    pub access_log_dropped: IntGauge,
+    pub access_log_dropped: IntCounter,
     /// `edgegate_tls_handshakes_total{listener,result}`.
     pub tls_handshakes: IntCounterVec,
     /// `edgegate_tls_certificate_expiry_timestamp_seconds{listener,name}`.
@@ -128,7 +128,7 @@ impl Metrics {
             &["upstream", "result"],
         )
         .expect("valid metric");
-        let access_log_dropped = IntGauge::new(
+        let access_log_dropped = IntCounter::new(
             "edgegate_access_log_dropped_total",
             "Access log lines dropped because the writer fell behind.",
         )

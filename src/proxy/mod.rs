@@ -234,9 +234,11 @@ impl ProxyHttp for Gateway {
         ctx.in_flight = Some(member.state.start_request());
         let upstream = &pool.upstream;
         let tls = upstream.tls.as_ref();
-        let sni = tls
-            .and_then(|t| t.sni.clone())
-            .unwrap_or_else(|| address.ip().to_string());
+        // SNI only means something with TLS; plain peers skip formatting an address.
+        let sni = match tls {
+            Some(t) => t.sni.clone().unwrap_or_else(|| address.ip().to_string()),
+            None => String::new(),
+        };
         let mut peer = HttpPeer::new(address, tls.is_some(), sni);
         // Pooled connections are never shared between upstreams: two upstreams may reach
         // one address with different TLS trust, and a connection verified for one must
@@ -379,7 +381,13 @@ impl ProxyHttp for Gateway {
                 upstream_request.insert_header("x-forwarded-host", host)?;
             }
         }
-        if let Some(header) = self.client_identity_header(ctx) {
+        // Only TLS listeners can have client certificates; plain ones skip the lookup.
+        let identity_header = if ctx.downstream_tls {
+            self.client_identity_header(ctx)
+        } else {
+            None
+        };
+        if let Some(header) = identity_header {
             // Never trust the client's own copy of the identity header.
             upstream_request.remove_header(&header);
             let identity = session
