@@ -426,22 +426,20 @@ fn from_endpoints(endpoints: &Endpoints) -> Vec<SliceEndpoints> {
                     ))
                 })
                 .collect();
-            let ready = subset.addresses.iter().flatten().filter_map(|a| {
-                Some(DiscoveredEndpoint {
-                    address: a.ip.parse().ok()?,
-                    ready: true,
-                    serving: true,
-                    terminating: false,
+            // Legacy Endpoints know only ready or not: no serving/terminating conditions.
+            let listed = |addresses: &Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>,
+                          ready: bool| {
+                addresses.iter().flatten().filter_map(move |a| {
+                    Some(DiscoveredEndpoint {
+                        address: a.ip.parse().ok()?,
+                        ready,
+                        serving: ready,
+                        terminating: false,
+                    })
                 })
-            });
-            let not_ready = subset.not_ready_addresses.iter().flatten().filter_map(|a| {
-                Some(DiscoveredEndpoint {
-                    address: a.ip.parse().ok()?,
-                    ready: false,
-                    serving: false,
-                    terminating: false,
-                })
-            });
+            };
+            let ready = listed(&subset.addresses, true);
+            let not_ready = listed(&subset.not_ready_addresses, false);
             SliceEndpoints {
                 ports,
                 endpoints: ready.chain(not_ready).collect(),
@@ -511,6 +509,13 @@ mod tests {
         }
     }
 
+    fn addresses(state: &WatchState, port: &ServicePort) -> Vec<String> {
+        members(state, port)
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect()
+    }
+
     fn state(slices: Vec<SliceEndpoints>) -> WatchState {
         WatchState {
             slices: slices
@@ -542,10 +547,7 @@ mod tests {
                 endpoints: vec![ep("10.0.0.1", true, true, false)],
             },
         ]);
-        let got: Vec<String> = members(&s, &ServicePort::Name("http".into()))
-            .iter()
-            .map(|e| e.address.to_string())
-            .collect();
+        let got = addresses(&s, &ServicePort::Name("http".into()));
         assert_eq!(got, vec!["10.0.0.1:8080", "10.0.0.3:9090"]);
         // By number: the Service says port 80 is named "http".
         assert_eq!(members(&s, &ServicePort::Number(80)).len(), 2);
@@ -557,10 +559,7 @@ mod tests {
             ports: vec![("http".into(), 8080)],
             endpoints: vec![ep("fd00::1", true, true, false)],
         }]);
-        let got: Vec<String> = members(&s, &ServicePort::Name("http".into()))
-            .iter()
-            .map(|e| e.address.to_string())
-            .collect();
+        let got = addresses(&s, &ServicePort::Name("http".into()));
         assert_eq!(got, vec!["[fd00::1]:8080"]);
     }
 
@@ -574,10 +573,7 @@ mod tests {
                 ep("10.0.0.3", false, true, false),
             ],
         }]);
-        let got: Vec<String> = members(&s, &ServicePort::Name("http".into()))
-            .iter()
-            .map(|e| e.address.to_string())
-            .collect();
+        let got = addresses(&s, &ServicePort::Name("http".into()));
         assert_eq!(got, vec!["10.0.0.1:8080"]);
     }
 }
