@@ -409,6 +409,21 @@ fn from_slice(slice: &EndpointSlice) -> SliceEndpoints {
     SliceEndpoints { ports, endpoints }
 }
 
+/// Legacy Endpoints know only ready or not: no serving/terminating conditions.
+fn listed(
+    addresses: &Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>,
+    ready: bool,
+) -> impl Iterator<Item = DiscoveredEndpoint> + '_ {
+    addresses.iter().flatten().filter_map(move |a| {
+        Some(DiscoveredEndpoint {
+            address: a.ip.parse().ok()?,
+            ready,
+            serving: ready,
+            terminating: false,
+        })
+    })
+}
+
 fn from_endpoints(endpoints: &Endpoints) -> Vec<SliceEndpoints> {
     endpoints
         .subsets
@@ -426,18 +441,6 @@ fn from_endpoints(endpoints: &Endpoints) -> Vec<SliceEndpoints> {
                     ))
                 })
                 .collect();
-            // Legacy Endpoints know only ready or not: no serving/terminating conditions.
-            let listed = |addresses: &Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>,
-                          ready: bool| {
-                addresses.iter().flatten().filter_map(move |a| {
-                    Some(DiscoveredEndpoint {
-                        address: a.ip.parse().ok()?,
-                        ready,
-                        serving: ready,
-                        terminating: false,
-                    })
-                })
-            };
             let ready = listed(&subset.addresses, true);
             let not_ready = listed(&subset.not_ready_addresses, false);
             SliceEndpoints {
