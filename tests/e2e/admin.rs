@@ -3,28 +3,13 @@
 use std::time::Duration;
 
 use crate::config;
-use crate::support::{client, gateway::metric_value, Gateway, Upstream};
+use crate::support::{client, gateway::metric_value, request_id, Gateway, Upstream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_and_config() {
     let gw = Gateway::start(&config(&["web"], ""));
-    let c = client();
-    assert_eq!(
-        c.get(gw.admin_url("/healthz"))
-            .send()
-            .await
-            .expect("healthz")
-            .status(),
-        200
-    );
-    assert_eq!(
-        c.get(gw.admin_url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .status(),
-        200
-    );
+    assert_eq!(gw.admin_status("/healthz").await, 200);
+    assert_eq!(gw.admin_status("/readyz").await, 200);
     let body = gw.config_json().await;
     assert_eq!(body["generation"], 1);
     assert_eq!(body["source"], gw.config_path.display().to_string());
@@ -129,10 +114,7 @@ async fn access_log_lines_have_the_contract_fields() {
         .send()
         .await
         .expect("request");
-    let id = resp.headers()["x-request-id"]
-        .to_str()
-        .expect("id")
-        .to_string();
+    let id = request_id(&resp);
     let body_len = resp.bytes().await.expect("body").len();
     let path = gw.dir.path().join("access.log");
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
@@ -178,10 +160,7 @@ async fn access_log_can_go_to_stderr() {
         .send()
         .await
         .expect("request");
-    let id = resp.headers()["x-request-id"]
-        .to_str()
-        .expect("id")
-        .to_string();
+    let id = request_id(&resp);
     let line = gw.wait_for_log(&format!("\"request_id\":\"{id}\""), Duration::from_secs(2));
     let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
     assert_eq!(v["path"], "/ping");

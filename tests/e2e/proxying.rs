@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::config;
-use crate::support::{client, Gateway, Upstream};
+use crate::support::{client, closed_port, request_id, Gateway, Upstream};
 
 /// A gateway whose every request goes to one pool of `upstreams`; `route_extra` and
 /// `pool_extra` add keys to the route and to the pool.
@@ -117,10 +117,7 @@ async fn forwarding_headers_request_id_and_host_are_set() {
         .send()
         .await
         .expect("request");
-    let id = resp.headers()["x-request-id"]
-        .to_str()
-        .expect("id")
-        .to_string();
+    let id = request_id(&resp);
     assert_eq!(resp.status(), 200);
     let seen = a.last();
     assert_eq!(seen.path, "/p?q=1");
@@ -284,6 +281,10 @@ async fn respond_routes_answer_directly_and_discard_bodies() {
     let c = client();
     let resp = c.get(gw.url("web", "/ping")).send().await.expect("ping");
     assert_eq!(resp.status(), 200);
+    assert!(
+        !request_id(&resp).is_empty(),
+        "direct responses carry x-request-id too"
+    );
     assert_eq!(resp.text().await.expect("body"), "pong\n");
     // A body sent to a respond route does not disturb the next request on the connection.
     let resp = c
@@ -299,10 +300,7 @@ async fn respond_routes_answer_directly_and_discard_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_endpoint_is_502_with_the_reason_logged() {
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let dead = closed_port();
     let gw = Gateway::start(&config(
         &["web"],
         &format!(
@@ -324,10 +322,7 @@ async fn dead_endpoint_is_502_with_the_reason_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_goes_to_another_endpoint_and_the_client_sees_no_error() {
     let live = Upstream::start("live").await;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let dead = closed_port();
     let gw = Gateway::start(&config(
         &["web"],
         &format!(

@@ -181,6 +181,17 @@ impl Gateway {
         }
     }
 
+    /// The status of an admin endpoint (`/healthz`, `/readyz`, ...).
+    pub async fn admin_status(&self, path: &str) -> u16 {
+        super::client()
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .status()
+            .as_u16()
+    }
+
     /// The admin `/config` document.
     pub async fn config_json(&self) -> serde_json::Value {
         super::client()

@@ -8,6 +8,20 @@ pub mod upstream;
 pub use gateway::Gateway;
 pub use upstream::Upstream;
 
+/// An address on loopback where nothing listens: bound, then released.
+pub fn closed_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// The `x-request-id` the gateway put on a response.
+pub fn request_id(resp: &reqwest::Response) -> String {
+    resp.headers()["x-request-id"]
+        .to_str()
+        .expect("x-request-id is text")
+        .to_string()
+}
+
 /// A plain HTTP client without connection reuse surprises between tests.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
