@@ -537,21 +537,21 @@ mod tests {
             SliceEndpoints {
                 ports: vec![("http".into(), 8080)],
                 endpoints: vec![
-                    ep("10.0.0.1", true, true, false),
-                    ep("10.0.0.2", false, false, false),
+                    ep("127.0.10.1", true, true, false),
+                    ep("127.0.10.2", false, false, false),
                 ],
             },
             SliceEndpoints {
                 ports: vec![("http".into(), 9090)],
-                endpoints: vec![ep("10.0.0.3", true, true, false)],
+                endpoints: vec![ep("127.0.10.3", true, true, false)],
             },
             SliceEndpoints {
                 ports: vec![("http".into(), 8080)],
-                endpoints: vec![ep("10.0.0.1", true, true, false)],
+                endpoints: vec![ep("127.0.10.1", true, true, false)],
             },
         ]);
         let got = addresses(&s, &ServicePort::Name("http".into()));
-        assert_eq!(got, vec!["10.0.0.1:8080", "10.0.0.3:9090"]);
+        assert_eq!(got, vec!["127.0.10.1:8080", "127.0.10.3:9090"]);
         // By number: the Service says port 80 is named "http".
         assert_eq!(members(&s, &ServicePort::Number(80)).len(), 2);
     }
@@ -571,12 +571,12 @@ mod tests {
         let s = state(vec![SliceEndpoints {
             ports: vec![("http".into(), 8080)],
             endpoints: vec![
-                ep("10.0.0.1", false, true, true),
-                ep("10.0.0.2", false, false, true),
-                ep("10.0.0.3", false, true, false),
+                ep("127.0.10.1", false, true, true),
+                ep("127.0.10.2", false, false, true),
+                ep("127.0.10.3", false, true, false),
             ],
         }]);
         let got = addresses(&s, &ServicePort::Name("http".into()));
-        assert_eq!(got, vec!["10.0.0.1:8080"]);
+        assert_eq!(got, vec!["127.0.10.1:8080"]);
     }
 }

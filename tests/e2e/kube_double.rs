@@ -102,9 +102,9 @@ async fn kubectl_lists_what_was_applied() {
         "web",
         &http,
         &[
-            Endpoint::ready("10.0.0.1"),
-            Endpoint::not_ready("10.0.0.2"),
-            Endpoint::terminating("10.0.0.3", true),
+            Endpoint::ready("127.0.10.1"),
+            Endpoint::not_ready("127.0.10.2"),
+            Endpoint::terminating("127.0.10.3", true),
         ],
     );
     api.apply_endpoint_slice(
@@ -120,8 +120,8 @@ async fn kubectl_lists_what_was_applied() {
         "default",
         "web",
         &[EndpointSubset {
-            addresses: vec!["10.0.0.1".into()],
-            not_ready_addresses: vec!["10.0.0.2".into()],
+            addresses: vec!["127.0.10.1".into()],
+            not_ready_addresses: vec!["127.0.10.2".into()],
             ports: vec![(Some("http".into()), 8080)],
         }],
     );
@@ -175,10 +175,10 @@ async fn kubectl_lists_what_was_applied() {
         &["get", "endpoints", "web", "-n", "default", "-o", "json"],
     )
     .await;
-    assert_eq!(endpoints["subsets"][0]["addresses"][0]["ip"], "10.0.0.1");
+    assert_eq!(endpoints["subsets"][0]["addresses"][0]["ip"], "127.0.10.1");
     assert_eq!(
         endpoints["subsets"][0]["notReadyAddresses"][0]["ip"],
-        "10.0.0.2"
+        "127.0.10.2"
     );
 
     let requests = api.requests();
@@ -233,13 +233,7 @@ async fn read_event(
 async fn kubectl_watch_sees_changes_made_after_it_started() {
     let api = KubeApi::start().await;
     let http = [(Some("http"), 8080)];
-    api.apply_endpoint_slice(
-        "default",
-        "web-a",
-        "web",
-        &http,
-        &[Endpoint::ready("10.0.0.1")],
-    );
+    seed_web_slice(&api, &http);
 
     let listed = api.resource_version();
     let cache = tempfile::tempdir().expect("cache dir");
@@ -274,7 +268,7 @@ async fn kubectl_watch_sees_changes_made_after_it_started() {
         "web-late",
         "web",
         &http,
-        &[Endpoint::ready("10.0.0.9")],
+        &[Endpoint::ready("127.0.10.9")],
     );
     api.apply_endpoint_slice("default", "other-late", "other", &http, &[]);
     read_event(&mut stdout, &mut output, "ADDED", "web-late").await;
@@ -283,7 +277,7 @@ async fn kubectl_watch_sees_changes_made_after_it_started() {
         "web-a",
         "web",
         &http,
-        &[Endpoint::not_ready("10.0.0.1")],
+        &[Endpoint::not_ready("127.0.10.1")],
     );
     read_event(&mut stdout, &mut output, "MODIFIED", "web-a").await;
     assert!(api.delete_endpoint_slice("default", "web-late"));
@@ -373,20 +367,14 @@ async fn raw_protocol_statuses_watch_streams_and_expiry() {
 
     let start = api.resource_version();
     let http = [(Some("http"), 8080)];
-    api.apply_endpoint_slice(
-        "default",
-        "web-a",
-        "web",
-        &http,
-        &[Endpoint::ready("10.0.0.1")],
-    );
+    seed_web_slice(&api, &http);
     api.apply_endpoint_slice("default", "other-a", "other", &http, &[]);
     api.apply_endpoint_slice(
         "default",
         "web-a",
         "web",
         &http,
-        &[Endpoint::ready("10.0.0.2")],
+        &[Endpoint::ready("127.0.10.2")],
     );
     let unchanged = api.resource_version();
     api.apply_endpoint_slice(
@@ -394,7 +382,7 @@ async fn raw_protocol_statuses_watch_streams_and_expiry() {
         "web-a",
         "web",
         &http,
-        &[Endpoint::ready("10.0.0.2")],
+        &[Endpoint::ready("127.0.10.2")],
     );
     assert_eq!(
         api.resource_version(),
@@ -685,6 +673,17 @@ fn is_slice_list(request: &str) -> bool {
     request.contains("/endpointslices?") && !request.contains("watch=")
 }
 
+/// The slice most tests start from: service `web`, one ready endpoint.
+fn seed_web_slice(api: &KubeApi, ports: &[(Option<&str>, u16)]) {
+    api.apply_endpoint_slice(
+        "default",
+        "web-a",
+        "web",
+        ports,
+        &[Endpoint::ready("127.0.10.1")],
+    );
+}
+
 fn is_slice_watch(request: &str) -> bool {
     request.contains("/endpointslices?") && request.contains("watch=true")
 }
@@ -693,13 +692,7 @@ fn is_slice_watch(request: &str) -> bool {
 async fn kube_watcher_follows_changes_bookmarks_expiry_and_restart() {
     let api = KubeApi::start().await;
     let http = [(Some("http"), 8080)];
-    api.apply_endpoint_slice(
-        "default",
-        "web-a",
-        "web",
-        &http,
-        &[Endpoint::ready("10.0.0.1")],
-    );
+    seed_web_slice(&api, &http);
     let listed = api.resource_version();
     let client = kube_client(&api).await;
     let slices: Api<EndpointSlice> = Api::namespaced(client, "default");
@@ -732,7 +725,7 @@ async fn kube_watcher_follows_changes_bookmarks_expiry_and_restart() {
         "web-b",
         "web",
         &http,
-        &[Endpoint::ready("10.0.0.2")],
+        &[Endpoint::ready("127.0.10.2")],
     );
     api.apply_endpoint_slice("default", "other-a", "other", &http, &[]);
     api.apply_endpoint_slice(
@@ -740,7 +733,7 @@ async fn kube_watcher_follows_changes_bookmarks_expiry_and_restart() {
         "web-a",
         "web",
         &http,
-        &[Endpoint::not_ready("10.0.0.1")],
+        &[Endpoint::not_ready("127.0.10.1")],
     );
     api.delete_endpoint_slice("default", "web-b");
     expect_events(&mut events, &["apply web-b", "apply web-a", "delete web-b"]).await;
@@ -790,7 +783,7 @@ async fn kube_watcher_follows_changes_bookmarks_expiry_and_restart() {
         "web-c",
         "web",
         &http,
-        &[Endpoint::ready("10.0.0.3")],
+        &[Endpoint::ready("127.0.10.3")],
     );
     expect_event_starting(&mut events, "error").await;
     api.restart().await;
@@ -808,19 +801,13 @@ async fn kube_watcher_follows_changes_bookmarks_expiry_and_restart() {
 async fn kube_watcher_streaming_list_and_legacy_endpoints() {
     let api = KubeApi::start().await;
     let http = [(Some("http"), 8080)];
-    api.apply_endpoint_slice(
-        "default",
-        "web-a",
-        "web",
-        &http,
-        &[Endpoint::ready("10.0.0.1")],
-    );
+    seed_web_slice(&api, &http);
     let subset = |ip: &str| EndpointSubset {
         addresses: vec![ip.to_owned()],
         not_ready_addresses: Vec::new(),
         ports: vec![(Some("http".into()), 8080)],
     };
-    api.apply_endpoints("default", "web", &[subset("10.0.0.1")]);
+    api.apply_endpoints("default", "web", &[subset("127.0.10.1")]);
     let client = kube_client(&api).await;
 
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
@@ -861,8 +848,8 @@ async fn kube_watcher_streaming_list_and_legacy_endpoints() {
         .iter()
         .any(|r| r.contains("/endpoints?") && r.contains("fieldSelector=metadata.name%3Dweb")));
 
-    api.apply_endpoints("default", "other", &[subset("10.0.0.9")]);
-    api.apply_endpoints("default", "web", &[subset("10.0.0.2")]);
+    api.apply_endpoints("default", "other", &[subset("127.0.10.9")]);
+    api.apply_endpoints("default", "web", &[subset("127.0.10.2")]);
     api.apply_endpoint_slice("default", "web-b", "web", &http, &[]);
     expect_events(&mut endpoint_events, &["apply web"]).await;
     expect_events(&mut slice_events, &["apply web-b"]).await;
