@@ -181,12 +181,6 @@ pub struct HeaderEdits {
     pub remove: Vec<HeaderName>,
 }
 
-impl HeaderEdits {
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub name: Name,

@@ -238,7 +238,6 @@ impl Checker<'_> {
     }
 
     fn listener_tls(&mut self, raw: Spanned<raw::ListenerTls>) -> ListenerTls {
-        let span = raw.span();
         let raw = raw.into_inner();
         let cert_span = raw.certificates.span();
         let certificates: Vec<CertificateFiles> = raw
@@ -332,7 +331,6 @@ impl Checker<'_> {
                 })
             }
         };
-        let _ = span;
         ListenerTls {
             certificates,
             min_version,
@@ -682,7 +680,7 @@ impl Checker<'_> {
             .into_iter()
             .filter_map(|h| self.host(&h))
             .collect();
-        let path = self.path_match(&span, raw.path, raw.path_prefix, raw.path_regex);
+        let path = self.path_match(raw.path, raw.path_prefix, raw.path_regex);
         let methods = raw.methods.map(|methods| {
             methods
                 .into_inner()
@@ -790,7 +788,6 @@ impl Checker<'_> {
 
     fn path_match(
         &mut self,
-        route_span: &Range<usize>,
         exact: Option<raw::Text>,
         prefix: Option<raw::Text>,
         regex: Option<raw::Text>,
@@ -825,10 +822,8 @@ impl Checker<'_> {
             return Some(PathMatch::Regex(r.into_inner()));
         }
         match prefix {
-            None => {
-                let _ = route_span;
-                Some(PathMatch::Prefix("/".to_string()))
-            }
+            // No path condition matches every path, as Gateway API's default `/` prefix.
+            None => Some(PathMatch::Prefix("/".to_string())),
             Some(p) if !p.get_ref().starts_with('/') => {
                 self.error(&p.span(), "path_prefix must start with '/'");
                 None
