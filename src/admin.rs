@@ -93,7 +93,7 @@ impl ServeHttp for Admin {
                     "listeners": snapshot.config.listeners.iter().map(|l| serde_json::json!({
                         "name": &*l.name, "address": l.address.to_string(), "tls": l.tls.is_some(),
                     })).collect::<Vec<_>>(),
-                    "routes": snapshot.routes.iter().map(|r| &*r.name).collect::<Vec<_>>(),
+                    "routes": snapshot.config.routes.iter().map(|r| &*r.name).collect::<Vec<_>>(),
                     "upstreams": snapshot.pools.iter().map(|(name, pool)| (name.to_string(), serde_json::json!({
                         "endpoints": pool.members.iter().map(|m| serde_json::json!({
                             "address": m.endpoint.address.to_string(),

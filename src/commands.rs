@@ -263,7 +263,7 @@ fn route(args: &RouteArgs) -> ExitCode {
     });
     println!("path: {rewritten}");
     println!("listener: {}", listener.name);
-    let mut others: Vec<_> = snapshot
+    let mut others: Vec<_> = config
         .routes
         .iter()
         .filter(|r| r.applies_to_listener(&listener.name))

@@ -286,7 +286,7 @@ pub fn describe_changes(old: &Config, new: &Config) -> String {
     }
     let mut out = Vec::new();
     // Route positions shift when one is inserted; compare them without their position.
-    let strip = |routes: &[config::model::Route]| {
+    let strip = |routes: &[Arc<config::model::Route>]| {
         routes
             .iter()
             .map(|r| config::model::Route {
@@ -296,7 +296,7 @@ pub fn describe_changes(old: &Config, new: &Config) -> String {
                     line: 0,
                     column: 0,
                 },
-                ..r.clone()
+                ..(**r).clone()
             })
             .collect::<Vec<_>>()
     };

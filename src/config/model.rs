@@ -20,7 +20,8 @@ pub struct Config {
     pub gateway: Gateway,
     pub admin: Admin,
     pub listeners: Vec<Listener>,
-    pub routes: Vec<Route>,
+    /// Shared with the compiled router, so compiling a snapshot copies no route.
+    pub routes: Vec<Arc<Route>>,
     pub upstreams: Vec<Upstream>,
 }
 

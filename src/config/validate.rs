@@ -631,7 +631,7 @@ impl Checker<'_> {
         raw: Vec<Spanned<raw::Route>>,
         listeners: &HashSet<&str>,
         upstreams: &HashSet<&str>,
-    ) -> Vec<Route> {
+    ) -> Vec<Arc<Route>> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for (order, route) in raw.into_iter().enumerate() {
@@ -642,7 +642,7 @@ impl Checker<'_> {
                 .unwrap_or_default()
                 .to_string();
             if let Some(route) = self.route(order, name, span, route, listeners, upstreams) {
-                out.push(route);
+                out.push(Arc::new(route));
             }
         }
         out

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::model::{Endpoint, Members, Name, Route};
+use crate::config::model::{Endpoint, Members, Name};
 use crate::config::Config;
 use pool::{MemberStates, Pool};
 use router::Router;
@@ -42,7 +42,6 @@ pub struct Snapshot {
     pub generation: u64,
     pub config: Arc<Config>,
     pub source: SourceInfo,
-    pub routes: Arc<Vec<Arc<Route>>>,
     pub router: Arc<Router>,
     pub pools: HashMap<Name, Arc<Pool>>,
 }
@@ -58,9 +57,8 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         states: &MemberStates,
     ) -> Snapshot {
-        let routes: Vec<Arc<Route>> = config.routes.iter().cloned().map(Arc::new).collect();
         let listener_names: Vec<Name> = config.listeners.iter().map(|l| l.name.clone()).collect();
-        let router = Router::compile(&routes, &listener_names);
+        let router = Router::compile(&config.routes, &listener_names);
         let pools = config
             .upstreams
             .iter()
@@ -91,7 +89,6 @@ impl Snapshot {
             generation,
             config,
             source,
-            routes: Arc::new(routes),
             router: Arc::new(router),
             pools,
         }
@@ -121,7 +118,6 @@ impl Snapshot {
             generation: self.generation,
             config: self.config.clone(),
             source: self.source.clone(),
-            routes: self.routes.clone(),
             router: self.router.clone(),
             pools,
         })
