@@ -6,6 +6,10 @@
 //! buffer: writes gather until pingora flushes (it flushes wherever its own buffered
 //! streams need it) or the buffer fills. On loopback every extra `send` also pays for
 //! waking the receiver, so this is a large share of per-request CPU.
+//!
+//! It also replays bytes already read: when edgegate's own HTTP/1.1 loop hands a
+//! connection to pingora mid-stream (an upgrade, an HTTP/2 or TLS upstream), the request
+//! head it read comes first.
 
 use std::io;
 use std::pin::Pin;
@@ -26,8 +30,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 const WRITE_BUFFER: usize = 1460;
 
 #[derive(Debug)]
-pub struct BufferedIo {
-    inner: L4Stream,
+pub struct BufferedIo<S = L4Stream> {
+    inner: S,
+    /// Bytes read before the hand-over, served to the reader first.
+    replay: bytes::Bytes,
     /// The connection opened with the HTTP/2 preface (h2c prior knowledge); reported as
     /// ALPN h2 so pingora serves it as HTTP/2 without peeking itself.
     h2c: bool,
@@ -36,10 +42,52 @@ pub struct BufferedIo {
     written: usize,
 }
 
-impl BufferedIo {
-    pub fn new(inner: L4Stream, h2c: bool) -> Self {
+/// What pingora needs of a transport, minus `IO`'s blanket parts.
+pub trait Transport:
+    AsyncRead
+    + AsyncWrite
+    + Shutdown
+    + UniqueID
+    + Ssl
+    + GetTimingDigest
+    + GetProxyDigest
+    + GetSocketDigest
+    + Peek
+    + Unpin
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Transport for T where
+    T: AsyncRead
+        + AsyncWrite
+        + Shutdown
+        + UniqueID
+        + Ssl
+        + GetTimingDigest
+        + GetProxyDigest
+        + GetSocketDigest
+        + Peek
+        + Unpin
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+impl<S: Transport> BufferedIo<S> {
+    pub fn new(inner: S, h2c: bool) -> Self {
+        Self::replaying(inner, h2c, bytes::Bytes::new())
+    }
+
+    pub fn replaying(inner: S, h2c: bool, replay: bytes::Bytes) -> Self {
         Self {
             inner,
+            replay,
             h2c,
             pending: Vec::new(),
             written: 0,
@@ -61,17 +109,22 @@ impl BufferedIo {
     }
 }
 
-impl AsyncRead for BufferedIo {
+impl<S: Transport> AsyncRead for BufferedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.remaining());
+            buf.put_slice(&self.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for BufferedIo {
+impl<S: Transport> AsyncWrite for BufferedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -100,26 +153,37 @@ impl AsyncWrite for BufferedIo {
 }
 
 #[async_trait]
-impl Shutdown for BufferedIo {
+impl<S: Transport> Shutdown for BufferedIo<S> {
     async fn shutdown(&mut self) {
         let _ = std::future::poll_fn(|cx| self.poll_drain(cx)).await;
         self.inner.shutdown().await
     }
 }
 
-impl UniqueID for BufferedIo {
+impl<S: Transport> UniqueID for BufferedIo<S> {
     fn id(&self) -> UniqueIDType {
         self.inner.id()
     }
 }
 
-impl Ssl for BufferedIo {
+impl<S: Transport> Ssl for BufferedIo<S> {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
     fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
-        self.h2c.then_some(pingora::protocols::ALPN::H2)
+        if self.h2c {
+            return Some(pingora::protocols::ALPN::H2);
+        }
+        self.inner.selected_alpn_proto()
     }
 }
 
-impl GetTimingDigest for BufferedIo {
+impl<S: Transport> GetTimingDigest for BufferedIo<S> {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
         self.inner.get_timing_digest()
     }
@@ -133,7 +197,7 @@ impl GetTimingDigest for BufferedIo {
     }
 }
 
-impl GetProxyDigest for BufferedIo {
+impl<S: Transport> GetProxyDigest for BufferedIo<S> {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
         self.inner.get_proxy_digest()
     }
@@ -143,7 +207,7 @@ impl GetProxyDigest for BufferedIo {
     }
 }
 
-impl GetSocketDigest for BufferedIo {
+impl<S: Transport> GetSocketDigest for BufferedIo<S> {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         self.inner.get_socket_digest()
     }
@@ -154,8 +218,13 @@ impl GetSocketDigest for BufferedIo {
 }
 
 #[async_trait]
-impl Peek for BufferedIo {
+impl<S: Transport> Peek for BufferedIo<S> {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.replay[..n]);
+            return Ok(n == buf.len());
+        }
         self.inner.try_peek(buf).await
     }
 }

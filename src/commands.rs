@@ -240,21 +240,11 @@ fn route(args: &RouteArgs) -> ExitCode {
             };
             println!("upstream: {name} {members}");
         }
-        Action::Redirect(redirect) => {
-            let request = pingora::http::RequestHeader::build(
-                method.clone(),
-                uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes(),
-                None,
-            );
-            match request {
-                Ok(request) => println!(
-                    "redirect: {} {}",
-                    crate::proxy::redirect_location(redirect, &request, &raw_host, false),
-                    redirect.status.as_u16()
-                ),
-                Err(e) => println!("redirect: (cannot build: {e})"),
-            }
-        }
+        Action::Redirect(redirect) => println!(
+            "redirect: {} {}",
+            crate::proxy::redirect_location(redirect, path, uri.query(), &raw_host, false),
+            redirect.status.as_u16()
+        ),
         Action::Respond(respond) => println!("respond: {}", respond.status.as_u16()),
     }
     let rewritten = rewritten_path(winner, path, uri.query()).unwrap_or_else(|| {

@@ -45,6 +45,7 @@ pub mod buffered_io;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod h1;
 pub mod health;
 pub mod listeners;
 pub mod metrics;

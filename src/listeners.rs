@@ -18,13 +18,14 @@ use std::time::Duration;
 
 use pingora::apps::ServerApp;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest, SocketDigest};
+use pingora::protocols::{GetSocketDigest, SocketDigest, Ssl};
 use pingora::server::ShutdownWatch;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::model::{Listener, Name};
+use crate::h1::{ConnectionInfo, Engine};
 use crate::metrics::Metrics;
 use crate::proxy::ListenerDirectory;
 use crate::tls::{build_acceptor, TlsAcceptor, TlsAcceptorSlot};
@@ -71,6 +72,8 @@ impl Drop for ConnectionGuard {
 /// Everything an accept loop needs to serve one connection.
 pub struct Serving<A> {
     pub app: Arc<A>,
+    /// edgegate's own HTTP/1.1 loop; without it (the admin listener) pingora serves all.
+    pub h1: Option<Arc<Engine<A>>>,
     pub shutdown: ShutdownWatch,
     pub tracker: Arc<ConnectionTracker>,
     pub metrics: Arc<Metrics>,
@@ -80,6 +83,7 @@ impl<A> Clone for Serving<A> {
     fn clone(&self) -> Self {
         Self {
             app: self.app.clone(),
+            h1: self.h1.clone(),
             shutdown: self.shutdown.clone(),
             tracker: self.tracker.clone(),
             metrics: self.metrics.clone(),
@@ -194,13 +198,18 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
             None => return,
         },
     };
+    let info = ConnectionInfo {
+        listener: name.into(),
+        peer,
+        bound,
+        tls: acceptor.is_some(),
+    };
+    if let (None, false, Some(engine)) = (&acceptor, h2c, &serving.h1) {
+        crate::h1::serve(engine, tcp, info).await;
+        return;
+    }
     let mut stream: L4Stream = tcp.into();
-    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
-    let _ = digest.peer_addr.set(Some(peer.into()));
-    // The listening address, not the connection's own: it is how the proxy tells which
-    // listener (and so which routes) a request arrived on.
-    let _ = digest.local_addr.set(Some(bound.into()));
-    stream.set_socket_digest(digest);
+    record_addresses(&mut stream, peer, bound);
     let stream = crate::buffered_io::BufferedIo::new(stream, h2c);
     let stream: pingora::protocols::Stream = match acceptor {
         None => Box::new(stream),
@@ -219,6 +228,11 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
                         .tls_handshakes
                         .with_label_values(&[name, "success"])
                         .inc();
+                    let h2 = tls_stream.selected_alpn_proto() == Some(pingora::protocols::ALPN::H2);
+                    if let (false, Some(engine)) = (h2, &serving.h1) {
+                        crate::h1::serve(engine, tls_stream, info).await;
+                        return;
+                    }
                     Box::new(tls_stream)
                 }
                 Err(e) => {
@@ -234,6 +248,16 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
         }
     };
     serving.app.process_new(stream, &serving.shutdown).await;
+}
+
+/// Names the connection's peer and listening address for pingora: the listening address,
+/// not the connection's own, is how the proxy tells which listener (and so which routes)
+/// a request arrived on.
+pub(crate) fn record_addresses(stream: &mut L4Stream, peer: SocketAddr, bound: SocketAddr) {
+    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    let _ = digest.local_addr.set(Some(bound.into()));
+    stream.set_socket_digest(digest);
 }
 
 struct Running {

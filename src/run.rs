@@ -17,6 +17,7 @@ use crate::cli::{LogFormatArg, RunArgs};
 use crate::commands::{load_or_report, resolve_config, Report};
 use crate::config::model::LogFormat;
 use crate::config::Config;
+use crate::h1::Engine;
 use crate::health::HealthChecks;
 use crate::listeners::{self, ConnectionTracker, ListenerSet, Serving};
 use crate::metrics::Metrics;
@@ -136,15 +137,13 @@ async fn serve(
         upstream_keepalive_pool_size: 1024,
         ..Default::default()
     });
-    let mut proxy = pingora::proxy::http_proxy(
-        &server_conf,
-        Gateway {
-            snapshot: handle.clone(),
-            listeners: directory.clone(),
-            metrics: metrics.clone(),
-            access_log: access_log.clone(),
-        },
-    );
+    let gateway = Gateway {
+        snapshot: handle.clone(),
+        listeners: directory.clone(),
+        metrics: metrics.clone(),
+        access_log: access_log.clone(),
+    };
+    let mut proxy = pingora::proxy::http_proxy(&server_conf, gateway.clone());
     // h2c stays off here: the accept loop recognises the preface itself (with a timeout)
     // and marks the stream as h2, which pingora then serves as HTTP/2.
     proxy.server_options = Some(HttpServerOptions::default());
@@ -152,9 +151,15 @@ async fn serve(
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tracker = Arc::new(ConnectionTracker::default());
+    let engine = Arc::new(Engine {
+        gateway,
+        fallback: proxy.clone(),
+        shutdown: shutdown_rx.clone(),
+    });
     let listener_set = Arc::new(ListenerSet::new(
         Serving {
             app: proxy.clone(),
+            h1: Some(engine),
             shutdown: shutdown_rx.clone(),
             tracker: tracker.clone(),
             metrics: metrics.clone(),
@@ -190,6 +195,7 @@ async fn serve(
         Arc::new(TlsAcceptorSlot::new(None)),
         Serving {
             app: admin,
+            h1: None,
             shutdown: shutdown_rx.clone(),
             tracker: Arc::new(ConnectionTracker::default()),
             metrics: metrics.clone(),

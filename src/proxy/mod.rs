@@ -35,6 +35,7 @@ use respond::{error_response, Reply};
 pub type ListenerDirectory = ArcSwap<std::collections::HashMap<SocketAddr, Name>>;
 
 /// State shared by every request; each field is read without locks.
+#[derive(Clone)]
 pub struct Gateway {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub listeners: Arc<ListenerDirectory>,
@@ -96,20 +97,13 @@ impl ProxyHttp for Gateway {
             ctx.listener = listener;
         }
         ctx.downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let request_id = session
-            .req_header()
-            .headers
-            .get("x-request-id")
-            .filter(|v| !v.is_empty() && v.len() <= 200)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        // A v4 UUID from the thread-local generator: `Uuid::new_v4` asks the kernel for
-        // randomness (a syscall) on every request.
-        ctx.request_id = request_id.unwrap_or_else(|| {
-            uuid::Builder::from_random_bytes(rand::random())
-                .into_uuid()
-                .to_string()
-        });
+        ctx.request_id = request_id(
+            session
+                .req_header()
+                .headers
+                .get("x-request-id")
+                .map(|v| v.as_bytes()),
+        );
         ctx.trace = trace::TraceContext::continue_or_start(
             session
                 .req_header()
@@ -172,8 +166,13 @@ impl ProxyHttp for Gateway {
                 self.reply(session, ctx, reply).await
             }
             Action::Redirect(redirect) => {
-                let location =
-                    redirect_location(redirect, session.req_header(), raw_host, ctx.downstream_tls);
+                let location = redirect_location(
+                    redirect,
+                    session.req_header().uri.path(),
+                    session.req_header().uri.query(),
+                    raw_host,
+                    ctx.downstream_tls,
+                );
                 let reply = Reply {
                     status: redirect.status.as_u16(),
                     content_type: http::HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -489,11 +488,41 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
-        ctx.in_flight = None;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let header = session.req_header();
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| SocketAddr::new(a.ip(), a.port()));
+        ctx.in_flight = None;
+        self.record(
+            ctx,
+            &Exchange {
+                status,
+                method: header.method.as_str(),
+                path: header.uri.path(),
+                client,
+                bytes_sent: session.body_bytes_sent() as u64,
+            },
+        );
+    }
+}
+
+/// What the metrics and the access log need of a finished request, from either path.
+pub struct Exchange<'a> {
+    pub status: u16,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub client: Option<SocketAddr>,
+    pub bytes_sent: u64,
+}
+
+impl Gateway {
+    /// Counts a finished request and writes its access log line.
+    pub fn record(&self, ctx: &RequestContext, exchange: &Exchange<'_>) {
         let elapsed = ctx.started.elapsed();
         let (route, upstream) = (ctx.route_name(), ctx.upstream_name());
-        let code = status_label(status);
+        let code = status_label(exchange.status);
         self.metrics
             .requests
             .with_label_values(&[&*ctx.listener, route, upstream, code.as_ref()])
@@ -503,22 +532,17 @@ impl ProxyHttp for Gateway {
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
         if self.access_log.enabled() {
-            let header = session.req_header();
             self.access_log.write(AccessRecord {
                 listener: ctx.listener.clone(),
-                client: session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.to_string())
-                    .unwrap_or_default(),
-                method: header.method.to_string(),
+                client: exchange.client.map(|a| a.to_string()).unwrap_or_default(),
+                method: exchange.method.to_string(),
                 host: ctx.host.clone(),
-                path: header.uri.path().to_string(),
-                status,
+                path: exchange.path.to_string(),
+                status: exchange.status,
                 route: route.to_string(),
                 upstream: upstream.to_string(),
                 endpoint: ctx.endpoint.map(|e| e.to_string()).unwrap_or_default(),
-                bytes_sent: session.body_bytes_sent() as u64,
+                bytes_sent: exchange.bytes_sent,
                 duration: elapsed,
                 request_id: ctx.request_id.clone(),
                 trace_id: ctx.trace.trace_id.clone(),
@@ -527,9 +551,25 @@ impl ProxyHttp for Gateway {
     }
 }
 
+/// The request's own `x-request-id` when usable, else a fresh v4 UUID from the
+/// thread-local generator (`Uuid::new_v4` asks the kernel for randomness, a syscall, on
+/// every request).
+pub fn request_id(offered: Option<&[u8]>) -> String {
+    offered
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .filter(|v| v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string()
+        })
+}
+
 /// The verified client certificate, in the style of Envoy's `x-forwarded-client-cert`:
 /// what pingora's TLS digest keeps of it (hash, serial, organization).
-fn client_identity(ssl: &pingora::protocols::tls::SslDigest) -> String {
+pub(crate) fn client_identity(ssl: &pingora::protocols::tls::SslDigest) -> String {
     let hash: String = ssl.cert_digest.iter().map(|b| format!("{b:02x}")).collect();
     let mut out = format!("Hash={hash}");
     if let Some(serial) = &ssl.serial_number {
@@ -552,10 +592,19 @@ fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
 }
 
 fn client_hash(session: &Session) -> u64 {
+    let ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    hash_of_client(ip)
+}
+
+/// The `hash` balancing key of a client address.
+pub(crate) fn hash_of_client(ip: Option<std::net::IpAddr>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-        addr.ip().hash(&mut hasher);
+    if let Some(ip) = ip {
+        ip.hash(&mut hasher);
     }
     hasher.finish()
 }

@@ -20,7 +20,20 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub method: &'a Method,
-    pub headers: &'a HeaderMap,
+    pub headers: &'a (dyn RequestHeaders + Sync),
+}
+
+/// Header lookup for route conditions, so the HTTP/1.1 loop can match on its in-place
+/// parsed fields without building a `HeaderMap` per request.
+pub trait RequestHeaders {
+    /// Whether some field `name` has exactly `value`.
+    fn has_value(&self, name: &http::HeaderName, value: &[u8]) -> bool;
+}
+
+impl RequestHeaders for HeaderMap {
+    fn has_value(&self, name: &http::HeaderName, value: &[u8]) -> bool {
+        self.get_all(name).iter().any(|v| v.as_bytes() == value)
+    }
 }
 
 /// The routes of one listener, indexed.
@@ -206,13 +219,10 @@ pub fn conditions_match(route: &Route, request: &RequestFacts<'_>) -> bool {
             return false;
         }
     }
-    let headers_ok = route.headers.iter().all(|(name, value)| {
-        request
-            .headers
-            .get_all(name)
-            .iter()
-            .any(|v| v.as_bytes() == value.as_bytes())
-    });
+    let headers_ok = route
+        .headers
+        .iter()
+        .all(|(name, value)| request.headers.has_value(name, value.as_bytes()));
     headers_ok
         && route
             .query

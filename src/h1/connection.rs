@@ -1,0 +1,493 @@
+//! One client connection: read a head, decide, answer or forward, loop.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use pingora::apps::ServerApp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::forward::{self, RequestMeta};
+use super::head::{self, Field, FieldsView, Framing, HeadError, RequestHead};
+use super::reply::LocalReply;
+use super::{ClientIo, ConnectionInfo, Engine};
+use crate::config::model::Action;
+use crate::proxy::framing::{check_request_head, MAX_REQUEST_HEAD};
+use crate::proxy::trace::TraceContext;
+use crate::proxy::{redirect_location, request_id, Exchange, RequestContext};
+use crate::snapshot::router::{normalize_host, RequestFacts};
+
+/// A connection with no request in flight and no byte of a new one is closed after this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Once a head's first byte arrives, the whole head must arrive within this.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Buffers that live as long as the connection, reused by every request on it.
+pub struct Buffers {
+    /// Bytes read from the client: the current head, then body and pipelined requests.
+    pub request: BytesMut,
+    pub request_fields: Vec<Field>,
+    /// Bytes read from the upstream.
+    pub response: BytesMut,
+    pub response_fields: Vec<Field>,
+    /// Bytes due to the client.
+    pub out: Vec<u8>,
+    /// The head due to the upstream, kept until a response starts so a stale pooled
+    /// connection or another endpoint can be tried.
+    pub upstream_head: Vec<u8>,
+    /// A small request body already read whole, kept for the same reason.
+    pub upstream_body: Vec<u8>,
+}
+
+impl Buffers {
+    fn new() -> Self {
+        Self {
+            request: BytesMut::with_capacity(4096),
+            request_fields: Vec::with_capacity(32),
+            response: BytesMut::with_capacity(4096),
+            response_fields: Vec::with_capacity(32),
+            out: Vec::with_capacity(4096),
+            upstream_head: Vec::with_capacity(1024),
+            upstream_body: Vec::new(),
+        }
+    }
+}
+
+/// What the connection does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    KeepAlive,
+    Close,
+    HandOver,
+}
+
+enum HeadRead {
+    Ready(RequestHead),
+    /// Closed, idle, or shutting down: nothing to answer.
+    Gone,
+    Refused(u16, &'static str),
+}
+
+/// Serves a connection until it closes, then returns.
+pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
+    engine: &Engine<A>,
+    mut client: C,
+    info: ConnectionInfo,
+) {
+    let mut buffers = Buffers::new();
+    let mut shutdown = engine.shutdown.clone();
+    loop {
+        let head = match read_head(&mut client, &mut buffers, &mut shutdown).await {
+            HeadRead::Ready(head) => head,
+            HeadRead::Gone => return,
+            HeadRead::Refused(status, reason) => {
+                tracing::debug!(listener = %info.listener, client = %info.peer, status, reason, "refused request head");
+                let mut reply = LocalReply::plain(status, reason.as_bytes(), "");
+                reply.close = true;
+                buffers.out.clear();
+                reply.write_to(&mut buffers.out);
+                let _ = client.write_all(&buffers.out).await;
+                let _ = client.shutdown().await;
+                return;
+            }
+        };
+        match handle(engine, &mut client, &mut buffers, head, &info).await {
+            Next::KeepAlive if !*shutdown.borrow() => continue,
+            Next::KeepAlive | Next::Close => {
+                let _ = client.shutdown().await;
+                return;
+            }
+            Next::HandOver => {
+                let replay = buffers.request.split().freeze();
+                engine.hand_over(client, replay, &info).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn read_head<C: ClientIo>(
+    client: &mut C,
+    buffers: &mut Buffers,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> HeadRead {
+    let idle_deadline = Instant::now() + IDLE_TIMEOUT;
+    let mut head_deadline: Option<Instant> = None;
+    loop {
+        if !buffers.request.is_empty() {
+            match head::parse_request(&buffers.request, &mut buffers.request_fields) {
+                Ok(Some(head)) => return HeadRead::Ready(head),
+                Ok(None) if buffers.request.len() > MAX_REQUEST_HEAD => {
+                    return HeadRead::Refused(431, "request header fields too large\n")
+                }
+                Ok(None) => {}
+                Err(HeadError::TooManyFields) => {
+                    return HeadRead::Refused(431, "request header fields too large\n")
+                }
+                Err(HeadError::Malformed) => return HeadRead::Refused(400, "bad request\n"),
+            }
+            // The idle wait ends with the first byte of a head; from then on the whole head
+            // must arrive within the header timeout, however the bytes trickle in.
+            head_deadline.get_or_insert_with(|| Instant::now() + HEADER_TIMEOUT);
+        } else {
+            buffers.request.clear();
+        }
+        let deadline = head_deadline.unwrap_or(idle_deadline);
+        buffers.request.reserve(4096);
+        let read = tokio::select! {
+            biased;
+            read = client.read_buf(&mut buffers.request) => read,
+            _ = shutdown.changed(), if head_deadline.is_none() => return HeadRead::Gone,
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                return match head_deadline {
+                    None => HeadRead::Gone,
+                    Some(_) => HeadRead::Refused(408, "request head timed out\n"),
+                };
+            }
+        };
+        if !matches!(read, Ok(n) if n > 0) {
+            return HeadRead::Gone;
+        }
+    }
+}
+
+/// The request target split into what routing and forwarding need.
+struct Target<'a> {
+    path: &'a str,
+    query: Option<&'a str>,
+    /// The authority of an absolute-form target, which replaces Host.
+    authority: Option<String>,
+    owned_path: Option<String>,
+}
+
+fn split_target(target: &[u8]) -> Option<Target<'_>> {
+    let text = std::str::from_utf8(target).ok()?;
+    if text.starts_with('/') {
+        let (path, query) = match text.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (text, None),
+        };
+        return Some(Target {
+            path,
+            query,
+            authority: None,
+            owned_path: None,
+        });
+    }
+    if text == "*" {
+        return Some(Target {
+            path: "*",
+            query: None,
+            authority: None,
+            owned_path: None,
+        });
+    }
+    // Absolute form: rare (proxies talking to proxies); parsed with `http`.
+    let uri: http::Uri = text.parse().ok()?;
+    uri.scheme()?;
+    let authority = uri.authority()?.to_string();
+    let query_start = text.find('?');
+    Some(Target {
+        path: "",
+        query: query_start.map(|i| &text[i + 1..]),
+        authority: Some(authority),
+        owned_path: Some(uri.path().to_string()),
+    })
+}
+
+async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
+    engine: &Engine<A>,
+    client: &mut C,
+    buffers: &mut Buffers,
+    head: RequestHead,
+    info: &ConnectionInfo,
+) -> Next {
+    let gateway = &engine.gateway;
+    let mut ctx = RequestContext::new(gateway.snapshot.load_full());
+    ctx.listener = info.listener.clone();
+    ctx.downstream_tls = info.tls;
+    let view = FieldsView {
+        bytes: &buffers.request,
+        fields: &buffers.request_fields,
+    };
+    if view.first("upgrade").is_some() || head.method == http::Method::CONNECT {
+        // WebSocket and other upgrades continue on pingora-proxy, which tunnels them.
+        return Next::HandOver;
+    }
+    ctx.request_id = request_id(view.first("x-request-id"));
+    ctx.trace = TraceContext::continue_or_start(view.first("traceparent"));
+    let client_keepalive = if head.minor == 1 {
+        !view.has_token("connection", "close")
+    } else {
+        view.has_token("connection", "keep-alive")
+    };
+    let target_bytes = &buffers.request[head.target.clone()];
+    let refusal = check_request_head(&buffers.request[..head.len])
+        .err()
+        .map(|r| (r.status, r.reason));
+    let framing = if view.first("transfer-encoding").is_some() {
+        Framing::Chunked
+    } else {
+        match head::content_length(&view) {
+            Ok(Some(0)) | Ok(None) => Framing::None,
+            Ok(Some(n)) => Framing::Length(n),
+            Err(()) => Framing::None,
+        }
+    };
+    let target = split_target(target_bytes);
+    let (refusal, target) = match (refusal, target) {
+        (Some(refusal), _) => (Some(refusal), None),
+        (None, None) => (Some((400, "invalid request target")), None),
+        (None, Some(target)) => (None, Some(target)),
+    };
+    let method = head.method.clone();
+    let Some(target) = target else {
+        let (status, reason) = refusal.unwrap_or((400, "bad request"));
+        tracing::warn!(listener = %ctx.listener, request_id = %ctx.request_id, status, reason, "refused request");
+        let body = format!("{reason}\n");
+        let mut reply = LocalReply::plain(status, body.as_bytes(), &ctx.request_id);
+        reply.close = true;
+        let path = String::from_utf8_lossy(target_bytes).into_owned();
+        return finish_local(
+            gateway,
+            client,
+            buffers,
+            &ctx,
+            &reply,
+            Answered {
+                method: &method,
+                path: &path,
+                head_len: head.len,
+                info,
+            },
+        )
+        .await;
+    };
+    let path = target.owned_path.as_deref().unwrap_or(target.path);
+    let raw_host = match &target.authority {
+        Some(authority) => authority.as_str(),
+        None => view
+            .first("host")
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .unwrap_or_default(),
+    };
+    ctx.host = normalize_host(raw_host).into_owned();
+    let facts = RequestFacts {
+        host: &ctx.host,
+        path,
+        query: target.query,
+        method: &method,
+        headers: &view,
+    };
+    let snapshot = ctx.snapshot.clone();
+    let Some(route) = snapshot.router.route(&ctx.listener, &facts).cloned() else {
+        tracing::debug!(listener = %ctx.listener, host = %ctx.host, path, "no route");
+        let mut reply = LocalReply::plain(404, b"no route\n", &ctx.request_id);
+        reply.head_only = method == http::Method::HEAD;
+        reply.close = !client_keepalive || framing != Framing::None;
+        let path = path.to_string();
+        return finish_local(
+            gateway,
+            client,
+            buffers,
+            &ctx,
+            &reply,
+            Answered {
+                method: &method,
+                path: &path,
+                head_len: head.len,
+                info,
+            },
+        )
+        .await;
+    };
+    ctx.route = Some(route.clone());
+    let local_close = !client_keepalive || framing != Framing::None;
+    match &route.action {
+        Action::Respond(respond) => {
+            let reply = LocalReply {
+                status: respond.status.as_u16(),
+                content_type: respond.content_type.as_bytes(),
+                body: &respond.body,
+                location: None,
+                request_id: &ctx.request_id,
+                edits: Some(&route.response_headers),
+                head_only: method == http::Method::HEAD,
+                close: local_close,
+            };
+            let path = path.to_string();
+            finish_local(
+                gateway,
+                client,
+                buffers,
+                &ctx,
+                &reply,
+                Answered {
+                    method: &method,
+                    path: &path,
+                    head_len: head.len,
+                    info,
+                },
+            )
+            .await
+        }
+        Action::Redirect(redirect) => {
+            let location =
+                redirect_location(redirect, path, target.query, raw_host, ctx.downstream_tls);
+            let reply = LocalReply {
+                status: redirect.status.as_u16(),
+                content_type: b"text/plain; charset=utf-8",
+                body: b"",
+                location: Some(&location),
+                request_id: &ctx.request_id,
+                edits: Some(&route.response_headers),
+                head_only: true,
+                close: local_close,
+            };
+            let path = path.to_string();
+            finish_local(
+                gateway,
+                client,
+                buffers,
+                &ctx,
+                &reply,
+                Answered {
+                    method: &method,
+                    path: &path,
+                    head_len: head.len,
+                    info,
+                },
+            )
+            .await
+        }
+        Action::Upstream(name) => {
+            let Some(pool) = snapshot.pools.get(name).cloned() else {
+                let reply = LocalReply::plain(503, b"no such upstream\n", &ctx.request_id);
+                let path = path.to_string();
+                return finish_local(
+                    gateway,
+                    client,
+                    buffers,
+                    &ctx,
+                    &reply,
+                    Answered {
+                        method: &method,
+                        path: &path,
+                        head_len: head.len,
+                        info,
+                    },
+                )
+                .await;
+            };
+            if pool.upstream.tls.is_some() || pool.upstream.http2 {
+                // pingora-proxy keeps TLS and HTTP/2 upstream sessions.
+                return Next::HandOver;
+            }
+            ctx.pool = Some(pool.clone());
+            if pool.healthy_count() == 0 {
+                tracing::warn!(upstream = %name, request_id = %ctx.request_id, members = pool.members.len(), "no healthy endpoint");
+                let mut reply = LocalReply::plain(503, b"no healthy endpoint\n", &ctx.request_id);
+                reply.edits = Some(&route.response_headers);
+                reply.close = local_close;
+                let path = path.to_string();
+                return finish_local(
+                    gateway,
+                    client,
+                    buffers,
+                    &ctx,
+                    &reply,
+                    Answered {
+                        method: &method,
+                        path: &path,
+                        head_len: head.len,
+                        info,
+                    },
+                )
+                .await;
+            }
+            ctx.retries_left = pool.upstream.retries;
+            ctx.hash_key = crate::proxy::hash_of_client(Some(info.peer.ip()));
+            let log_path = gateway.access_log.enabled().then(|| path.to_string());
+            let meta = RequestMeta {
+                method: method.clone(),
+                minor: head.minor,
+                head_len: head.len,
+                framing,
+                client_keepalive,
+                expect_continue: head.minor == 1 && view.has_token("expect", "100-continue"),
+                needs_host: raw_host.is_empty(),
+            };
+            let tls = client.tls_digest();
+            forward::write_upstream_head(
+                &mut buffers.upstream_head,
+                &meta,
+                path,
+                target.query,
+                &view,
+                &ctx,
+                info.peer,
+                tls.as_ref(),
+            );
+            let outcome = forward::proxy(gateway, client, buffers, &mut ctx, &pool, &meta).await;
+            ctx.in_flight = None;
+            gateway.record(
+                &ctx,
+                &Exchange {
+                    status: outcome.status,
+                    method: method.as_str(),
+                    path: log_path.as_deref().unwrap_or_default(),
+                    client: Some(info.peer),
+                    bytes_sent: outcome.bytes_sent,
+                },
+            );
+            outcome.next
+        }
+    }
+}
+
+/// The parts of a request a local answer records.
+struct Answered<'a> {
+    method: &'a http::Method,
+    path: &'a str,
+    head_len: usize,
+    info: &'a ConnectionInfo,
+}
+
+/// Writes a reply the gateway makes itself, consumes the request head, and records it.
+async fn finish_local<C: ClientIo>(
+    gateway: &crate::proxy::Gateway,
+    client: &mut C,
+    buffers: &mut Buffers,
+    ctx: &RequestContext,
+    reply: &LocalReply<'_>,
+    answered: Answered<'_>,
+) -> Next {
+    let Answered {
+        method,
+        path,
+        head_len,
+        info,
+    } = answered;
+    buffers.out.clear();
+    reply.write_to(&mut buffers.out);
+    let written = client.write_all(&buffers.out).await.is_ok();
+    gateway.record(
+        ctx,
+        &Exchange {
+            status: reply.status,
+            method: method.as_str(),
+            path,
+            client: Some(info.peer),
+            bytes_sent: if reply.head_only || !written {
+                0
+            } else {
+                reply.body.len() as u64
+            },
+        },
+    );
+    if reply.close || !written {
+        return Next::Close;
+    }
+    // The head is answered; a request with a body closes instead (`close` above).
+    buffers.request.advance(head_len);
+    Next::KeepAlive
+}

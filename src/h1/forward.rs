@@ -1,0 +1,768 @@
+//! One request forwarded to an upstream member and its response relayed back.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Buf;
+use pingora::protocols::tls::SslDigest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::body::{BodyError, Limits, Never, Output, Transfer, COALESCE};
+use super::connection::{Buffers, Next};
+use super::head::{self, FieldsView, Framing, HeadError};
+use super::reply::{field, write_status_line, LocalReply};
+use super::upstream_cache::{self, CacheKey};
+use super::ClientIo;
+use crate::proxy::{Gateway, RequestContext};
+use crate::snapshot::pool::Pool;
+use crate::snapshot::router::rewritten_path;
+
+/// How long a client may take to send the next piece of a request body, or to take the
+/// next piece of a response.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Everything the exchange needs of the request once its head is no longer borrowed.
+pub struct RequestMeta {
+    pub method: http::Method,
+    pub minor: u8,
+    pub head_len: usize,
+    pub framing: Framing,
+    pub client_keepalive: bool,
+    pub expect_continue: bool,
+    /// No Host (HTTP/1.0): name the endpoint, as nginx's `$proxy_host` does.
+    pub needs_host: bool,
+}
+
+pub struct Outcome {
+    /// What the client received (0 when it went away before a response).
+    pub status: u16,
+    pub bytes_sent: u64,
+    pub next: Next,
+}
+
+/// Fields never copied to the upstream as they are: hop-by-hop fields, framing (rewritten
+/// from what was parsed) and the ones the gateway sets itself.
+const REQUEST_SKIP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "content-length",
+    "upgrade",
+    "expect",
+    "x-request-id",
+    "traceparent",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+];
+
+const RESPONSE_SKIP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "content-length",
+    "x-request-id",
+];
+
+fn listed(list: &[&str], name: &str) -> bool {
+    list.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// Writes the upstream request head, all but its Host fallback and final empty line
+/// (added per attempt, since the fallback names the endpoint).
+#[allow(clippy::too_many_arguments)]
+pub fn write_upstream_head(
+    out: &mut Vec<u8>,
+    meta: &RequestMeta,
+    path: &str,
+    query: Option<&str>,
+    view: &FieldsView<'_>,
+    ctx: &RequestContext,
+    peer: SocketAddr,
+    tls: Option<&Arc<SslDigest>>,
+) {
+    out.clear();
+    out.extend_from_slice(meta.method.as_str().as_bytes());
+    out.push(b' ');
+    let rewritten = ctx
+        .route
+        .as_ref()
+        .and_then(|route| rewritten_path(route, path, query));
+    match &rewritten {
+        Some(target) => out.extend_from_slice(target.as_bytes()),
+        None => {
+            out.extend_from_slice(path.as_bytes());
+            if let Some(query) = query {
+                out.push(b'?');
+                out.extend_from_slice(query.as_bytes());
+            }
+        }
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let edits = ctx.route.as_ref().map(|r| &r.request_headers);
+    let identity_header = tls.and_then(|_| identity_header(ctx));
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    let mut has_forwarded_host = false;
+    let mut host: Option<&[u8]> = None;
+    for (name, value) in view.iter() {
+        if listed(REQUEST_SKIP, name) {
+            if name.eq_ignore_ascii_case("x-forwarded-for") {
+                let joined = forwarded_for.get_or_insert_with(Vec::new);
+                if !joined.is_empty() {
+                    joined.extend_from_slice(b", ");
+                }
+                joined.extend_from_slice(value);
+            }
+            continue;
+        }
+        if view.has_token("connection", name) {
+            continue;
+        }
+        if let Some(edits) = edits {
+            if edits
+                .remove
+                .iter()
+                .any(|n| n.as_str().eq_ignore_ascii_case(name))
+                || edits
+                    .set
+                    .iter()
+                    .any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+        }
+        if identity_header
+            .as_ref()
+            .is_some_and(|h| h.as_str().eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("host") {
+            host = Some(value);
+        } else if name.eq_ignore_ascii_case("x-forwarded-host") {
+            has_forwarded_host = true;
+        }
+        field(out, name.as_bytes(), value);
+    }
+    let client_ip = peer.ip().to_string();
+    match forwarded_for {
+        Some(mut prior) => {
+            prior.extend_from_slice(b", ");
+            prior.extend_from_slice(client_ip.as_bytes());
+            field(out, b"x-forwarded-for", &prior);
+        }
+        None => field(out, b"x-forwarded-for", client_ip.as_bytes()),
+    }
+    let proto: &[u8] = if ctx.downstream_tls {
+        b"https"
+    } else {
+        b"http"
+    };
+    field(out, b"x-forwarded-proto", proto);
+    if !has_forwarded_host && !ctx.host.is_empty() {
+        if let Some(host) = host {
+            field(out, b"x-forwarded-host", host);
+        }
+    }
+    if let (Some(header), Some(ssl)) = (identity_header, tls) {
+        if !ssl.cert_digest.is_empty() {
+            let identity = crate::proxy::client_identity(ssl);
+            field(out, header.as_str().as_bytes(), identity.as_bytes());
+        }
+    }
+    field(out, b"x-request-id", ctx.request_id.as_bytes());
+    let _ = write!(
+        out,
+        "traceparent: 00-{}-{}-{}\r\n",
+        ctx.trace.trace_id, ctx.trace.span_id, ctx.trace.flags
+    );
+    if let Some(edits) = edits {
+        for (name, value) in edits.set.iter().chain(&edits.add) {
+            field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    match meta.framing {
+        Framing::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::UntilClose => {
+            // A body-less request keeps an explicit zero length when it had one (a POST
+            // with an empty body), which some origins require.
+            if view.first("content-length").is_some() {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+        }
+    }
+}
+
+fn identity_header(ctx: &RequestContext) -> Option<http::HeaderName> {
+    ctx.snapshot
+        .config
+        .listeners
+        .iter()
+        .find(|l| l.name == ctx.listener)?
+        .tls
+        .as_ref()?
+        .client_auth
+        .as_ref()?
+        .identity_header
+        .clone()
+}
+
+#[derive(Debug)]
+enum Failure {
+    Connect(std::io::Error),
+    ConnectTimeout,
+    /// Closed or reset before a response head.
+    Reset(std::io::Error),
+    ReadTimeout,
+    WriteTimeout,
+    InvalidResponse(&'static str),
+}
+
+impl Failure {
+    fn status(&self) -> (u16, &'static [u8]) {
+        match self {
+            Failure::Connect(_) => (502, b"upstream connection failed\n"),
+            Failure::ConnectTimeout | Failure::ReadTimeout | Failure::WriteTimeout => {
+                (504, b"upstream timed out\n")
+            }
+            Failure::Reset(_) => (502, b"upstream connection reset\n"),
+            Failure::InvalidResponse(_) => (502, b"invalid upstream response\n"),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Connect(e) => write!(f, "connect failed: {e}"),
+            Failure::ConnectTimeout => write!(f, "connect timed out"),
+            Failure::Reset(e) => write!(f, "connection closed before a response: {e}"),
+            Failure::ReadTimeout => write!(f, "response timed out"),
+            Failure::WriteTimeout => write!(f, "request write timed out"),
+            Failure::InvalidResponse(why) => write!(f, "invalid response: {why}"),
+        }
+    }
+}
+
+/// The route's total budget, if it has one.
+fn deadline(ctx: &RequestContext) -> Option<Instant> {
+    ctx.route
+        .as_ref()
+        .and_then(|r| r.timeout)
+        .map(|t| ctx.started + t)
+}
+
+fn capped(d: Duration, deadline: Option<Instant>) -> Duration {
+    match deadline {
+        Some(deadline) => d
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(1)),
+        None => d,
+    }
+}
+
+async fn connect(address: SocketAddr, timeout: Duration) -> Result<TcpStream, Failure> {
+    match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Err(_) => Err(Failure::ConnectTimeout),
+        Ok(Err(e)) => Err(Failure::Connect(e)),
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+    }
+}
+
+enum Attempt {
+    Done(Outcome),
+    /// A pooled connection turned out closed before any response: send again on a fresh
+    /// one, which does not count as a retry.
+    Stale,
+    Failed {
+        failure: Failure,
+        retryable: bool,
+    },
+}
+
+/// Forwards the request whose head `buffers.upstream_head` holds (all but its final empty
+/// line), relays the answer, and says what the connection does next. A body of up to
+/// [`COALESCE`] bytes that is already read is kept in `upstream_body` for resending.
+pub async fn proxy<C: ClientIo>(
+    gateway: &Gateway,
+    client: &mut C,
+    buffers: &mut Buffers,
+    ctx: &mut RequestContext,
+    pool: &Arc<Pool>,
+    meta: &RequestMeta,
+) -> Outcome {
+    buffers.request.advance(meta.head_len);
+    // A small body already read whole rides with the head in one send, and can be sent
+    // again if a pooled connection turns out to be closed.
+    let buffered_body = match meta.framing {
+        Framing::None => Some(0),
+        Framing::Length(n) if n as usize <= COALESCE && n as usize <= buffers.request.len() => {
+            Some(n as usize)
+        }
+        _ => None,
+    };
+    let head_end = buffers.upstream_head.len();
+    buffers.upstream_body.clear();
+    if let Some(n) = buffered_body {
+        buffers
+            .upstream_body
+            .extend_from_slice(&buffers.request[..n]);
+        buffers.request.advance(n);
+    }
+    let mut fresh = false;
+    loop {
+        let Some(member) = pool.select(&ctx.tried, ctx.hash_key) else {
+            let reply = LocalReply::plain(503, b"no healthy endpoint\n", &ctx.request_id);
+            return answer(client, buffers, ctx, meta, reply).await;
+        };
+        let address = member.endpoint.address;
+        ctx.endpoint = Some(address);
+        ctx.in_flight = Some(member.state.start_request());
+        let result = attempt(
+            client,
+            buffers,
+            ctx,
+            pool,
+            meta,
+            Wire {
+                address,
+                fresh,
+                head_end,
+                body: buffered_body,
+            },
+        )
+        .await;
+        fresh = false;
+        match result {
+            Attempt::Done(outcome) => return outcome,
+            Attempt::Stale => fresh = true,
+            Attempt::Failed { failure, retryable } => {
+                ctx.tried.push(address);
+                if retryable && ctx.retries_left > 0 {
+                    ctx.retries_left -= 1;
+                    gateway
+                        .metrics
+                        .upstream_retries
+                        .with_label_values(&[pool.name()])
+                        .inc();
+                    tracing::warn!(upstream = %pool.name(), endpoint = %address, request_id = %ctx.request_id, error = %failure, "retrying on another endpoint");
+                    continue;
+                }
+                let (status, body) = failure.status();
+                tracing::warn!(
+                    listener = %ctx.listener,
+                    route = %ctx.route_name(),
+                    upstream = %pool.name(),
+                    endpoint = %address,
+                    request_id = %ctx.request_id,
+                    status,
+                    error = %failure,
+                    "request failed"
+                );
+                let mut reply = LocalReply::plain(status, body, &ctx.request_id);
+                reply.close = true;
+                return answer(client, buffers, ctx, meta, reply).await;
+            }
+        }
+    }
+}
+
+/// Where and what one attempt sends.
+struct Wire {
+    address: SocketAddr,
+    fresh: bool,
+    /// End of the head proper in `upstream_head` (each attempt appends its own tail).
+    head_end: usize,
+    body: Option<usize>,
+}
+
+async fn attempt<C: ClientIo>(
+    client: &mut C,
+    buffers: &mut Buffers,
+    ctx: &mut RequestContext,
+    pool: &Pool,
+    meta: &RequestMeta,
+    wire: Wire,
+) -> Attempt {
+    let upstream = &pool.upstream;
+    let deadline = deadline(ctx);
+    let key = CacheKey {
+        group: pool.group_key,
+        address: wire.address,
+    };
+    let cached = if wire.fresh {
+        None
+    } else {
+        upstream_cache::checkout(key, upstream.idle_timeout)
+    };
+    let reused = cached.is_some();
+    let mut stream = match cached {
+        Some(stream) => stream,
+        None => match connect(wire.address, capped(upstream.connect_timeout, deadline)).await {
+            Ok(stream) => stream,
+            Err(failure) => {
+                tracing::warn!(upstream = %pool.name(), endpoint = %wire.address, request_id = %ctx.request_id, error = %failure, "connect to endpoint failed");
+                return Attempt::Failed {
+                    failure,
+                    retryable: true,
+                };
+            }
+        },
+    };
+    let replayable = wire.body.is_some();
+    let may_retry = replayable && meta.method.is_idempotent();
+    let stale_or = |failure: Failure, retryable: bool| {
+        if reused && replayable && matches!(failure, Failure::Reset(_)) {
+            Attempt::Stale
+        } else {
+            Attempt::Failed { failure, retryable }
+        }
+    };
+    // The head's tail for this endpoint, then the buffered body, in one write.
+    let head = &mut buffers.upstream_head;
+    head.truncate(wire.head_end);
+    if meta.needs_host {
+        let _ = write!(head, "host: {}\r\n", wire.address);
+    }
+    head.extend_from_slice(b"\r\n");
+    head.extend_from_slice(&buffers.upstream_body);
+    let limits = Limits {
+        read: upstream.read_timeout,
+        write: upstream.write_timeout,
+        deadline,
+    };
+    let sent = tokio::time::timeout(
+        limits.write_limit(),
+        stream.write_all(&buffers.upstream_head),
+    )
+    .await;
+    match sent {
+        Err(_) => {
+            return Attempt::Failed {
+                failure: Failure::WriteTimeout,
+                retryable: false,
+            }
+        }
+        Ok(Err(e)) => return stale_or(Failure::Reset(e), may_retry),
+        Ok(Ok(())) => {}
+    }
+    let mut body_complete = true;
+    if !replayable {
+        // Stream the body, watching for an upstream that answers before reading it all.
+        if meta.expect_continue
+            && client
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .is_err()
+        {
+            return Attempt::Done(gone());
+        }
+        let (upstream_read, mut upstream_write) = stream.split();
+        buffers.out.clear();
+        let mut transfer = Transfer {
+            buf: &mut buffers.request,
+            out: &mut buffers.out,
+            limits: Limits {
+                read: CLIENT_TIMEOUT,
+                write: upstream.write_timeout,
+                deadline,
+            },
+            max_size: None,
+        };
+        let copied = transfer
+            .copy(
+                client,
+                &mut upstream_write,
+                meta.framing,
+                Output::Same,
+                &upstream_read,
+            )
+            .await;
+        match copied {
+            Ok(_) => {}
+            Err(BodyError::Interrupted) | Err(BodyError::Write(_)) => body_complete = false,
+            Err(BodyError::WriteTimeout) => {
+                return Attempt::Failed {
+                    failure: Failure::WriteTimeout,
+                    retryable: false,
+                }
+            }
+            Err(BodyError::Read(_)) | Err(BodyError::ReadTimeout) => {
+                tracing::debug!(request_id = %ctx.request_id, "client went away while sending its body");
+                return Attempt::Done(gone());
+            }
+            Err(BodyError::Framing(e)) => {
+                let reason = e.reason();
+                tracing::warn!(listener = %ctx.listener, request_id = %ctx.request_id, reason, "refused request body");
+                let body = format!("{reason}\n");
+                let mut reply = LocalReply::plain(400, body.as_bytes(), &ctx.request_id);
+                reply.close = true;
+                return Attempt::Done(answer(client, buffers, ctx, meta, reply).await);
+            }
+            Err(BodyError::TooLarge) => {
+                let mut reply =
+                    LocalReply::plain(413, b"request body too large\n", &ctx.request_id);
+                reply.close = true;
+                return Attempt::Done(answer(client, buffers, ctx, meta, reply).await);
+            }
+        }
+    }
+    match relay_response(
+        client,
+        buffers,
+        ctx,
+        meta,
+        stream,
+        key,
+        limits,
+        body_complete,
+    )
+    .await
+    {
+        Ok(outcome) => Attempt::Done(outcome),
+        Err(failure) => {
+            let retryable = may_retry && !matches!(failure, Failure::ReadTimeout);
+            stale_or(failure, retryable)
+        }
+    }
+}
+
+fn gone() -> Outcome {
+    Outcome {
+        status: 0,
+        bytes_sent: 0,
+        next: Next::Close,
+    }
+}
+
+/// Writes an answer of the gateway's own in place of a response.
+async fn answer<C: ClientIo>(
+    client: &mut C,
+    buffers: &mut Buffers,
+    ctx: &RequestContext,
+    meta: &RequestMeta,
+    mut reply: LocalReply<'_>,
+) -> Outcome {
+    reply.edits = ctx.route.as_ref().map(|r| &r.response_headers);
+    reply.head_only = meta.method == http::Method::HEAD;
+    // Whatever of the request body is unread makes the connection unusable.
+    reply.close |= !meta.client_keepalive || !matches!(meta.framing, Framing::None);
+    buffers.out.clear();
+    reply.write_to(&mut buffers.out);
+    let written = client.write_all(&buffers.out).await.is_ok();
+    Outcome {
+        status: reply.status,
+        bytes_sent: if written && !reply.head_only {
+            reply.body.len() as u64
+        } else {
+            0
+        },
+        next: if reply.close || !written {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        },
+    }
+}
+
+/// Reads the response head (skipping interim 1xx), writes the client's head and relays
+/// the body. `Err` only before anything reached the client.
+#[allow(clippy::too_many_arguments)]
+async fn relay_response<C: ClientIo>(
+    client: &mut C,
+    buffers: &mut Buffers,
+    ctx: &RequestContext,
+    meta: &RequestMeta,
+    mut stream: TcpStream,
+    key: CacheKey,
+    limits: Limits,
+    request_body_complete: bool,
+) -> Result<Outcome, Failure> {
+    buffers.response.clear();
+    let head = loop {
+        if !buffers.response.is_empty() {
+            match head::parse_response(&buffers.response, &mut buffers.response_fields) {
+                Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
+                    // Interim responses: the gateway answered `Expect` itself.
+                    buffers.response.advance(head.len);
+                    continue;
+                }
+                Ok(Some(head)) => break head,
+                Ok(None) if buffers.response.len() > crate::proxy::framing::MAX_REQUEST_HEAD => {
+                    return Err(Failure::InvalidResponse("response head too large"))
+                }
+                Ok(None) => {}
+                Err(HeadError::TooManyFields) => {
+                    return Err(Failure::InvalidResponse("too many response fields"))
+                }
+                Err(HeadError::Malformed) => {
+                    return Err(Failure::InvalidResponse("malformed response head"))
+                }
+            }
+        }
+        buffers.response.reserve(4096);
+        let read =
+            tokio::time::timeout(limits.read_limit(), stream.read_buf(&mut buffers.response)).await;
+        match read {
+            Err(_) => return Err(Failure::ReadTimeout),
+            Ok(Err(e)) => return Err(Failure::Reset(e)),
+            Ok(Ok(0)) => {
+                return Err(if buffers.response.is_empty() {
+                    Failure::Reset(std::io::ErrorKind::UnexpectedEof.into())
+                } else {
+                    Failure::InvalidResponse("response head cut short")
+                })
+            }
+            Ok(Ok(_)) => {}
+        }
+    };
+    if head.status == 101 {
+        return Err(Failure::InvalidResponse("101 without an upgrade request"));
+    }
+    let view = FieldsView {
+        bytes: &buffers.response,
+        fields: &buffers.response_fields,
+    };
+    let declared_length = head::content_length(&view)
+        .map_err(|_| Failure::InvalidResponse("invalid Content-Length"))?;
+    let bodyless = meta.method == http::Method::HEAD || head.status == 204 || head.status == 304;
+    let framing = if bodyless {
+        Framing::None
+    } else {
+        match head::ends_chunked(&view) {
+            Some(true) => Framing::Chunked,
+            Some(false) => Framing::UntilClose,
+            None => match declared_length {
+                Some(n) => Framing::Length(n),
+                None => Framing::UntilClose,
+            },
+        }
+    };
+    let upstream_keepalive = if head.minor == 1 {
+        !view.has_token("connection", "close")
+    } else {
+        view.has_token("connection", "keep-alive")
+    };
+    let http10_client = meta.minor == 0;
+    let output = if framing == Framing::Chunked && http10_client {
+        Output::Dechunked
+    } else {
+        Output::Same
+    };
+    let client_close = !meta.client_keepalive
+        || !request_body_complete
+        || framing == Framing::UntilClose
+        || output == Output::Dechunked;
+
+    // The client's head.
+    let out = &mut buffers.out;
+    out.clear();
+    let reason = if head.reason.is_empty() {
+        super::reply::reason(head.status)
+    } else {
+        &buffers.response[head.reason.clone()]
+    };
+    write_status_line(out, head.status, reason);
+    let edits = ctx.route.as_ref().map(|r| &r.response_headers);
+    for (name, value) in view.iter() {
+        if listed(RESPONSE_SKIP, name) || view.has_token("connection", name) {
+            continue;
+        }
+        if let Some(edits) = edits {
+            if edits
+                .remove
+                .iter()
+                .any(|n| n.as_str().eq_ignore_ascii_case(name))
+                || edits
+                    .set
+                    .iter()
+                    .any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+        }
+        field(out, name.as_bytes(), value);
+    }
+    if let Some(edits) = edits {
+        for (name, value) in edits.set.iter().chain(&edits.add) {
+            field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    field(out, b"x-request-id", ctx.request_id.as_bytes());
+    match (framing, output) {
+        (Framing::Chunked, Output::Same) => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n")
+        }
+        (Framing::Length(n), _) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        (Framing::None, _) => {
+            if let Some(n) = declared_length {
+                let _ = write!(out, "content-length: {n}\r\n");
+            }
+        }
+        _ => {}
+    }
+    if client_close {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if http10_client {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    buffers.response.advance(head.len);
+
+    let mut transfer = Transfer {
+        buf: &mut buffers.response,
+        out: &mut buffers.out,
+        limits: Limits {
+            read: limits.read,
+            write: CLIENT_TIMEOUT,
+            deadline: limits.deadline,
+        },
+        max_size: None,
+    };
+    let relayed = transfer
+        .copy(&mut stream, client, framing, output, &Never)
+        .await;
+    let status = head.status;
+    match relayed {
+        Ok(bytes_sent) => {
+            if upstream_keepalive
+                && request_body_complete
+                && framing != Framing::UntilClose
+                && buffers.response.is_empty()
+            {
+                upstream_cache::release(key, stream);
+            }
+            Ok(Outcome {
+                status,
+                bytes_sent,
+                next: if client_close {
+                    Next::Close
+                } else {
+                    Next::KeepAlive
+                },
+            })
+        }
+        Err(e) => {
+            // The response started: all that is left is to close both sides.
+            tracing::debug!(request_id = %ctx.request_id, error = %e, "response relay ended early");
+            Ok(Outcome {
+                status,
+                bytes_sent: 0,
+                next: Next::Close,
+            })
+        }
+    }
+}
