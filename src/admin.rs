@@ -99,6 +99,7 @@ impl ServeHttp for Admin {
                             "address": m.endpoint.address.to_string(),
                             "weight": m.endpoint.weight,
                             "healthy": m.state.is_healthy(),
+                            "ejected": m.state.is_ejected(crate::snapshot::pool::now_millis()),
                         })).collect::<Vec<_>>(),
                     }))).collect::<serde_json::Map<_, _>>(),
                 });

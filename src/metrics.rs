@@ -53,6 +53,11 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// `edgegate_upstream_retries_total{upstream}`: attempts sent to another endpoint.
     pub upstream_retries: IntCounterVec,
+    /// `edgegate_upstream_retry_budget_exhausted_total{upstream}`: retries not sent
+    /// because retries in flight had reached the upstream's `retry_budget`.
+    pub retry_budget_exhausted: IntCounterVec,
+    /// `edgegate_upstream_ejections_total{upstream}`: members ejected by passive health.
+    pub ejections: IntCounterVec,
     /// `edgegate_health_checks_total{upstream,result}`: active checks, `pass` or `fail`.
     pub health_checks: IntCounterVec,
     /// `edgegate_access_log_dropped_total`: lines dropped because the writer fell behind.
@@ -123,6 +128,22 @@ impl Metrics {
             &["upstream"],
         )
         .expect("valid metric");
+        let retry_budget_exhausted = IntCounterVec::new(
+            Opts::new(
+                "edgegate_upstream_retry_budget_exhausted_total",
+                "Retries not sent because the upstream's retry budget was spent.",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let ejections = IntCounterVec::new(
+            Opts::new(
+                "edgegate_upstream_ejections_total",
+                "Members ejected by passive health (outlier detection).",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
         let health_checks = IntCounterVec::new(
             Opts::new("edgegate_health_checks_total", "Active health checks."),
             &["upstream", "result"],
@@ -188,6 +209,8 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(config_generation.clone()),
             Box::new(upstream_retries.clone()),
+            Box::new(retry_budget_exhausted.clone()),
+            Box::new(ejections.clone()),
             Box::new(health_checks.clone()),
             Box::new(access_log_dropped.clone()),
             Box::new(tls_handshakes.clone()),
@@ -210,6 +233,8 @@ impl Metrics {
             config_reloads,
             config_generation,
             upstream_retries,
+            retry_budget_exhausted,
+            ejections,
             health_checks,
             access_log_dropped,
             tls_handshakes,
@@ -241,6 +266,8 @@ impl Metrics {
         );
         forget(&self.request_duration, &["route"], &known);
         forget(&self.upstream_retries, &["upstream"], &known);
+        forget(&self.retry_budget_exhausted, &["upstream"], &known);
+        forget(&self.ejections, &["upstream"], &known);
         forget(&self.health_checks, &["upstream", "result"], &known);
         forget(&self.connections_active, &["listener"], &known);
         forget(&self.tls_handshakes, &["listener", "result"], &known);
@@ -258,6 +285,10 @@ impl Metrics {
             self.upstream_endpoints
                 .with_label_values(&[name, "unhealthy"])
                 .set(total - healthy);
+            // Ejected members are also counted by their active-check health above.
+            self.upstream_endpoints
+                .with_label_values(&[name, "ejected"])
+                .set(pool.ejected_count() as i64);
         }
         self.config_generation.set(snapshot.generation as i64);
         let mut out = Vec::new();

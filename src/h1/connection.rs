@@ -383,7 +383,7 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
                 return Next::HandOver;
             }
             ctx.pool = Some(pool.clone());
-            if pool.healthy_count() == 0 {
+            if pool.available_count() == 0 {
                 tracing::warn!(upstream = %name, request_id = %ctx.request_id, members = pool.members.len(), "no healthy endpoint");
                 let mut reply = LocalReply::plain(503, b"no healthy endpoint\n", &ctx.request_id);
                 reply.edits = Some(&route.response_headers);

@@ -321,6 +321,8 @@ pub async fn proxy<C: ClientIo>(
         buffers.request.advance(n);
     }
     let mut fresh = false;
+    let _in_flight = pool.start_request();
+    let mut _retry: Option<crate::snapshot::pool::BudgetGuard> = None;
     loop {
         let Some(member) = pool.select(&ctx.tried, ctx.hash_key) else {
             let reply = LocalReply::plain(503, b"no healthy endpoint\n", &ctx.request_id);
@@ -345,19 +347,37 @@ pub async fn proxy<C: ClientIo>(
         .await;
         fresh = false;
         match result {
-            Attempt::Done(outcome) => return outcome,
+            Attempt::Done(outcome) => {
+                let failed = matches!(outcome.status, 502..=504);
+                note_outcome(gateway, pool, address, !failed);
+                return outcome;
+            }
             Attempt::Stale => fresh = true,
             Attempt::Failed { failure, retryable } => {
+                note_outcome(gateway, pool, address, false);
                 ctx.tried.push(address);
                 if retryable && ctx.retries_left > 0 {
-                    ctx.retries_left -= 1;
-                    gateway
-                        .metrics
-                        .upstream_retries
-                        .with_label_values(&[pool.name()])
-                        .inc();
-                    tracing::warn!(upstream = %pool.name(), endpoint = %address, request_id = %ctx.request_id, error = %failure, "retrying on another endpoint");
-                    continue;
+                    match pool.try_retry() {
+                        Some(guard) => {
+                            _retry = Some(guard);
+                            ctx.retries_left -= 1;
+                            gateway
+                                .metrics
+                                .upstream_retries
+                                .with_label_values(&[pool.name()])
+                                .inc();
+                            tracing::warn!(upstream = %pool.name(), endpoint = %address, request_id = %ctx.request_id, error = %failure, "retrying on another endpoint");
+                            continue;
+                        }
+                        None => {
+                            gateway
+                                .metrics
+                                .retry_budget_exhausted
+                                .with_label_values(&[pool.name()])
+                                .inc();
+                            tracing::debug!(upstream = %pool.name(), request_id = %ctx.request_id, "retry budget exhausted");
+                        }
+                    }
                 }
                 let (status, body) = failure.status();
                 tracing::warn!(
@@ -375,6 +395,18 @@ pub async fn proxy<C: ClientIo>(
                 return answer(client, buffers, ctx, meta, reply).await;
             }
         }
+    }
+}
+
+/// Feeds passive health; logs an ejection when one happens.
+pub(crate) fn note_outcome(gateway: &Gateway, pool: &Pool, address: SocketAddr, ok: bool) {
+    if let Some(duration) = pool.record_outcome(address, ok) {
+        gateway
+            .metrics
+            .ejections
+            .with_label_values(&[pool.name()])
+            .inc();
+        tracing::warn!(upstream = %pool.name(), endpoint = %address, ejected_for = ?duration, "endpoint ejected after consecutive failures");
     }
 }
 

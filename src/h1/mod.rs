@@ -39,6 +39,7 @@ use crate::config::model::Name;
 use crate::proxy::Gateway;
 
 pub use connection::serve;
+pub(crate) use forward::note_outcome;
 
 /// Where a connection came from and arrived.
 #[derive(Debug, Clone)]

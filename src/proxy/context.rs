@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::model::{Name, Route};
-use crate::snapshot::pool::{InFlight, Pool};
+use crate::snapshot::pool::{BudgetGuard, InFlight, Pool};
 use crate::snapshot::Snapshot;
 
 use super::trace::TraceContext;
@@ -27,6 +27,9 @@ pub struct RequestContext {
     /// concurrent requests find the shared connection instead of each opening one.
     pub h2_checkout: Option<tokio::sync::OwnedMutexGuard<()>>,
     pub retries_left: usize,
+    /// This request's place in its upstream's retry budget, and its retry's, if any.
+    pub budget: Option<BudgetGuard>,
+    pub retry_budget: Option<BudgetGuard>,
     pub hash_key: u64,
     pub request_id: String,
     pub trace: TraceContext,
@@ -47,6 +50,8 @@ impl RequestContext {
             in_flight: None,
             h2_checkout: None,
             retries_left: 0,
+            budget: None,
+            retry_budget: None,
             hash_key: 0,
             request_id: String::new(),
             trace: TraceContext {

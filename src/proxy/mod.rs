@@ -66,6 +66,35 @@ impl Gateway {
             .clone()
     }
 
+    /// Spends a retry if the upstream's retry budget allows, counting the failed attempt
+    /// against the endpoint's passive health.
+    fn take_retry(&self, ctx: &mut RequestContext) -> bool {
+        let Some(pool) = ctx.pool.clone() else {
+            return false;
+        };
+        if let Some(address) = ctx.endpoint {
+            crate::h1::note_outcome(self, &pool, address, false);
+        }
+        match pool.try_retry() {
+            Some(guard) => {
+                ctx.retry_budget = Some(guard);
+                ctx.retries_left -= 1;
+                self.metrics
+                    .upstream_retries
+                    .with_label_values(&[pool.name()])
+                    .inc();
+                true
+            }
+            None => {
+                self.metrics
+                    .retry_budget_exhausted
+                    .with_label_values(&[pool.name()])
+                    .inc();
+                false
+            }
+        }
+    }
+
     async fn reply(
         &self,
         session: &mut Session,
@@ -187,7 +216,7 @@ impl ProxyHttp for Gateway {
                         .reply(session, ctx, Reply::plain(503, "no such upstream\n"))
                         .await;
                 };
-                if pool.healthy_count() == 0 {
+                if pool.available_count() == 0 {
                     tracing::warn!(
                         upstream = %name,
                         request_id = %ctx.request_id,
@@ -200,6 +229,7 @@ impl ProxyHttp for Gateway {
                         .await;
                 }
                 ctx.retries_left = pool.upstream.retries;
+                ctx.budget = Some(pool.start_request());
                 ctx.hash_key = client_hash(session);
                 ctx.pool = Some(pool);
                 Ok(false)
@@ -302,12 +332,7 @@ impl ProxyHttp for Gateway {
             error = %e,
             "connect to endpoint failed"
         );
-        if ctx.retries_left > 0 {
-            ctx.retries_left -= 1;
-            self.metrics
-                .upstream_retries
-                .with_label_values(&[ctx.upstream_name()])
-                .inc();
+        if ctx.retries_left > 0 && self.take_retry(ctx) {
             e.set_retry(true);
         }
         e
@@ -329,12 +354,12 @@ impl ProxyHttp for Gateway {
             e.etype(),
             ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
         );
-        if replayable && reset && ctx.retries_left > 0 && session.response_written().is_none() {
-            ctx.retries_left -= 1;
-            self.metrics
-                .upstream_retries
-                .with_label_values(&[ctx.upstream_name()])
-                .inc();
+        if replayable
+            && reset
+            && ctx.retries_left > 0
+            && session.response_written().is_none()
+            && self.take_retry(ctx)
+        {
             e.set_retry(true);
         } else if replayable {
             e.retry.decide_reuse(client_reused);
@@ -495,6 +520,9 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| SocketAddr::new(a.ip(), a.port()));
         ctx.in_flight = None;
+        if let (Some(pool), Some(address)) = (&ctx.pool, ctx.endpoint) {
+            crate::h1::note_outcome(self, pool, address, !(502..=504).contains(&status));
+        }
         self.record(
             ctx,
             &Exchange {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::model::{Balance, Endpoint, Name, Upstream};
@@ -20,6 +20,12 @@ pub struct MemberState {
     passes: AtomicU32,
     failures: AtomicU32,
     in_flight: AtomicUsize,
+    /// Consecutive failures seen on live traffic (passive health).
+    live_failures: AtomicU32,
+    /// Milliseconds since [`epoch`] until which the member is ejected; 0 when it is not.
+    ejected_until: AtomicU64,
+    /// Ejections so far: each one lasts twice the one before.
+    ejections: AtomicU32,
 }
 
 impl Default for MemberState {
@@ -29,9 +35,35 @@ impl Default for MemberState {
             passes: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             in_flight: AtomicUsize::new(0),
+            live_failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
         }
     }
 }
+
+/// A monotonic millisecond clock for ejection deadlines, so they fit in an atomic.
+pub fn now_millis() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    // Start at 1 so that 0 can mean "not ejected".
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1
+}
+
+/// Outlier ejection settings, as the pool applies them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EjectionPolicy {
+    pub consecutive_failures: u32,
+    pub ejection_time: std::time::Duration,
+    /// Share of the pool that may be ejected at once (0..=1).
+    pub max_ejected: f64,
+}
+
+/// Longest ejection however often a member fails: doubling stops here.
+const MAX_EJECTION_DOUBLINGS: u32 = 5;
 
 impl MemberState {
     pub fn is_healthy(&self) -> bool {
@@ -65,6 +97,25 @@ impl MemberState {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    /// Counts a live-traffic failure; `true` when it reaches the policy's threshold (the
+    /// caller decides whether the pool can afford an ejection).
+    fn count_failure(&self, threshold: u32) -> bool {
+        self.live_failures.fetch_add(1, Ordering::Relaxed) + 1 >= threshold
+    }
+
+    fn eject(&self, policy: &EjectionPolicy, now: u64) -> std::time::Duration {
+        self.live_failures.store(0, Ordering::Relaxed);
+        let previous = self.ejections.fetch_add(1, Ordering::Relaxed);
+        let duration = policy.ejection_time * (1u32 << previous.min(MAX_EJECTION_DOUBLINGS));
+        self.ejected_until
+            .store(now + duration.as_millis() as u64, Ordering::Relaxed);
+        duration
     }
 
     /// Counts a request toward least-requests balancing until the guard drops.
@@ -126,6 +177,25 @@ pub struct Pool {
     /// interleave instead of arriving in bursts.
     schedule: Vec<u32>,
     cursor: AtomicUsize,
+    pub ejection: Option<EjectionPolicy>,
+    /// Retries may be at most this share of the requests in flight (with a floor).
+    retry_budget: f64,
+    requests_in_flight: Arc<AtomicUsize>,
+    retries_in_flight: Arc<AtomicUsize>,
+}
+
+/// Retries always allowed in flight, however few requests are: a quiet upstream can still
+/// retry (Envoy's `min_retry_concurrency`).
+const RETRY_FLOOR: usize = 3;
+
+/// Marks a request (or a retry) in flight for the retry budget until dropped.
+#[derive(Debug)]
+pub struct BudgetGuard(Arc<AtomicUsize>);
+
+impl Drop for BudgetGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Pool {
@@ -163,7 +233,81 @@ impl Pool {
             members,
             schedule,
             cursor: AtomicUsize::new(0),
+            ejection: None,
+            retry_budget: 0.2,
+            requests_in_flight: Arc::default(),
+            retries_in_flight: Arc::default(),
         }
+    }
+
+    /// Sets outlier ejection and the retry budget (from the upstream's config).
+    pub fn with_resilience(mut self, ejection: Option<EjectionPolicy>, retry_budget: f64) -> Self {
+        self.ejection = ejection;
+        self.retry_budget = retry_budget;
+        self
+    }
+
+    /// Counts a request toward the retry budget's base while it is in flight.
+    pub fn start_request(&self) -> BudgetGuard {
+        self.requests_in_flight.fetch_add(1, Ordering::Relaxed);
+        BudgetGuard(self.requests_in_flight.clone())
+    }
+
+    /// A retry, if the budget allows one now: retries in flight stay below
+    /// `retry_budget` of the requests in flight (at least [`RETRY_FLOOR`]).
+    pub fn try_retry(&self) -> Option<BudgetGuard> {
+        let requests = self.requests_in_flight.load(Ordering::Relaxed);
+        let allowed = ((requests as f64 * self.retry_budget) as usize).max(RETRY_FLOOR);
+        let retries = self.retries_in_flight.fetch_add(1, Ordering::Relaxed);
+        if retries >= allowed {
+            self.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(BudgetGuard(self.retries_in_flight.clone()))
+    }
+
+    /// Records how an exchange with `address` went, for passive health. A failure that
+    /// reaches the threshold ejects the member unless that would take the pool past
+    /// `max_ejected`. Returns the ejection's length when one happened.
+    pub fn record_outcome(&self, address: SocketAddr, ok: bool) -> Option<std::time::Duration> {
+        let policy = self.ejection.as_ref()?;
+        let member = self
+            .members
+            .iter()
+            .find(|m| m.endpoint.address == address)?;
+        if ok {
+            member.state.live_failures.store(0, Ordering::Relaxed);
+            return None;
+        }
+        if !member.state.count_failure(policy.consecutive_failures) {
+            return None;
+        }
+        let now = now_millis();
+        if member.state.is_ejected(now) {
+            return None;
+        }
+        let ejected = self
+            .members
+            .iter()
+            .filter(|m| m.state.is_ejected(now))
+            .count();
+        let cap = (self.members.len() as f64 * policy.max_ejected).floor() as usize;
+        if ejected + 1 > cap {
+            return None;
+        }
+        Some(member.state.eject(policy, now))
+    }
+
+    /// Members ejected right now.
+    pub fn ejected_count(&self) -> usize {
+        if self.ejection.is_none() {
+            return 0;
+        }
+        let now = now_millis();
+        self.members
+            .iter()
+            .filter(|m| m.state.is_ejected(now))
+            .count()
     }
 
     pub fn name(&self) -> &Name {
@@ -178,6 +322,15 @@ impl Pool {
         self.members.iter().filter(|m| m.state.is_healthy()).count()
     }
 
+    /// Members a request may go to: healthy and not ejected.
+    pub fn available_count(&self) -> usize {
+        let now = self.ejection.map(|_| now_millis());
+        self.members
+            .iter()
+            .filter(|m| m.state.is_healthy() && !now.is_some_and(|n| m.state.is_ejected(n)))
+            .count()
+    }
+
     /// Chooses a healthy member not in `tried`; when every healthy member was tried
     /// already, a tried one is reused rather than failing the retry. `None` only when the
     /// pool has no healthy member at all.
@@ -187,7 +340,12 @@ impl Pool {
     }
 
     fn select_excluding(&self, tried: &[SocketAddr], hash_key: u64) -> Option<&Member> {
-        let eligible = |m: &&Member| m.state.is_healthy() && !tried.contains(&m.endpoint.address);
+        let now = self.ejection.map(|_| now_millis());
+        let eligible = |m: &&Member| {
+            m.state.is_healthy()
+                && !tried.contains(&m.endpoint.address)
+                && !now.is_some_and(|n| m.state.is_ejected(n))
+        };
         if self.members.is_empty() {
             return None;
         }
@@ -309,6 +467,92 @@ mod tests {
         assert_eq!(s, vec![1, 0, 1, 1]);
         let s = smooth_weighted_schedule(&[endpoint(1, 5), endpoint(2, 1), endpoint(3, 1)]);
         assert_eq!(s, vec![0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    fn static_pool(endpoints: &[Endpoint], states: &MemberStates) -> Pool {
+        let upstream = Arc::new(Upstream {
+            name: "u".into(),
+            members: crate::config::model::Members::Static(endpoints.to_vec()),
+            balance: Balance::RoundRobin,
+            connect_timeout: Default::default(),
+            read_timeout: Default::default(),
+            write_timeout: Default::default(),
+            idle_timeout: Default::default(),
+            retries: 0,
+            http2: false,
+            tls: None,
+            health_check: None,
+        });
+        Pool::new(upstream, endpoints, states)
+    }
+
+    #[test]
+    fn consecutive_failures_eject_within_the_cap_and_double() {
+        let states = MemberStates::default();
+        let all = [
+            endpoint(1, 1),
+            endpoint(2, 1),
+            endpoint(3, 1),
+            endpoint(4, 1),
+        ];
+        let policy = EjectionPolicy {
+            consecutive_failures: 2,
+            ejection_time: std::time::Duration::from_secs(30),
+            max_ejected: 0.5,
+        };
+        let pool = static_pool(&all, &states).with_resilience(Some(policy), 0.2);
+        let a = all[0].address;
+        assert_eq!(pool.record_outcome(a, false), None);
+        assert_eq!(
+            pool.record_outcome(a, true),
+            None,
+            "a success resets the count"
+        );
+        assert_eq!(pool.record_outcome(a, false), None);
+        assert_eq!(
+            pool.record_outcome(a, false),
+            Some(std::time::Duration::from_secs(30))
+        );
+        assert_eq!(pool.ejected_count(), 1);
+        assert_eq!(pool.available_count(), 3);
+        for _ in 0..20 {
+            let chosen = pool.select(&[], 0).expect("a member").endpoint.address;
+            assert_ne!(chosen, a, "an ejected member gets no traffic");
+        }
+        let b = all[1].address;
+        pool.record_outcome(b, false);
+        assert!(pool.record_outcome(b, false).is_some());
+        // Half the pool is out: a third member is not ejected however it fails.
+        let c = all[2].address;
+        for _ in 0..10 {
+            assert_eq!(pool.record_outcome(c, false), None);
+        }
+        assert_eq!(pool.available_count(), 2);
+        // A repeat ejection lasts twice as long.
+        let member = &pool.members[0];
+        member.state.ejected_until.store(0, Ordering::Relaxed);
+        pool.record_outcome(a, false);
+        assert_eq!(
+            pool.record_outcome(a, false),
+            Some(std::time::Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn retry_budget_allows_a_share_of_requests_with_a_floor() {
+        let states = MemberStates::default();
+        let pool = static_pool(&[endpoint(1, 1)], &states).with_resilience(None, 0.2);
+        let requests: Vec<_> = (0..50).map(|_| pool.start_request()).collect();
+        let retries: Vec<_> = (0..20).filter_map(|_| pool.try_retry()).collect();
+        assert_eq!(retries.len(), 10, "20% of 50 requests in flight");
+        drop(retries);
+        drop(requests);
+        let retries: Vec<_> = (0..20).filter_map(|_| pool.try_retry()).collect();
+        assert_eq!(
+            retries.len(),
+            RETRY_FLOOR,
+            "the floor when nothing is in flight"
+        );
     }
 
     #[test]
