@@ -34,6 +34,7 @@
 //! - [`publish`]: the single writer; [`sources`]: producers of updates.
 //! - [`proxy`]: the pingora `ProxyHttp` implementation; [`listeners`]: accept loops;
 //!   [`tls`]: rustls acceptors.
+//! - [`http_path`]: request-path normalisation before routing (pure).
 //! - [`health`], [`admin`], [`metrics`], [`access_log`]: operations.
 //! - [`cli`], [`commands`], [`run`]: the binary's commands.
 
@@ -47,6 +48,7 @@ pub mod commands;
 pub mod config;
 pub mod h1;
 pub mod health;
+pub mod http_path;
 pub mod listeners;
 pub mod metrics;
 pub mod proxy;
