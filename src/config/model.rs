@@ -1,7 +1,7 @@
 //! Validated configuration: every value here has been checked, every name resolves.
 //! Later stages (compile, proxy) never see raw TOML and never re-check.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +77,41 @@ pub struct Listener {
     pub name: Name,
     pub address: SocketAddr,
     pub tls: Option<ListenerTls>,
+    /// Once a request head's first byte arrives, the whole head must arrive within this.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight and no byte of a new one is closed after this.
+    pub idle_timeout: Duration,
+    /// Open client connections at most; at least 1.
+    pub max_connections: usize,
+    /// Peers whose `X-Forwarded-*` headers are believed; single addresses are `/32` or
+    /// `/128` networks. Stored without host bits.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Listener {
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+    /// A listener with every optional setting at its default.
+    pub fn new(name: impl Into<Name>, address: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            address,
+            tls: None,
+            header_timeout: Self::DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            trusted_proxies: Vec::new(),
+        }
+    }
+
+    /// Whether a peer's `X-Forwarded-*` headers are believed. An IPv4 peer seen through a
+    /// dual-stack socket (`::ffff:10.0.0.1`) is compared as the IPv4 address it is.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +160,8 @@ pub struct Route {
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
     pub timeout: Option<Duration>,
+    /// Largest request body in bytes; `None` is no limit.
+    pub max_body_size: Option<u64>,
     pub location: Location,
 }
 
@@ -195,6 +232,16 @@ pub struct Upstream {
     pub http2: bool,
     pub tls: Option<UpstreamTls>,
     pub health_check: Option<HealthCheck>,
+    /// Outlier ejection from live traffic; `None` when not configured.
+    pub passive_health: Option<PassiveHealth>,
+    /// Retries may be at most this share (0..=1) of the live requests to the upstream.
+    pub retry_budget: f64,
+    /// The key `Balance::Hash` hashes; kept (and ignored) for other balancers.
+    pub hash_on: HashOn,
+}
+
+impl Upstream {
+    pub const DEFAULT_RETRY_BUDGET: f64 = 0.2;
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -250,4 +297,36 @@ pub struct HealthCheck {
     pub timeout: Duration,
     pub unhealthy_threshold: u32,
     pub healthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassiveHealth {
+    /// Connect failures, resets and 502/503/504 in a row that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; it doubles for an endpoint ejected again.
+    pub ejection_time: Duration,
+    /// The largest share (0..=1) of the pool that may be ejected at once.
+    pub max_ejected: f64,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            ejection_time: Duration::from_secs(30),
+            max_ejected: 0.5,
+        }
+    }
+}
+
+/// What `Balance::Hash` hashes to pick an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum HashOn {
+    /// The client's IP address.
+    #[default]
+    ClientAddress,
+    /// A request header's value.
+    Header(HeaderName),
+    /// A cookie's value, by cookie name.
+    Cookie(String),
 }

@@ -47,6 +47,11 @@ pub struct Listener {
     pub name: Text,
     pub address: Text,
     pub tls: Option<Spanned<ListenerTls>>,
+    pub header_timeout: Option<Text>,
+    pub idle_timeout: Option<Text>,
+    pub max_connections: Option<Spanned<i64>>,
+    /// CIDRs (`"10.0.0.0/8"`) or single addresses whose `X-Forwarded-*` are believed.
+    pub trusted_proxies: Option<Vec<Text>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +93,8 @@ pub struct Route {
     pub request_headers: Option<HeaderEdits>,
     pub response_headers: Option<HeaderEdits>,
     pub timeout: Option<Text>,
+    /// A size: `"10MiB"`, `"512KiB"`, `"1GB"`, or bytes.
+    pub max_body_size: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +140,32 @@ pub struct Upstream {
     pub http2: Option<bool>,
     pub tls: Option<Spanned<UpstreamTls>>,
     pub health_check: Option<Spanned<HealthCheck>>,
+    pub passive_health: Option<Spanned<PassiveHealth>>,
+    /// A share of live requests, `"20%"`.
+    pub retry_budget: Option<Text>,
+    pub hash_on: Option<Spanned<HashOn>>,
+}
+
+/// What `balance = "hash"` hashes: `"client_address"`, `{ header = "x-user" }` or
+/// `{ cookie = "session" }`. Untagged, so no `Spanned` inside (it cannot be buffered);
+/// the whole value is spanned instead, and the table's keys are checked in validation.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "invalid hash_on: expected \"client_address\", { header = \"NAME\" } or { cookie = \"NAME\" }"
+)]
+pub enum HashOn {
+    Name(String),
+    Table(BTreeMap<String, String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealth {
+    pub consecutive_failures: Option<Spanned<i64>>,
+    pub ejection_time: Option<Text>,
+    /// A share of the pool, `"50%"`.
+    pub max_ejected: Option<Text>,
 }
 
 /// An endpoint is written either as `"ip:port"` or as `{ address, weight }`.

@@ -571,6 +571,9 @@ mod tests {
                 http2: false,
                 tls: None,
                 health_check: None,
+                passive_health: None,
+                retry_budget: Upstream::DEFAULT_RETRY_BUDGET,
+                hash_on: Default::default(),
             })
         };
         let all = vec![endpoint(1, 1), endpoint(2, 1), endpoint(3, 1)];
