@@ -2,26 +2,13 @@
 
 use std::time::Duration;
 
-use crate::config;
-use crate::support::{raw_exchange, Gateway, Upstream};
+use crate::proxy_config;
+use crate::support::{raw_exchange, status_of, Gateway, Upstream};
 
 async fn gateway_with_upstream() -> (Gateway, Upstream) {
     let a = Upstream::start("a").await;
-    let gw = Gateway::start(&config(
-        &["web"],
-        &format!(
-            "[[routes]]\nname = \"main\"\nupstream = \"pool\"\n\n[upstreams.pool]\nendpoints = [\"{}\"]\n",
-            a.addr
-        ),
-    ));
+    let gw = Gateway::start(&proxy_config(&[a.addr], "", ""));
     (gw, a)
-}
-
-fn status_of(response: &str) -> u16 {
-    response
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {response:?}"))
 }
 
 async fn refused(request: &str, expected: u16) {

@@ -6,12 +6,14 @@ mod admin;
 mod cli;
 mod framing;
 mod grpc;
+mod h1_loop;
 mod kube;
 mod kube_double;
 mod proxying;
 mod reload;
 mod routing;
 mod signals;
+mod smuggling;
 mod tls;
 
 /// A config with the admin listener and the named plain listeners on ephemeral ports,
@@ -25,6 +27,23 @@ pub fn config(listeners: &[&str], rest: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A config with one plain listener `web` whose every request goes to one pool of
+/// `endpoints`; `route_extra` and `pool_extra` add keys to the route and to the pool.
+pub fn proxy_config(
+    endpoints: &[std::net::SocketAddr],
+    route_extra: &str,
+    pool_extra: &str,
+) -> String {
+    let endpoints: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+    config(
+        &["web"],
+        &format!(
+            "[[routes]]\nname = \"main\"\nupstream = \"pool\"\n{route_extra}\n\n[upstreams.pool]\nendpoints = [{}]\n{pool_extra}",
+            endpoints.join(", ")
+        ),
+    )
 }
 
 /// A route that answers with its own name, for precedence tests.

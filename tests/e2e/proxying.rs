@@ -2,24 +2,14 @@
 
 use std::time::Duration;
 
-use crate::config;
 use crate::support::{client, closed_port, request_id, Gateway, Upstream};
+use crate::{config, proxy_config};
 
 /// A gateway whose every request goes to one pool of `upstreams`; `route_extra` and
 /// `pool_extra` add keys to the route and to the pool.
 fn proxy_to(upstreams: &[&Upstream], route_extra: &str, pool_extra: &str) -> Gateway {
-    let endpoints: Vec<String> = upstreams
-        .iter()
-        .map(|u| format!("\"{}\"", u.addr))
-        .collect();
-    Gateway::start(&config(
-        &["web"],
-        &format!(
-            "{}[upstreams.pool]\nendpoints = [{}]\n{pool_extra}",
-            upstream_route(route_extra),
-            endpoints.join(", ")
-        ),
-    ))
+    let endpoints: Vec<_> = upstreams.iter().map(|u| u.addr).collect();
+    Gateway::start(&proxy_config(&endpoints, route_extra, pool_extra))
 }
 
 fn upstream_route(extra: &str) -> String {

@@ -1,11 +1,15 @@
 //! Test support: the real gateway binary on loopback, and real HTTP servers behind it.
 
 pub mod gateway;
+pub mod http1;
 pub mod kube_api;
 pub mod pki;
+pub mod raw_upstream;
 pub mod upstream;
 
 pub use gateway::Gateway;
+pub use http1::RawClient;
+pub use raw_upstream::RawUpstream;
 pub use upstream::Upstream;
 
 /// An address on loopback where nothing listens: bound, then released.
@@ -52,4 +56,12 @@ pub async fn raw_exchange(
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw answer.
+pub fn status_of(response: &str) -> u16 {
+    response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
 }
