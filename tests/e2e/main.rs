@@ -9,6 +9,7 @@ mod grpc;
 mod h1_loop;
 mod kube;
 mod kube_double;
+mod limits;
 mod proxying;
 mod reload;
 mod routing;
@@ -44,6 +45,14 @@ pub fn proxy_config(
             endpoints.join(", ")
         ),
     )
+}
+
+/// Adds `keys` (TOML lines) to the `[[listeners]]` table named `name` in a config made
+/// by [`config`].
+pub fn listener_keys(config: &str, name: &str, keys: &str) -> String {
+    let table = format!("name = \"{name}\"\naddress = \"127.0.0.1:0\"\n");
+    assert!(config.contains(&table), "no listener {name} in {config}");
+    config.replacen(&table, &format!("{table}{keys}\n"), 1)
 }
 
 /// A route that answers with its own name, for precedence tests.

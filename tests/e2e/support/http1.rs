@@ -669,6 +669,11 @@ impl RawClient {
             .expect("write to the gateway");
     }
 
+    /// Writes, and reports a failure (the gateway closed or reset) instead of panicking.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
     /// Bytes received but not yet taken by a response.
     pub fn pending(&self) -> &[u8] {
         &self.buf
