@@ -10,16 +10,44 @@ use super::forward::{self, RequestMeta};
 use super::head::{self, Field, FieldsView, Framing, HeadError, RequestHead};
 use super::reply::LocalReply;
 use super::{ClientIo, ConnectionInfo, Engine};
-use crate::config::model::Action;
+use crate::config::model::{Action, Listener};
+use crate::http_path::{normalize_path, PathError};
 use crate::proxy::framing::{check_request_head, MAX_REQUEST_HEAD};
 use crate::proxy::trace::TraceContext;
-use crate::proxy::{redirect_location, request_id, Exchange, RequestContext};
+use crate::proxy::{forwarded, redirect_location, request_id, Exchange, RequestContext};
 use crate::snapshot::router::{normalize_host, RequestFacts};
 
-/// A connection with no request in flight and no byte of a new one is closed after this.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Once a head's first byte arrives, the whole head must arrive within this.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The listener's rules for one connection, read from the snapshot when it opens.
+struct Policy {
+    /// Once a head's first byte arrives, the whole head must arrive within this.
+    header_timeout: Duration,
+    /// With no request in flight and no byte of a new one, the connection closes.
+    idle_timeout: Duration,
+    /// The peer is one of the listener's `trusted_proxies`.
+    trusted: bool,
+}
+
+impl Policy {
+    fn of(snapshot: &crate::snapshot::Snapshot, info: &ConnectionInfo) -> Self {
+        match snapshot
+            .config
+            .listeners
+            .iter()
+            .find(|l| l.name == info.listener)
+        {
+            Some(listener) => Self {
+                header_timeout: listener.header_timeout,
+                idle_timeout: listener.idle_timeout,
+                trusted: listener.is_trusted(info.peer.ip()),
+            },
+            None => Self {
+                header_timeout: Listener::DEFAULT_HEADER_TIMEOUT,
+                idle_timeout: Listener::DEFAULT_IDLE_TIMEOUT,
+                trusted: false,
+            },
+        }
+    }
+}
 
 /// Buffers that live as long as the connection, reused by every request on it.
 pub struct Buffers {
@@ -75,8 +103,9 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
 ) {
     let mut buffers = Buffers::new();
     let mut shutdown = engine.shutdown.clone();
+    let policy = Policy::of(&engine.gateway.snapshot.load(), &info);
     loop {
-        let head = match read_head(&mut client, &mut buffers, &mut shutdown).await {
+        let head = match read_head(&mut client, &mut buffers, &mut shutdown, &policy).await {
             HeadRead::Ready(head) => head,
             HeadRead::Gone => return,
             HeadRead::Refused(status, reason) => {
@@ -90,7 +119,7 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
                 return;
             }
         };
-        match handle(engine, &mut client, &mut buffers, head, &info).await {
+        match handle(engine, &mut client, &mut buffers, head, &info, &policy).await {
             Next::KeepAlive if !*shutdown.borrow() => continue,
             Next::KeepAlive | Next::Close => {
                 let _ = client.shutdown().await;
@@ -109,8 +138,9 @@ async fn read_head<C: ClientIo>(
     client: &mut C,
     buffers: &mut Buffers,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    policy: &Policy,
 ) -> HeadRead {
-    let idle_deadline = Instant::now() + IDLE_TIMEOUT;
+    let idle_deadline = Instant::now() + policy.idle_timeout;
     let mut head_deadline: Option<Instant> = None;
     loop {
         if !buffers.request.is_empty() {
@@ -127,7 +157,7 @@ async fn read_head<C: ClientIo>(
             }
             // The idle wait ends with the first byte of a head; from then on the whole head
             // must arrive within the header timeout, however the bytes trickle in.
-            head_deadline.get_or_insert_with(|| Instant::now() + HEADER_TIMEOUT);
+            head_deadline.get_or_insert_with(|| Instant::now() + policy.header_timeout);
         } else {
             buffers.request.clear();
         }
@@ -200,6 +230,7 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     buffers: &mut Buffers,
     head: RequestHead,
     info: &ConnectionInfo,
+    policy: &Policy,
 ) -> Next {
     let gateway = &engine.gateway;
     let mut ctx = RequestContext::new(gateway.snapshot.load_full());
@@ -230,7 +261,7 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
         match head::content_length(&view) {
             Ok(Some(0)) | Ok(None) => Framing::None,
             Ok(Some(n)) => Framing::Length(n),
-            Err(()) => Framing::None,
+            Err(_) => Framing::None,
         }
     };
     let target = split_target(target_bytes);
@@ -262,7 +293,37 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
         )
         .await;
     };
-    let path = target.owned_path.as_deref().unwrap_or(target.path);
+    // Routing and the upstream see one normalised path, so `/public/../admin` cannot
+    // walk around a route meant for `/admin`.
+    let path = match normalize_path(target.owned_path.as_deref().unwrap_or(target.path)) {
+        Ok(path) => path,
+        Err(e) => {
+            let reason = match e {
+                PathError::AboveRoot => "path climbs above the root",
+                PathError::Invalid => "invalid path",
+            };
+            tracing::debug!(listener = %ctx.listener, request_id = %ctx.request_id, reason, "refused request");
+            let body = format!("{reason}\n");
+            let mut reply = LocalReply::plain(400, body.as_bytes(), &ctx.request_id);
+            reply.close = true;
+            let path = String::from_utf8_lossy(target_bytes).into_owned();
+            return finish_local(
+                gateway,
+                client,
+                buffers,
+                &ctx,
+                &reply,
+                Answered {
+                    method: &method,
+                    path: &path,
+                    head_len: head.len,
+                    info,
+                },
+            )
+            .await;
+        }
+    };
+    let path: &str = &path;
     let raw_host = match &target.authority {
         Some(authority) => authority.as_str(),
         None => view
@@ -404,8 +465,34 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
                 )
                 .await;
             }
+            if let (Framing::Length(n), Some(max)) = (framing, route.max_body_size) {
+                if n > max {
+                    // Refused before any upstream is contacted.
+                    let mut reply =
+                        LocalReply::plain(413, b"request body too large\n", &ctx.request_id);
+                    reply.edits = Some(&route.response_headers);
+                    reply.close = true;
+                    let path = path.to_string();
+                    return finish_local(
+                        gateway,
+                        client,
+                        buffers,
+                        &ctx,
+                        &reply,
+                        Answered {
+                            method: &method,
+                            path: &path,
+                            head_len: head.len,
+                            info,
+                        },
+                    )
+                    .await;
+                }
+            }
             ctx.retries_left = pool.upstream.retries;
-            ctx.hash_key = crate::proxy::hash_of_client(Some(info.peer.ip()));
+            ctx.hash_key = forwarded::hash_key(&pool.upstream.hash_on, info.peer.ip(), |name| {
+                view.first(name)
+            });
             let log_path = gateway.access_log.enabled().then(|| path.to_string());
             let meta = RequestMeta {
                 method: method.clone(),
@@ -415,6 +502,8 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
                 client_keepalive,
                 expect_continue: head.minor == 1 && view.has_token("expect", "100-continue"),
                 needs_host: raw_host.is_empty(),
+                trusted: policy.trusted,
+                max_body_size: route.max_body_size,
             };
             let tls = client.tls_digest();
             forward::write_upstream_head(

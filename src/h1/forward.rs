@@ -16,7 +16,7 @@ use super::head::{self, FieldsView, Framing, HeadError};
 use super::reply::{field, write_status_line, LocalReply};
 use super::upstream_cache::{self, CacheKey};
 use super::ClientIo;
-use crate::proxy::{Gateway, RequestContext};
+use crate::proxy::{forwarded, Gateway, RequestContext};
 use crate::snapshot::pool::Pool;
 use crate::snapshot::router::rewritten_path;
 
@@ -34,6 +34,10 @@ pub struct RequestMeta {
     pub expect_continue: bool,
     /// No Host (HTTP/1.0): name the endpoint, as nginx's `$proxy_host` does.
     pub needs_host: bool,
+    /// The client is one of the listener's `trusted_proxies`.
+    pub trusted: bool,
+    /// The route's `max_body_size`, enforced while a chunked body streams.
+    pub max_body_size: Option<u64>,
 }
 
 pub struct Outcome {
@@ -58,6 +62,7 @@ const REQUEST_SKIP: &[&str] = &[
     "traceparent",
     "x-forwarded-for",
     "x-forwarded-proto",
+    "x-forwarded-host",
 ];
 
 const RESPONSE_SKIP: &[&str] = &[
@@ -107,7 +112,8 @@ pub fn write_upstream_head(
     let edits = ctx.route.as_ref().map(|r| &r.request_headers);
     let identity_header = tls.and_then(|_| identity_header(ctx));
     let mut forwarded_for: Option<Vec<u8>> = None;
-    let mut has_forwarded_host = false;
+    let mut forwarded_proto: Option<&[u8]> = None;
+    let mut forwarded_host: Option<&[u8]> = None;
     let mut host: Option<&[u8]> = None;
     for (name, value) in view.iter() {
         if listed(REQUEST_SKIP, name) {
@@ -117,6 +123,10 @@ pub fn write_upstream_head(
                     joined.extend_from_slice(b", ");
                 }
                 joined.extend_from_slice(value);
+            } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+                forwarded_proto.get_or_insert(value);
+            } else if name.eq_ignore_ascii_case("x-forwarded-host") {
+                forwarded_host.get_or_insert(value);
             }
             continue;
         }
@@ -144,30 +154,25 @@ pub fn write_upstream_head(
         }
         if name.eq_ignore_ascii_case("host") {
             host = Some(value);
-        } else if name.eq_ignore_ascii_case("x-forwarded-host") {
-            has_forwarded_host = true;
         }
         field(out, name.as_bytes(), value);
     }
-    let client_ip = peer.ip().to_string();
-    match forwarded_for {
-        Some(mut prior) => {
-            prior.extend_from_slice(b", ");
-            prior.extend_from_slice(client_ip.as_bytes());
-            field(out, b"x-forwarded-for", &prior);
-        }
-        None => field(out, b"x-forwarded-for", client_ip.as_bytes()),
-    }
-    let proto: &[u8] = if ctx.downstream_tls {
+    // What a client says about earlier hops is believed only from a trusted proxy.
+    let trusted = meta.trusted;
+    let chain = forwarded::forwarded_for(forwarded_for.as_deref(), peer.ip(), trusted);
+    field(out, b"x-forwarded-for", &chain);
+    let own_proto: &[u8] = if ctx.downstream_tls {
         b"https"
     } else {
         b"http"
     };
-    field(out, b"x-forwarded-proto", proto);
-    if !has_forwarded_host && !ctx.host.is_empty() {
-        if let Some(host) = host {
-            field(out, b"x-forwarded-host", host);
-        }
+    field(
+        out,
+        b"x-forwarded-proto",
+        forwarded_proto.filter(|_| trusted).unwrap_or(own_proto),
+    );
+    if let Some(host) = forwarded_host.filter(|_| trusted).or(host) {
+        field(out, b"x-forwarded-host", host);
     }
     if let (Some(header), Some(ssl)) = (identity_header, tls) {
         if !ssl.cert_digest.is_empty() {
@@ -510,7 +515,7 @@ async fn attempt<C: ClientIo>(
                 write: upstream.write_timeout,
                 deadline,
             },
-            max_size: None,
+            max_size: meta.max_body_size,
         };
         let copied = transfer
             .copy(

@@ -33,18 +33,18 @@ impl<'a> FieldsView<'a> {
     }
 
     /// Every value of `name` (case-insensitive).
-    pub fn values(&self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + '_ {
+    pub fn values<'n>(&'n self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + 'n {
         self.iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     }
 
-    pub fn first(&self, name: &'a str) -> Option<&'a [u8]> {
+    pub fn first(&self, name: &str) -> Option<&'a [u8]> {
         self.values(name).next()
     }
 
     /// Whether a comma-separated field (`Connection`) lists `token`.
-    pub fn has_token(&self, name: &'a str, token: &str) -> bool {
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
         self.values(name).any(|v| {
             v.split(|&b| b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
@@ -165,21 +165,25 @@ pub enum Framing {
     UntilClose,
 }
 
+/// A Content-Length that is not one decimal number (or a list of equal ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidLength;
+
 /// Content-Length as one decimal number; a list of equal values counts as one.
-pub fn content_length(view: &FieldsView<'_>) -> Result<Option<u64>, ()> {
+pub fn content_length(view: &FieldsView<'_>) -> Result<Option<u64>, InvalidLength> {
     let mut found: Option<u64> = None;
     for value in view.values("content-length") {
         for part in value.split(|&b| b == b',') {
             let part = part.trim_ascii();
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(());
+                return Err(InvalidLength);
             }
             let n: u64 = std::str::from_utf8(part)
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .ok_or(())?;
+                .ok_or(InvalidLength)?;
             match found {
-                Some(previous) if previous != n => return Err(()),
+                Some(previous) if previous != n => return Err(InvalidLength),
                 _ => found = Some(n),
             }
         }
@@ -247,15 +251,15 @@ mod tests {
         );
         assert_eq!(
             check(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
-            Err(())
+            Err(InvalidLength)
         );
         assert_eq!(
             check(b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n"),
-            Err(())
+            Err(InvalidLength)
         );
         assert_eq!(
             check(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n"),
-            Err(())
+            Err(InvalidLength)
         );
     }
 }

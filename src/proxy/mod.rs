@@ -4,6 +4,7 @@
 //! loaded once into the request context and every decision reads from it.
 
 mod context;
+pub mod forwarded;
 pub mod framing;
 mod respond;
 pub mod trace;

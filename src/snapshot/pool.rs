@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::config::model::{Balance, Endpoint, Name, Upstream};
+use crate::config::model::{Balance, Endpoint, Name, PassiveHealth, Upstream};
 
 /// Per-member state that must survive config reloads and discovery updates.
 #[derive(Debug)]
@@ -51,15 +51,6 @@ pub fn now_millis() -> u64 {
         .elapsed()
         .as_millis() as u64
         + 1
-}
-
-/// Outlier ejection settings, as the pool applies them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EjectionPolicy {
-    pub consecutive_failures: u32,
-    pub ejection_time: std::time::Duration,
-    /// Share of the pool that may be ejected at once (0..=1).
-    pub max_ejected: f64,
 }
 
 /// Longest ejection however often a member fails: doubling stops here.
@@ -109,7 +100,7 @@ impl MemberState {
         self.live_failures.fetch_add(1, Ordering::Relaxed) + 1 >= threshold
     }
 
-    fn eject(&self, policy: &EjectionPolicy, now: u64) -> std::time::Duration {
+    fn eject(&self, policy: &PassiveHealth, now: u64) -> std::time::Duration {
         self.live_failures.store(0, Ordering::Relaxed);
         let previous = self.ejections.fetch_add(1, Ordering::Relaxed);
         let duration = policy.ejection_time * (1u32 << previous.min(MAX_EJECTION_DOUBLINGS));
@@ -177,7 +168,7 @@ pub struct Pool {
     /// interleave instead of arriving in bursts.
     schedule: Vec<u32>,
     cursor: AtomicUsize,
-    pub ejection: Option<EjectionPolicy>,
+    pub ejection: Option<PassiveHealth>,
     /// Retries may be at most this share of the requests in flight (with a floor).
     retry_budget: f64,
     requests_in_flight: Arc<AtomicUsize>,
@@ -225,6 +216,7 @@ impl Pool {
             format!("{:?}", upstream.tls).hash(&mut hasher);
             hasher.finish()
         };
+        let (ejection, retry_budget) = (upstream.passive_health.clone(), upstream.retry_budget);
         Self {
             tls_ca,
             group_key,
@@ -233,18 +225,11 @@ impl Pool {
             members,
             schedule,
             cursor: AtomicUsize::new(0),
-            ejection: None,
-            retry_budget: 0.2,
+            ejection,
+            retry_budget,
             requests_in_flight: Arc::default(),
             retries_in_flight: Arc::default(),
         }
-    }
-
-    /// Sets outlier ejection and the retry budget (from the upstream's config).
-    pub fn with_resilience(mut self, ejection: Option<EjectionPolicy>, retry_budget: f64) -> Self {
-        self.ejection = ejection;
-        self.retry_budget = retry_budget;
-        self
     }
 
     /// Counts a request toward the retry budget's base while it is in flight.
@@ -324,7 +309,7 @@ impl Pool {
 
     /// Members a request may go to: healthy and not ejected.
     pub fn available_count(&self) -> usize {
-        let now = self.ejection.map(|_| now_millis());
+        let now = self.ejection.as_ref().map(|_| now_millis());
         self.members
             .iter()
             .filter(|m| m.state.is_healthy() && !now.is_some_and(|n| m.state.is_ejected(n)))
@@ -340,7 +325,7 @@ impl Pool {
     }
 
     fn select_excluding(&self, tried: &[SocketAddr], hash_key: u64) -> Option<&Member> {
-        let now = self.ejection.map(|_| now_millis());
+        let now = self.ejection.as_ref().map(|_| now_millis());
         let eligible = |m: &&Member| {
             m.state.is_healthy()
                 && !tried.contains(&m.endpoint.address)
@@ -469,7 +454,11 @@ mod tests {
         assert_eq!(s, vec![0, 0, 1, 0, 2, 0, 0]);
     }
 
-    fn static_pool(endpoints: &[Endpoint], states: &MemberStates) -> Pool {
+    fn static_pool(
+        endpoints: &[Endpoint],
+        states: &MemberStates,
+        passive_health: Option<PassiveHealth>,
+    ) -> Pool {
         let upstream = Arc::new(Upstream {
             name: "u".into(),
             members: crate::config::model::Members::Static(endpoints.to_vec()),
@@ -482,6 +471,9 @@ mod tests {
             http2: false,
             tls: None,
             health_check: None,
+            passive_health,
+            retry_budget: Upstream::DEFAULT_RETRY_BUDGET,
+            hash_on: Default::default(),
         });
         Pool::new(upstream, endpoints, states)
     }
@@ -495,12 +487,12 @@ mod tests {
             endpoint(3, 1),
             endpoint(4, 1),
         ];
-        let policy = EjectionPolicy {
+        let policy = PassiveHealth {
             consecutive_failures: 2,
             ejection_time: std::time::Duration::from_secs(30),
             max_ejected: 0.5,
         };
-        let pool = static_pool(&all, &states).with_resilience(Some(policy), 0.2);
+        let pool = static_pool(&all, &states, Some(policy));
         let a = all[0].address;
         assert_eq!(pool.record_outcome(a, false), None);
         assert_eq!(
@@ -541,7 +533,7 @@ mod tests {
     #[test]
     fn retry_budget_allows_a_share_of_requests_with_a_floor() {
         let states = MemberStates::default();
-        let pool = static_pool(&[endpoint(1, 1)], &states).with_resilience(None, 0.2);
+        let pool = static_pool(&[endpoint(1, 1)], &states, None);
         let requests: Vec<_> = (0..50).map(|_| pool.start_request()).collect();
         let retries: Vec<_> = (0..20).filter_map(|_| pool.try_retry()).collect();
         assert_eq!(retries.len(), 10, "20% of 50 requests in flight");
