@@ -482,6 +482,9 @@ mod tests {
             http2: false,
             tls: None,
             health_check: None,
+            passive_health: None,
+            retry_budget: Upstream::DEFAULT_RETRY_BUDGET,
+            hash_on: Default::default(),
         });
         Pool::new(upstream, endpoints, states)
     }
