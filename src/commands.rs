@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use crate::cli::{Cli, Command, ConfigArg, RouteArgs};
 use crate::config::model::{Action, Members};
 use crate::config::{self, Loaded};
+use crate::http_path::{normalize_path, PathError};
 use crate::publish::ConfigOrigin;
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::router::{matches_directly, normalize_host, rewritten_path, RequestFacts};
@@ -203,11 +204,26 @@ fn route(args: &RouteArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let host = normalize_host(&raw_host);
-    let path = if uri.path().is_empty() {
+    let raw_path = if uri.path().is_empty() {
         "/"
     } else {
         uri.path()
     };
+    // Routed, rewritten and forwarded as the gateway would: normalised first.
+    let path = match normalize_path(raw_path) {
+        Ok(path) => path,
+        Err(e @ PathError::AboveRoot) => {
+            println!("error: {e}: {raw_path:?} (the gateway answers 400)");
+            return ExitCode::FAILURE;
+        }
+        Err(e @ PathError::Invalid) => {
+            println!(
+                "error: {e} {raw_path:?}: malformed percent-encoding (the gateway answers 400)"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let path = &*path;
     let facts = RequestFacts {
         host: &host,
         path,
@@ -247,11 +263,15 @@ fn route(args: &RouteArgs) -> ExitCode {
         ),
         Action::Respond(respond) => println!("respond: {}", respond.status.as_u16()),
     }
-    let rewritten = rewritten_path(winner, path, uri.query()).unwrap_or_else(|| {
-        uri.path_and_query()
-            .map_or_else(|| path.to_string(), |p| p.as_str().to_string())
-    });
+    let rewritten =
+        rewritten_path(winner, path, uri.query()).unwrap_or_else(|| match uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_string(),
+        });
     println!("path: {rewritten}");
+    if path != raw_path {
+        println!("raw-path: {raw_path} (normalised to {path} before routing)");
+    }
     println!("listener: {}", listener.name);
     let mut others: Vec<_> = config
         .routes

@@ -35,6 +35,37 @@ fn check_accepts_the_shipped_config() {
 }
 
 #[test]
+fn check_reads_the_hardening_keys() {
+    let (code, out) = check(
+        "[[listeners]]\nname = \"w\"\naddress = \"127.0.0.1:1\"\nheader_timeout = \"5s\"\n\
+         idle_timeout = \"30s\"\nmax_connections = 100\ntrusted_proxies = [\"10.0.0.0/8\"]\n\
+         [[routes]]\nname = \"r\"\nupstream = \"u\"\nmax_body_size = \"10MiB\"\n\
+         [upstreams.u]\nendpoints = [\"127.0.0.1:2\"]\nbalance = \"hash\"\n\
+         hash_on = { header = \"x-user\" }\nretry_budget = \"10%\"\n\
+         [upstreams.u.passive_health]\nconsecutive_failures = 3\nejection_time = \"10s\"\nmax_ejected = \"50%\"\n",
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "ok: 1 listeners, 1 routes, 1 upstreams\n")
+    );
+    let (code, out) = check(
+        "[[listeners]]\nname = \"w\"\naddress = \"127.0.0.1:1\"\ntrusted_proxies = [\"10.0.0.0/8\", \"nope\"]\n\
+         [[routes]]\nname = \"r\"\nrespond = { status = 200 }\nmax_body_size = \"ten\"\n",
+    );
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("error: F:4:34: invalid trusted_proxies entry \"nope\""),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("error: F:8:17: invalid max_body_size \"ten\""),
+        "{out}"
+    );
+}
+
+#[test]
 fn check_reports_an_unknown_key_with_its_location() {
     let (code, out) = check("[gateway]\nthreads = 2\ngrace = \"5s\"\n");
     assert_eq!(code, 1);
@@ -197,6 +228,40 @@ fn route_without_a_match_exits_1() {
     );
     assert_eq!(code, 1);
     assert_eq!(out, "no route\n");
+}
+
+#[test]
+fn route_explains_the_normalised_path() {
+    let config = "[[listeners]]\nname = \"w\"\naddress = \"127.0.0.1:1\"\n\
+        [[routes]]\nname = \"admin\"\npath_prefix = \"/admin\"\nrespond = { status = 403 }\n\
+        [[routes]]\nname = \"public\"\npath_prefix = \"/public\"\nrespond = { status = 200 }\n";
+    for (url, path) in [
+        ("/public/../admin", "/admin"),
+        ("/public/%2e%2e/admin?x=1", "/admin?x=1"),
+        ("/./admin", "/admin"),
+        ("//admin///users", "/admin/users"),
+    ] {
+        let (code, out) = route(config, &["GET", url]);
+        assert_eq!(code, 0, "{url}: {out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "route: admin", "{url}: {out}");
+        assert!(
+            lines.contains(&format!("path: {path}").as_str()),
+            "{url}: {out}"
+        );
+    }
+    let (code, out) = route(config, &["GET", "/public/x"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("route: public\nrespond: 200\npath: /public/x\n"),
+        "{out}"
+    );
+    assert!(!out.contains("raw-path"), "{out}");
+    for above_root in ["/../admin", "/%2e%2e/admin", "/public/../../admin"] {
+        let (code, out) = route(config, &["GET", above_root]);
+        assert_eq!(code, 1, "{above_root}: {out}");
+        assert!(out.contains("above the root"), "{above_root}: {out}");
+    }
 }
 
 #[test]
