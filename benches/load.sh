@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# benches/load.sh — load benchmark: edgegate vs nginx vs HAProxy, one worker each,
-# all on loopback, all forwarding with keepalive to one shared nginx origin.
+# benches/load.sh — load benchmark: edgegate vs a bare pingora proxy vs nginx vs HAProxy,
+# one worker each, all on loopback, all forwarding with keepalive to one shared nginx origin.
 #
 #   benches/load.sh            # default run: every scenario, DURATION=10s, ROUNDS=3
 #   benches/load.sh --quick    # smoke run:   DURATION=3s,  ROUNDS=1
@@ -27,7 +27,9 @@ usage: $0 [--quick] [--help]
   --quick   smoke run: DURATION=3s ROUNDS=1 WARMUP=1s (reloads: 5 in 3s)
 
 Environment (defaults in brackets):
-  PROXIES        proxies to compare, in order       ["edgegate nginx haproxy"]
+  PROXIES        proxies to compare, in order       ["edgegate bare_pingora nginx haproxy"]
+                 bare_pingora = examples/bare_pingora.rs: pingora's own Server and a
+                 ProxyHttp with only upstream_peer (no config reload: n/a in reload_under_load)
   SCENARIOS      scenarios to run, or "all"         [all]
                  all = $ALL_SCENARIOS
   DURATION       duration per measured run          [10s]
@@ -45,8 +47,11 @@ Environment (defaults in brackets):
   RELOAD_WRITE   how edgegate's config is rewritten: inplace|rename   [inplace]
   EDGEGATE_BIN   edgegate binary [\$REPO/target/release/edgegate]; built if missing
   EDGEGATE_RUST_LOG  RUST_LOG for edgegate          [warn]
+  BARE_PINGORA_BIN   bare pingora example binary
+                 [\$REPO/target/release/examples/bare_pingora]; built if missing
   BASE_PORT      first port tried for auto ports    [18080]
-  ORIGIN_PORT EDGEGATE_PORT EDGEGATE_ADMIN_PORT NGINX_PORT HAPROXY_PORT   fixed ports
+  ORIGIN_PORT EDGEGATE_PORT EDGEGATE_ADMIN_PORT BARE_PINGORA_PORT NGINX_PORT HAPROXY_PORT
+                 fixed ports
   PIN            pin processes to CPUs: auto|1|0     [auto: 1 when >= 2 CPUs]
   CPU_PROXY CPU_ORIGIN CPU_WRK   taskset CPU lists  [0, 1, rest (or 1 on 2 CPUs)]
   OUT            summary file                       [/tmp/edgegate-load-summary.txt]
@@ -75,7 +80,7 @@ ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-2s}
 WRK_THREADS=${WRK_THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
-PROXIES=${PROXIES:-"edgegate nginx haproxy"}
+PROXIES=${PROXIES:-"edgegate bare_pingora nginx haproxy"}
 SCENARIOS=${SCENARIOS:-all}
 [[ $SCENARIOS == all ]] && SCENARIOS=$ALL_SCENARIOS
 H2_CLIENTS=${H2_CLIENTS:-32}
@@ -89,6 +94,7 @@ RELOAD_CONNECTIONS=${RELOAD_CONNECTIONS:-32}
 RELOAD_WRITE=${RELOAD_WRITE:-inplace}
 EDGEGATE_BIN=${EDGEGATE_BIN:-$REPO/target/release/edgegate}
 EDGEGATE_RUST_LOG=${EDGEGATE_RUST_LOG:-warn}
+BARE_PINGORA_BIN=${BARE_PINGORA_BIN:-$REPO/target/release/examples/bare_pingora}
 BASE_PORT=${BASE_PORT:-18080}
 OUT=${OUT:-/tmp/edgegate-load-summary.txt}
 KEEP_TMP=${KEEP_TMP:-0}
@@ -97,7 +103,7 @@ READY_TIMEOUT=${READY_TIMEOUT:-10}   # seconds to wait for a process to answer
 
 read -r -a PROXY_LIST <<<"$PROXIES"
 for p in "${PROXY_LIST[@]}"; do
-  case "$p" in edgegate|nginx|haproxy) ;; *) echo "unknown proxy in PROXIES: $p" >&2; exit 2 ;; esac
+  case "$p" in edgegate|bare_pingora|nginx|haproxy) ;; *) echo "unknown proxy in PROXIES: $p" >&2; exit 2 ;; esac
 done
 [[ ${#PROXY_LIST[@]} -gt 0 ]] || { echo "PROXIES is empty" >&2; exit 2; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer" >&2; exit 2; }
@@ -161,6 +167,17 @@ ensure_edgegate() {
   fi
 }
 
+ensure_bare_pingora() {
+  want bare_pingora || return 0
+  if [[ ! -x $BARE_PINGORA_BIN ]]; then
+    log "$BARE_PINGORA_BIN does not exist; building it with cargo build --release --example bare_pingora"
+    command -v cargo >/dev/null || die "cargo not found; install Rust (https://rustup.rs) or set BARE_PINGORA_BIN"
+    command -v cmake >/dev/null || apt_install cmake
+    (cd "$REPO" && timeout "${BUILD_TIMEOUT:-3600}" cargo build --release --example bare_pingora)
+    [[ -x $BARE_PINGORA_BIN ]] || die "build finished but $BARE_PINGORA_BIN is still missing"
+  fi
+}
+
 # ----------------------------------------------------------------------------------------
 # CPU pinning: the proxy under test gets its own CPU, the origin another, wrk the rest.
 # ----------------------------------------------------------------------------------------
@@ -184,7 +201,7 @@ run_pinned() {
 # Temp dir, process bookkeeping, cleanup
 # ----------------------------------------------------------------------------------------
 TMP=$(mktemp -d -t edgegate-load.XXXXXX)
-RESULTS=$TMP/results.tsv       # scenario round proxy rate lat1ms cpu_s count cpu_per origin_per upconns errors lat2ms cpu_pct
+RESULTS=$TMP/results.tsv       # scenario round proxy rate lat1ms cpu_s count cpu_per origin_per upconns errors lat2ms cpu_pct user_per sys_per
 : >"$RESULTS"
 STARTED_PIDS=()                # every background process this script started
 declare -A PID_NAME=()         # pid -> name (for messages)
@@ -409,7 +426,7 @@ origin_accepts() {
 
 # ----------------------------------------------------------------------------------------
 # TLS material: one throwaway CA and one server certificate (ECDSA P-256) for
-# bench.example.com and IP 127.0.0.1, served by all three proxies alike.
+# bench.example.com and IP 127.0.0.1, served by every proxy alike.
 # ----------------------------------------------------------------------------------------
 TLS_DIR=$TMP/tls
 make_certs() {
@@ -534,6 +551,30 @@ start_proxy_edgegate() {
   return 0
 }
 
+# The bare pingora proxy (examples/bare_pingora.rs): no config file, only arguments; plain
+# or TLS (the bench certificate, TLS 1.2 and 1.3, ALPN h2 and http/1.1); it has nothing to
+# reload, so "reload" mode is not supported (see proxy_supports).
+start_proxy_bare_pingora() {
+  local mode=${1:-plain} scheme=http
+  local -a tls_args=()
+  [[ $mode == reload ]] && die "bare_pingora has no config to reload"
+  if [[ $mode == tls ]]; then
+    scheme=https
+    tls_args=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key")
+  fi
+  alloc_port BARE_PINGORA_PORT
+  local d=$TMP/bare_pingora
+  mkdir -p "$d"
+  start_bg bare_pingora "$CPU_PROXY" "$d/bare_pingora.log" \
+    "$BARE_PINGORA_BIN" --listen "127.0.0.1:$BARE_PINGORA_PORT" --origin "127.0.0.1:$ORIGIN_PORT" \
+    --threads 1 "${tls_args[@]}"
+  PROXY_PID[bare_pingora]=$LAST_PID
+  PROXY_URL[bare_pingora]="$scheme://127.0.0.1:$BARE_PINGORA_PORT/"
+  wait_http "${PROXY_URL[bare_pingora]}" "$LAST_PID" ok
+  [[ $mode == tls ]] && tls_probe bare_pingora "$BARE_PINGORA_PORT"
+  return 0
+}
+
 write_config_nginx() {  # mode generation
   local mode=$1 gen=$2 d=$TMP/nginx
   nginx_common "$d"
@@ -649,22 +690,58 @@ stop_proxies() {
   PROXY_PID=(); PROXY_URL=()
 }
 
+# proxy_supports PROXY MODE: whether start_proxy_PROXY can run in MODE (plain, tls, reload).
+proxy_supports() {
+  case "$1:$2" in
+    bare_pingora:reload) return 1 ;;
+    *) return 0 ;;
+  esac
+}
+
+# use_proxies SCENARIO MODE: SCEN_PROXIES = the proxies of PROXY_LIST that can run in MODE
+# (in PROXIES order); the others are recorded as n/a for the scenario (SCEN_NA) and the
+# summary says so. Returns 1 when none can.
+SCEN_PROXIES=()
+declare -A SCEN_NA=()            # scenario -> "proxy proxy ..." that could not run it
+use_proxies() {
+  local scen=$1 mode=$2 p
+  SCEN_PROXIES=()
+  for p in "${PROXY_LIST[@]}"; do
+    if proxy_supports "$p" "$mode"; then
+      SCEN_PROXIES+=("$p")
+    else
+      SCEN_NA[$scen]+="$p "
+      log "[$scen] $p: n/a (it cannot run in $mode mode)"
+    fi
+  done
+  ((${#SCEN_PROXIES[@]})) || { log "[$scen] skipped: none of the proxies can run it"; return 1; }
+}
+
+# start_proxies SCENARIO MODE: the origin and every proxy that can run in MODE.
+start_proxies() {
+  use_proxies "$1" "$2" || return 1
+  start_origin
+  local p
+  for p in "${SCEN_PROXIES[@]}"; do "start_proxy_$p" "$2"; done
+}
+
 # ----------------------------------------------------------------------------------------
 # Measurement
 # ----------------------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
 
-# Sum of utime+stime (ticks) over the given pids (all threads of each process).
+# "UTIME STIME": sums of utime and of stime (clock ticks, CLK_TCK per second) over the
+# given pids (each figure covers all threads of its process).
 cpu_ticks() {
-  local total=0 pid st
+  local user=0 sys=0 pid st
   local -a f
   for pid in "$@"; do
     { st=$(<"/proc/$pid/stat"); } 2>/dev/null || { log "warning: pid $pid vanished during the run"; continue; }
     st=${st##*) }
     read -r -a f <<<"$st"
-    total=$((total + f[11] + f[12]))   # fields 14 (utime) and 15 (stime)
+    user=$((user + f[11])); sys=$((sys + f[12]))   # fields 14 (utime) and 15 (stime)
   done
-  echo "$total"
+  echo "$user $sys"
 }
 
 # run_client OUT SECS CMD...: a load generator, pinned to the wrk CPUs and bounded by
@@ -838,7 +915,7 @@ measure() {
   local scen=$1 round=$2 proxy=$3 tool=${SC_TOOL[$1]:-wrk} per=${SC_PER[$1]:-100000}
   local url=${PROXY_URL[$proxy]} root=${PROXY_PID[$proxy]}
   local out=$TMP/$tool.$scen.r$round.$proxy.txt
-  local pids opids c0 c1 o0 o1 a0 a1 t0 t1
+  local pids opids u0 u1 s0 s1 ou0 ou1 os0 os1 a0 a1 t0 t1
   alive "$root" || die "$proxy (pid $root) is not running"
   read -r -a pids <<<"$(proc_tree "$root")"
   read -r -a opids <<<"$(proc_tree "$ORIGIN_PID")"
@@ -848,9 +925,9 @@ measure() {
   if "parse_$tool" "$out.warmup"; then WARM_RATE=$P_RATE; fi
   [[ -n $WARM_RATE ]] || { tail -n 20 "$out.warmup" >&2; die "$proxy: could not parse the warm-up $tool output"; }
 
-  a0=$(origin_accepts); c0=$(cpu_ticks "${pids[@]}"); o0=$(cpu_ticks "${opids[@]}"); t0=$(date +%s%N)
+  a0=$(origin_accepts); read -r u0 s0 <<<"$(cpu_ticks "${pids[@]}")"; read -r ou0 os0 <<<"$(cpu_ticks "${opids[@]}")"; t0=$(date +%s%N)
   "load_$tool" run "$url" "$out" || die "$proxy: $tool failed or timed out: $(tail -n 3 "$out")"
-  t1=$(date +%s%N); c1=$(cpu_ticks "${pids[@]}"); o1=$(cpu_ticks "${opids[@]}"); a1=$(origin_accepts)
+  t1=$(date +%s%N); read -r u1 s1 <<<"$(cpu_ticks "${pids[@]}")"; read -r ou1 os1 <<<"$(cpu_ticks "${opids[@]}")"; a1=$(origin_accepts)
   alive "$root" || die "$proxy (pid $root) died during the run"
 
   local now_pids; now_pids=$(proc_tree "$root")
@@ -862,12 +939,13 @@ measure() {
   fi
 
   awk -v s="$scen" -v r="$round" -v p="$proxy" -v rps="$P_RATE" -v l1="$P_LAT1" -v l2="$P_LAT2" -v reqs="$P_COUNT" \
-      -v c="$((c1 - c0))" -v o="$((o1 - o0))" -v hz="$CLK_TCK" -v up="$((a1 - a0 - 1))" -v e="$P_ERRS" \
-      -v wall="$((t1 - t0))" -v unit="$per" 'BEGIN {
-        cpu = c / hz; ocpu = o / hz
+      -v cu="$((u1 - u0))" -v cs="$((s1 - s0))" -v o="$((ou1 - ou0 + os1 - os0))" -v hz="$CLK_TCK" \
+      -v up="$((a1 - a0 - 1))" -v e="$P_ERRS" -v wall="$((t1 - t0))" -v unit="$per" 'BEGIN {
+        ucpu = cu / hz; scpu = cs / hz; cpu = ucpu + scpu; ocpu = o / hz
         per = (reqs > 0) ? cpu * unit / reqs : "nan"; oper = (reqs > 0) ? ocpu * unit / reqs : "nan"
+        uper = (reqs > 0) ? ucpu * unit / reqs : "nan"; sper = (reqs > 0) ? scpu * unit / reqs : "nan"
         pct = (wall > 0) ? 100 * cpu / (wall / 1e9) : "nan"
-        printf "%s\t%s\t%s\t%.2f\t%.3f\t%.2f\t%d\t%.4f\t%.4f\t%d\t%d\t%.3f\t%.1f\n", s, r, p, rps, l1, cpu, reqs, per, oper, up, e, l2, pct }' \
+        printf "%s\t%s\t%s\t%.2f\t%.3f\t%.2f\t%d\t%.4f\t%.4f\t%d\t%d\t%.3f\t%.1f\t%.4f\t%.4f\n", s, r, p, rps, l1, cpu, reqs, per, oper, up, e, l2, pct, uper, sper }' \
     >>"$RESULTS"
   ((P_ERRS == 0)) || log "warning: $proxy: $P_ERRS errors / non-2xx responses in round $round (see $out)"
 }
@@ -875,33 +953,35 @@ measure() {
 # Columns shown for a scenario (labels from def_scenario; an empty latency label hides it).
 table_vars() {  # scenario -> awk -v arguments
   local s=$1
+  local pl=${SC_PERLABEL[$s]:-cpu s/100k}
+  # user and system CPU per unit: "cpu s/100k" -> "user s/100k", "sys s/100k"
   printf '%s\n' -v "rl=${SC_RATE[$s]:-req/s}" -v "l1=${SC_LAT1[$s]-p99 ms}" -v "l2=${SC_LAT2[$s]:-}" \
-    -v "pl=${SC_PERLABEL[$s]:-cpu s/100k}" -v "cl=${SC_COUNT[$s]:-requests}"
+    -v "pl=$pl" -v "ul=user ${pl#cpu }" -v "sl=sys ${pl#cpu }" -v "cl=${SC_COUNT[$s]:-requests}"
 }
 
 print_round_table() {  # scenario round
   local -a tv; mapfile -t tv < <(table_vars "$1")
   awk -F'\t' -v s="$1" -v r="$2" "${tv[@]}" '
     BEGIN { printf "\n[%s] round %s\n", s, r
-            printf "  %-9s %12s", "proxy", rl
+            printf "  %-12s %12s", "proxy", rl
             if (l1 != "") printf " %9s", l1
             if (l2 != "") printf " %9s", l2
-            printf " %8s %11s %13s %7s %18s %9s %7s\n", "cpu s", cl, pl, "cpu %", "origin " pl, "up conns", "errors" }
+            printf " %8s %11s %13s %13s %13s %7s %18s %9s %7s\n", "cpu s", cl, pl, ul, sl, "cpu %", "origin " pl, "up conns", "errors" }
     $1 == s && $2 == r {
-            printf "  %-9s %12.0f", $3, $4
+            printf "  %-12s %12.0f", $3, $4
             if (l1 != "") printf " %9.3f", $5
             if (l2 != "") printf " %9.3f", $12
-            printf " %8.2f %11d %13.4f %7.1f %18.4f %9d %7d\n", $6, $7, $8, $13, $9, $10, $11 }' "$RESULTS"
+            printf " %8.2f %11d %13.4f %13.4f %13.4f %7.1f %18.4f %9d %7d\n", $6, $7, $8, $14, $15, $13, $9, $10, $11 }' "$RESULTS"
 }
 
-# The proxy order for round R (1-based): A B C, B C A, C A B, ...
+# The proxy order for round R (1-based) over the scenario's proxies: A B C, B C A, C A B, ...
 round_order() {
-  local r=$1 i n=${#PROXY_LIST[@]} order=()
-  for ((i = 0; i < n; i++)); do order+=("${PROXY_LIST[$(((r - 1 + i) % n))]}"); done
+  local r=$1 i n=${#SCEN_PROXIES[@]} order=()
+  for ((i = 0; i < n; i++)); do order+=("${SCEN_PROXIES[$(((r - 1 + i) % n))]}"); done
   echo "${order[@]}"
 }
 
-# run_rounds SCENARIO: ROUNDS rounds over the started proxies, rotating the order
+# run_rounds SCENARIO: ROUNDS rounds over the started proxies (SCEN_PROXIES), rotating the order
 # (A B C, B C A, C A B, ...) so slow drifts of the machine hit every proxy alike.
 run_rounds() {
   local scen=$1 r p
@@ -1080,8 +1160,8 @@ reload_run() {  # round proxy
 print_reload_round_table() {  # round
   awk -F'\t' -v r="$1" '
     BEGIN { printf "\n[reload_under_load] round %s\n", r
-            printf "  %-9s %9s %9s %8s %8s %6s %6s %8s %8s %7s %8s %10s %7s %8s\n", "proxy", "requests", "req/s", "p99 ms", "connect", "read", "write", "timeout", "non-2xx", "errors", "reloads", "generation", "served", "max seen" }
-    $2 == r { printf "  %-9s %9d %9.0f %8.3f %8d %6d %6d %8d %8d %7d %8s %10s %7s %8s\n", $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 }' "$RELOAD_RESULTS"
+            printf "  %-12s %9s %9s %8s %8s %6s %6s %8s %8s %7s %8s %10s %7s %8s\n", "proxy", "requests", "req/s", "p99 ms", "connect", "read", "write", "timeout", "non-2xx", "errors", "reloads", "generation", "served", "max seen" }
+    $2 == r { printf "  %-12s %9d %9.0f %8.3f %8d %6d %6d %8d %8d %7d %8s %10s %7s %8s\n", $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 }' "$RELOAD_RESULTS"
 }
 
 # ----------------------------------------------------------------------------------------
@@ -1092,32 +1172,23 @@ print_reload_round_table() {  # round
 
 # HTTP/1.1 keepalive, tiny response: raw per-request proxy overhead.
 scenario_http_keepalive() {
-  start_origin
-  local p
-  for p in "${PROXY_LIST[@]}"; do "start_proxy_$p"; done
+  start_proxies http_keepalive plain || return 0
   run_rounds http_keepalive
   stop_proxies
 }
 
-# Start every proxy with TLS termination (the same certificate for all).
-start_tls_proxies() {
-  start_origin
-  local p
-  for p in "${PROXY_LIST[@]}"; do "start_proxy_$p" tls; done
-}
-
 # HTTPS with keepalive: TLS termination cost per request once connections are up.
 scenario_https_keepalive() {
-  start_tls_proxies
+  start_proxies https_keepalive tls || return 0
   run_rounds https_keepalive
   stop_proxies
 }
 
 # HTTP/2 over TLS (ALPN h2) from the client, HTTP/1.1 keepalive to the origin.
 scenario_h2_tls() {
-  start_tls_proxies
+  start_proxies h2_tls tls || return 0
   local p
-  for p in "${PROXY_LIST[@]}"; do
+  for p in "${SCEN_PROXIES[@]}"; do
     [[ $(curl -s -o /dev/null -w '%{http_version}' --http2 --max-time 2 --cacert "$TLS_DIR/ca.pem" "${PROXY_URL[$p]}") == 2 ]] \
       || die "$p does not answer over HTTP/2 at ${PROXY_URL[$p]}"
   done
@@ -1135,26 +1206,27 @@ check_s_time_request() {  # proxy
 
 # New full TLS handshakes per second (no resumption), one request per connection.
 scenario_tls_handshakes() {
-  start_tls_proxies
+  start_proxies tls_handshakes tls || return 0
   local p
-  for p in "${PROXY_LIST[@]}"; do check_s_time_request "$p"; done
+  for p in "${SCEN_PROXIES[@]}"; do check_s_time_request "$p"; done
   run_rounds tls_handshakes
   stop_proxies
 }
 
 # New TLS connections per second with session resumption (where the server offers it).
 scenario_tls_resumed_handshakes() {
-  start_tls_proxies
+  start_proxies tls_resumed_handshakes tls || return 0
   run_rounds tls_resumed_handshakes
   stop_proxies
 }
 
 # Config reloads under keepalive load: client-visible errors per proxy.
 scenario_reload_under_load() {
+  use_proxies reload_under_load reload || return 0
   start_origin
   write_reload_lua
   local p r
-  for p in "${PROXY_LIST[@]}"; do
+  for p in "${SCEN_PROXIES[@]}"; do
     "start_proxy_$p" reload
     RELOAD_GEN[$p]=0
     [[ $(x_reload_now "${PROXY_URL[$p]}") == 0 ]] || die "$p does not send x-reload: 0 with its first config"
@@ -1178,6 +1250,8 @@ scenario_reload_under_load() {
 version_of() {
   case "$1" in
     edgegate) "$EDGEGATE_BIN" --version 2>&1 | head -n 1 || true ;;
+    bare_pingora)
+      echo "examples/bare_pingora.rs ($BARE_PINGORA_BIN), pingora $(awk '$0 == "name = \"pingora\"" { getline; gsub(/"/, "", $3); print $3; exit }' "$REPO/Cargo.lock" 2>/dev/null)" ;;
     nginx) nginx -v 2>&1 | head -n 1 || true ;;
     haproxy) haproxy -v 2>&1 | head -n 1 || true ;;
     wrk) { wrk -v 2>&1 || true; } | head -n 1 ;;
@@ -1189,7 +1263,7 @@ version_of() {
 summarize_rates() {  # scenario
   local scen=$1
   local -a tv; mapfile -t tv < <(table_vars "$scen")
-  awk -F'\t' -v s="$scen" -v order="$PROXIES" "${tv[@]}" '
+  awk -F'\t' -v s="$scen" -v order="$PROXIES" -v na="${SCEN_NA[$scen]:-}" "${tv[@]}" '
     function median(list,   a, n, i, j, t) {
       n = split(list, a, " ")
       for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
@@ -1199,43 +1273,50 @@ summarize_rates() {  # scenario
     function ratio(a, b) { return (b + 0 > 0 && a != "nan") ? sprintf("%.3f", a / b) : "n/a" }
     $1 == s { rps[$3] = rps[$3] " " $4; lat1[$3] = lat1[$3] " " $5; lat2[$3] = lat2[$3] " " $12
               cpu[$3] = cpu[$3] " " $8; pct[$3] = pct[$3] " " $13
+              ucpu[$3] = ucpu[$3] " " $14; scpu[$3] = scpu[$3] " " $15
               up[$3] += $10; err[$3] += $11; nr[$3]++ }
     END {
-      printf "  %-9s %12s", "proxy", rl
+      split(na, nalist, " "); for (k in nalist) isna[nalist[k]] = 1
+      printf "  %-12s %12s", "proxy", rl
       if (l1 != "") printf " %9s", l1
       if (l2 != "") printf " %9s", l2
-      printf " %12s %7s %13s %7s\n", pl, "cpu %", "new up conns", "errors"
+      printf " %12s %12s %12s %7s %13s %7s\n", pl, ul, sl, "cpu %", "new up conns", "errors"
       n = split(order, names, " ")
       for (i = 1; i <= n; i++) {
-        p = names[i]; if (!(p in nr)) continue
+        p = names[i]
+        if (p in isna) { printf "  %-12s %12s   (cannot run this scenario)\n", p, "n/a"; continue }
+        if (!(p in nr)) continue
         R[p] = median(rps[p]); L1[p] = median(lat1[p]); L2[p] = median(lat2[p]); C[p] = median(cpu[p]); P[p] = median(pct[p])
-        printf "  %-9s %12.0f", p, R[p]
+        U[p] = median(ucpu[p]); S[p] = median(scpu[p])
+        printf "  %-12s %12.0f", p, R[p]
         if (l1 != "") printf " %9.3f", L1[p]
         if (l2 != "") printf " %9.3f", L2[p]
-        printf " %12.4f %7.1f %13d %7d\n", C[p], P[p], up[p], err[p]
+        printf " %12.4f %12.4f %12.4f %7.1f %13d %7d\n", C[p], U[p], S[p], P[p], up[p], err[p]
       }
-      printf "  (%s, %s%s, cpu %%: medians; cpu %%: the proxy'"'"'s CPU time over wall time, 100 = one CPU busy;\n", rl, (l1 != "" ? "latency, " : ""), pl
+      printf "  (%s, %s%s, %s, %s, cpu %%: medians (so user + sys need not add up to the cpu median exactly);\n", rl, (l1 != "" ? "latency, " : ""), pl, ul, sl
+      printf "   cpu = user + sys: the proxy'"'"'s utime and stime from /proc/PID/stat, its child processes included;\n"
+      printf "   cpu %%: the proxy'"'"'s CPU time over wall time, 100 = one CPU busy;\n"
       printf "   new up conns: connections opened to the origin during the measured runs, all rounds; errors: all rounds)\n"
       if ("edgegate" in nr) {
-        printf "\n  %-18s %12s", "ratio", rl
+        printf "\n  %-21s %12s", "ratio", rl
         if (l1 != "") printf " %9s", l1
         if (l2 != "") printf " %9s", l2
-        printf " %12s\n", pl
+        printf " %12s %12s %12s\n", pl, ul, sl
         for (i = 1; i <= n; i++) {
           p = names[i]; if (p == "edgegate" || !(p in nr)) continue
-          printf "  %-18s %12s", "edgegate/" p, ratio(R["edgegate"], R[p])
+          printf "  %-21s %12s", "edgegate/" p, ratio(R["edgegate"], R[p])
           if (l1 != "") printf " %9s", ratio(L1["edgegate"], L1[p])
           if (l2 != "") printf " %9s", ratio(L2["edgegate"], L2[p])
-          printf " %12s\n", ratio(C["edgegate"], C[p])
+          printf " %12s %12s %12s\n", ratio(C["edgegate"], C[p]), ratio(U["edgegate"], U[p]), ratio(S["edgegate"], S[p])
         }
-        printf "  (%s: higher is better; %s%s: lower is better)\n", rl, (l1 != "" ? "latency and " : ""), pl
+        printf "  (%s: higher is better; %s%s: lower is better)\n", rl, (l1 != "" ? "latency and " : ""), "CPU"
       }
       for (p in err) if (err[p] > 0) printf "  WARNING: %s had %d errors/non-2xx responses; its numbers are suspect\n", p, err[p]
     }' "$RESULTS"
 }
 
 summarize_reload() {
-  awk -F'\t' -v order="$PROXIES" -v reloads="$RELOADS" '
+  awk -F'\t' -v order="$PROXIES" -v reloads="$RELOADS" -v na="${SCEN_NA[reload_under_load]:-}" '
     function median(list,   a, n, i, j, t) {
       n = split(list, a, " ")
       for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
@@ -1247,11 +1328,14 @@ summarize_reload() {
       split($13, ap, "/"); applied[p] += ap[1]; sent[p] += ap[2]; gen[p] = $14
     }
     END {
-      printf "  %-9s %10s %9s %8s %8s %6s %6s %8s %8s %7s %9s %10s\n", "proxy", "requests", "req/s", "p99 ms", "connect", "read", "write", "timeout", "non-2xx", "errors", "reloads", "generation"
+      printf "  %-12s %10s %9s %8s %8s %6s %6s %8s %8s %7s %9s %10s\n", "proxy", "requests", "req/s", "p99 ms", "connect", "read", "write", "timeout", "non-2xx", "errors", "reloads", "generation"
+      split(na, nalist, " "); for (k in nalist) isna[nalist[k]] = 1
       n = split(order, names, " ")
       for (i = 1; i <= n; i++) {
-        p = names[i]; if (!(p in nr)) continue
-        printf "  %-9s %10d %9.0f %8.3f %8d %6d %6d %8d %8d %7d %9s %10s\n", p, reqs[p], median(rps[p]), median(p99[p]), ce[p], re[p], we[p], te[p], ne[p], err[p], applied[p] "/" sent[p], gen[p]
+        p = names[i]
+        if (p in isna) { printf "  %-12s %10s   (nothing to reload: cannot run this scenario)\n", p, "n/a"; continue }
+        if (!(p in nr)) continue
+        printf "  %-12s %10d %9.0f %8.3f %8d %6d %6d %8d %8d %7d %9s %10s\n", p, reqs[p], median(rps[p]), median(p99[p]), ce[p], re[p], we[p], te[p], ne[p], err[p], applied[p] "/" sent[p], gen[p]
       }
       printf "  (requests and errors: sums over all rounds; req/s, p99: medians; errors = wrk socket errors (connect,\n"
       printf "   read, write, timeout) + non-2xx responses; reloads: applied/sent, where \"applied\" is verified only for\n"
@@ -1294,7 +1378,7 @@ summarize() {
       fi
     done
     echo
-    echo "per-run results (scenario round proxy rate lat1_ms cpu_s count cpu_per_unit origin_cpu_per_unit upstream_conns errors lat2_ms cpu_pct):"
+    echo "per-run results (scenario round proxy rate lat1_ms cpu_s count cpu_per_unit origin_cpu_per_unit upstream_conns errors lat2_ms cpu_pct user_cpu_per_unit sys_cpu_per_unit):"
     sed 's/^/  /' "$RESULTS"
     if [[ -s $RELOAD_RESULTS ]]; then
       echo "reload runs (scenario round proxy requests req/s p99ms connect read write timeout non2xx errors applied/sent generation served_x_reload max_x_reload_seen_under_load):"
@@ -1320,6 +1404,7 @@ main() {
   done
   ensure_tools
   ensure_edgegate
+  ensure_bare_pingora
   make_certs
   log "proxies: ${PROXY_LIST[*]}; scenarios: $SCENARIOS; duration $DURATION x $ROUNDS round(s); tmp $TMP"
   for scen in $SCENARIOS; do

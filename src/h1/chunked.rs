@@ -50,11 +50,9 @@ enum State {
     Size {
         digits: u8,
     },
-    /// After the size: extensions until CR.
-    Extension {
-        quoted: bool,
-        escaped: bool,
-    },
+    /// After the size: extensions until CR, read by their grammar
+    /// (`*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )`).
+    Extension(Ext),
     /// Saw the CR of a size line; LF must follow.
     SizeLf,
     /// Inside chunk data.
@@ -71,6 +69,21 @@ enum State {
         empty: bool,
     },
     Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ext {
+    /// Whitespace after the size: only `;` may follow.
+    BeforeSemicolon,
+    /// After `;`: whitespace, then a name.
+    Start,
+    Name,
+    AfterName,
+    ValueStart,
+    Token,
+    Quoted,
+    Escaped,
+    AfterValue,
 }
 
 /// What one step over the input produced.
@@ -157,20 +170,12 @@ impl ChunkedDecoder {
                     } else if digits == 0 {
                         return Err(ChunkError::InvalidSize);
                     } else if b == b';' {
-                        self.state = State::Extension {
-                            quoted: false,
-                            escaped: false,
-                        };
+                        self.state = State::Extension(Ext::Start);
                         self.line_len += 1;
                     } else if b == b'\r' {
                         self.state = State::SizeLf;
                     } else if b == b' ' || b == b'\t' {
-                        // BWS before `;` is allowed by the grammar; only as a lead-in to
-                        // an extension.
-                        self.state = State::Extension {
-                            quoted: false,
-                            escaped: false,
-                        };
+                        self.state = State::Extension(Ext::BeforeSemicolon);
                         self.line_len += 1;
                     } else {
                         return Err(if b == b'\n' {
@@ -180,52 +185,42 @@ impl ChunkedDecoder {
                         });
                     }
                 }
-                State::Extension { quoted, escaped } => {
+                State::Extension(ext) => {
                     self.line_len += 1;
                     if self.line_len > MAX_SIZE_LINE {
                         return Err(ChunkError::InvalidExtension);
                     }
-                    if quoted {
-                        let next = if escaped {
-                            if !is_qdtext_or_escapable(b) {
-                                return Err(ChunkError::InvalidExtension);
-                            }
-                            State::Extension {
-                                quoted: true,
-                                escaped: false,
-                            }
-                        } else if b == b'\\' {
-                            State::Extension {
-                                quoted: true,
-                                escaped: true,
-                            }
-                        } else if b == b'"' {
-                            State::Extension {
-                                quoted: false,
-                                escaped: false,
-                            }
-                        } else if is_qdtext_or_escapable(b) {
-                            self.state
-                        } else {
-                            return Err(if b == b'\n' || b == b'\r' {
-                                ChunkError::InvalidLineEnd
-                            } else {
-                                ChunkError::InvalidExtension
-                            });
-                        };
-                        self.state = next;
-                    } else if b == b'\r' {
-                        self.state = State::SizeLf;
-                    } else if b == b'"' {
-                        self.state = State::Extension {
-                            quoted: true,
-                            escaped: false,
-                        };
-                    } else if b == b'\n' {
+                    if b == b'\n' || (b == b'\r' && matches!(ext, Ext::Quoted | Ext::Escaped)) {
                         return Err(ChunkError::InvalidLineEnd);
-                    } else if !(is_tchar(b) || matches!(b, b';' | b'=' | b' ' | b'\t')) {
-                        return Err(ChunkError::InvalidExtension);
                     }
+                    let whitespace = b == b' ' || b == b'\t';
+                    let next = match ext {
+                        Ext::BeforeSemicolon if whitespace => ext,
+                        Ext::BeforeSemicolon if b == b';' => Ext::Start,
+                        Ext::Start if whitespace => ext,
+                        Ext::Start if is_tchar(b) => Ext::Name,
+                        Ext::Name if is_tchar(b) => ext,
+                        Ext::Name | Ext::AfterName if whitespace => Ext::AfterName,
+                        Ext::Name | Ext::AfterName if b == b'=' => Ext::ValueStart,
+                        Ext::Name | Ext::AfterName | Ext::Token | Ext::AfterValue if b == b';' => {
+                            Ext::Start
+                        }
+                        Ext::ValueStart if whitespace => ext,
+                        Ext::ValueStart if b == b'"' => Ext::Quoted,
+                        Ext::ValueStart if is_tchar(b) => Ext::Token,
+                        Ext::Token if is_tchar(b) => ext,
+                        Ext::Token | Ext::AfterValue if whitespace => Ext::AfterValue,
+                        Ext::Quoted if b == b'"' => Ext::AfterValue,
+                        Ext::Quoted if b == b'\\' => Ext::Escaped,
+                        Ext::Quoted | Ext::Escaped if is_qdtext_or_escapable(b) => Ext::Quoted,
+                        Ext::Name | Ext::Token | Ext::AfterValue if b == b'\r' => {
+                            self.state = State::SizeLf;
+                            i += 1;
+                            continue;
+                        }
+                        _ => return Err(ChunkError::InvalidExtension),
+                    };
+                    self.state = State::Extension(next);
                 }
                 State::SizeLf => {
                     if b != b'\n' {
