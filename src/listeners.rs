@@ -21,7 +21,7 @@ use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, SocketDigest, Ssl};
 use pingora::server::ShutdownWatch;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::model::{Listener, Name};
@@ -104,11 +104,14 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts until `stop` fires; connections already accepted are served to the end.
+/// With `slots`, at most that many connections are open at once: beyond it the loop stops
+/// accepting, so new connections wait in the kernel's backlog, not in our memory.
 pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
     name: Name,
     listener: TcpListener,
     tls: Arc<TlsAcceptorSlot>,
     serving: Serving<A>,
+    slots: Option<Arc<Semaphore>>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -116,6 +119,13 @@ pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
             return;
         };
         loop {
+            let slot = match &slots {
+                Some(slots) => tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot.ok(),
+                    _ = stop.changed() => break,
+                },
+                None => None,
+            };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 _ = stop.changed() => break,
@@ -134,6 +144,7 @@ pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
             let tls = tls.clone();
             let name = name.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let _guard = serving.tracker.enter();
                 let gauge = serving
                     .metrics
@@ -191,6 +202,17 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
     serving: &Serving<A>,
 ) {
     let acceptor = tls.current();
+    let info = ConnectionInfo {
+        listener: name.into(),
+        peer,
+        bound,
+        tls: acceptor.is_some(),
+    };
+    if let (None, Some(engine)) = (&acceptor, &serving.h1) {
+        // The HTTP/1.1 loop recognises the h2c preface itself and hands it over.
+        crate::h1::serve(engine, tcp, info).await;
+        return;
+    }
     let h2c = match acceptor {
         Some(_) => false,
         None => match starts_with_h2_preface(&tcp).await {
@@ -198,16 +220,6 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
             None => return,
         },
     };
-    let info = ConnectionInfo {
-        listener: name.into(),
-        peer,
-        bound,
-        tls: acceptor.is_some(),
-    };
-    if let (None, false, Some(engine)) = (&acceptor, h2c, &serving.h1) {
-        crate::h1::serve(engine, tcp, info).await;
-        return;
-    }
     let mut stream: L4Stream = tcp.into();
     record_addresses(&mut stream, peer, bound);
     let stream = crate::buffered_io::BufferedIo::new(stream, h2c);
@@ -250,6 +262,25 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
     serving.app.process_new(stream, &serving.shutdown).await;
 }
 
+/// Applies a reloaded `max_connections` to a running listener. Lowering it takes free
+/// slots away at once; slots held by open connections leave as those close.
+fn resize(slots: &Arc<Semaphore>, from: usize, to: usize) {
+    if to > from {
+        slots.add_permits(to - from);
+    } else if to < from {
+        let excess = from - to - slots.forget_permits(from - to);
+        if excess > 0 {
+            // The rest are held by open connections: retire them as they come back.
+            let slots = slots.clone();
+            tokio::spawn(async move {
+                if let Ok(permits) = slots.acquire_many_owned(excess as u32).await {
+                    permits.forget();
+                }
+            });
+        }
+    }
+}
+
 /// Names the connection's peer and listening address for pingora: the listening address,
 /// not the connection's own, is how the proxy tells which listener (and so which routes)
 /// a request arrived on.
@@ -265,6 +296,8 @@ struct Running {
     bound: SocketAddr,
     stop: watch::Sender<bool>,
     tls: Arc<TlsAcceptorSlot>,
+    /// Open-connection slots (`max_connections`), resized in place by a reload.
+    slots: Arc<Semaphore>,
     task: JoinHandle<()>,
 }
 
@@ -345,19 +378,23 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
         for spec in listeners {
             let acceptor = prepared.tls.remove(&spec.name).flatten();
             let Some(socket) = prepared.bound.remove(&spec.name) else {
-                if let Some(r) = running.get(&spec.name) {
+                if let Some(r) = running.get_mut(&spec.name) {
                     r.tls.store(acceptor);
+                    resize(&r.slots, r.spec.max_connections, spec.max_connections);
+                    r.spec = spec.clone();
                 }
                 continue;
             };
             let bound = socket.local_addr().unwrap_or(spec.address);
             let tls = Arc::new(TlsAcceptorSlot::new(acceptor));
             let (stop, stop_rx) = watch::channel(false);
+            let slots = Arc::new(Semaphore::new(spec.max_connections));
             let task = spawn_accept_loop(
                 spec.name.clone(),
                 socket,
                 tls.clone(),
                 self.serving.clone(),
+                Some(slots.clone()),
                 stop_rx,
             );
             tracing::info!(listener = %spec.name, address = %bound, tls = spec.tls.is_some(), "listening");
@@ -368,6 +405,7 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
                     bound,
                     stop,
                     tls,
+                    slots,
                     task,
                 },
             );

@@ -200,6 +200,7 @@ async fn serve(
             tracker: Arc::new(ConnectionTracker::default()),
             metrics: metrics.clone(),
         },
+        None,
         admin_stop_rx,
     );
     tracing::info!(address = %admin_address, "admin listening");

@@ -93,7 +93,11 @@ enum HeadRead {
     /// Closed, idle, or shutting down: nothing to answer.
     Gone,
     Refused(u16, &'static str),
+    /// The connection opened with the HTTP/2 preface (h2c, prior knowledge).
+    H2c,
 }
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves a connection until it closes, then returns.
 pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
@@ -104,10 +108,18 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     let mut buffers = Buffers::new();
     let mut shutdown = engine.shutdown.clone();
     let policy = Policy::of(&engine.gateway.snapshot.load(), &info);
+    let mut first = true;
     loop {
-        let head = match read_head(&mut client, &mut buffers, &mut shutdown, &policy).await {
+        let read = read_head(&mut client, &mut buffers, &mut shutdown, &policy, first).await;
+        first = false;
+        let head = match read {
             HeadRead::Ready(head) => head,
             HeadRead::Gone => return,
+            HeadRead::H2c => {
+                let replay = buffers.request.split().freeze();
+                engine.hand_over(client, replay, &info, true).await;
+                return;
+            }
             HeadRead::Refused(status, reason) => {
                 tracing::debug!(listener = %info.listener, client = %info.peer, status, reason, "refused request head");
                 let mut reply = LocalReply::plain(status, reason.as_bytes(), "");
@@ -127,7 +139,7 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
             }
             Next::HandOver => {
                 let replay = buffers.request.split().freeze();
-                engine.hand_over(client, replay, &info).await;
+                engine.hand_over(client, replay, &info, false).await;
                 return;
             }
         }
@@ -139,11 +151,17 @@ async fn read_head<C: ClientIo>(
     buffers: &mut Buffers,
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
     policy: &Policy,
+    first: bool,
 ) -> HeadRead {
     let idle_deadline = Instant::now() + policy.idle_timeout;
     let mut head_deadline: Option<Instant> = None;
     loop {
-        if !buffers.request.is_empty() {
+        let seen = buffers.request.len().min(H2_PREFACE.len());
+        let maybe_h2c = first && seen > 0 && buffers.request[..seen] == H2_PREFACE[..seen];
+        if maybe_h2c && seen == H2_PREFACE.len() {
+            return HeadRead::H2c;
+        }
+        if !buffers.request.is_empty() && !maybe_h2c {
             match head::parse_request(&buffers.request, &mut buffers.request_fields) {
                 Ok(Some(head)) => return HeadRead::Ready(head),
                 Ok(None) if buffers.request.len() > MAX_REQUEST_HEAD => {

@@ -64,8 +64,14 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
     /// The TLS session (client certificate) of a TLS connection.
     fn tls_digest(&self) -> Option<Arc<SslDigest>>;
 
-    /// The connection as a pingora stream that reads `replay` first.
-    fn into_pingora(self, replay: Bytes, info: &ConnectionInfo) -> pingora::protocols::Stream;
+    /// The connection as a pingora stream that reads `replay` first; `h2c` when it
+    /// opened with the HTTP/2 preface.
+    fn into_pingora(
+        self,
+        replay: Bytes,
+        info: &ConnectionInfo,
+        h2c: bool,
+    ) -> pingora::protocols::Stream;
 }
 
 impl ClientIo for tokio::net::TcpStream {
@@ -73,10 +79,15 @@ impl ClientIo for tokio::net::TcpStream {
         None
     }
 
-    fn into_pingora(self, replay: Bytes, info: &ConnectionInfo) -> pingora::protocols::Stream {
+    fn into_pingora(
+        self,
+        replay: Bytes,
+        info: &ConnectionInfo,
+        h2c: bool,
+    ) -> pingora::protocols::Stream {
         let mut stream: L4Stream = self.into();
         crate::listeners::record_addresses(&mut stream, info.peer, info.bound);
-        Box::new(BufferedIo::replaying(stream, false, replay))
+        Box::new(BufferedIo::replaying(stream, h2c, replay))
     }
 }
 
@@ -85,15 +96,27 @@ impl ClientIo for pingora::protocols::tls::TlsStream<BufferedIo> {
         self.get_ssl_digest()
     }
 
-    fn into_pingora(self, replay: Bytes, _info: &ConnectionInfo) -> pingora::protocols::Stream {
+    fn into_pingora(
+        self,
+        replay: Bytes,
+        _info: &ConnectionInfo,
+        _h2c: bool,
+    ) -> pingora::protocols::Stream {
+        // TLS connections choose HTTP/2 by ALPN before they get here.
         Box::new(BufferedIo::replaying(self, false, replay))
     }
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Engine<A> {
     /// Serves the rest of a connection with pingora-proxy.
-    async fn hand_over<C: ClientIo>(&self, client: C, replay: Bytes, info: &ConnectionInfo) {
-        let stream = client.into_pingora(replay, info);
+    async fn hand_over<C: ClientIo>(
+        &self,
+        client: C,
+        replay: Bytes,
+        info: &ConnectionInfo,
+        h2c: bool,
+    ) {
+        let stream = client.into_pingora(replay, info, h2c);
         self.fallback.process_new(stream, &self.shutdown).await;
     }
 }

@@ -7,6 +7,7 @@ mod cli;
 mod framing;
 mod grpc;
 mod h1_loop;
+mod hardening;
 mod kube;
 mod kube_double;
 mod limits;
