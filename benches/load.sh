@@ -93,6 +93,9 @@ RELOAD_DURATION=${RELOAD_DURATION:-10s}
 RELOAD_CONNECTIONS=${RELOAD_CONNECTIONS:-32}
 RELOAD_WRITE=${RELOAD_WRITE:-inplace}
 EDGEGATE_BIN=${EDGEGATE_BIN:-$REPO/target/release/edgegate}
+# A second edgegate build to compare against in the same run (say, the previous release),
+# shown as the row "edgegate_base"; required only when PROXIES names it.
+EDGEGATE_BASE_BIN=${EDGEGATE_BASE_BIN:-}
 EDGEGATE_RUST_LOG=${EDGEGATE_RUST_LOG:-warn}
 BARE_PINGORA_BIN=${BARE_PINGORA_BIN:-$REPO/target/release/examples/bare_pingora}
 BASE_PORT=${BASE_PORT:-18080}
@@ -103,7 +106,7 @@ READY_TIMEOUT=${READY_TIMEOUT:-10}   # seconds to wait for a process to answer
 
 read -r -a PROXY_LIST <<<"$PROXIES"
 for p in "${PROXY_LIST[@]}"; do
-  case "$p" in edgegate|bare_pingora|nginx|haproxy) ;; *) echo "unknown proxy in PROXIES: $p" >&2; exit 2 ;; esac
+  case "$p" in edgegate|edgegate_base|bare_pingora|nginx|haproxy) ;; *) echo "unknown proxy in PROXIES: $p" >&2; exit 2 ;; esac
 done
 [[ ${#PROXY_LIST[@]} -gt 0 ]] || { echo "PROXIES is empty" >&2; exit 2; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer" >&2; exit 2; }
@@ -529,25 +532,34 @@ EOF
 }
 
 start_proxy_edgegate() {
-  local mode=${1:-plain} scheme=http
+  start_edgegate_as edgegate "$EDGEGATE_BIN" "${1:-plain}"
+}
+
+start_proxy_edgegate_base() {
+  [[ -x $EDGEGATE_BASE_BIN ]] || die "PROXIES names edgegate_base: set EDGEGATE_BASE_BIN to an edgegate binary"
+  start_edgegate_as edgegate_base "$EDGEGATE_BASE_BIN" "${1:-plain}"
+}
+
+start_edgegate_as() {  # row-name binary mode
+  local name=$1 bin=$2 mode=${3:-plain} scheme=http
   [[ $mode == tls ]] && scheme=https
   alloc_port EDGEGATE_PORT
   alloc_port EDGEGATE_ADMIN_PORT
-  local d=$TMP/edgegate
+  local d=$TMP/$name
   mkdir -p "$d"
   write_config_edgegate "$mode" 0 >"$d/edgegate.toml"
-  "$EDGEGATE_BIN" check --config "$d/edgegate.toml" >"$d/check.log" 2>&1 \
-    || { cat "$d/check.log" >&2; die "edgegate check rejected $d/edgegate.toml"; }
+  "$bin" check --config "$d/edgegate.toml" >"$d/check.log" 2>&1 \
+    || { cat "$d/check.log" >&2; die "$name check rejected $d/edgegate.toml"; }
   # The log goes elsewhere: edgegate watches its config file's directory, and a log
   # written there would make it look at the config again after every line.
   mkdir -p "$TMP/logs"
-  start_bg edgegate "$CPU_PROXY" "$TMP/logs/edgegate.log" \
-    env RUST_LOG="$EDGEGATE_RUST_LOG" "$EDGEGATE_BIN" run --config "$d/edgegate.toml"
-  PROXY_PID[edgegate]=$LAST_PID
-  PROXY_URL[edgegate]="$scheme://127.0.0.1:$EDGEGATE_PORT/"
-  wait_http "${PROXY_URL[edgegate]}" "$LAST_PID" ok
+  start_bg "$name" "$CPU_PROXY" "$TMP/logs/$name.log" \
+    env RUST_LOG="$EDGEGATE_RUST_LOG" "$bin" run --config "$d/edgegate.toml"
+  PROXY_PID[$name]=$LAST_PID
+  PROXY_URL[$name]="$scheme://127.0.0.1:$EDGEGATE_PORT/"
+  wait_http "${PROXY_URL[$name]}" "$LAST_PID" ok
   wait_http "http://127.0.0.1:$EDGEGATE_ADMIN_PORT/readyz" "$LAST_PID"
-  [[ $mode == tls ]] && tls_probe edgegate "$EDGEGATE_PORT"
+  [[ $mode == tls ]] && tls_probe "$name" "$EDGEGATE_PORT"
   return 0
 }
 
@@ -693,7 +705,7 @@ stop_proxies() {
 # proxy_supports PROXY MODE: whether start_proxy_PROXY can run in MODE (plain, tls, reload).
 proxy_supports() {
   case "$1:$2" in
-    bare_pingora:reload) return 1 ;;
+    bare_pingora:reload|edgegate_base:reload) return 1 ;;
     *) return 0 ;;
   esac
 }
@@ -1250,6 +1262,7 @@ scenario_reload_under_load() {
 version_of() {
   case "$1" in
     edgegate) "$EDGEGATE_BIN" --version 2>&1 | head -n 1 || true ;;
+    edgegate_base) "$EDGEGATE_BASE_BIN" --version 2>&1 | head -n 1 || true ;;
     bare_pingora)
       echo "examples/bare_pingora.rs ($BARE_PINGORA_BIN), pingora $(awk '$0 == "name = \"pingora\"" { getline; gsub(/"/, "", $3); print $3; exit }' "$REPO/Cargo.lock" 2>/dev/null)" ;;
     nginx) nginx -v 2>&1 | head -n 1 || true ;;

@@ -93,14 +93,50 @@ impl<A> Clone for Serving<A> {
 
 /// Binds `address`; port 0 picks a free port, which `local_addr` then reports.
 pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    bind_socket(address, false)
+}
+
+fn bind_socket(address: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = match address {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.set_nodelay(true)?;
     socket.bind(address)?;
     socket.listen(4096)
+}
+
+/// One listening socket per worker on the same address (`SO_REUSEPORT`): the kernel
+/// spreads new connections over them by a hash of the connection's addresses, so each
+/// worker accepts, serves and connects upstream on its own runtime and shares nothing on
+/// the request path. Port 0 is resolved by the first socket and shared by the others.
+/// The sockets are returned unregistered, to be registered by the runtime that serves
+/// them.
+pub fn bind_per_worker(
+    address: SocketAddr,
+    workers: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_socket(address, workers > 1)?;
+    let address = first.local_addr()?;
+    let mut sockets = vec![first.into_std()?];
+    for _ in 1..workers {
+        sockets.push(bind_socket(address, true)?.into_std()?);
+    }
+    Ok(sockets)
+}
+
+/// The runtimes that serve connections: the first is the control runtime's own.
+#[derive(Clone)]
+pub struct Workers(pub Vec<tokio::runtime::Handle>);
+
+impl Workers {
+    pub fn count(&self) -> usize {
+        self.0.len().max(1)
+    }
 }
 
 /// Accepts until `stop` fires; connections already accepted are served to the end.
@@ -108,13 +144,26 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 /// accepting, so new connections wait in the kernel's backlog, not in our memory.
 pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
     name: Name,
-    listener: TcpListener,
+    listener: std::net::TcpListener,
+    runtime: &tokio::runtime::Handle,
     tls: Arc<TlsAcceptorSlot>,
     serving: Serving<A>,
     slots: Option<Arc<Semaphore>>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
+    runtime.spawn(async move {
+        // Registered here, so this runtime's reactor drives the socket and every
+        // connection accepted from it.
+        let listener = match listener
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(listener))
+        {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(listener = %name, error = %e, "cannot register the listening socket");
+                return;
+            }
+        };
         let Ok(bound) = listener.local_addr() else {
             return;
         };
@@ -298,12 +347,13 @@ struct Running {
     tls: Arc<TlsAcceptorSlot>,
     /// Open-connection slots (`max_connections`), resized in place by a reload.
     slots: Arc<Semaphore>,
-    task: JoinHandle<()>,
+    /// One accept loop per worker.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 /// Sockets and TLS acceptors built for a reload that has not been published yet.
 pub struct Prepared {
-    bound: HashMap<Name, TcpListener>,
+    bound: HashMap<Name, Vec<std::net::TcpListener>>,
     tls: HashMap<Name, Option<TlsAcceptor>>,
     expiries: Vec<(Name, String, i64)>,
 }
@@ -311,14 +361,16 @@ pub struct Prepared {
 /// The proxy listeners of the running config.
 pub struct ListenerSet<A> {
     serving: Serving<A>,
+    workers: Workers,
     directory: Arc<ListenerDirectory>,
     running: Mutex<HashMap<Name, Running>>,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
-    pub fn new(serving: Serving<A>, directory: Arc<ListenerDirectory>) -> Self {
+    pub fn new(serving: Serving<A>, directory: Arc<ListenerDirectory>, workers: Workers) -> Self {
         Self {
             serving,
+            workers,
             directory,
             running: Mutex::new(HashMap::new()),
         }
@@ -359,7 +411,7 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
             };
             prepared.tls.insert(spec.name.clone(), acceptor);
             if current.get(&spec.name) != Some(&spec.address) {
-                let socket = bind(spec.address).await.map_err(|e| {
+                let socket = bind_per_worker(spec.address, self.workers.count()).map_err(|e| {
                     format!(
                         "listener {:?}: cannot bind {}: {e}",
                         &*spec.name, spec.address
@@ -385,18 +437,29 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
                 }
                 continue;
             };
-            let bound = socket.local_addr().unwrap_or(spec.address);
+            let bound = socket
+                .first()
+                .and_then(|s| s.local_addr().ok())
+                .unwrap_or(spec.address);
             let tls = Arc::new(TlsAcceptorSlot::new(acceptor));
             let (stop, stop_rx) = watch::channel(false);
+            // One cap for the listener, shared by its workers' accept loops.
             let slots = Arc::new(Semaphore::new(spec.max_connections));
-            let task = spawn_accept_loop(
-                spec.name.clone(),
-                socket,
-                tls.clone(),
-                self.serving.clone(),
-                Some(slots.clone()),
-                stop_rx,
-            );
+            let tasks = socket
+                .into_iter()
+                .zip(self.workers.0.iter().cycle())
+                .map(|(socket, runtime)| {
+                    spawn_accept_loop(
+                        spec.name.clone(),
+                        socket,
+                        runtime,
+                        tls.clone(),
+                        self.serving.clone(),
+                        Some(slots.clone()),
+                        stop_rx.clone(),
+                    )
+                })
+                .collect();
             tracing::info!(listener = %spec.name, address = %bound, tls = spec.tls.is_some(), "listening");
             let replaced = running.insert(
                 spec.name.clone(),
@@ -406,7 +469,7 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
                     stop,
                     tls,
                     slots,
-                    task,
+                    tasks,
                 },
             );
             if let Some(old) = replaced {
@@ -446,9 +509,9 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             running
                 .drain()
-                .map(|(_, r)| {
+                .flat_map(|(_, r)| {
                     let _ = r.stop.send(true);
-                    r.task
+                    r.tasks
                 })
                 .collect()
         };

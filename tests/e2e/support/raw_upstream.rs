@@ -382,11 +382,29 @@ async fn play(
     steps: Vec<Step>,
 ) -> bool {
     shared.update(conn, |c| c.events.push(Event::ReplyStart));
-    for step in steps {
+    let last = steps.len().saturating_sub(1);
+    let mut ended = false;
+    for (i, step) in steps.into_iter().enumerate() {
         match step {
             Step::Send(bytes) => {
-                if write.write_all(&bytes).await.is_err() {
+                // The reply's last byte is written after `ReplyEnd` is recorded: the
+                // gateway cannot have the whole reply before then, so whatever it sends
+                // earlier really was written into a reply still arriving.
+                let split = if i == last {
+                    bytes.len().saturating_sub(1)
+                } else {
+                    bytes.len()
+                };
+                let mut sent = write.write_all(&bytes[..split]).await;
+                if i == last && sent.is_ok() {
                     shared.update(conn, |c| c.events.push(Event::ReplyEnd));
+                    ended = true;
+                    sent = write.write_all(&bytes[split..]).await;
+                }
+                if sent.is_err() {
+                    if !ended {
+                        shared.update(conn, |c| c.events.push(Event::ReplyEnd));
+                    }
                     reader.abort();
                     return false;
                 }
@@ -406,6 +424,8 @@ async fn play(
             }
         }
     }
-    shared.update(conn, |c| c.events.push(Event::ReplyEnd));
+    if !ended {
+        shared.update(conn, |c| c.events.push(Event::ReplyEnd));
+    }
     true
 }
