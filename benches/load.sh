@@ -543,11 +543,16 @@ start_proxy_edgegate_base() {
 start_edgegate_as() {  # row-name binary mode
   local name=$1 bin=$2 mode=${3:-plain} scheme=http
   [[ $mode == tls ]] && scheme=https
-  alloc_port EDGEGATE_PORT
-  alloc_port EDGEGATE_ADMIN_PORT
+  local port_var=EDGEGATE_PORT admin_var=EDGEGATE_ADMIN_PORT
+  if [[ $name == edgegate_base ]]; then
+    port_var=EDGEGATE_BASE_PORT admin_var=EDGEGATE_BASE_ADMIN_PORT
+  fi
+  alloc_port "$port_var"
+  alloc_port "$admin_var"
+  local port=${!port_var} admin_port=${!admin_var}
   local d=$TMP/$name
   mkdir -p "$d"
-  write_config_edgegate "$mode" 0 >"$d/edgegate.toml"
+  EDGEGATE_PORT=$port EDGEGATE_ADMIN_PORT=$admin_port write_config_edgegate "$mode" 0 >"$d/edgegate.toml"
   "$bin" check --config "$d/edgegate.toml" >"$d/check.log" 2>&1 \
     || { cat "$d/check.log" >&2; die "$name check rejected $d/edgegate.toml"; }
   # The log goes elsewhere: edgegate watches its config file's directory, and a log
@@ -556,10 +561,10 @@ start_edgegate_as() {  # row-name binary mode
   start_bg "$name" "$CPU_PROXY" "$TMP/logs/$name.log" \
     env RUST_LOG="$EDGEGATE_RUST_LOG" "$bin" run --config "$d/edgegate.toml"
   PROXY_PID[$name]=$LAST_PID
-  PROXY_URL[$name]="$scheme://127.0.0.1:$EDGEGATE_PORT/"
+  PROXY_URL[$name]="$scheme://127.0.0.1:$port/"
   wait_http "${PROXY_URL[$name]}" "$LAST_PID" ok
-  wait_http "http://127.0.0.1:$EDGEGATE_ADMIN_PORT/readyz" "$LAST_PID"
-  [[ $mode == tls ]] && tls_probe "$name" "$EDGEGATE_PORT"
+  wait_http "http://127.0.0.1:$admin_port/readyz" "$LAST_PID"
+  [[ $mode == tls ]] && tls_probe "$name" "$port"
   return 0
 }
 

@@ -265,9 +265,9 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     ctx.request_id = request_id(view.first("x-request-id"));
     ctx.trace = TraceContext::continue_or_start(view.first("traceparent"));
     let client_keepalive = if head.minor == 1 {
-        !view.has_token("connection", "close")
+        !view.has_token("connection", b"close")
     } else {
-        view.has_token("connection", "keep-alive")
+        view.has_token("connection", b"keep-alive")
     };
     let target_bytes = &buffers.request[head.target.clone()];
     let refusal = check_request_head(&buffers.request[..head.len])
@@ -518,7 +518,7 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
                 head_len: head.len,
                 framing,
                 client_keepalive,
-                expect_continue: head.minor == 1 && view.has_token("expect", "100-continue"),
+                expect_continue: head.minor == 1 && view.has_token("expect", b"100-continue"),
                 needs_host: raw_host.is_empty(),
                 trusted: policy.trusted,
                 max_body_size: route.max_body_size,

@@ -16,6 +16,7 @@ use super::head::{self, FieldsView, Framing, HeadError};
 use super::reply::{field, write_status_line, LocalReply};
 use super::upstream_cache::{self, CacheKey};
 use super::ClientIo;
+use crate::config::model::HeaderEdits;
 use crate::proxy::{forwarded, Gateway, RequestContext};
 use crate::snapshot::pool::Pool;
 use crate::snapshot::router::rewritten_path;
@@ -74,8 +75,14 @@ const RESPONSE_SKIP: &[&str] = &[
     "x-request-id",
 ];
 
-fn listed(list: &[&str], name: &str) -> bool {
-    list.iter().any(|n| n.eq_ignore_ascii_case(name))
+fn listed(list: &[&str], name: &[u8]) -> bool {
+    list.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Whether a route's header edits replace or remove the field `name`.
+fn edited_away(edits: Option<&HeaderEdits>, name: &[u8]) -> bool {
+    let named = |n: &http::HeaderName| n.as_str().as_bytes().eq_ignore_ascii_case(name);
+    edits.is_some_and(|e| e.remove.iter().any(named) || e.set.iter().any(|(n, _)| named(n)))
 }
 
 /// Writes the upstream request head, all but its Host fallback and final empty line
@@ -115,47 +122,35 @@ pub fn write_upstream_head(
     let mut forwarded_proto: Option<&[u8]> = None;
     let mut forwarded_host: Option<&[u8]> = None;
     let mut host: Option<&[u8]> = None;
+    // Fields a `Connection` header names are hop-by-hop too; most requests have none.
+    let names_fields = view.first("connection").is_some();
     for (name, value) in view.iter() {
         if listed(REQUEST_SKIP, name) {
-            if name.eq_ignore_ascii_case("x-forwarded-for") {
+            if name.eq_ignore_ascii_case(b"x-forwarded-for") {
                 let joined = forwarded_for.get_or_insert_with(Vec::new);
                 if !joined.is_empty() {
                     joined.extend_from_slice(b", ");
                 }
                 joined.extend_from_slice(value);
-            } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+            } else if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
                 forwarded_proto.get_or_insert(value);
-            } else if name.eq_ignore_ascii_case("x-forwarded-host") {
+            } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
                 forwarded_host.get_or_insert(value);
             }
             continue;
         }
-        if view.has_token("connection", name) {
-            continue;
-        }
-        if let Some(edits) = edits {
-            if edits
-                .remove
-                .iter()
-                .any(|n| n.as_str().eq_ignore_ascii_case(name))
-                || edits
-                    .set
-                    .iter()
-                    .any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
-            {
-                continue;
-            }
-        }
-        if identity_header
-            .as_ref()
-            .is_some_and(|h| h.as_str().eq_ignore_ascii_case(name))
+        if (names_fields && view.has_token("connection", name))
+            || edited_away(edits, name)
+            || identity_header
+                .as_ref()
+                .is_some_and(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
         {
             continue;
         }
-        if name.eq_ignore_ascii_case("host") {
+        if name.eq_ignore_ascii_case(b"host") {
             host = Some(value);
         }
-        field(out, name.as_bytes(), value);
+        field(out, name, value);
     }
     // What a client says about earlier hops is believed only from a trusted proxy.
     let trusted = meta.trusted;
@@ -687,9 +682,9 @@ async fn relay_response<C: ClientIo>(
         }
     };
     let upstream_keepalive = if head.minor == 1 {
-        !view.has_token("connection", "close")
+        !view.has_token("connection", b"close")
     } else {
-        view.has_token("connection", "keep-alive")
+        view.has_token("connection", b"keep-alive")
     };
     let http10_client = meta.minor == 0;
     let output = if framing == Framing::Chunked && http10_client {
@@ -712,24 +707,15 @@ async fn relay_response<C: ClientIo>(
     };
     write_status_line(out, head.status, reason);
     let edits = ctx.route.as_ref().map(|r| &r.response_headers);
+    let names_fields = view.first("connection").is_some();
     for (name, value) in view.iter() {
-        if listed(RESPONSE_SKIP, name) || view.has_token("connection", name) {
+        if listed(RESPONSE_SKIP, name)
+            || (names_fields && view.has_token("connection", name))
+            || edited_away(edits, name)
+        {
             continue;
         }
-        if let Some(edits) = edits {
-            if edits
-                .remove
-                .iter()
-                .any(|n| n.as_str().eq_ignore_ascii_case(name))
-                || edits
-                    .set
-                    .iter()
-                    .any(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
-            {
-                continue;
-            }
-        }
-        field(out, name.as_bytes(), value);
+        field(out, name, value);
     }
     if let Some(edits) = edits {
         for (name, value) in edits.set.iter().chain(&edits.add) {

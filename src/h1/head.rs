@@ -23,19 +23,18 @@ pub struct FieldsView<'a> {
 }
 
 impl<'a> FieldsView<'a> {
-    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + '_ {
+    /// Names and values as bytes: httparse admits only token bytes (ASCII) in names.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + '_ {
         let bytes = self.bytes;
-        self.fields.iter().map(move |f| {
-            // httparse only accepts token bytes (ASCII) in names.
-            let name = std::str::from_utf8(&bytes[f.name.clone()]).unwrap_or_default();
-            (name, &bytes[f.value.clone()])
-        })
+        self.fields
+            .iter()
+            .map(move |f| (&bytes[f.name.clone()], &bytes[f.value.clone()]))
     }
 
     /// Every value of `name` (case-insensitive).
     pub fn values<'n>(&'n self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + 'n {
         self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
     }
 
@@ -44,10 +43,10 @@ impl<'a> FieldsView<'a> {
     }
 
     /// Whether a comma-separated field (`Connection`) lists `token`.
-    pub fn has_token(&self, name: &str, token: &str) -> bool {
+    pub fn has_token(&self, name: &str, token: &[u8]) -> bool {
         self.values(name).any(|v| {
             v.split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
         })
     }
 }
