@@ -31,6 +31,8 @@ pub struct RequestContext {
     pub budget: Option<BudgetGuard>,
     pub retry_budget: Option<BudgetGuard>,
     pub hash_key: u64,
+    /// Request body bytes seen so far, against the route's `max_body_size`.
+    pub body_bytes: u64,
     pub request_id: String,
     pub trace: TraceContext,
 }
@@ -53,6 +55,7 @@ impl RequestContext {
             budget: None,
             retry_budget: None,
             hash_key: 0,
+            body_bytes: 0,
             request_id: String::new(),
             trace: TraceContext {
                 trace_id: String::new(),

@@ -162,6 +162,29 @@ impl ProxyHttp for Gateway {
             }
         }
 
+        // The HTTP/1.1 loop's rules, for HTTP/2 and handed-over requests: one normalised
+        // path for routing and the upstream.
+        let path = session.req_header().uri.path();
+        match crate::http_path::normalize_path(path) {
+            Ok(std::borrow::Cow::Borrowed(_)) => {}
+            Ok(std::borrow::Cow::Owned(normalised)) => {
+                let uri = &session.req_header().uri;
+                let target = match uri.query() {
+                    Some(query) => format!("{normalised}?{query}"),
+                    None => normalised,
+                };
+                let mut parts = uri.clone().into_parts();
+                parts.path_and_query = target.parse().ok();
+                if let Ok(uri) = http::Uri::from_parts(parts) {
+                    session.req_header_mut().set_uri(uri);
+                }
+            }
+            Err(e) => {
+                session.set_keepalive(None);
+                let body = format!("{e}\n");
+                return self.reply(session, ctx, Reply::plain(400, body)).await;
+            }
+        }
         let header = session.req_header();
         let raw_host = header
             .headers
@@ -229,9 +252,33 @@ impl ProxyHttp for Gateway {
                         .reply(session, ctx, Reply::plain(503, "no healthy endpoint\n"))
                         .await;
                 }
+                let declared = session
+                    .req_header()
+                    .headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if let (Some(n), Some(max)) = (declared, route.max_body_size) {
+                    if n > max {
+                        session.set_keepalive(None);
+                        return self
+                            .reply(session, ctx, Reply::plain(413, "request body too large\n"))
+                            .await;
+                    }
+                }
                 ctx.retries_left = pool.upstream.retries;
                 ctx.budget = Some(pool.start_request());
-                ctx.hash_key = client_hash(session);
+                let client = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip());
+                let headers = &session.req_header().headers;
+                ctx.hash_key = match client {
+                    Some(ip) => forwarded::hash_key(&pool.upstream.hash_on, ip, |name| {
+                        headers.get(name).map(|v| v.as_bytes())
+                    }),
+                    None => 0,
+                };
                 ctx.pool = Some(pool);
                 Ok(false)
             }
@@ -376,19 +423,38 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        // What a client says about earlier hops is believed only from a trusted proxy.
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
+            .map(|a| a.ip());
+        let trusted = client_ip.is_some_and(|ip| {
+            ctx.snapshot
+                .config
+                .listeners
+                .iter()
+                .any(|l| l.name == ctx.listener && l.is_trusted(ip))
+        });
         if let Some(ip) = client_ip {
-            let forwarded = match upstream_request.headers.get("x-forwarded-for") {
-                Some(prior) => format!("{}, {ip}", String::from_utf8_lossy(prior.as_bytes())),
-                None => ip,
-            };
-            upstream_request.insert_header("x-forwarded-for", forwarded)?;
+            let prior: Vec<u8> = upstream_request
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect::<Vec<_>>()
+                .join(&b", "[..]);
+            let chain = forwarded::forwarded_for(Some(&prior), ip, trusted);
+            let chain = http::HeaderValue::from_bytes(&chain)
+                .map_err(|e| Error::because(ErrorType::InternalError, "x-forwarded-for", e))?;
+            upstream_request.insert_header("x-forwarded-for", chain)?;
         }
-        let proto = if ctx.downstream_tls { "https" } else { "http" };
-        upstream_request.insert_header("x-forwarded-proto", proto)?;
+        if !(trusted && upstream_request.headers.contains_key("x-forwarded-proto")) {
+            let proto = if ctx.downstream_tls { "https" } else { "http" };
+            upstream_request.insert_header("x-forwarded-proto", proto)?;
+        }
+        if !trusted {
+            upstream_request.remove_header("x-forwarded-host");
+        }
         // HTTP/1.1 requires Host; an HTTP/1.0 client may have sent none. Like nginx's
         // `proxy_set_header Host $proxy_host`, name the endpoint.
         if upstream_request.headers.get(http::header::HOST).is_none() {
@@ -443,6 +509,24 @@ impl ProxyHttp for Gateway {
             }
             for (name, value) in &edits.add {
                 upstream_request.append_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Enforces the route's `max_body_size` on a body that streams without a declared
+    /// length (HTTP/2 data frames, chunked).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let (Some(chunk), Some(max)) = (body, ctx.route.as_ref().and_then(|r| r.max_body_size)) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > max {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
             }
         }
         Ok(())
@@ -618,24 +702,6 @@ fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
         503 => "503".into(),
         other => other.to_string().into(),
     }
-}
-
-fn client_hash(session: &Session) -> u64 {
-    let ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
-    hash_of_client(ip)
-}
-
-/// The `hash` balancing key of a client address.
-pub(crate) fn hash_of_client(ip: Option<std::net::IpAddr>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    if let Some(ip) = ip {
-        ip.hash(&mut hasher);
-    }
-    hasher.finish()
 }
 
 /// Whether pingora's error came from the downstream side and needs no answer.

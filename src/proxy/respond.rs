@@ -121,6 +121,7 @@ pub fn error_response(e: &Error) -> (u16, String) {
     }
     let (status, text): (u16, &str) = match e.etype() {
         HTTPStatus(503) => (503, "no healthy endpoint"),
+        HTTPStatus(413) => (413, "request body too large"),
         HTTPStatus(code) => (*code, "error"),
         ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
             (504, "upstream timed out")

@@ -386,3 +386,52 @@ async fn hash_by_cookie_is_sticky() {
     }
     assert_eq!(chosen.len(), 2, "sessions spread over both members");
 }
+
+/// HTTP/2 requests are served by pingora's path; the same rules hold there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_get_the_same_normalisation_forwarding_and_limits() {
+    let upstream = Upstream::start("a").await;
+    let gw = Gateway::start(&config(
+        &["web"],
+        &format!(
+            "[[routes]]\nname = \"admin\"\npath_prefix = \"/admin\"\nrespond = {{ status = 403, body = \"admin is closed\" }}\n\n\
+             [[routes]]\nname = \"up\"\npath_prefix = \"/\"\nupstream = \"pool\"\nmax_body_size = \"1KiB\"\n\n\
+             [upstreams.pool]\nendpoints = [\"{}\"]\n",
+            upstream.addr
+        ),
+    ));
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let response = h2
+        .get(gw.url("web", "/%61dmin"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(
+        response.status(),
+        403,
+        "an escaped unreserved byte is decoded"
+    );
+    let response = h2
+        .get(gw.url("web", "/x//y"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-host", "evil.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let seen = upstream.last();
+    assert_eq!(seen.path, "/x/y");
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_ne!(seen.headers["x-forwarded-host"], "evil.example");
+    let response = h2
+        .post(gw.url("web", "/upload"))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 413);
+}
