@@ -189,7 +189,19 @@ async fn serve(
     let mut proxy = pingora::proxy::http_proxy(&server_conf, gateway.clone());
     // h2c stays off here: the accept loop recognises the preface itself (with a timeout)
     // and marks the stream as h2, which pingora then serves as HTTP/2.
-    proxy.server_options = Some(HttpServerOptions::default());
+    let mut options = HttpServerOptions::default();
+    // HTTP/2 connections with no open stream (a header block that never completes opens
+    // none) close like idle HTTP/1.1 ones. pingora takes one value for the process: the
+    // shortest `idle_timeout` of the listeners at start.
+    options.h2_idle_timeout = Some(
+        config
+            .listeners
+            .iter()
+            .map(|l| l.idle_timeout)
+            .min()
+            .unwrap_or(crate::config::model::Listener::DEFAULT_IDLE_TIMEOUT),
+    );
+    proxy.server_options = Some(options);
     let proxy = Arc::new(proxy);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -435,3 +435,28 @@ async fn http2_requests_get_the_same_normalisation_forwarding_and_limits() {
         .expect("request");
     assert_eq!(response.status(), 413);
 }
+
+/// An HTTP/2 connection that never opens a stream is closed at the listener's
+/// `idle_timeout`, as an idle HTTP/1.1 one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_without_streams_is_closed_when_idle() {
+    let upstream = Upstream::start("a").await;
+    let text = listener_keys(
+        &proxy_config(&[upstream.addr], "", ""),
+        "web",
+        "idle_timeout = \"1s\"",
+    );
+    let gw = Gateway::start(&text);
+    let mut client = RawClient::connect(gw.addr("web")).await;
+    let since = std::time::Instant::now();
+    // The h2c preface and an empty SETTINGS frame, then nothing.
+    client.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    client.send(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await;
+    let closed = client.closed_within(Duration::from_secs(4)).await;
+    assert!(closed.is_ok(), "still open after {:?}", since.elapsed());
+    assert!(
+        since.elapsed() >= Duration::from_millis(800),
+        "closed too early: {:?}",
+        since.elapsed()
+    );
+}
