@@ -44,6 +44,13 @@ impl std::fmt::Display for BodyError {
     }
 }
 
+/// Writes all of `bytes` and flushes: a TLS stream (and the write buffer under it) holds
+/// what it was given until flushed; on a plain socket the flush costs nothing.
+pub async fn send<W: AsyncWrite + Unpin>(dst: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    dst.write_all(bytes).await?;
+    dst.flush().await
+}
+
 /// Time limits of one direction: each read and write may wait `per_op`, and nothing may
 /// run past `deadline` (the route's total timeout).
 #[derive(Debug, Clone, Copy)]
@@ -283,7 +290,7 @@ async fn write<W: AsyncWrite + Unpin, I: Interrupt>(
     limits: Limits,
     interrupt: &I,
 ) -> Result<(), BodyError> {
-    let written = tokio::time::timeout(limits.write_limit(), dst.write_all(bytes));
+    let written = tokio::time::timeout(limits.write_limit(), send(dst, bytes));
     tokio::select! {
         biased;
         r = written => r.map_err(|_| BodyError::WriteTimeout)?.map_err(BodyError::Write),

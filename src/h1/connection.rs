@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::forward::{self, RequestMeta};
 use super::head::{self, Field, FieldsView, Framing, HeadError, RequestHead};
 use super::reply::LocalReply;
-use super::{ClientIo, ConnectionInfo, Engine};
+use super::{body, ClientIo, ConnectionInfo, Engine};
 use crate::config::model::{Action, Listener};
 use crate::http_path::{normalize_path, PathError};
 use crate::proxy::framing::{check_request_head, MAX_REQUEST_HEAD};
@@ -126,7 +126,7 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
                 reply.close = true;
                 buffers.out.clear();
                 reply.write_to(&mut buffers.out);
-                let _ = client.write_all(&buffers.out).await;
+                let _ = body::send(&mut client, &buffers.out).await;
                 let _ = client.shutdown().await;
                 return;
             }
@@ -576,7 +576,7 @@ async fn finish_local<C: ClientIo>(
     } = answered;
     buffers.out.clear();
     reply.write_to(&mut buffers.out);
-    let written = client.write_all(&buffers.out).await.is_ok();
+    let written = body::send(client, &buffers.out).await.is_ok();
     gateway.record(
         ctx,
         &Exchange {

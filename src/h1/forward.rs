@@ -10,7 +10,7 @@ use pingora::protocols::tls::SslDigest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::body::{BodyError, Limits, Never, Output, Transfer, COALESCE};
+use super::body::{self, BodyError, Limits, Never, Output, Transfer, COALESCE};
 use super::connection::{Buffers, Next};
 use super::head::{self, FieldsView, Framing, HeadError};
 use super::reply::{field, write_status_line, LocalReply};
@@ -493,8 +493,7 @@ async fn attempt<C: ClientIo>(
     if !replayable {
         // Stream the body, watching for an upstream that answers before reading it all.
         if meta.expect_continue
-            && client
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            && body::send(client, b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
                 .is_err()
         {
@@ -592,7 +591,7 @@ async fn answer<C: ClientIo>(
     reply.close |= !meta.client_keepalive || !matches!(meta.framing, Framing::None);
     buffers.out.clear();
     reply.write_to(&mut buffers.out);
-    let written = client.write_all(&buffers.out).await.is_ok();
+    let written = body::send(client, &buffers.out).await.is_ok();
     Outcome {
         status: reply.status,
         bytes_sent: if written && !reply.head_only {

@@ -499,3 +499,60 @@ async fn health_checks_of_tls_upstreams_speak_tls_with_the_same_trust() {
         .expect("request");
     assert_eq!(resp.status(), 200);
 }
+
+/// HTTP/1.1 over TLS with keepalive: each response must leave at once (nothing held in a
+/// write buffer until the connection closes), and several requests share a connection,
+/// both for direct responses and for proxied ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_keepalive_over_tls_answers_each_request_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Upstream::start("a").await;
+    let (gw, certs) = start(&format!(
+        "\n[[routes]]\nname = \"up\"\npath_prefix = \"/up\"\nupstream = \"pool\"\n\n[upstreams.pool]\nendpoints = [\"{}\"]\n",
+        a.addr
+    ));
+    let mut stream = pki::connect(
+        gw.addr("secure"),
+        &ClientOptions::new("api.example.com", &certs.pki.ca_pem),
+    )
+    .await
+    .expect("handshake");
+    for path in ["/", "/up/1", "/", "/up/2"] {
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: api.example.com\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut got = Vec::new();
+        let complete = |got: &[u8]| {
+            let text = String::from_utf8_lossy(got);
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                return false;
+            };
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_string)
+                })
+                .and_then(|n| n.trim().parse::<usize>().ok());
+            length.is_some_and(|n| body.len() >= n)
+        };
+        let read = tokio::time::timeout(Duration::from_secs(3), async {
+            let mut buf = [0u8; 4096];
+            while !complete(&got) {
+                let n = stream.read(&mut buf).await.expect("read");
+                assert!(n > 0, "connection closed after {path}");
+                got.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        assert!(
+            read.is_ok(),
+            "no whole response to {path} within 3 s: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    }
+    assert_eq!(a.hits(), 2);
+}
