@@ -209,6 +209,9 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         }
         let prepared = self.listeners.prepare(&loaded.config.listeners).await?;
         let config = Arc::new(loaded.config);
+        for warning in not_applied_in_place(&current.config, &config) {
+            tracing::warn!("{warning}");
+        }
         let mut summary = describe_changes(&current.config, &config);
         if certificates_changed {
             summary = match summary.as_str() {
@@ -251,6 +254,32 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         }
         Ok(Some(summary))
     }
+}
+
+/// Settings a reload cannot apply to the running process, each named so that nothing in a
+/// reloaded file is ignored silently.
+pub fn not_applied_in_place(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.gateway.threads != new.gateway.threads {
+        out.push(format!(
+            "[gateway] threads changed from {} to {}: the worker count is fixed at start; restart to apply it",
+            old.gateway.threads, new.gateway.threads
+        ));
+    }
+    if old.admin.address != new.admin.address {
+        out.push(format!(
+            "[admin] address changed from {} to {}: the admin listener stays where it is until a restart",
+            old.admin.address, new.admin.address
+        ));
+    }
+    let shortest = |c: &Config| c.listeners.iter().map(|l| l.idle_timeout).min();
+    if shortest(old) != shortest(new) {
+        out.push(
+            "listener idle_timeout changed: HTTP/1.1 connections opened from now on use it; HTTP/2 connections keep the value the process started with until a restart"
+                .to_string(),
+        );
+    }
+    out
 }
 
 /// A one-line account of what a reload changed, by name.

@@ -377,3 +377,14 @@ async fn no_request_fails_while_the_config_is_rewritten_under_load() {
     assert_eq!(failed, 0);
     assert!(ok > 500, "only {ok} requests");
 }
+
+/// A setting the running process cannot apply is named in a warning, not ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_count_change_is_named_as_needing_a_restart() {
+    let gw = Gateway::start(&version(1));
+    gw.wait_ready().await;
+    gw.write_config(&format!("[gateway]\nthreads = 3\n\n{}", version(2)));
+    wait_generation(&gw, 2).await;
+    let line = gw.wait_for_log("threads changed", Duration::from_secs(3));
+    assert!(line.contains("restart"), "{line}");
+}
