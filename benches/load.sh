@@ -96,6 +96,10 @@ EDGEGATE_BIN=${EDGEGATE_BIN:-$REPO/target/release/edgegate}
 # A second edgegate build to compare against in the same run (say, the previous release),
 # shown as the row "edgegate_base"; required only when PROXIES names it.
 EDGEGATE_BASE_BIN=${EDGEGATE_BASE_BIN:-}
+# TOML lines added to the "edgegate" row's route and upstream tables (not edgegate_base's),
+# e.g. EDGEGATE_UPSTREAM_EXTRA='retry_budget = "20%"' to price a feature in one run.
+EDGEGATE_ROUTE_EXTRA=${EDGEGATE_ROUTE_EXTRA:-}
+EDGEGATE_UPSTREAM_EXTRA=${EDGEGATE_UPSTREAM_EXTRA:-}
 EDGEGATE_RUST_LOG=${EDGEGATE_RUST_LOG:-warn}
 BARE_PINGORA_BIN=${BARE_PINGORA_BIN:-$REPO/target/release/examples/bare_pingora}
 BASE_PORT=${BASE_PORT:-18080}
@@ -522,12 +526,14 @@ EOF
 name = "all"
 path_prefix = "/"
 upstream = "origin"
+${ROUTE_EXTRA:-}
 EOF
   [[ $mode == reload ]] && echo "response_headers = { set = { \"x-reload\" = \"$gen\" } }"
   cat <<EOF
 
 [upstreams.origin]
 endpoints = ["127.0.0.1:$ORIGIN_PORT"]
+${UPSTREAM_EXTRA:-}
 EOF
 }
 
@@ -552,7 +558,14 @@ start_edgegate_as() {  # row-name binary mode
   local port=${!port_var} admin_port=${!admin_var}
   local d=$TMP/$name
   mkdir -p "$d"
-  EDGEGATE_PORT=$port EDGEGATE_ADMIN_PORT=$admin_port write_config_edgegate "$mode" 0 >"$d/edgegate.toml"
+  # The extras (EDGEGATE_ROUTE_EXTRA, EDGEGATE_UPSTREAM_EXTRA) go to the "edgegate" row
+  # only, so one run can compare a configured feature against the same binary without it.
+  local route_extra="" upstream_extra=""
+  if [[ $name == edgegate ]]; then
+    route_extra=${EDGEGATE_ROUTE_EXTRA:-} upstream_extra=${EDGEGATE_UPSTREAM_EXTRA:-}
+  fi
+  EDGEGATE_PORT=$port EDGEGATE_ADMIN_PORT=$admin_port ROUTE_EXTRA=$route_extra \
+    UPSTREAM_EXTRA=$upstream_extra write_config_edgegate "$mode" 0 >"$d/edgegate.toml"
   "$bin" check --config "$d/edgegate.toml" >"$d/check.log" 2>&1 \
     || { cat "$d/check.log" >&2; die "$name check rejected $d/edgegate.toml"; }
   # The log goes elsewhere: edgegate watches its config file's directory, and a log
