@@ -1,9 +1,11 @@
 //! One client connection: read a head, decide, answer or forward, loop.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use pingora::apps::ServerApp;
+use pingora::protocols::tls::SslDigest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::forward::{self, RequestMeta};
@@ -15,6 +17,7 @@ use crate::http_path::{normalize_path, PathError};
 use crate::proxy::framing::{check_request_head, MAX_REQUEST_HEAD};
 use crate::proxy::trace::TraceContext;
 use crate::proxy::{forwarded, redirect_location, request_id, Exchange, RequestContext};
+use crate::snapshot::pool::Pool;
 use crate::snapshot::router::{normalize_host, RequestFacts};
 
 /// The listener's rules for one connection, read from the snapshot when it opens.
@@ -242,6 +245,54 @@ fn split_target(target: &[u8]) -> Option<Target<'_>> {
     })
 }
 
+/// What the gateway does with one request.
+enum Decision {
+    /// A response of the gateway's own.
+    Answer(Answer),
+    /// Forward to this pool; the upstream head is in `buffers.upstream_head`.
+    Forward(Arc<Pool>, RequestMeta),
+    HandOver,
+}
+
+/// A response the gateway writes itself, owned so the request buffer can be released.
+struct Answer {
+    status: u16,
+    body: Bytes,
+    content_type: Bytes,
+    location: Option<String>,
+    /// Apply the route's response header edits.
+    edits: bool,
+    head_only: bool,
+    close: bool,
+}
+
+impl Answer {
+    fn plain(status: u16, body: impl Into<Bytes>) -> Self {
+        Self {
+            status,
+            body: body.into(),
+            content_type: Bytes::from_static(b"text/plain; charset=utf-8"),
+            location: None,
+            edits: false,
+            head_only: false,
+            close: false,
+        }
+    }
+
+    /// A refusal: the connection closes after it.
+    fn refusal(status: u16, reason: &str) -> Self {
+        let mut answer = Self::plain(status, format!("{reason}\n"));
+        answer.close = true;
+        answer
+    }
+}
+
+/// The request's method and path as the metrics and the access log record them.
+struct Logged {
+    method: http::Method,
+    path: String,
+}
+
 async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     engine: &Engine<A>,
     client: &mut C,
@@ -254,13 +305,71 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     let mut ctx = RequestContext::new(gateway.snapshot.load_full());
     ctx.listener = info.listener.clone();
     ctx.downstream_tls = info.tls;
+    let tls = client.tls_digest();
+    let mut logged = Logged {
+        method: head.method.clone(),
+        path: String::new(),
+    };
+    let decision = decide(
+        &mut ctx,
+        buffers,
+        &head,
+        info,
+        policy,
+        tls.as_ref(),
+        gateway.access_log.enabled().then_some(&mut logged.path),
+    );
+    let outcome = match decision {
+        Decision::HandOver => return Next::HandOver,
+        Decision::Answer(answer) => {
+            let outcome = answer_locally(client, buffers, &ctx, &head, answer).await;
+            buffers.request.advance(head.len.min(buffers.request.len()));
+            outcome
+        }
+        Decision::Forward(pool, meta) => {
+            let outcome = forward::proxy(gateway, client, buffers, &mut ctx, &pool, &meta).await;
+            ctx.in_flight = None;
+            outcome
+        }
+    };
+    gateway.record(
+        &ctx,
+        &Exchange {
+            status: outcome.status,
+            method: logged.method.as_str(),
+            path: &logged.path,
+            client: Some(info.peer),
+            bytes_sent: outcome.bytes_sent,
+        },
+    );
+    outcome.next
+}
+
+/// Reads the request head and decides; everything it needs of the head is copied out
+/// (or written into the upstream head) before the request buffer is touched again.
+/// `log_path` receives the path when the access log wants it.
+fn decide(
+    ctx: &mut RequestContext,
+    buffers: &mut Buffers,
+    head: &RequestHead,
+    info: &ConnectionInfo,
+    policy: &Policy,
+    tls: Option<&Arc<SslDigest>>,
+    log_path: Option<&mut String>,
+) -> Decision {
+    let Buffers {
+        request,
+        request_fields,
+        upstream_head,
+        ..
+    } = buffers;
     let view = FieldsView {
-        bytes: &buffers.request,
-        fields: &buffers.request_fields,
+        bytes: request,
+        fields: request_fields,
     };
     if view.first("upgrade").is_some() || head.method == http::Method::CONNECT {
         // WebSocket and other upgrades continue on pingora-proxy, which tunnels them.
-        return Next::HandOver;
+        return Decision::HandOver;
     }
     ctx.request_id = request_id(view.first("x-request-id"));
     ctx.trace = TraceContext::continue_or_start(view.first("traceparent"));
@@ -269,47 +378,31 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     } else {
         view.has_token("connection", b"keep-alive")
     };
-    let target_bytes = &buffers.request[head.target.clone()];
-    let refusal = check_request_head(&buffers.request[..head.len])
-        .err()
-        .map(|r| (r.status, r.reason));
+    let target_bytes = &request[head.target.clone()];
+    if let Some(path) = log_path {
+        *path = String::from_utf8_lossy(
+            target_bytes
+                .split(|&b| b == b'?')
+                .next()
+                .unwrap_or_default(),
+        )
+        .into_owned();
+    }
+    if let Err(refusal) = check_request_head(&request[..head.len]) {
+        tracing::warn!(listener = %ctx.listener, request_id = %ctx.request_id, status = refusal.status, reason = refusal.reason, "refused request");
+        return Decision::Answer(Answer::refusal(refusal.status, refusal.reason));
+    }
     let framing = if view.first("transfer-encoding").is_some() {
         Framing::Chunked
     } else {
         match head::content_length(&view) {
             Ok(Some(0)) | Ok(None) => Framing::None,
             Ok(Some(n)) => Framing::Length(n),
-            Err(_) => Framing::None,
+            Err(_) => return Decision::Answer(Answer::refusal(400, "invalid Content-Length")),
         }
     };
-    let target = split_target(target_bytes);
-    let (refusal, target) = match (refusal, target) {
-        (Some(refusal), _) => (Some(refusal), None),
-        (None, None) => (Some((400, "invalid request target")), None),
-        (None, Some(target)) => (None, Some(target)),
-    };
-    let method = head.method.clone();
-    let Some(target) = target else {
-        let (status, reason) = refusal.unwrap_or((400, "bad request"));
-        tracing::warn!(listener = %ctx.listener, request_id = %ctx.request_id, status, reason, "refused request");
-        let body = format!("{reason}\n");
-        let mut reply = LocalReply::plain(status, body.as_bytes(), &ctx.request_id);
-        reply.close = true;
-        let path = String::from_utf8_lossy(target_bytes).into_owned();
-        return finish_local(
-            gateway,
-            client,
-            buffers,
-            &ctx,
-            &reply,
-            Answered {
-                method: &method,
-                path: &path,
-                head_len: head.len,
-                info,
-            },
-        )
-        .await;
+    let Some(target) = split_target(target_bytes) else {
+        return Decision::Answer(Answer::refusal(400, "invalid request target"));
     };
     // Routing and the upstream see one normalised path, so `/public/../admin` cannot
     // walk around a route meant for `/admin`.
@@ -321,24 +414,7 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
                 PathError::Invalid => "invalid path",
             };
             tracing::debug!(listener = %ctx.listener, request_id = %ctx.request_id, reason, "refused request");
-            let body = format!("{reason}\n");
-            let mut reply = LocalReply::plain(400, body.as_bytes(), &ctx.request_id);
-            reply.close = true;
-            let path = String::from_utf8_lossy(target_bytes).into_owned();
-            return finish_local(
-                gateway,
-                client,
-                buffers,
-                &ctx,
-                &reply,
-                Answered {
-                    method: &method,
-                    path: &path,
-                    head_len: head.len,
-                    info,
-                },
-            )
-            .await;
+            return Decision::Answer(Answer::refusal(400, reason));
         }
     };
     let path: &str = &path;
@@ -354,247 +430,137 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
         host: &ctx.host,
         path,
         query: target.query,
-        method: &method,
+        method: &head.method,
         headers: &view,
     };
     let snapshot = ctx.snapshot.clone();
+    // Whatever of a request body is unread makes a local answer close the connection.
+    let local_close = !client_keepalive || framing != Framing::None;
+    let head_only = head.method == http::Method::HEAD;
     let Some(route) = snapshot.router.route(&ctx.listener, &facts).cloned() else {
         tracing::debug!(listener = %ctx.listener, host = %ctx.host, path, "no route");
-        let mut reply = LocalReply::plain(404, b"no route\n", &ctx.request_id);
-        reply.head_only = method == http::Method::HEAD;
-        reply.close = !client_keepalive || framing != Framing::None;
-        let path = path.to_string();
-        return finish_local(
-            gateway,
-            client,
-            buffers,
-            &ctx,
-            &reply,
-            Answered {
-                method: &method,
-                path: &path,
-                head_len: head.len,
-                info,
-            },
-        )
-        .await;
+        let mut answer = Answer::plain(404, &b"no route\n"[..]);
+        answer.head_only = head_only;
+        answer.close = local_close;
+        return Decision::Answer(answer);
     };
     ctx.route = Some(route.clone());
-    let local_close = !client_keepalive || framing != Framing::None;
-    match &route.action {
+    let answer = |mut answer: Answer| {
+        answer.edits = true;
+        answer.close |= local_close;
+        Decision::Answer(answer)
+    };
+    let name = match &route.action {
         Action::Respond(respond) => {
-            let reply = LocalReply {
+            return answer(Answer {
                 status: respond.status.as_u16(),
-                content_type: respond.content_type.as_bytes(),
-                body: &respond.body,
+                body: respond.body.clone(),
+                content_type: Bytes::copy_from_slice(respond.content_type.as_bytes()),
                 location: None,
-                request_id: &ctx.request_id,
-                edits: Some(&route.response_headers),
-                head_only: method == http::Method::HEAD,
-                close: local_close,
-            };
-            let path = path.to_string();
-            finish_local(
-                gateway,
-                client,
-                buffers,
-                &ctx,
-                &reply,
-                Answered {
-                    method: &method,
-                    path: &path,
-                    head_len: head.len,
-                    info,
-                },
-            )
-            .await
+                edits: true,
+                head_only,
+                close: false,
+            })
         }
         Action::Redirect(redirect) => {
-            let location =
-                redirect_location(redirect, path, target.query, raw_host, ctx.downstream_tls);
-            let reply = LocalReply {
-                status: redirect.status.as_u16(),
-                content_type: b"text/plain; charset=utf-8",
-                body: b"",
-                location: Some(&location),
-                request_id: &ctx.request_id,
-                edits: Some(&route.response_headers),
-                head_only: true,
-                close: local_close,
-            };
-            let path = path.to_string();
-            finish_local(
-                gateway,
-                client,
-                buffers,
-                &ctx,
-                &reply,
-                Answered {
-                    method: &method,
-                    path: &path,
-                    head_len: head.len,
-                    info,
-                },
-            )
-            .await
-        }
-        Action::Upstream(name) => {
-            let Some(pool) = snapshot.pools.get(name).cloned() else {
-                let reply = LocalReply::plain(503, b"no such upstream\n", &ctx.request_id);
-                let path = path.to_string();
-                return finish_local(
-                    gateway,
-                    client,
-                    buffers,
-                    &ctx,
-                    &reply,
-                    Answered {
-                        method: &method,
-                        path: &path,
-                        head_len: head.len,
-                        info,
-                    },
-                )
-                .await;
-            };
-            if pool.upstream.tls.is_some() || pool.upstream.http2 {
-                // pingora-proxy keeps TLS and HTTP/2 upstream sessions.
-                return Next::HandOver;
-            }
-            ctx.pool = Some(pool.clone());
-            if pool.available_count() == 0 {
-                tracing::warn!(upstream = %name, request_id = %ctx.request_id, members = pool.members.len(), "no healthy endpoint");
-                let mut reply = LocalReply::plain(503, b"no healthy endpoint\n", &ctx.request_id);
-                reply.edits = Some(&route.response_headers);
-                reply.close = local_close;
-                let path = path.to_string();
-                return finish_local(
-                    gateway,
-                    client,
-                    buffers,
-                    &ctx,
-                    &reply,
-                    Answered {
-                        method: &method,
-                        path: &path,
-                        head_len: head.len,
-                        info,
-                    },
-                )
-                .await;
-            }
-            if let (Framing::Length(n), Some(max)) = (framing, route.max_body_size) {
-                if n > max {
-                    // Refused before any upstream is contacted.
-                    let mut reply =
-                        LocalReply::plain(413, b"request body too large\n", &ctx.request_id);
-                    reply.edits = Some(&route.response_headers);
-                    reply.close = true;
-                    let path = path.to_string();
-                    return finish_local(
-                        gateway,
-                        client,
-                        buffers,
-                        &ctx,
-                        &reply,
-                        Answered {
-                            method: &method,
-                            path: &path,
-                            head_len: head.len,
-                            info,
-                        },
-                    )
-                    .await;
-                }
-            }
-            ctx.retries_left = pool.upstream.retries;
-            ctx.hash_key = forwarded::hash_key(&pool.upstream.hash_on, info.peer.ip(), |name| {
-                view.first(name)
-            });
-            let log_path = gateway.access_log.enabled().then(|| path.to_string());
-            let meta = RequestMeta {
-                method: method.clone(),
-                minor: head.minor,
-                head_len: head.len,
-                framing,
-                client_keepalive,
-                expect_continue: head.minor == 1 && view.has_token("expect", b"100-continue"),
-                needs_host: raw_host.is_empty(),
-                trusted: policy.trusted,
-                max_body_size: route.max_body_size,
-            };
-            let tls = client.tls_digest();
-            forward::write_upstream_head(
-                &mut buffers.upstream_head,
-                &meta,
+            let mut reply = Answer::plain(redirect.status.as_u16(), Bytes::new());
+            reply.location = Some(redirect_location(
+                redirect,
                 path,
                 target.query,
-                &view,
-                &ctx,
-                info.peer,
-                tls.as_ref(),
-            );
-            let outcome = forward::proxy(gateway, client, buffers, &mut ctx, &pool, &meta).await;
-            ctx.in_flight = None;
-            gateway.record(
-                &ctx,
-                &Exchange {
-                    status: outcome.status,
-                    method: method.as_str(),
-                    path: log_path.as_deref().unwrap_or_default(),
-                    client: Some(info.peer),
-                    bytes_sent: outcome.bytes_sent,
-                },
-            );
-            outcome.next
+                raw_host,
+                ctx.downstream_tls,
+            ));
+            reply.head_only = true;
+            return answer(reply);
+        }
+        Action::Upstream(name) => name,
+    };
+    let Some(pool) = snapshot.pools.get(name).cloned() else {
+        return answer(Answer::plain(503, &b"no such upstream\n"[..]));
+    };
+    if pool.upstream.tls.is_some() || pool.upstream.http2 {
+        // pingora-proxy keeps TLS and HTTP/2 upstream sessions.
+        return Decision::HandOver;
+    }
+    ctx.pool = Some(pool.clone());
+    if pool.available_count() == 0 {
+        tracing::warn!(upstream = %name, request_id = %ctx.request_id, members = pool.members.len(), "no healthy endpoint");
+        return answer(Answer::plain(503, &b"no healthy endpoint\n"[..]));
+    }
+    if let (Framing::Length(n), Some(max)) = (framing, route.max_body_size) {
+        if n > max {
+            // Refused before any upstream is contacted.
+            let mut reply = Answer::plain(413, &b"request body too large\n"[..]);
+            reply.close = true;
+            return answer(reply);
         }
     }
+    ctx.retries_left = pool.upstream.retries;
+    ctx.hash_key = forwarded::hash_key(&pool.upstream.hash_on, info.peer.ip(), |name| {
+        view.first(name)
+    });
+    let meta = RequestMeta {
+        method: head.method.clone(),
+        minor: head.minor,
+        head_len: head.len,
+        framing,
+        client_keepalive,
+        expect_continue: head.minor == 1 && view.has_token("expect", b"100-continue"),
+        needs_host: raw_host.is_empty(),
+        trusted: policy.trusted,
+        max_body_size: route.max_body_size,
+    };
+    forward::write_upstream_head(
+        upstream_head,
+        &meta,
+        path,
+        target.query,
+        &view,
+        ctx,
+        info.peer,
+        tls,
+    );
+    Decision::Forward(pool, meta)
 }
 
-/// The parts of a request a local answer records.
-struct Answered<'a> {
-    method: &'a http::Method,
-    path: &'a str,
-    head_len: usize,
-    info: &'a ConnectionInfo,
-}
-
-/// Writes a reply the gateway makes itself, consumes the request head, and records it.
-async fn finish_local<C: ClientIo>(
-    gateway: &crate::proxy::Gateway,
+/// Writes an answer of the gateway's own.
+async fn answer_locally<C: ClientIo>(
     client: &mut C,
     buffers: &mut Buffers,
     ctx: &RequestContext,
-    reply: &LocalReply<'_>,
-    answered: Answered<'_>,
-) -> Next {
-    let Answered {
-        method,
-        path,
-        head_len,
-        info,
-    } = answered;
+    head: &RequestHead,
+    answer: Answer,
+) -> forward::Outcome {
+    let edits = ctx
+        .route
+        .as_ref()
+        .filter(|_| answer.edits)
+        .map(|r| &r.response_headers);
+    let reply = LocalReply {
+        status: answer.status,
+        content_type: &answer.content_type,
+        body: &answer.body,
+        location: answer.location.as_deref(),
+        request_id: &ctx.request_id,
+        edits,
+        head_only: answer.head_only || head.method == http::Method::HEAD,
+        close: answer.close,
+    };
     buffers.out.clear();
     reply.write_to(&mut buffers.out);
     let written = body::send(client, &buffers.out).await.is_ok();
-    gateway.record(
-        ctx,
-        &Exchange {
-            status: reply.status,
-            method: method.as_str(),
-            path,
-            client: Some(info.peer),
-            bytes_sent: if reply.head_only || !written {
-                0
-            } else {
-                reply.body.len() as u64
-            },
+    forward::Outcome {
+        status: reply.status,
+        bytes_sent: if reply.head_only || !written {
+            0
+        } else {
+            reply.body.len() as u64
         },
-    );
-    if reply.close || !written {
-        return Next::Close;
+        next: if reply.close || !written {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        },
     }
-    // The head is answered; a request with a body closes instead (`close` above).
-    buffers.request.advance(head_len);
-    Next::KeepAlive
 }

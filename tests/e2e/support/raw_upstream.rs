@@ -87,6 +87,9 @@ impl Conn {
 
 struct Shared {
     conns: Mutex<Vec<Conn>>,
+    /// Every whole request in the order it arrived, with its connection's index: the
+    /// gateway's workers may use several connections at once.
+    arrivals: Mutex<Vec<(usize, Request)>>,
     changed: watch::Sender<u64>,
 }
 
@@ -138,6 +141,7 @@ impl RawUpstream {
             .expect("bind raw upstream");
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared {
+            arrivals: Mutex::new(Vec::new()),
             conns: Mutex::new(Vec::new()),
             changed: watch::channel(0).0,
         });
@@ -173,12 +177,9 @@ impl RawUpstream {
     }
 
     /// Every whole request as `(connection, request)`, connection by connection.
+    /// Whole requests in the order they arrived, each with its connection's index.
     pub fn requests(&self) -> Vec<(usize, Request)> {
-        self.conns()
-            .into_iter()
-            .enumerate()
-            .flat_map(|(i, c)| c.requests.into_iter().map(move |r| (i, r)))
-            .collect()
+        self.shared.arrivals.lock().expect("arrivals").clone()
     }
 
     /// Waits until `ready` holds for the connections; panics naming `what` and showing
@@ -317,6 +318,11 @@ async fn connection(
         match parsed {
             Parse::Complete(request, used) => {
                 consumed += used;
+                shared
+                    .arrivals
+                    .lock()
+                    .expect("arrivals")
+                    .push((conn, request.clone()));
                 shared.update(conn, |c| {
                     c.requests.push(request.clone());
                     c.events.push(Event::Request(index));
