@@ -120,6 +120,12 @@ pub fn bind_per_worker(
     address: SocketAddr,
     workers: usize,
 ) -> std::io::Result<Vec<std::net::TcpListener>> {
+    if workers > 1 && address.port() != 0 {
+        // SO_REUSEPORT would let this process share a port another process (a second
+        // edgegate, a forgotten one) already listens on, splitting its traffic silently.
+        // A plain bind first fails the way an operator expects: address in use.
+        drop(bind_socket(address, false)?);
+    }
     let first = bind_socket(address, workers > 1)?;
     let address = first.local_addr()?;
     let mut sockets = vec![first.into_std()?];

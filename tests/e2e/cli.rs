@@ -406,3 +406,34 @@ fn log_format_json_in_the_config_gives_json_lines() {
     let v: serde_json::Value = serde_json::from_str(&first).expect("JSON log line");
     assert_eq!(v["message"], "loaded config");
 }
+
+/// Workers share a port with SO_REUSEPORT; a second process must still be refused the
+/// address, not quietly given half of its connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_cannot_take_a_listening_address() {
+    let first = crate::support::Gateway::start(&crate::config(&["web"], ""));
+    let taken = first.addr("web");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("second.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nthreads = 2\n[admin]\naddress = \"127.0.0.1:0\"\n[[listeners]]\nname = \"web\"\naddress = \"{taken}\"\n"
+        ),
+    )
+    .expect("write");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::process::Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .output(),
+    )
+    .await
+    .expect("the second process gave up in time")
+    .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot bind"), "{stderr}");
+}
