@@ -51,6 +51,16 @@ pub async fn send<W: AsyncWrite + Unpin>(dst: &mut W, bytes: &[u8]) -> std::io::
     dst.flush().await
 }
 
+/// How long a client may take to accept the next piece of what is written to it.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// [`send`] to a client, bounded by [`CLIENT_TIMEOUT`].
+pub async fn send_in_time<W: AsyncWrite + Unpin>(dst: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    tokio::time::timeout(CLIENT_TIMEOUT, send(dst, bytes))
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
 /// Time limits of one direction: each read and write may wait `per_op`, and nothing may
 /// run past `deadline` (the route's total timeout).
 #[derive(Debug, Clone, Copy)]

@@ -129,15 +129,15 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
                 reply.close = true;
                 buffers.out.clear();
                 reply.write_to(&mut buffers.out);
-                let _ = body::send(&mut client, &buffers.out).await;
-                let _ = client.shutdown().await;
+                let _ = body::send_in_time(&mut client, &buffers.out).await;
+                close(&mut client).await;
                 return;
             }
         };
         match handle(engine, &mut client, &mut buffers, head, &info, &policy).await {
             Next::KeepAlive if !*shutdown.borrow() => continue,
             Next::KeepAlive | Next::Close => {
-                let _ = client.shutdown().await;
+                close(&mut client).await;
                 return;
             }
             Next::HandOver => {
@@ -148,6 +148,15 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
         }
     }
 }
+
+/// Ends a connection: a TLS close_notify and a FIN, bounded in time, since a client that
+/// stopped reading would otherwise hold the task (and its connection slot) forever.
+async fn close<C: ClientIo>(client: &mut C) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.shutdown()).await;
+}
+
+/// How long closing a connection may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn read_head<C: ClientIo>(
     client: &mut C,
@@ -164,7 +173,10 @@ async fn read_head<C: ClientIo>(
         if maybe_h2c && seen == H2_PREFACE.len() {
             return HeadRead::H2c;
         }
-        if !buffers.request.is_empty() && !maybe_h2c {
+        if maybe_h2c {
+            // Part of the preface: read on (a request line cannot start this way).
+            head_deadline.get_or_insert_with(|| Instant::now() + policy.header_timeout);
+        } else if !buffers.request.is_empty() {
             match head::parse_request(&buffers.request, &mut buffers.request_fields) {
                 Ok(Some(head)) => return HeadRead::Ready(head),
                 Ok(None) if buffers.request.len() > MAX_REQUEST_HEAD => {
@@ -404,6 +416,12 @@ fn decide(
     let Some(target) = split_target(target_bytes) else {
         return Decision::Answer(Answer::refusal(400, "invalid request target"));
     };
+    if view.values("host").nth(1).is_some() {
+        // Routing reads one Host; an upstream might read the other (RFC 9112 3.2).
+        return Decision::Answer(Answer::refusal(400, "more than one Host field"));
+    }
+    // An HTTP/1.0 message with Transfer-Encoding ends the connection (RFC 9112 6.1).
+    let client_keepalive = client_keepalive && !(head.minor == 0 && framing == Framing::Chunked);
     // Routing and the upstream see one normalised path, so `/public/../admin` cannot
     // walk around a route meant for `/admin`.
     let path = match normalize_path(target.owned_path.as_deref().unwrap_or(target.path)) {
@@ -508,6 +526,7 @@ fn decide(
         client_keepalive,
         expect_continue: head.minor == 1 && view.has_token("expect", b"100-continue"),
         needs_host: raw_host.is_empty(),
+        host_override: target.authority.clone(),
         trusted: policy.trusted,
         max_body_size: route.max_body_size,
     };
@@ -549,7 +568,7 @@ async fn answer_locally<C: ClientIo>(
     };
     buffers.out.clear();
     reply.write_to(&mut buffers.out);
-    let written = body::send(client, &buffers.out).await.is_ok();
+    let written = body::send_in_time(client, &buffers.out).await.is_ok();
     forward::Outcome {
         status: reply.status,
         bytes_sent: if reply.head_only || !written {

@@ -10,7 +10,7 @@ use pingora::protocols::tls::SslDigest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::body::{self, BodyError, Limits, Never, Output, Transfer, COALESCE};
+use super::body::{self, BodyError, Limits, Never, Output, Transfer, CLIENT_TIMEOUT, COALESCE};
 use super::connection::{Buffers, Next};
 use super::head::{self, FieldsView, Framing, HeadError};
 use super::reply::{field, write_status_line, LocalReply};
@@ -20,10 +20,6 @@ use crate::config::model::HeaderEdits;
 use crate::proxy::{forwarded, Gateway, RequestContext};
 use crate::snapshot::pool::Pool;
 use crate::snapshot::router::rewritten_path;
-
-/// How long a client may take to send the next piece of a request body, or to take the
-/// next piece of a response.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything the exchange needs of the request once its head is no longer borrowed.
 pub struct RequestMeta {
@@ -35,6 +31,9 @@ pub struct RequestMeta {
     pub expect_continue: bool,
     /// No Host (HTTP/1.0): name the endpoint, as nginx's `$proxy_host` does.
     pub needs_host: bool,
+    /// The authority of an absolute-form target, which replaces the client's Host
+    /// (RFC 9112 section 3.2.2): the upstream must see the host the request was routed by.
+    pub host_override: Option<String>,
     /// The client is one of the listener's `trusted_proxies`.
     pub trusted: bool,
     /// The route's `max_body_size`, enforced while a chunked body streams.
@@ -148,9 +147,16 @@ pub fn write_upstream_head(
             continue;
         }
         if name.eq_ignore_ascii_case(b"host") {
+            if meta.host_override.is_some() || value.is_empty() {
+                continue;
+            }
             host = Some(value);
         }
         field(out, name, value);
+    }
+    if let Some(authority) = &meta.host_override {
+        field(out, b"host", authority.as_bytes());
+        host = Some(authority.as_bytes());
     }
     // What a client says about earlier hops is believed only from a trusted proxy.
     let trusted = meta.trusted;
@@ -454,8 +460,12 @@ async fn attempt<C: ClientIo>(
     };
     let replayable = wire.body.is_some();
     let may_retry = replayable && meta.method.is_idempotent();
-    let stale_or = |failure: Failure, retryable: bool| {
-        if reused && replayable && matches!(failure, Failure::Reset(_)) {
+    // A pooled connection the upstream had closed fails at once. Sending again on a fresh
+    // one is safe when the request never left (the head write failed), or when it may be
+    // repeated anyway (idempotent): a POST that was sent may have been acted on.
+    let stale_or = |failure: Failure, sent: bool, retryable: bool| {
+        let resend = if sent { may_retry } else { replayable };
+        if reused && resend && matches!(failure, Failure::Reset(_)) {
             Attempt::Stale
         } else {
             Attempt::Failed { failure, retryable }
@@ -486,14 +496,14 @@ async fn attempt<C: ClientIo>(
                 retryable: false,
             }
         }
-        Ok(Err(e)) => return stale_or(Failure::Reset(e), may_retry),
+        Ok(Err(e)) => return stale_or(Failure::Reset(e), false, may_retry),
         Ok(Ok(())) => {}
     }
     let mut body_complete = true;
     if !replayable {
         // Stream the body, watching for an upstream that answers before reading it all.
         if meta.expect_continue
-            && body::send(client, b"HTTP/1.1 100 Continue\r\n\r\n")
+            && body::send_in_time(client, b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
                 .is_err()
         {
@@ -564,7 +574,7 @@ async fn attempt<C: ClientIo>(
         Ok(outcome) => Attempt::Done(outcome),
         Err(failure) => {
             let retryable = may_retry && !matches!(failure, Failure::ReadTimeout);
-            stale_or(failure, retryable)
+            stale_or(failure, true, retryable)
         }
     }
 }
@@ -591,7 +601,7 @@ async fn answer<C: ClientIo>(
     reply.close |= !meta.client_keepalive || !matches!(meta.framing, Framing::None);
     buffers.out.clear();
     reply.write_to(&mut buffers.out);
-    let written = body::send(client, &buffers.out).await.is_ok();
+    let written = body::send_in_time(client, &buffers.out).await.is_ok();
     Outcome {
         status: reply.status,
         bytes_sent: if written && !reply.head_only {

@@ -460,3 +460,81 @@ async fn an_http2_connection_without_streams_is_closed_when_idle() {
         since.elapsed()
     );
 }
+
+/// A POST sent on a pooled connection that then dies without an answer may have been
+/// acted on: it is not sent again (only a request that never left, or an idempotent one,
+/// is resent on a fresh connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_on_a_dying_pooled_connection_is_not_sent_twice() {
+    let upstream = RawUpstream::start(|r| {
+        if r.method == "POST" {
+            vec![Step::Pause(Duration::from_millis(50)), Step::Close]
+        } else {
+            vec![Step::Send(crate::support::raw_upstream::ok_for(r))]
+        }
+    })
+    .await;
+    // One worker, so the second request finds the first one's pooled connection.
+    let text = proxy_config(&[upstream.addr], "", "");
+    let gw = Gateway::start(&format!("[gateway]\nthreads = 1\n{text}"));
+    let mut client = RawClient::connect(gw.addr("web")).await;
+    client.send(&get("/warm")).await;
+    assert_eq!(client.response(false, WAIT).await.status, 200);
+    client
+        .send(b"POST /charge HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+        .await;
+    assert_eq!(client.response(false, WAIT).await.status, 502);
+    let posts = upstream
+        .requests()
+        .iter()
+        .filter(|(_, r)| r.method == "POST")
+        .count();
+    assert_eq!(posts, 1, "the POST reached the upstream {posts} times");
+}
+
+/// Bytes that begin like the HTTP/2 preface but are an HTTP/1.1 request arriving in
+/// pieces are kept, not thrown away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_line_arriving_in_pieces_is_not_mistaken_for_h2c() {
+    let gw = Gateway::start(&config(
+        &["web"],
+        "[[routes]]\nname = \"post\"\nmethods = [\"POST\"]\nrespond = { status = 200, body = \"posted\" }\n",
+    ));
+    let mut client = RawClient::connect(gw.addr("web")).await;
+    client.send(b"P").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client
+        .send(b"OST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+        .await;
+    let response = client.response(false, WAIT).await;
+    assert_eq!(
+        (response.status, response.text()),
+        (200, "posted".to_string())
+    );
+}
+
+/// The upstream sees the host a request was routed by: an absolute-form target's
+/// authority replaces the Host field, and two Host fields are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_sees_the_host_the_request_was_routed_by() {
+    let upstream = RawUpstream::start_default().await;
+    let gw = Gateway::start(&proxy_config(
+        &[upstream.addr],
+        "hosts = [\"public.example\"]",
+        "",
+    ));
+    let mut client = RawClient::connect(gw.addr("web")).await;
+    client
+        .send(b"GET http://public.example/x HTTP/1.1\r\nHost: internal.example\r\n\r\n")
+        .await;
+    assert_eq!(client.response(false, WAIT).await.status, 200);
+    let seen = upstream.requests();
+    let head = &seen.last().expect("a request").1.head;
+    assert_eq!(head.list("host"), vec!["public.example".to_string()]);
+    let mut client = RawClient::connect(gw.addr("web")).await;
+    client
+        .send(b"GET /x HTTP/1.1\r\nHost: public.example\r\nHost: internal.example\r\n\r\n")
+        .await;
+    assert_eq!(client.response(false, WAIT).await.status, 400);
+    assert_eq!(upstream.requests().len(), 1);
+}
