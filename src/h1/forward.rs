@@ -116,7 +116,7 @@ pub fn write_upstream_head(
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let edits = ctx.route.as_ref().map(|r| &r.request_headers);
-    let identity_header = tls.and_then(|_| identity_header(ctx));
+    let identity_header = tls.and_then(|_| ctx.client_identity_header());
     let mut forwarded_for: Option<Vec<u8>> = None;
     let mut forwarded_proto: Option<&[u8]> = None;
     let mut forwarded_host: Option<&[u8]> = None;
@@ -205,20 +205,6 @@ pub fn write_upstream_head(
             }
         }
     }
-}
-
-fn identity_header(ctx: &RequestContext) -> Option<http::HeaderName> {
-    ctx.snapshot
-        .config
-        .listeners
-        .iter()
-        .find(|l| l.name == ctx.listener)?
-        .tls
-        .as_ref()?
-        .client_auth
-        .as_ref()?
-        .identity_header
-        .clone()
 }
 
 #[derive(Debug)]

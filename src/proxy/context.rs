@@ -69,6 +69,22 @@ impl RequestContext {
         self.route.as_ref().map_or("", |r| &r.name)
     }
 
+    /// The header that carries a verified client certificate's identity upstream, when
+    /// the request's listener names one.
+    pub fn client_identity_header(&self) -> Option<http::HeaderName> {
+        self.snapshot
+            .config
+            .listeners
+            .iter()
+            .find(|l| l.name == self.listener)?
+            .tls
+            .as_ref()?
+            .client_auth
+            .as_ref()?
+            .identity_header
+            .clone()
+    }
+
     pub fn upstream_name(&self) -> &str {
         self.pool.as_ref().map_or("", |p| p.name())
     }

@@ -53,20 +53,6 @@ impl Gateway {
         self.listeners.load().get(&addr).cloned()
     }
 
-    fn client_identity_header(&self, ctx: &RequestContext) -> Option<http::HeaderName> {
-        ctx.snapshot
-            .config
-            .listeners
-            .iter()
-            .find(|l| l.name == ctx.listener)?
-            .tls
-            .as_ref()?
-            .client_auth
-            .as_ref()?
-            .identity_header
-            .clone()
-    }
-
     /// Spends a retry if the upstream's retry budget allows, counting the failed attempt
     /// against the endpoint's passive health.
     fn take_retry(&self, ctx: &mut RequestContext) -> bool {
@@ -474,7 +460,7 @@ impl ProxyHttp for Gateway {
         }
         // Only TLS listeners can have client certificates; plain ones skip the lookup.
         let identity_header = if ctx.downstream_tls {
-            self.client_identity_header(ctx)
+            ctx.client_identity_header()
         } else {
             None
         };

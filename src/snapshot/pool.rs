@@ -459,10 +459,19 @@ mod tests {
         states: &MemberStates,
         passive_health: Option<PassiveHealth>,
     ) -> Pool {
+        pool_of(endpoints, states, Balance::RoundRobin, passive_health)
+    }
+
+    fn pool_of(
+        endpoints: &[Endpoint],
+        states: &MemberStates,
+        balance: Balance,
+        passive_health: Option<PassiveHealth>,
+    ) -> Pool {
         let upstream = Arc::new(Upstream {
             name: "u".into(),
             members: crate::config::model::Members::Static(endpoints.to_vec()),
-            balance: Balance::RoundRobin,
+            balance,
             connect_timeout: Default::default(),
             read_timeout: Default::default(),
             write_timeout: Default::default(),
@@ -550,28 +559,10 @@ mod tests {
     #[test]
     fn rendezvous_is_stable_when_another_member_leaves() {
         let states = MemberStates::default();
-        let upstream = |endpoints: Vec<Endpoint>| {
-            Arc::new(Upstream {
-                name: "u".into(),
-                members: crate::config::model::Members::Static(endpoints),
-                balance: Balance::Hash,
-                connect_timeout: Default::default(),
-                read_timeout: Default::default(),
-                write_timeout: Default::default(),
-                idle_timeout: Default::default(),
-                retries: 0,
-                http2: false,
-                tls: None,
-                health_check: None,
-                passive_health: None,
-                retry_budget: Upstream::DEFAULT_RETRY_BUDGET,
-                hash_on: Default::default(),
-            })
-        };
         let all = vec![endpoint(1, 1), endpoint(2, 1), endpoint(3, 1)];
-        let pool = Pool::new(upstream(all.clone()), &all, &states);
+        let pool = pool_of(&all, &states, Balance::Hash, None);
         let fewer = vec![endpoint(1, 1), endpoint(2, 1)];
-        let smaller = Pool::new(upstream(fewer.clone()), &fewer, &states);
+        let smaller = pool_of(&fewer, &states, Balance::Hash, None);
         let mut moved = 0;
         for key in 0..300u64 {
             let before = pool.select(&[], key).map(|m| m.endpoint.address);
