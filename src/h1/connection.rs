@@ -127,9 +127,7 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
                 tracing::debug!(listener = %info.listener, client = %info.peer, status, reason, "refused request head");
                 let mut reply = LocalReply::plain(status, reason.as_bytes(), "");
                 reply.close = true;
-                buffers.out.clear();
-                reply.write_to(&mut buffers.out);
-                let _ = body::send_in_time(&mut client, &buffers.out).await;
+                send_reply(&mut client, &mut buffers.out, &reply).await;
                 close(&mut client).await;
                 return;
             }
@@ -566,9 +564,19 @@ async fn answer_locally<C: ClientIo>(
         head_only: answer.head_only || head.method == http::Method::HEAD,
         close: answer.close,
     };
-    buffers.out.clear();
-    reply.write_to(&mut buffers.out);
-    let written = body::send_in_time(client, &buffers.out).await.is_ok();
+    send_reply(client, &mut buffers.out, &reply).await
+}
+
+/// Writes a response the gateway makes itself and says what the connection does next:
+/// one writer for direct answers, refusals and upstream errors alike.
+pub(super) async fn send_reply<C: ClientIo>(
+    client: &mut C,
+    out: &mut Vec<u8>,
+    reply: &LocalReply<'_>,
+) -> forward::Outcome {
+    out.clear();
+    reply.write_to(out);
+    let written = body::send_in_time(client, out).await.is_ok();
     forward::Outcome {
         status: reply.status,
         bytes_sent: if reply.head_only || !written {

@@ -585,22 +585,7 @@ async fn answer<C: ClientIo>(
     reply.head_only = meta.method == http::Method::HEAD;
     // Whatever of the request body is unread makes the connection unusable.
     reply.close |= !meta.client_keepalive || !matches!(meta.framing, Framing::None);
-    buffers.out.clear();
-    reply.write_to(&mut buffers.out);
-    let written = body::send_in_time(client, &buffers.out).await.is_ok();
-    Outcome {
-        status: reply.status,
-        bytes_sent: if written && !reply.head_only {
-            reply.body.len() as u64
-        } else {
-            0
-        },
-        next: if reply.close || !written {
-            Next::Close
-        } else {
-            Next::KeepAlive
-        },
-    }
+    super::connection::send_reply(client, &mut buffers.out, &reply).await
 }
 
 /// Reads the response head (skipping interim 1xx), writes the client's head and relays
