@@ -22,7 +22,7 @@ use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
-    TimingDigest, UniqueID, UniqueIDType,
+    TimingDigest, UniqueID, UniqueIDType, IO,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -42,44 +42,7 @@ pub struct BufferedIo<S = L4Stream> {
     written: usize,
 }
 
-/// What pingora needs of a transport, minus `IO`'s blanket parts.
-pub trait Transport:
-    AsyncRead
-    + AsyncWrite
-    + Shutdown
-    + UniqueID
-    + Ssl
-    + GetTimingDigest
-    + GetProxyDigest
-    + GetSocketDigest
-    + Peek
-    + Unpin
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<T> Transport for T where
-    T: AsyncRead
-        + AsyncWrite
-        + Shutdown
-        + UniqueID
-        + Ssl
-        + GetTimingDigest
-        + GetProxyDigest
-        + GetSocketDigest
-        + Peek
-        + Unpin
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static
-{
-}
-
-impl<S: Transport> BufferedIo<S> {
+impl<S: IO> BufferedIo<S> {
     pub fn new(inner: S, h2c: bool) -> Self {
         Self::replaying(inner, h2c, bytes::Bytes::new())
     }
@@ -109,7 +72,7 @@ impl<S: Transport> BufferedIo<S> {
     }
 }
 
-impl<S: Transport> AsyncRead for BufferedIo<S> {
+impl<S: IO> AsyncRead for BufferedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -124,7 +87,7 @@ impl<S: Transport> AsyncRead for BufferedIo<S> {
     }
 }
 
-impl<S: Transport> AsyncWrite for BufferedIo<S> {
+impl<S: IO> AsyncWrite for BufferedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -153,20 +116,20 @@ impl<S: Transport> AsyncWrite for BufferedIo<S> {
 }
 
 #[async_trait]
-impl<S: Transport> Shutdown for BufferedIo<S> {
+impl<S: IO> Shutdown for BufferedIo<S> {
     async fn shutdown(&mut self) {
         let _ = std::future::poll_fn(|cx| self.poll_drain(cx)).await;
         self.inner.shutdown().await
     }
 }
 
-impl<S: Transport> UniqueID for BufferedIo<S> {
+impl<S: IO> UniqueID for BufferedIo<S> {
     fn id(&self) -> UniqueIDType {
         self.inner.id()
     }
 }
 
-impl<S: Transport> Ssl for BufferedIo<S> {
+impl<S: IO> Ssl for BufferedIo<S> {
     fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
         self.inner.get_ssl()
     }
@@ -183,7 +146,7 @@ impl<S: Transport> Ssl for BufferedIo<S> {
     }
 }
 
-impl<S: Transport> GetTimingDigest for BufferedIo<S> {
+impl<S: IO> GetTimingDigest for BufferedIo<S> {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
         self.inner.get_timing_digest()
     }
@@ -197,7 +160,7 @@ impl<S: Transport> GetTimingDigest for BufferedIo<S> {
     }
 }
 
-impl<S: Transport> GetProxyDigest for BufferedIo<S> {
+impl<S: IO> GetProxyDigest for BufferedIo<S> {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
         self.inner.get_proxy_digest()
     }
@@ -207,7 +170,7 @@ impl<S: Transport> GetProxyDigest for BufferedIo<S> {
     }
 }
 
-impl<S: Transport> GetSocketDigest for BufferedIo<S> {
+impl<S: IO> GetSocketDigest for BufferedIo<S> {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         self.inner.get_socket_digest()
     }
@@ -218,7 +181,7 @@ impl<S: Transport> GetSocketDigest for BufferedIo<S> {
 }
 
 #[async_trait]
-impl<S: Transport> Peek for BufferedIo<S> {
+impl<S: IO> Peek for BufferedIo<S> {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         if !self.replay.is_empty() {
             let n = self.replay.len().min(buf.len());
