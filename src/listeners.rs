@@ -92,10 +92,6 @@ impl<A> Clone for Serving<A> {
 }
 
 /// Binds `address`; port 0 picks a free port, which `local_addr` then reports.
-pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
-    bind_socket(address, false)
-}
-
 fn bind_socket(address: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = match address {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,

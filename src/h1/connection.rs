@@ -312,8 +312,7 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     policy: &Policy,
 ) -> Next {
     let gateway = &engine.gateway;
-    let mut ctx = RequestContext::new(gateway.snapshot.load_full());
-    ctx.listener = info.listener.clone();
+    let mut ctx = RequestContext::new(gateway.snapshot.load_full(), info.listener.clone());
     ctx.downstream_tls = info.tls;
     let tls = client.tls_digest();
     let mut logged = Logged {

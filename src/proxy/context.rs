@@ -37,12 +37,20 @@ pub struct RequestContext {
     pub trace: TraceContext,
 }
 
+/// The listener of a request not yet attributed to one: shared, so no request allocates it.
+pub fn unnamed_listener() -> Name {
+    static UNNAMED: std::sync::LazyLock<Name> = std::sync::LazyLock::new(|| Name::from(""));
+    UNNAMED.clone()
+}
+
 impl RequestContext {
-    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+    /// `listener` is known to the HTTP/1.1 loop when a connection opens; pingora's path
+    /// learns it from the connection's address and passes the unnamed one.
+    pub fn new(snapshot: Arc<Snapshot>, listener: Name) -> Self {
         Self {
             snapshot,
             started: Instant::now(),
-            listener: Name::from(""),
+            listener,
             downstream_tls: false,
             host: String::new(),
             route: None,

@@ -98,7 +98,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestContext;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestContext::new(self.snapshot.load_full())
+        RequestContext::new(self.snapshot.load_full(), context::unnamed_listener())
     }
 
     /// No downstream modules: pingora's default adds a (disabled) compression module that
