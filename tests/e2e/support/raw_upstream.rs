@@ -177,6 +177,16 @@ impl RawUpstream {
     }
 
     /// Every whole request as `(connection, request)`, connection by connection.
+    /// Fails the test when the strict reader refused anything the gateway sent.
+    pub fn assert_read_cleanly(&self) {
+        let conns = self.conns();
+        assert!(
+            conns.iter().all(|c| c.error.is_none()),
+            "the upstream could not read what the gateway sent: {}",
+            describe(&conns)
+        );
+    }
+
     /// Whole requests in the order they arrived, each with its connection's index.
     pub fn requests(&self) -> Vec<(usize, Request)> {
         self.shared.arrivals.lock().expect("arrivals").clone()
