@@ -9,6 +9,10 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use std::sync::Arc;
+
+use prometheus::core::Collector;
+
 use crate::snapshot::Snapshot;
 
 /// Removes every series of `vec` with a label value `keep` rejects; `labels` are the
@@ -18,7 +22,21 @@ fn forget<T: prometheus::core::MetricVecBuilder>(
     labels: &[&str],
     keep: &dyn Fn(&str, &str) -> bool,
 ) {
-    use prometheus::core::Collector;
+    forget_series(vec, labels, &|values| {
+        labels
+            .iter()
+            .zip(values)
+            .all(|(name, value)| keep(name, value))
+    });
+}
+
+/// Removes every series of `vec` whose label values (in the order of `labels`) `keep`
+/// rejects: for checks that need two labels at once (an endpoint of an upstream).
+fn forget_series<T: prometheus::core::MetricVecBuilder>(
+    vec: &prometheus::core::MetricVec<T>,
+    labels: &[&str],
+    keep: &dyn Fn(&[&str]) -> bool,
+) {
     for family in vec.collect() {
         for metric in family.get_metric() {
             let pairs = metric.get_label();
@@ -28,13 +46,43 @@ fn forget<T: prometheus::core::MetricVecBuilder>(
                     .find(|p| p.name() == name)
                     .map_or("", |p| p.value())
             };
-            if labels.iter().all(|name| keep(name, value_of(name))) {
-                continue;
-            }
             let values: Vec<&str> = labels.iter().map(|name| value_of(name)).collect();
-            let _ = vec.remove_label_values(&values);
+            if !keep(&values) {
+                let _ = vec.remove_label_values(&values);
+            }
         }
     }
+}
+
+/// A collector registered in the registry and also kept by [`Metrics`], so `describe` can
+/// read the label names of families that have no series yet (the registry skips them).
+struct Shared(Arc<dyn Collector>);
+
+impl Collector for Shared {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
+}
+
+/// Histogram buckets suited to a proxy: from 100 µs (a local answer, a loopback
+/// upstream) to 30 s (a long poll or a slow backend).
+const PROXY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// One exported metric family, as the README table and the packaging checks read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricDescription {
+    pub name: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    pub labels: Vec<String>,
+    pub help: String,
 }
 
 pub struct Metrics {
@@ -74,6 +122,30 @@ pub struct Metrics {
     pub discovery_errors: IntCounterVec,
     /// `edgegate_discovery_last_sync_timestamp_seconds{service}`: last published change.
     pub discovery_last_sync: IntGaugeVec,
+    /// `edgegate_upstream_requests_total{upstream,endpoint,code}`: attempts sent to each
+    /// endpoint, by the status it answered, or `error` when it gave no response (connect
+    /// failure, reset, timeout, invalid response). Retries are separate attempts.
+    pub upstream_requests: IntCounterVec,
+    /// `edgegate_upstream_duration_seconds{upstream}`: from an attempt's start (connect
+    /// included) to the upstream's response head.
+    pub upstream_duration: HistogramVec,
+    /// `edgegate_upstream_connect_failures_total{upstream,endpoint}`: connects that failed
+    /// or timed out.
+    pub upstream_connect_failures: IntCounterVec,
+    /// `edgegate_requests_in_flight{listener}`: requests read and not yet answered.
+    pub requests_in_flight: IntGaugeVec,
+    /// `edgegate_request_bytes_total{route}`: request body bytes received from clients.
+    pub request_bytes: IntCounterVec,
+    /// `edgegate_response_bytes_total{route}`: response body bytes sent to clients.
+    pub response_bytes: IntCounterVec,
+    /// `edgegate_tracing_spans_exported_total`: spans the collector accepted.
+    pub tracing_spans_exported: IntCounter,
+    /// `edgegate_tracing_spans_dropped_total{reason}`: spans never delivered: `queue_full`
+    /// (the exporter fell behind) or `export_failed` (the collector was down, slow or
+    /// refused the batch).
+    pub tracing_spans_dropped: IntCounterVec,
+    /// Every collector above, for [`Metrics::describe`].
+    collectors: Vec<Arc<dyn Collector>>,
 }
 
 impl Default for Metrics {
@@ -95,10 +167,7 @@ impl Metrics {
                 "edgegate_request_duration_seconds",
                 "Time from request start to the end of its response.",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ]),
+            .buckets(PROXY_BUCKETS.to_vec()),
             &["route"],
         )
         .expect("valid metric");
@@ -202,7 +271,69 @@ impl Metrics {
             &["service"],
         )
         .expect("valid metric");
-        for collector in [
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(
+                "edgegate_upstream_requests_total",
+                "Attempts sent to upstream endpoints, by response status (error: none).",
+            ),
+            &["upstream", "endpoint", "code"],
+        )
+        .expect("valid metric");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "edgegate_upstream_duration_seconds",
+                "Time from an upstream attempt's start to its response head.",
+            )
+            .buckets(PROXY_BUCKETS.to_vec()),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let upstream_connect_failures = IntCounterVec::new(
+            Opts::new(
+                "edgegate_upstream_connect_failures_total",
+                "Connections to upstream endpoints that failed or timed out.",
+            ),
+            &["upstream", "endpoint"],
+        )
+        .expect("valid metric");
+        let requests_in_flight = IntGaugeVec::new(
+            Opts::new(
+                "edgegate_requests_in_flight",
+                "Requests read and not yet answered.",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        let request_bytes = IntCounterVec::new(
+            Opts::new(
+                "edgegate_request_bytes_total",
+                "Request body bytes received from clients.",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let response_bytes = IntCounterVec::new(
+            Opts::new(
+                "edgegate_response_bytes_total",
+                "Response body bytes sent to clients.",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let tracing_spans_exported = IntCounter::new(
+            "edgegate_tracing_spans_exported_total",
+            "Spans accepted by the OTLP collector.",
+        )
+        .expect("valid metric");
+        let tracing_spans_dropped = IntCounterVec::new(
+            Opts::new(
+                "edgegate_tracing_spans_dropped_total",
+                "Spans never delivered to the OTLP collector.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
             Box::new(upstream_endpoints.clone()),
@@ -219,8 +350,23 @@ impl Metrics {
             Box::new(discovery_events.clone()),
             Box::new(discovery_errors.clone()),
             Box::new(discovery_last_sync.clone()),
-        ] {
-            registry.register(collector).expect("unique metric names");
+            Box::new(upstream_requests.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(upstream_connect_failures.clone()),
+            Box::new(requests_in_flight.clone()),
+            Box::new(request_bytes.clone()),
+            Box::new(response_bytes.clone()),
+            Box::new(tracing_spans_exported.clone()),
+            Box::new(tracing_spans_dropped.clone()),
+        ];
+        let collectors: Vec<Arc<dyn Collector>> = collectors.into_iter().map(Arc::from).collect();
+        for collector in &collectors {
+            registry
+                .register(Box::new(Shared(collector.clone())))
+                .expect("unique metric names");
+        }
+        for reason in ["queue_full", "export_failed"] {
+            tracing_spans_dropped.with_label_values(&[reason]);
         }
         // Both results exist from the start so `rate()` and alerts see a zero, not nothing.
         config_reloads.with_label_values(&["success"]);
@@ -243,6 +389,71 @@ impl Metrics {
             discovery_events,
             discovery_errors,
             discovery_last_sync,
+            upstream_requests,
+            upstream_duration,
+            upstream_connect_failures,
+            requests_in_flight,
+            request_bytes,
+            response_bytes,
+            tracing_spans_exported,
+            tracing_spans_dropped,
+            collectors,
+        }
+    }
+
+    /// Every metric family the registry exports, with its label names, sorted by name:
+    /// what the README's metric table and the packaging checks are held against.
+    pub fn describe(&self) -> Vec<MetricDescription> {
+        let mut out: Vec<MetricDescription> = self
+            .collectors
+            .iter()
+            .flat_map(|collector| {
+                let kind = collector.collect().first().map_or("untyped", |family| {
+                    match family.get_field_type() {
+                        prometheus::proto::MetricType::COUNTER => "counter",
+                        prometheus::proto::MetricType::GAUGE => "gauge",
+                        prometheus::proto::MetricType::HISTOGRAM => "histogram",
+                        prometheus::proto::MetricType::SUMMARY => "summary",
+                        prometheus::proto::MetricType::UNTYPED => "untyped",
+                    }
+                });
+                collector
+                    .desc()
+                    .into_iter()
+                    .map(|desc| MetricDescription {
+                        name: desc.fq_name.clone(),
+                        kind,
+                        labels: desc.variable_labels.clone(),
+                        help: desc.help.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Counts an upstream attempt that got a response head after `waited`.
+    pub fn upstream_answered(&self, upstream: &str, endpoint: &str, status: u16, waited: f64) {
+        let code = status_code(status);
+        self.upstream_requests
+            .with_label_values(&[upstream, endpoint, code.as_ref()])
+            .inc();
+        self.upstream_duration
+            .with_label_values(&[upstream])
+            .observe(waited);
+    }
+
+    /// Counts an upstream attempt that ended without a response; `connect` when the
+    /// connection itself failed.
+    pub fn upstream_failed(&self, upstream: &str, endpoint: &str, connect: bool) {
+        self.upstream_requests
+            .with_label_values(&[upstream, endpoint, "error"])
+            .inc();
+        if connect {
+            self.upstream_connect_failures
+                .with_label_values(&[upstream, endpoint])
+                .inc();
         }
     }
 
@@ -270,11 +481,38 @@ impl Metrics {
         forget(&self.ejections, &["upstream"], &known);
         forget(&self.health_checks, &["upstream", "result"], &known);
         forget(&self.connections_active, &["listener"], &known);
+        forget(&self.requests_in_flight, &["listener"], &known);
+        forget(&self.request_bytes, &["route"], &known);
+        forget(&self.response_bytes, &["route"], &known);
+        forget(&self.upstream_duration, &["upstream"], &known);
         forget(&self.tls_handshakes, &["listener", "result"], &known);
+    }
+
+    /// Drops the per-endpoint series of endpoints no longer in their upstream (removed by
+    /// a reload or gone from discovery): endpoint addresses churn with every rollout.
+    fn forget_departed_endpoints(&self, snapshot: &Snapshot) {
+        let present = |values: &[&str]| {
+            snapshot.pools.get(values[0]).is_some_and(|pool| {
+                pool.members
+                    .iter()
+                    .any(|member| &*member.label == values[1])
+            })
+        };
+        forget_series(
+            &self.upstream_requests,
+            &["upstream", "endpoint", "code"],
+            &present,
+        );
+        forget_series(
+            &self.upstream_connect_failures,
+            &["upstream", "endpoint"],
+            &present,
+        );
     }
 
     /// Prometheus text exposition, with the gauges derived from `snapshot` refreshed.
     pub fn render(&self, snapshot: &Snapshot) -> String {
+        self.forget_departed_endpoints(snapshot);
         self.upstream_endpoints.reset();
         for (name, pool) in &snapshot.pools {
             let healthy = pool.healthy_count() as i64;
@@ -297,5 +535,23 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// A status code as a label value; the common ones without formatting.
+pub fn status_code(status: u16) -> std::borrow::Cow<'static, str> {
+    match status {
+        200 => "200".into(),
+        204 => "204".into(),
+        301 => "301".into(),
+        302 => "302".into(),
+        304 => "304".into(),
+        400 => "400".into(),
+        404 => "404".into(),
+        500 => "500".into(),
+        502 => "502".into(),
+        503 => "503".into(),
+        504 => "504".into(),
+        other => other.to_string().into(),
     }
 }

@@ -229,6 +229,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         );
         let next = Arc::new(next);
         self.handle.store(next.clone());
+        crate::trace_export::start(&next, &self.metrics);
         self.listeners.commit(prepared, &config.listeners);
         self.health.reconcile(&next);
         self.metrics.forget_removed(&config);

@@ -165,6 +165,7 @@ async fn serve(
         &states,
     ));
     let handle = Arc::new(ArcSwap::new(snapshot.clone()));
+    crate::trace_export::start(&snapshot, &metrics);
     let directory = Arc::new(ArcSwap::from_pointee(HashMap::new()));
     let access_log = Arc::new(AccessLog::new(metrics.clone()));
     if let Err(e) = access_log.configure(&config.gateway.access_log) {

@@ -6,6 +6,7 @@ pub mod raw;
 mod shadow;
 pub mod source;
 pub mod validate;
+mod validate_tracing;
 
 pub use model::Config;
 pub use source::{Diagnostic, Diagnostics, Location, Severity, SourceFile};

@@ -39,6 +39,29 @@ pub struct Gateway {
     pub shutdown_delay: Duration,
     pub log_format: LogFormat,
     pub access_log: AccessLogTarget,
+    /// OTLP span export; `None` exports nothing.
+    pub tracing: Option<Tracing>,
+}
+
+/// Where and how spans are exported (spec section 7b).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    pub endpoint: OtlpEndpoint,
+    /// Share of new traces (no sampled or unsampled `traceparent`) that are recorded.
+    pub sample_ratio: f64,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+}
+
+/// An `http://` OTLP/HTTP traces URL, split for the exporter's own small client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpEndpoint {
+    /// As written, for logs.
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    /// Path and query sent in the request line.
+    pub path: String,
 }
 
 impl Default for Gateway {
@@ -49,6 +72,7 @@ impl Default for Gateway {
             shutdown_delay: Duration::from_secs(1),
             log_format: LogFormat::Text,
             access_log: AccessLogTarget::Off,
+            tracing: None,
         }
     }
 }

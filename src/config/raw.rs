@@ -33,6 +33,16 @@ pub struct Gateway {
     pub shutdown_delay: Option<Text>,
     pub log_format: Option<Text>,
     pub access_log: Option<Text>,
+    pub tracing: Option<Spanned<Tracing>>,
+}
+
+/// `[gateway.tracing]` (spec section 7b).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    pub otlp_endpoint: Text,
+    pub sample_ratio: Option<Spanned<f64>>,
+    pub service_name: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -225,6 +225,11 @@ impl Checker<'_> {
             shutdown_delay: self.duration(raw.shutdown_delay.as_ref(), defaults.shutdown_delay),
             log_format,
             access_log,
+            tracing: raw.tracing.and_then(|raw| {
+                super::validate_tracing::tracing(raw, &mut |span, message| {
+                    self.error(span, message)
+                })
+            }),
         }
     }
 

@@ -16,7 +16,9 @@ use crate::config::model::{Action, Listener};
 use crate::http_path::{normalize_path, PathError};
 use crate::proxy::framing::{check_request_head, MAX_REQUEST_HEAD};
 use crate::proxy::trace::TraceContext;
-use crate::proxy::{forwarded, redirect_location, request_id, Exchange, RequestContext};
+use crate::proxy::{
+    forwarded, redirect_location, request_id, Exchange, InFlightGauge, RequestContext,
+};
 use crate::snapshot::pool::Pool;
 use crate::snapshot::router::{normalize_host, RequestFacts};
 
@@ -111,6 +113,12 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     let mut buffers = Buffers::new();
     let mut shutdown = engine.shutdown.clone();
     let policy = Policy::of(&engine.gateway.snapshot.load(), &info);
+    // Looked up once per connection: each request only moves the gauge.
+    let in_flight = engine
+        .gateway
+        .metrics
+        .requests_in_flight
+        .with_label_values(&[&info.listener]);
     let mut first = true;
     loop {
         let read = read_head(&mut client, &mut buffers, &mut shutdown, &policy, first).await;
@@ -132,7 +140,17 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
                 return;
             }
         };
-        match handle(engine, &mut client, &mut buffers, head, &info, &policy).await {
+        match handle(
+            engine,
+            &mut client,
+            &mut buffers,
+            head,
+            &info,
+            &policy,
+            &in_flight,
+        )
+        .await
+        {
             Next::KeepAlive if !*shutdown.borrow() => continue,
             Next::KeepAlive | Next::Close => {
                 close(&mut client).await;
@@ -310,15 +328,18 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     head: RequestHead,
     info: &ConnectionInfo,
     policy: &Policy,
+    in_flight: &prometheus::IntGauge,
 ) -> Next {
     let gateway = &engine.gateway;
     let mut ctx = RequestContext::new(gateway.snapshot.load_full(), info.listener.clone());
+    ctx.in_flight_gauge = Some(InFlightGauge::enter(in_flight.clone()));
     ctx.downstream_tls = info.tls;
     let tls = client.tls_digest();
     let mut logged = Logged {
         method: head.method.clone(),
         path: String::new(),
     };
+    let wants_path = gateway.access_log.enabled() || ctx.snapshot.trace_export.is_some();
     let decision = decide(
         &mut ctx,
         buffers,
@@ -326,7 +347,7 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
         info,
         policy,
         tls.as_ref(),
-        gateway.access_log.enabled().then_some(&mut logged.path),
+        wants_path.then_some(&mut logged.path),
     );
     let outcome = match decision {
         Decision::HandOver => return Next::HandOver,
@@ -345,10 +366,11 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
         &ctx,
         &Exchange {
             status: outcome.status,
-            method: logged.method.as_str(),
+            method: &logged.method,
             path: &logged.path,
             client: Some(info.peer),
             bytes_sent: outcome.bytes_sent,
+            bytes_received: ctx.body_bytes,
         },
     );
     outcome.next
@@ -356,7 +378,7 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
 
 /// Reads the request head and decides; everything it needs of the head is copied out
 /// (or written into the upstream head) before the request buffer is touched again.
-/// `log_path` receives the path when the access log wants it.
+/// `log_path` receives the path when the access log or a span wants it.
 fn decide(
     ctx: &mut RequestContext,
     buffers: &mut Buffers,
@@ -381,7 +403,7 @@ fn decide(
         return Decision::HandOver;
     }
     ctx.request_id = request_id(view.first("x-request-id"));
-    ctx.trace = TraceContext::continue_or_start(view.first("traceparent"));
+    ctx.trace = TraceContext::continue_or_start(view.first("traceparent"), ctx.sample_ratio());
     let client_keepalive = if head.minor == 1 {
         !view.has_token("connection", b"close")
     } else {

@@ -182,11 +182,7 @@ pub fn write_upstream_head(
         }
     }
     field(out, b"x-request-id", ctx.request_id.as_bytes());
-    let _ = write!(
-        out,
-        "traceparent: 00-{}-{}-{}\r\n",
-        ctx.trace.trace_id, ctx.trace.span_id, ctx.trace.flags
-    );
+    let _ = write!(out, "traceparent: {}\r\n", ctx.trace);
     if let Some(edits) = edits {
         for (name, value) in edits.set.iter().chain(&edits.add) {
             field(out, name.as_str().as_bytes(), value.as_bytes());
@@ -311,6 +307,7 @@ pub async fn proxy<C: ClientIo>(
             .upstream_body
             .extend_from_slice(&buffers.request[..n]);
         buffers.request.advance(n);
+        ctx.body_bytes = n as u64;
     }
     let mut fresh = false;
     let _in_flight = pool.start_request();
@@ -321,8 +318,11 @@ pub async fn proxy<C: ClientIo>(
             return answer(client, buffers, ctx, meta, reply).await;
         };
         let address = member.endpoint.address;
+        let label = &member.label;
         ctx.endpoint = Some(address);
         ctx.in_flight = Some(member.state.start_request());
+        let began = Instant::now();
+        ctx.upstream_answer = None;
         let result = attempt(
             client,
             buffers,
@@ -338,6 +338,21 @@ pub async fn proxy<C: ClientIo>(
         )
         .await;
         fresh = false;
+        match &result {
+            Attempt::Done(_) => {
+                if let Some((status, at)) = ctx.upstream_answer.take() {
+                    let waited = at.saturating_duration_since(began).as_secs_f64();
+                    gateway
+                        .metrics
+                        .upstream_answered(pool.name(), label, status, waited);
+                }
+            }
+            Attempt::Stale => {}
+            Attempt::Failed { failure, .. } => {
+                let connect = matches!(failure, Failure::Connect(_) | Failure::ConnectTimeout);
+                gateway.metrics.upstream_failed(pool.name(), label, connect);
+            }
+        }
         match result {
             Attempt::Done(outcome) => {
                 let failed = matches!(outcome.status, 502..=504);
@@ -517,7 +532,7 @@ async fn attempt<C: ClientIo>(
             )
             .await;
         match copied {
-            Ok(_) => {}
+            Ok(n) => ctx.body_bytes = n,
             Err(BodyError::Interrupted) | Err(BodyError::Write(_)) => body_complete = false,
             Err(BodyError::WriteTimeout) => {
                 return Attempt::Failed {
@@ -594,7 +609,7 @@ async fn answer<C: ClientIo>(
 async fn relay_response<C: ClientIo>(
     client: &mut C,
     buffers: &mut Buffers,
-    ctx: &RequestContext,
+    ctx: &mut RequestContext,
     meta: &RequestMeta,
     mut stream: TcpStream,
     key: CacheKey,
@@ -642,6 +657,7 @@ async fn relay_response<C: ClientIo>(
     if head.status == 101 {
         return Err(Failure::InvalidResponse("101 without an upgrade request"));
     }
+    ctx.upstream_answer = Some((head.status, Instant::now()));
     let view = FieldsView {
         bytes: &buffers.response,
         fields: &buffers.response_fields,

@@ -35,6 +35,30 @@ pub struct RequestContext {
     pub body_bytes: u64,
     pub request_id: String,
     pub trace: TraceContext,
+    /// The upstream attempt under way (pingora's path): when it started and its endpoint's
+    /// metric label. Taken when the attempt is counted, so each is counted once.
+    pub attempt: Option<(Instant, Name)>,
+    /// The status and arrival of the upstream's response head (the HTTP/1.1 loop's path).
+    pub upstream_answer: Option<(u16, Instant)>,
+    /// Counts the request in `edgegate_requests_in_flight` until the context is dropped.
+    pub in_flight_gauge: Option<InFlightGauge>,
+}
+
+/// One request in `edgegate_requests_in_flight{listener}`; leaves it when dropped, however
+/// the request ends.
+pub struct InFlightGauge(prometheus::IntGauge);
+
+impl InFlightGauge {
+    pub fn enter(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlightGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The listener of a request not yet attributed to one: shared, so no request allocates it.
@@ -65,11 +89,10 @@ impl RequestContext {
             hash_key: 0,
             body_bytes: 0,
             request_id: String::new(),
-            trace: TraceContext {
-                trace_id: String::new(),
-                span_id: String::new(),
-                flags: String::new(),
-            },
+            trace: TraceContext::default(),
+            attempt: None,
+            upstream_answer: None,
+            in_flight_gauge: None,
         }
     }
 
@@ -91,6 +114,14 @@ impl RequestContext {
             .as_ref()?
             .identity_header
             .clone()
+    }
+
+    /// The share of new traces to sample, when spans are exported.
+    pub fn sample_ratio(&self) -> Option<f64> {
+        self.snapshot
+            .trace_export
+            .as_ref()
+            .map(|t| t.sample_ratio())
     }
 
     pub fn upstream_name(&self) -> &str {

@@ -27,7 +27,8 @@ use crate::config::model::{Action, Name};
 use crate::metrics::Metrics;
 use crate::snapshot::router::{normalize_host, rewritten_path, RequestFacts};
 use crate::snapshot::Snapshot;
-pub use context::RequestContext;
+use crate::trace_export::SpanRecord;
+pub use context::{InFlightGauge, RequestContext};
 pub use respond::redirect_location;
 use respond::{error_response, Reply};
 
@@ -112,6 +113,11 @@ impl ProxyHttp for Gateway {
         if let Some(listener) = self.listener_of(session) {
             ctx.listener = listener;
         }
+        ctx.in_flight_gauge = Some(InFlightGauge::enter(
+            self.metrics
+                .requests_in_flight
+                .with_label_values(&[&ctx.listener]),
+        ));
         ctx.downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.request_id = request_id(
             session
@@ -126,6 +132,7 @@ impl ProxyHttp for Gateway {
                 .headers
                 .get("traceparent")
                 .map(|v| v.as_bytes()),
+            ctx.sample_ratio(),
         );
 
         if let Some(h1) = session.as_http1() {
@@ -295,6 +302,7 @@ impl ProxyHttp for Gateway {
         ctx.tried.push(address);
         ctx.endpoint = Some(address);
         ctx.in_flight = Some(member.state.start_request());
+        ctx.attempt = Some((std::time::Instant::now(), member.label.clone()));
         let upstream = &pool.upstream;
         let tls = upstream.tls.as_ref();
         // SNI only means something with TLS; plain peers skip formatting an address.
@@ -359,6 +367,10 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.h2_checkout = None;
+        if let Some((_, endpoint)) = ctx.attempt.take() {
+            self.metrics
+                .upstream_failed(ctx.upstream_name(), &endpoint, true);
+        }
         tracing::warn!(
             upstream = %ctx.upstream_name(),
             endpoint = %peer._address,
@@ -381,6 +393,10 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         ctx.h2_checkout = None;
+        if let Some((_, endpoint)) = ctx.attempt.take() {
+            self.metrics
+                .upstream_failed(ctx.upstream_name(), &endpoint, false);
+        }
         let mut e = e.more_context(format!("endpoint {}", peer._address));
         let idempotent = session.req_header().method.is_idempotent();
         let replayable = idempotent && !session.as_ref().retry_buffer_truncated();
@@ -541,6 +557,17 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        if status >= 200 {
+            if let Some((began, endpoint)) = ctx.attempt.take() {
+                self.metrics.upstream_answered(
+                    ctx.upstream_name(),
+                    &endpoint,
+                    status,
+                    began.elapsed().as_secs_f64(),
+                );
+            }
+        }
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let Some(route) = &ctx.route {
             respond::apply_response_edits(upstream_response, &route.response_headers)?;
@@ -594,14 +621,23 @@ impl ProxyHttp for Gateway {
         if let (Some(pool), Some(address)) = (&ctx.pool, ctx.endpoint) {
             crate::h1::note_outcome(self, pool, address, !(502..=504).contains(&status));
         }
+        // An attempt that ended in a gateway error without passing through the hooks
+        // above (a response timeout) is counted here; one the client abandoned is not.
+        if let Some((_, endpoint)) = ctx.attempt.take() {
+            if (502..=504).contains(&status) {
+                self.metrics
+                    .upstream_failed(ctx.upstream_name(), &endpoint, false);
+            }
+        }
         self.record(
             ctx,
             &Exchange {
                 status,
-                method: header.method.as_str(),
+                method: &header.method,
                 path: header.uri.path(),
                 client,
                 bytes_sent: session.body_bytes_sent() as u64,
+                bytes_received: session.body_bytes_read() as u64,
             },
         );
     }
@@ -610,18 +646,23 @@ impl ProxyHttp for Gateway {
 /// What the metrics and the access log need of a finished request, from either path.
 pub struct Exchange<'a> {
     pub status: u16,
-    pub method: &'a str,
+    pub method: &'a http::Method,
     pub path: &'a str,
     pub client: Option<SocketAddr>,
+    /// Response body bytes sent to the client.
     pub bytes_sent: u64,
+    /// Request body bytes read from the client.
+    pub bytes_received: u64,
 }
 
 impl Gateway {
-    /// Counts a finished request and writes its access log line.
+    /// Counts a finished request, writes its access log line and hands its span to the
+    /// exporter: the one place both request paths report a request, so the metrics, the
+    /// log and the trace always describe the same requests.
     pub fn record(&self, ctx: &RequestContext, exchange: &Exchange<'_>) {
         let elapsed = ctx.started.elapsed();
         let (route, upstream) = (ctx.route_name(), ctx.upstream_name());
-        let code = status_label(exchange.status);
+        let code = crate::metrics::status_code(exchange.status);
         self.metrics
             .requests
             .with_label_values(&[&*ctx.listener, route, upstream, code.as_ref()])
@@ -630,11 +671,49 @@ impl Gateway {
             .request_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+        if exchange.bytes_received > 0 {
+            self.metrics
+                .request_bytes
+                .with_label_values(&[route])
+                .inc_by(exchange.bytes_received);
+        }
+        if exchange.bytes_sent > 0 {
+            self.metrics
+                .response_bytes
+                .with_label_values(&[route])
+                .inc_by(exchange.bytes_sent);
+        }
+        if let Some(export) = &ctx.snapshot.trace_export {
+            if ctx.trace.sampled() {
+                let (start_unix_nanos, end_unix_nanos) = crate::trace_export::span_times(elapsed);
+                let span = SpanRecord {
+                    trace: ctx.trace,
+                    start_unix_nanos,
+                    end_unix_nanos,
+                    method: exchange.method.clone(),
+                    path: exchange.path.to_string(),
+                    status: exchange.status,
+                    route: ctx.route.as_ref().map(|r| r.name.clone()),
+                    host: ctx.host.clone(),
+                    client: exchange.client,
+                    listener: ctx.listener.clone(),
+                    upstream: ctx.pool.as_ref().map(|p| p.name().clone()),
+                    endpoint: ctx.endpoint,
+                    request_id: ctx.request_id.clone(),
+                };
+                if !export.submit(span) {
+                    self.metrics
+                        .tracing_spans_dropped
+                        .with_label_values(&["queue_full"])
+                        .inc();
+                }
+            }
+        }
         if self.access_log.enabled() {
             self.access_log.write(AccessRecord {
                 listener: ctx.listener.clone(),
                 client: exchange.client.map(|a| a.to_string()).unwrap_or_default(),
-                method: exchange.method.to_string(),
+                method: exchange.method.as_str().to_string(),
                 host: ctx.host.clone(),
                 path: exchange.path.to_string(),
                 status: exchange.status,
@@ -644,7 +723,7 @@ impl Gateway {
                 bytes_sent: exchange.bytes_sent,
                 duration: elapsed,
                 request_id: ctx.request_id.clone(),
-                trace_id: ctx.trace.trace_id.clone(),
+                trace_id: ctx.trace.trace_id_hex(),
             });
         }
     }
@@ -678,16 +757,6 @@ pub(crate) fn client_identity(ssl: &pingora::protocols::tls::SslDigest) -> Strin
         out.push_str(&format!(";O=\"{}\"", org.replace('"', "")));
     }
     out
-}
-
-fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
-    match status {
-        200 => "200".into(),
-        404 => "404".into(),
-        502 => "502".into(),
-        503 => "503".into(),
-        other => other.to_string().into(),
-    }
 }
 
 /// Whether pingora's error came from the downstream side and needs no answer.

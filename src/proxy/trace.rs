@@ -1,35 +1,89 @@
-//! Request identity and W3C trace context (spec section 7a).
+//! Request identity and W3C trace context (spec sections 7a and 7b).
+//!
+//! Ids are kept as integers: formatting them happens only where a header, a log line or a
+//! span needs them, so a request allocates nothing for its trace context.
+
+use std::fmt;
 
 /// A validated `traceparent`, or a fresh one when the request had none usable.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TraceContext {
-    pub trace_id: String,
+    pub trace_id: u128,
     /// The gateway's own span, sent upstream as the parent.
-    pub span_id: String,
-    pub flags: String,
+    pub span_id: u64,
+    /// The parent id the client sent; 0 when the gateway started the trace.
+    pub parent_id: u64,
+    pub flags: u8,
 }
+
+/// The `sampled` bit of the trace flags.
+const SAMPLED: u8 = 0x01;
 
 impl TraceContext {
     /// Continues the caller's trace when `traceparent` is valid, else starts a new one.
-    pub fn continue_or_start(traceparent: Option<&[u8]>) -> Self {
-        let span_id = format!("{:016x}", nonzero_u64());
+    /// `sample_ratio` is the exporter's share of new traces to record; without an
+    /// exporter (`None`) a new trace is marked sampled, leaving the choice to the services
+    /// behind the gateway as before export existed.
+    pub fn continue_or_start(traceparent: Option<&[u8]>, sample_ratio: Option<f64>) -> Self {
+        let span_id = nonzero_u64();
         match traceparent.and_then(parse) {
-            Some((trace_id, flags)) => Self {
+            Some((trace_id, parent_id, flags)) => Self {
                 trace_id,
                 span_id,
+                parent_id,
                 flags,
             },
-            None => Self {
-                trace_id: format!("{:032x}", nonzero_u128()),
-                span_id,
-                flags: "01".to_string(),
-            },
+            None => {
+                let trace_id = nonzero_u128();
+                let sampled = sample_ratio.is_none_or(|ratio| ratio_says_sample(trace_id, ratio));
+                Self {
+                    trace_id,
+                    span_id,
+                    parent_id: 0,
+                    flags: if sampled { SAMPLED } else { 0 },
+                }
+            }
         }
     }
 
-    pub fn header_value(&self) -> String {
-        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+    /// Whether the trace is recorded: the flags the upstream receives say the same.
+    pub fn sampled(&self) -> bool {
+        self.flags & SAMPLED != 0
     }
+
+    /// The trace id as the access log and headers write it (32 lowercase hex digits).
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    pub fn header_value(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// The `traceparent` value the upstream receives.
+impl fmt::Display for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
+    }
+}
+
+/// OpenTelemetry's `TraceIdRatioBased` decision: the low 63 bits of the (random) trace id
+/// against the ratio, so every hop that applies the same ratio agrees, with no extra
+/// random draw.
+fn ratio_says_sample(trace_id: u128, ratio: f64) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    if ratio <= 0.0 {
+        return false;
+    }
+    let bound = (ratio * (1u64 << 63) as f64) as u64;
+    ((trace_id as u64) >> 1) < bound
 }
 
 fn nonzero_u64() -> u64 {
@@ -55,8 +109,8 @@ fn is_lower_hex(s: &str) -> bool {
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// W3C Trace Context level 1 parsing: returns (trace id, flags).
-fn parse(value: &[u8]) -> Option<(String, String)> {
+/// W3C Trace Context level 1 parsing: returns (trace id, parent id, flags).
+fn parse(value: &[u8]) -> Option<(u128, u64, u8)> {
     let value = std::str::from_utf8(value).ok()?.trim();
     let mut parts = value.splitn(5, '-');
     let version = parts.next()?;
@@ -71,16 +125,23 @@ fn parse(value: &[u8]) -> Option<(String, String)> {
     if version == "00" && rest.is_some() {
         return None;
     }
-    if trace_id.len() != 32 || !is_lower_hex(trace_id) || trace_id.bytes().all(|b| b == b'0') {
+    if trace_id.len() != 32 || !is_lower_hex(trace_id) {
         return None;
     }
-    if parent_id.len() != 16 || !is_lower_hex(parent_id) || parent_id.bytes().all(|b| b == b'0') {
+    if parent_id.len() != 16 || !is_lower_hex(parent_id) {
         return None;
     }
     if flags.len() != 2 || !is_lower_hex(flags) {
         return None;
     }
-    Some((trace_id.to_string(), flags.to_string()))
+    let trace_id = u128::from_str_radix(trace_id, 16).ok()?;
+    let parent_id = u64::from_str_radix(parent_id, 16).ok()?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    // All-zero ids are invalid.
+    if trace_id == 0 || parent_id == 0 {
+        return None;
+    }
+    Some((trace_id, parent_id, flags))
 }
 
 #[cfg(test)]
@@ -89,12 +150,48 @@ mod tests {
 
     #[test]
     fn valid_traceparent_keeps_trace_and_flags() {
-        let t = TraceContext::continue_or_start(Some(
-            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        ));
-        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(t.flags, "01");
-        assert_ne!(t.span_id, "00f067aa0ba902b7");
+        let t = TraceContext::continue_or_start(
+            Some(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some(0.0),
+        );
+        assert_eq!(t.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.parent_id, 0x00f067aa0ba902b7);
+        assert_eq!(t.flags, 1);
+        assert!(
+            t.sampled(),
+            "a sampled parent is followed whatever the ratio"
+        );
+        assert_ne!(t.span_id, 0x00f067aa0ba902b7);
+        let header = t.header_value();
+        assert!(header.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(header.ends_with("-01"));
+        assert_eq!(header.len(), 55);
+    }
+
+    #[test]
+    fn unsampled_parent_stays_unsampled() {
+        let t = TraceContext::continue_or_start(
+            Some(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+            Some(1.0),
+        );
+        assert!(!t.sampled());
+        assert!(t.header_value().ends_with("-00"));
+    }
+
+    #[test]
+    fn new_traces_follow_the_ratio() {
+        let sampled = |ratio| {
+            (0..2000)
+                .filter(|_| TraceContext::continue_or_start(None, Some(ratio)).sampled())
+                .count()
+        };
+        assert_eq!(sampled(1.0), 2000);
+        assert_eq!(sampled(0.0), 0);
+        let half = sampled(0.5);
+        assert!((800..1200).contains(&half), "{half} of 2000 at 0.5");
+        // Without an exporter, new traces stay marked sampled for the services behind.
+        assert!(TraceContext::continue_or_start(None, None).sampled());
+        assert_eq!(TraceContext::continue_or_start(None, None).parent_id, 0);
     }
 
     #[test]
@@ -106,9 +203,15 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-+0f067aa0ba902b7-01",
         ] {
-            let t = TraceContext::continue_or_start(Some(bad.as_bytes()));
-            assert_ne!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
+            let t = TraceContext::continue_or_start(Some(bad.as_bytes()), None);
+            assert_ne!(
+                t.trace_id_hex(),
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+                "{bad}"
+            );
+            assert_eq!(t.parent_id, 0, "{bad}");
             assert_eq!(t.header_value().len(), 55);
         }
     }

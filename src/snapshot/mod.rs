@@ -13,6 +13,8 @@ use crate::config::Config;
 use pool::{MemberStates, Pool};
 use router::Router;
 
+use crate::trace_export::TraceExport;
+
 /// Where a snapshot's config came from, for `/config` and logs.
 #[derive(Debug, Clone)]
 pub struct SourceInfo {
@@ -44,6 +46,9 @@ pub struct Snapshot {
     pub source: SourceInfo,
     pub router: Arc<Router>,
     pub pools: HashMap<Name, Arc<Pool>>,
+    /// Span export (`[gateway.tracing]`), or `None` when off: requests read the sampling
+    /// ratio and the queue from here, so a reload switches export with everything else.
+    pub trace_export: Option<Arc<TraceExport>>,
 }
 
 impl Snapshot {
@@ -85,12 +90,20 @@ impl Snapshot {
                 .get(upstream)
                 .is_some_and(|p| p.endpoints().any(|e| e.address == *address))
         });
+        // Unchanged tracing settings keep the running exporter and its queue.
+        let trace_export = config.gateway.tracing.as_ref().map(|settings| {
+            previous
+                .and_then(|p| p.trace_export.clone())
+                .filter(|export| export.settings == *settings)
+                .unwrap_or_else(|| Arc::new(TraceExport::new(settings.clone())))
+        });
         Snapshot {
             generation,
             config,
             source,
             router: Arc::new(router),
             pools,
+            trace_export,
         }
     }
 
@@ -120,6 +133,7 @@ impl Snapshot {
             source: self.source.clone(),
             router: self.router.clone(),
             pools,
+            trace_export: self.trace_export.clone(),
         })
     }
 }

@@ -151,6 +151,9 @@ impl MemberStates {
 pub struct Member {
     pub endpoint: Endpoint,
     pub state: Arc<MemberState>,
+    /// The address as the `endpoint` metric label writes it, formatted once per pool
+    /// rather than on every request.
+    pub label: Name,
 }
 
 /// One compiled upstream.
@@ -196,6 +199,7 @@ impl Pool {
             .map(|e| Member {
                 endpoint: *e,
                 state: states.get(&upstream.name, e.address),
+                label: Name::from(e.address.to_string()),
             })
             .collect();
         let schedule = smooth_weighted_schedule(endpoints);
