@@ -17,6 +17,8 @@ mod routing;
 mod signals;
 mod smuggling;
 mod tls;
+mod tracing;
+mod upstream_metrics;
 
 /// A config with the admin listener and the named plain listeners on ephemeral ports,
 /// followed by `rest`.

@@ -3,6 +3,7 @@
 pub mod gateway;
 pub mod http1;
 pub mod kube_api;
+pub mod otlp;
 pub mod pki;
 pub mod raw_upstream;
 pub mod upstream;
