@@ -65,6 +65,8 @@ for path in sorted(glob.glob("packaging/**/*.y*ml", recursive=True)):
         err(f"{path}: {e}")
         continue
     print(f"ok: {path} parses ({len(docs)} document{'s' if len(docs) != 1 else ''})")
+    if path.startswith("packaging/prometheus/"):
+        continue  # Prometheus rule files, checked in their own step below
     for d in docs:
         if not isinstance(d, dict) or not d.get("apiVersion") or not d.get("kind"):
             err(f"{path}: a document without apiVersion/kind")
@@ -235,6 +237,48 @@ if errors:
     sys.exit("\n".join("error: " + e for e in errors))
 print("ok: manifests, image, unit and configs agree")
 PY
+
+step "Grafana dashboard and Prometheus alert rules"
+# Which metric names they may use is checked against the binary's registry by the
+# `metric_names` test (cargo test --test metric_names); here: do they parse and hold
+# together as a dashboard and as rules.
+python3 - <<'PY'
+import json, sys
+import yaml
+
+errors = []
+with open("packaging/grafana/edgegate.json") as fh:
+    dash = json.load(fh)
+ids = [p["id"] for p in dash["panels"]]
+if len(ids) != len(set(ids)):
+    errors.append("edgegate.json: panel ids repeat")
+for p in dash["panels"]:
+    if p["type"] == "row":
+        continue
+    if not p.get("targets") or not all(t.get("expr") for t in p["targets"]):
+        errors.append(f"edgegate.json: panel {p['title']!r} without a query")
+print(f"ok: packaging/grafana/edgegate.json parses ({len(ids)} panels)")
+
+with open("packaging/prometheus/alerts.yaml") as fh:
+    rules = yaml.safe_load(fh)
+names = []
+for group in rules["groups"]:
+    for rule in group["rules"]:
+        names.append(rule.get("alert"))
+        for key in ("alert", "expr", "labels", "annotations"):
+            if key not in rule:
+                errors.append(f"alerts.yaml: rule {rule.get('alert')!r} without {key}")
+        if rule.get("labels", {}).get("severity") not in ("info", "warning", "critical"):
+            errors.append(f"alerts.yaml: rule {rule.get('alert')!r} without a known severity")
+print(f"ok: packaging/prometheus/alerts.yaml parses ({len(names)} alerts)")
+if errors:
+    sys.exit("\n".join("error: " + e for e in errors))
+PY
+if command -v promtool >/dev/null; then
+  promtool check rules packaging/prometheus/alerts.yaml
+else
+  skip "promtool not installed (Debian: apt-get install prometheus); YAML parse only"
+fi
 
 step "kustomize renders packaging/kubernetes"
 if command -v kubectl >/dev/null; then

@@ -174,7 +174,7 @@ impl Metrics {
         let upstream_endpoints = IntGaugeVec::new(
             Opts::new(
                 "edgegate_upstream_endpoints",
-                "Members of each upstream by health.",
+                "Members of each upstream: healthy or unhealthy by active checks, ejected by passive health.",
             ),
             &["upstream", "state"],
         )
@@ -274,7 +274,7 @@ impl Metrics {
         let upstream_requests = IntCounterVec::new(
             Opts::new(
                 "edgegate_upstream_requests_total",
-                "Attempts sent to upstream endpoints, by response status (error: none).",
+                "Attempts sent to upstream endpoints by response status; code error when none came.",
             ),
             &["upstream", "endpoint", "code"],
         )
