@@ -28,12 +28,15 @@ use crate::metrics::Metrics;
 use crate::proxy::trace::TraceContext;
 use crate::snapshot::Snapshot;
 
-/// Spans waiting for the exporter before new ones are dropped.
-const QUEUE: usize = 16 * 1024;
+/// Spans waiting for the exporter before new ones are dropped: several flush intervals
+/// worth at a single worker's full rate.
+const QUEUE: usize = 32 * 1024;
 /// Spans per export request.
 const BATCH: usize = 1024;
-/// A batch waits at most this long for more spans (spec: spans arrive within 5 s).
-const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// After the first span of a quiet period, the exporter lets spans gather this long, then
+/// sends everything queued (spec: spans arrive within 5 s). Sleeping instead of waiting
+/// on the queue means a request's `try_send` never has a task to wake.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// Connect, send and answer of one export request.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Largest collector response read (OTLP answers are a few bytes of protobuf).
@@ -160,49 +163,62 @@ impl Exporter {
         let mut batch = Vec::with_capacity(BATCH);
         // Logged once per run of failures, not once per batch.
         let mut failing = false;
-        loop {
+        let mut closed = false;
+        while !closed {
+            // The only wait on the queue itself: for the first span after a quiet spell.
             let Some(first) = receiver.recv().await else {
                 break;
             };
             batch.push(first);
-            let flush_at = tokio::time::Instant::now() + FLUSH_INTERVAL;
-            let mut closed = false;
-            while batch.len() < BATCH {
-                match tokio::time::timeout_at(flush_at, receiver.recv()).await {
-                    Ok(Some(span)) => batch.push(span),
-                    Ok(None) => {
-                        closed = true;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            let count = batch.len() as u64;
-            match self.export(&batch).await {
-                Ok(()) => {
-                    self.metrics.tracing_spans_exported.inc_by(count);
-                    if failing {
-                        tracing::info!(endpoint = %self.settings.endpoint.url, "span export recovered");
-                        failing = false;
+            tokio::time::sleep(FLUSH_INTERVAL).await;
+            // Everything queued now goes out, a batch at a time.
+            loop {
+                while batch.len() < BATCH {
+                    match receiver.try_recv() {
+                        Ok(span) => batch.push(span),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
                     }
                 }
-                Err(e) => {
-                    self.metrics
-                        .tracing_spans_dropped
-                        .with_label_values(&["export_failed"])
-                        .inc_by(count);
-                    if !failing {
-                        tracing::warn!(endpoint = %self.settings.endpoint.url, error = %e, spans = count, "span export failed; dropping spans until the collector answers");
-                        failing = true;
-                    }
+                let full = batch.len() == BATCH;
+                self.send(&mut batch, &mut failing).await;
+                if !full {
+                    break;
                 }
-            }
-            batch.clear();
-            if closed {
-                break;
             }
         }
         tracing::debug!(endpoint = %self.settings.endpoint.url, "span exporter stopped");
+    }
+
+    /// Exports `batch` and empties it, counting the spans as exported or dropped.
+    async fn send(&mut self, batch: &mut Vec<SpanRecord>, failing: &mut bool) {
+        if batch.is_empty() {
+            return;
+        }
+        let count = batch.len() as u64;
+        match self.export(batch).await {
+            Ok(()) => {
+                self.metrics.tracing_spans_exported.inc_by(count);
+                if *failing {
+                    tracing::info!(endpoint = %self.settings.endpoint.url, "span export recovered");
+                    *failing = false;
+                }
+            }
+            Err(e) => {
+                self.metrics
+                    .tracing_spans_dropped
+                    .with_label_values(&["export_failed"])
+                    .inc_by(count);
+                if !*failing {
+                    tracing::warn!(endpoint = %self.settings.endpoint.url, error = %e, spans = count, "span export failed; dropping spans until the collector answers");
+                    *failing = true;
+                }
+            }
+        }
+        batch.clear();
     }
 
     async fn export(&mut self, batch: &[SpanRecord]) -> Result<(), ExportError> {
