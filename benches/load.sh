@@ -6,6 +6,8 @@
 #   benches/load.sh --quick    # smoke run:   DURATION=3s,  ROUNDS=1
 #   PROXIES="nginx haproxy" benches/load.sh --quick   # without edgegate
 #   SCENARIOS="https_keepalive h2_tls" benches/load.sh  # some scenarios only
+#   PROXIES="edgegate edgegate_traced edgegate_logged" SCENARIOS=http_keepalive benches/load.sh
+#                              # the price of span export and of the access log, one run
 #
 # Scenarios: http_keepalive, https_keepalive, h2_tls, tls_handshakes,
 # tls_resumed_handshakes, reload_under_load (see benches/README.md).
@@ -30,6 +32,11 @@ Environment (defaults in brackets):
   PROXIES        proxies to compare, in order       ["edgegate bare_pingora nginx haproxy"]
                  bare_pingora = examples/bare_pingora.rs: pingora's own Server and a
                  ProxyHttp with only upstream_peer (no config reload: n/a in reload_under_load)
+                 edgegate_traced = the edgegate binary with [gateway.tracing] at
+                 sample_ratio = 1.0, exporting every span to a local OTLP sink (an nginx
+                 answering 200 to each POST, on the origin's CPU)
+                 edgegate_logged = the edgegate binary with access_log to a file
+                 (both n/a in reload_under_load)
   SCENARIOS      scenarios to run, or "all"         [all]
                  all = $ALL_SCENARIOS
   DURATION       duration per measured run          [10s]
@@ -110,7 +117,7 @@ READY_TIMEOUT=${READY_TIMEOUT:-10}   # seconds to wait for a process to answer
 
 read -r -a PROXY_LIST <<<"$PROXIES"
 for p in "${PROXY_LIST[@]}"; do
-  case "$p" in edgegate|edgegate_base|bare_pingora|nginx|haproxy) ;; *) echo "unknown proxy in PROXIES: $p" >&2; exit 2 ;; esac
+  case "$p" in edgegate|edgegate_base|edgegate_traced|edgegate_logged|bare_pingora|nginx|haproxy) ;; *) echo "unknown proxy in PROXIES: $p" >&2; exit 2 ;; esac
 done
 [[ ${#PROXY_LIST[@]} -gt 0 ]] || { echo "PROXIES is empty" >&2; exit 2; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer" >&2; exit 2; }
@@ -164,7 +171,7 @@ ensure_tools() {
 }
 
 ensure_edgegate() {
-  want edgegate || return 0
+  want edgegate || want edgegate_traced || want edgegate_logged || return 0
   if [[ ! -x $EDGEGATE_BIN ]]; then
     log "$EDGEGATE_BIN does not exist; building it with cargo build --release"
     command -v cargo >/dev/null || die "cargo not found; install Rust (https://rustup.rs) or set EDGEGATE_BIN"
@@ -504,7 +511,8 @@ write_config_edgegate() {  # mode generation
 threads = 1
 grace_period = "1s"
 shutdown_delay = "0s"
-access_log = "off"
+access_log = "${ACCESS_LOG:-off}"
+${GATEWAY_EXTRA:-}
 
 [admin]
 address = "127.0.0.1:$EDGEGATE_ADMIN_PORT"
@@ -546,12 +554,68 @@ start_proxy_edgegate_base() {
   start_edgegate_as edgegate_base "$EDGEGATE_BASE_BIN" "${1:-plain}"
 }
 
+# The price of span export: every request sampled, every span sent to a local sink.
+start_proxy_edgegate_traced() {
+  start_otlp_sink
+  GATEWAY_EXTRA=$(printf '[gateway.tracing]\notlp_endpoint = "http://127.0.0.1:%s/v1/traces"\nsample_ratio = 1.0\n' "$OTLP_SINK_PORT") \
+    start_edgegate_as edgegate_traced "$EDGEGATE_BIN" "${1:-plain}"
+}
+
+# The price of the access log: one JSON line per request, to a file (outside the config's
+# directory, which edgegate watches).
+start_proxy_edgegate_logged() {
+  mkdir -p "$TMP/logs"
+  ACCESS_LOG="$TMP/logs/access.log" start_edgegate_as edgegate_logged "$EDGEGATE_BIN" "${1:-plain}"
+}
+
+# What the tracing and access-log rows did besides serving, from their metrics and files,
+# so a row that exported nothing (or dropped spans) cannot pass for a cheap one.
+declare -A ROW_NOTES=()
+note_edgegate_row() {  # row-name
+  local name=$1 admin_var metrics
+  admin_var=${name^^}_ADMIN_PORT
+  metrics=$(curl -s --max-time 2 "http://127.0.0.1:${!admin_var}/metrics" || true)
+  row_metric() { awk -v m="$1" '$1 == m { print $2; exit }' <<<"$metrics"; }
+  local served
+  served=$(awk '/^edgegate_requests_total\{/ { s += $2 } END { printf "%d", s }' <<<"$metrics")
+  case "$name" in
+    edgegate_traced)
+      ROW_NOTES[$name]="requests $served, spans exported $(row_metric edgegate_tracing_spans_exported_total), dropped: queue_full $(row_metric 'edgegate_tracing_spans_dropped_total{reason="queue_full"}'), export_failed $(row_metric 'edgegate_tracing_spans_dropped_total{reason="export_failed"}')" ;;
+    edgegate_logged)
+      ROW_NOTES[$name]="requests $served, access log lines $(wc -l <"$TMP/logs/access.log" 2>/dev/null || echo 0), dropped $(row_metric edgegate_access_log_dropped_total)" ;;
+  esac
+  log "$name: ${ROW_NOTES[$name]}"
+}
+
+OTLP_SINK_PID=
+start_otlp_sink() {
+  [[ -n $OTLP_SINK_PID ]] && alive "$OTLP_SINK_PID" && return 0
+  alloc_port OTLP_SINK_PORT
+  local d=$TMP/otlp_sink
+  mkdir -p "$d"
+  {
+    nginx_common "$d"
+    echo "http {"
+    nginx_http_common "$d"
+    cat <<EOF
+    client_max_body_size 16m;
+    server {
+        listen 127.0.0.1:$OTLP_SINK_PORT backlog=4096;
+        location / { default_type application/x-protobuf; return 200 ""; }
+    }
+}
+EOF
+  } >"$d/nginx.conf"
+  start_nginx otlp_sink "$d" "$d/nginx.conf" "$CPU_ORIGIN"
+  OTLP_SINK_PID=$LAST_PID
+}
+
 start_edgegate_as() {  # row-name binary mode
   local name=$1 bin=$2 mode=${3:-plain} scheme=http
   [[ $mode == tls ]] && scheme=https
   local port_var=EDGEGATE_PORT admin_var=EDGEGATE_ADMIN_PORT
-  if [[ $name == edgegate_base ]]; then
-    port_var=EDGEGATE_BASE_PORT admin_var=EDGEGATE_BASE_ADMIN_PORT
+  if [[ $name != edgegate ]]; then
+    port_var=${name^^}_PORT admin_var=${name^^}_ADMIN_PORT
   fi
   alloc_port "$port_var"
   alloc_port "$admin_var"
@@ -565,7 +629,8 @@ start_edgegate_as() {  # row-name binary mode
     route_extra=${EDGEGATE_ROUTE_EXTRA:-} upstream_extra=${EDGEGATE_UPSTREAM_EXTRA:-}
   fi
   EDGEGATE_PORT=$port EDGEGATE_ADMIN_PORT=$admin_port ROUTE_EXTRA=$route_extra \
-    UPSTREAM_EXTRA=$upstream_extra write_config_edgegate "$mode" 0 >"$d/edgegate.toml"
+    UPSTREAM_EXTRA=$upstream_extra GATEWAY_EXTRA=${GATEWAY_EXTRA:-} ACCESS_LOG=${ACCESS_LOG:-off} \
+    write_config_edgegate "$mode" 0 >"$d/edgegate.toml"
   "$bin" check --config "$d/edgegate.toml" >"$d/check.log" 2>&1 \
     || { cat "$d/check.log" >&2; die "$name check rejected $d/edgegate.toml"; }
   # The log goes elsewhere: edgegate watches its config file's directory, and a log
@@ -715,6 +780,9 @@ start_proxy_haproxy() {
 stop_proxies() {
   local p
   for p in "${!PROXY_PID[@]}"; do
+    case "$p" in edgegate_traced|edgegate_logged) note_edgegate_row "$p" ;; esac
+  done
+  for p in "${!PROXY_PID[@]}"; do
     stop_pid "${PROXY_PID[$p]}"
   done
   PROXY_PID=(); PROXY_URL=()
@@ -723,7 +791,7 @@ stop_proxies() {
 # proxy_supports PROXY MODE: whether start_proxy_PROXY can run in MODE (plain, tls, reload).
 proxy_supports() {
   case "$1:$2" in
-    bare_pingora:reload|edgegate_base:reload) return 1 ;;
+    bare_pingora:reload|edgegate_base:reload|edgegate_traced:reload|edgegate_logged:reload) return 1 ;;
     *) return 0 ;;
   esac
 }
@@ -1281,6 +1349,8 @@ version_of() {
   case "$1" in
     edgegate) "$EDGEGATE_BIN" --version 2>&1 | head -n 1 || true ;;
     edgegate_base) "$EDGEGATE_BASE_BIN" --version 2>&1 | head -n 1 || true ;;
+    edgegate_traced) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), [gateway.tracing] sample_ratio 1.0 to a local nginx sink" ;;
+    edgegate_logged) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), access_log to a file" ;;
     bare_pingora)
       echo "examples/bare_pingora.rs ($BARE_PINGORA_BIN), pingora $(awk '$0 == "name = \"pingora\"" { getline; gsub(/"/, "", $3); print $3; exit }' "$REPO/Cargo.lock" 2>/dev/null)" ;;
     nginx) nginx -v 2>&1 | head -n 1 || true ;;
@@ -1390,6 +1460,8 @@ summarize() {
     fi
     echo "rounds: $ROUNDS, measured runs $DURATION after a $WARMUP warm-up, proxy order rotated each round"
     echo "origin: nginx, 1 worker, 200 \"ok\\n\"; every proxy: 1 worker/thread, HTTP/1.1 keepalive to the origin, no access log"
+    echo "  (except the edgegate_logged row; edgegate_traced exports every span)"
+    for p in "${!ROW_NOTES[@]}"; do echo "  $p, at its last stop: ${ROW_NOTES[$p]}"; done
     local p
     for p in "${PROXY_LIST[@]}" wrk h2load openssl; do echo "  $p: $(version_of "$p")"; done
     if ((${#TLS_INFO[@]})); then
