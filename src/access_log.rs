@@ -2,7 +2,9 @@
 //! task so a slow disk or pipe never stalls a request. When the writer falls behind,
 //! lines are dropped and counted rather than queued without bound.
 
+use std::fmt::Write as _;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,20 +18,23 @@ use crate::metrics::Metrics;
 /// Lines buffered between requests and the writer before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
 
+/// One request's line, as the request path hands it over: names are shared `Arc`s and
+/// addresses and ids stay binary, so a request pays for three strings (host, path, request
+/// id) and the writer formats the rest.
 pub struct AccessRecord {
     pub listener: Name,
-    pub client: String,
-    pub method: String,
+    pub client: Option<SocketAddr>,
+    pub method: http::Method,
     pub host: String,
     pub path: String,
     pub status: u16,
-    pub route: String,
-    pub upstream: String,
-    pub endpoint: String,
+    pub route: Option<Name>,
+    pub upstream: Option<Name>,
+    pub endpoint: Option<SocketAddr>,
     pub bytes_sent: u64,
     pub duration: Duration,
     pub request_id: String,
-    pub trace_id: String,
+    pub trace_id: u128,
 }
 
 #[derive(Serialize)]
@@ -117,27 +122,39 @@ impl AccessLog {
 /// flushing whenever the queue runs empty so a line appears well within a second.
 fn drain(mut receiver: mpsc::Receiver<(SystemTime, AccessRecord)>, sink: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::new(sink);
+    // Reused for every line's formatted fields.
+    let (mut client, mut endpoint, mut trace_id) = (String::new(), String::new(), String::new());
+    let fill = |buf: &mut String, value: Option<&dyn std::fmt::Display>| {
+        buf.clear();
+        if let Some(value) = value {
+            let _ = write!(buf, "{value}");
+        }
+    };
     while let Some((time, record)) = receiver.blocking_recv() {
         let mut next = Some((time, record));
         while let Some((time, record)) = next {
             let time = time::OffsetDateTime::from(time)
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default();
+            fill(&mut client, record.client.as_ref().map(|a| a as _));
+            fill(&mut endpoint, record.endpoint.as_ref().map(|a| a as _));
+            trace_id.clear();
+            let _ = write!(trace_id, "{:032x}", record.trace_id);
             let line = Line {
                 time,
                 listener: &record.listener,
-                client: &record.client,
-                method: &record.method,
+                client: &client,
+                method: record.method.as_str(),
                 host: &record.host,
                 path: &record.path,
                 status: record.status,
-                route: &record.route,
-                upstream: &record.upstream,
-                endpoint: &record.endpoint,
+                route: record.route.as_deref().unwrap_or_default(),
+                upstream: record.upstream.as_deref().unwrap_or_default(),
+                endpoint: &endpoint,
                 bytes_sent: record.bytes_sent,
                 duration_ms: record.duration.as_secs_f64() * 1000.0,
                 request_id: &record.request_id,
-                trace_id: &record.trace_id,
+                trace_id: &trace_id,
             };
             if serde_json::to_writer(&mut out, &line).is_ok() {
                 let _ = out.write_all(b"\n");

@@ -712,18 +712,18 @@ impl Gateway {
         if self.access_log.enabled() {
             self.access_log.write(AccessRecord {
                 listener: ctx.listener.clone(),
-                client: exchange.client.map(|a| a.to_string()).unwrap_or_default(),
-                method: exchange.method.as_str().to_string(),
+                client: exchange.client,
+                method: exchange.method.clone(),
                 host: ctx.host.clone(),
                 path: exchange.path.to_string(),
                 status: exchange.status,
-                route: route.to_string(),
-                upstream: upstream.to_string(),
-                endpoint: ctx.endpoint.map(|e| e.to_string()).unwrap_or_default(),
+                route: ctx.route.as_ref().map(|r| r.name.clone()),
+                upstream: ctx.pool.as_ref().map(|p| p.name().clone()),
+                endpoint: ctx.endpoint,
                 bytes_sent: exchange.bytes_sent,
                 duration: elapsed,
                 request_id: ctx.request_id.clone(),
-                trace_id: ctx.trace.trace_id_hex(),
+                trace_id: ctx.trace.trace_id,
             });
         }
     }

@@ -66,6 +66,21 @@ fn string_attribute(out: &mut Vec<u8>, field: u32, key: &str, value: &str) {
     });
 }
 
+/// A string attribute formatted straight into the message (an address), with no
+/// intermediate `String`.
+fn display_attribute(out: &mut Vec<u8>, field: u32, key: &str, value: &dyn std::fmt::Display) {
+    use std::io::Write;
+    message(out, field, |kv| {
+        bytes(kv, 1, key.as_bytes());
+        message(kv, 2, |any| {
+            // A string field is length-delimited like a message.
+            message(any, 1, |text| {
+                let _ = write!(text, "{value}");
+            })
+        });
+    });
+}
+
 /// `AnyValue.int_value = 3`.
 fn int_attribute(out: &mut Vec<u8>, field: u32, key: &str, value: i64) {
     message(out, field, |kv| {
@@ -140,7 +155,7 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanRecord) {
         string_attribute(out, 9, "server.address", &span.host);
     }
     if let Some(client) = span.client {
-        string_attribute(out, 9, "client.address", &client.ip().to_string());
+        display_attribute(out, 9, "client.address", &client.ip());
         int_attribute(out, 9, "client.port", i64::from(client.port()));
     }
     string_attribute(out, 9, "edgegate.listener", &span.listener);
@@ -148,7 +163,7 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanRecord) {
         string_attribute(out, 9, "edgegate.upstream", upstream);
     }
     if let Some(endpoint) = span.endpoint {
-        string_attribute(out, 9, "edgegate.endpoint", &endpoint.to_string());
+        display_attribute(out, 9, "edgegate.endpoint", &endpoint);
     }
     if !span.request_id.is_empty() {
         string_attribute(out, 9, "edgegate.request_id", &span.request_id);
