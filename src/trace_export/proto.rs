@@ -58,12 +58,26 @@ fn message(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     out.splice(start..start, prefix[..n].iter().copied());
 }
 
-/// `KeyValue { key = 1; AnyValue value = 2 }` with `AnyValue.string_value = 1`.
+fn varint_len(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// The encoded size of a length-delimited field with a one-byte tag and `len` bytes.
+fn delimited_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+/// `KeyValue { key = 1; AnyValue value = 2 }` with `AnyValue.string_value = 1`; sizes
+/// known up front, so nothing is shifted (the most frequent message by far).
 fn string_attribute(out: &mut Vec<u8>, field: u32, key: &str, value: &str) {
-    message(out, field, |kv| {
-        bytes(kv, 1, key.as_bytes());
-        message(kv, 2, |any| bytes(any, 1, value.as_bytes()));
-    });
+    let any = delimited_len(value.len());
+    let kv = delimited_len(key.len()) + delimited_len(any);
+    tag(out, field, WIRE_LEN);
+    varint(out, kv as u64);
+    bytes(out, 1, key.as_bytes());
+    tag(out, 2, WIRE_LEN);
+    varint(out, any as u64);
+    bytes(out, 1, value.as_bytes());
 }
 
 /// A string attribute formatted straight into the message (an address), with no
@@ -268,6 +282,32 @@ mod tests {
         let failed = &spans[1];
         assert!(failed.parent_span_id.is_empty());
         assert_eq!(failed.status.as_ref().map(|s| s.code), Some(2));
+    }
+
+    #[test]
+    fn varint_lengths() {
+        for value in [0u64, 1, 127, 128, 16_383, 16_384, u64::MAX] {
+            let mut out = Vec::new();
+            varint(&mut out, value);
+            assert_eq!(varint_len(value), out.len(), "{value}");
+        }
+    }
+
+    #[test]
+    fn long_values_decode() {
+        let mut span = record(200, 1);
+        span.path = "/".repeat(300);
+        span.host = "h".repeat(20_000);
+        let body = export_request("edge", &[span]);
+        let request = ExportTraceServiceRequest::decode(&body[..]).expect("valid protobuf");
+        let decoded = &request.resource_spans[0].scope_spans[0].spans[0];
+        let host = decoded
+            .attributes
+            .iter()
+            .find(|a| a.key == "server.address")
+            .and_then(|a| a.value.clone())
+            .and_then(|v| v.value);
+        assert_eq!(host, Some(Value::StringValue("h".repeat(20_000))));
     }
 
     #[test]
