@@ -558,7 +558,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
-        if status >= 200 {
+        // Interim responses are not the answer; a 101 (an upgrade) is.
+        if status >= 200 || status == 101 {
             if let Some((began, endpoint)) = ctx.attempt.take() {
                 self.metrics.upstream_answered(
                     ctx.upstream_name(),
