@@ -2,6 +2,7 @@
 //! startup and reloads share one definition of "valid".
 
 pub mod model;
+pub mod origin;
 pub mod raw;
 mod shadow;
 pub mod source;
