@@ -397,9 +397,6 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
         for spec in listeners {
             let acceptor = match &spec.tls {
                 Some(settings) => {
-                    for (location, warning) in crate::tls::certificate_warnings(settings) {
-                        tracing::warn!("{location}: {warning}");
-                    }
                     let (acceptor, expiries) = build_acceptor(settings)
                         .map_err(|e| format!("listener {:?}: {e}", &*spec.name))?;
                     prepared.expiries.extend(

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use crate::access_log::AccessLog;
 use crate::admin::Readiness;
 use crate::config::model::{Endpoint, KubernetesService, Members, Name};
-use crate::config::origin::{watched_files, ConfigOrigin};
+use crate::config::origin::ConfigOrigin;
 use crate::config::{self, Config};
 use crate::health::HealthChecks;
 use crate::listeners::ListenerSet;
@@ -46,18 +46,76 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
+    /// Of a loaded config: its text and the TLS bytes it loaded.
     pub fn of(text: &str, config: &Config) -> Self {
+        Self::hash(
+            text,
+            config
+                .tls_files()
+                .map(|f| (f.path.as_path(), f.pem.to_vec())),
+        )
+    }
+
+    /// Of the files on disk now: `text` as just read, and the TLS files `config` names
+    /// read again. Equal to the running config's [`Self::of`] when nothing changed.
+    fn on_disk(text: &str, config: &Config) -> Self {
+        Self::hash(
+            text,
+            config
+                .tls_files()
+                .map(|f| (f.path.as_path(), std::fs::read(&f.path).unwrap_or_default())),
+        )
+    }
+
+    fn hash<'a>(text: &str, files: impl Iterator<Item = (&'a std::path::Path, Vec<u8>)>) -> Self {
         use sha2::Digest;
-        let mut files = sha2::Sha256::new();
-        for file in watched_files(&ConfigOrigin::Embedded, config) {
-            files.update(file.as_os_str().as_encoded_bytes());
-            files.update(std::fs::read(&file).unwrap_or_default());
+        let mut tls = sha2::Sha256::new();
+        for (path, bytes) in files {
+            tls.update(path.as_os_str().as_encoded_bytes());
+            tls.update((bytes.len() as u64).to_le_bytes());
+            tls.update(bytes);
         }
         Self {
             text: sha2::Sha256::digest(text.as_bytes()).into(),
-            tls_files: files.finalize().into(),
+            tls_files: tls.finalize().into(),
         }
     }
+}
+
+/// What a reload reads from disk, read off the runtime: a FIFO, a hung network mount or
+/// a slow resolver (endpoint host names) holds up only this, never a request or a scrape.
+enum Read {
+    Unchanged,
+    Changed {
+        source: config::SourceFile,
+        loaded: Box<Result<config::Loaded, String>>,
+        certificates_changed: bool,
+    },
+}
+
+fn read_config(
+    origin: &ConfigOrigin,
+    running: &Config,
+    last: &Fingerprint,
+    force: bool,
+) -> Result<(Read, Fingerprint), String> {
+    let source = origin
+        .read()
+        .map_err(|e| format!("cannot read {}: {e}", origin.describe()))?;
+    let seen = Fingerprint::on_disk(&source.text, running);
+    if !force && seen == *last {
+        return Ok((Read::Unchanged, seen));
+    }
+    let certificates_changed = seen.tls_files != last.tls_files;
+    let loaded = Box::new(config::load(&source).map_err(|d| d.to_string()));
+    Ok((
+        Read::Changed {
+            source,
+            loaded,
+            certificates_changed,
+        },
+        seen,
+    ))
 }
 
 impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
@@ -141,18 +199,27 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
     }
 
     async fn try_reload(&mut self, force: bool) -> Result<Option<String>, String> {
-        let source = self
-            .origin
-            .read()
-            .map_err(|e| format!("cannot read {}: {e}", self.origin.describe()))?;
         let current = self.handle.load_full();
-        let fingerprint = Fingerprint::of(&source.text, &current.config);
-        if !force && fingerprint == self.fingerprint {
+        let (origin, running, last) = (
+            self.origin.clone(),
+            current.config.clone(),
+            self.fingerprint.clone(),
+        );
+        let (read, seen) =
+            tokio::task::spawn_blocking(move || read_config(&origin, &running, &last, force))
+                .await
+                .map_err(|e| format!("reading the config failed: {e}"))??;
+        // A refused config is not read again until something changes.
+        self.fingerprint = seen;
+        let Read::Changed {
+            source,
+            loaded,
+            certificates_changed,
+        } = read
+        else {
             return Ok(None);
-        }
-        let certificates_changed = fingerprint.tls_files != self.fingerprint.tls_files;
-        self.fingerprint = fingerprint;
-        let loaded = config::load(&source).map_err(|d| d.to_string())?;
+        };
+        let loaded = (*loaded)?;
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }

@@ -15,6 +15,7 @@ use toml::Spanned;
 use super::model::{self, *};
 use super::raw;
 use super::source::{Diagnostic, Diagnostics, Severity, SourceFile};
+use super::tls_files;
 
 /// A config that passed validation, with any warnings it produced.
 #[derive(Debug, Clone)]
@@ -83,6 +84,37 @@ impl Checker<'_> {
         } else {
             self.base_dir.join(p)
         }
+    }
+
+    /// Reads a file the config names; a file that cannot be read is an error at the
+    /// place that names it (the bytes are then empty, and the config is refused anyway).
+    fn tls_file(&mut self, text: &raw::Text, what: &str) -> TlsFile {
+        let path = self.path(text.get_ref());
+        match TlsFile::read(path.clone()) {
+            Ok(file) => file,
+            Err(e) => {
+                self.error(
+                    &text.span(),
+                    format!("cannot read {what} {}: {e}", path.display()),
+                );
+                TlsFile {
+                    path,
+                    pem: Arc::from(&[][..]),
+                }
+            }
+        }
+    }
+
+    /// A CA bundle the config names: readable, with at least one usable certificate.
+    fn ca_file(&mut self, text: &raw::Text, what: &str) -> TlsFile {
+        let before = self.diagnostics.len();
+        let file = self.tls_file(text, what);
+        if self.diagnostics.len() == before {
+            if let Err(e) = tls_files::trust_anchors(&file) {
+                self.error(&text.span(), format!("{what}: {e}"));
+            }
+        }
+        file
     }
 
     fn duration(&mut self, value: Option<&raw::Text>, default: Duration) -> Duration {
@@ -347,18 +379,30 @@ impl Checker<'_> {
     fn listener_tls(&mut self, raw: Spanned<raw::ListenerTls>) -> ListenerTls {
         let raw = raw.into_inner();
         let cert_span = raw.certificates.span();
+        let mut names_seen: Vec<(String, PathBuf)> = Vec::new();
         let certificates: Vec<CertificateFiles> = raw
             .certificates
             .into_inner()
             .into_iter()
             .map(|pair| {
-                let location = self.source.location(&pair.span());
+                let span = pair.span();
+                let location = self.source.location(&span);
                 let pair = pair.into_inner();
-                CertificateFiles {
-                    cert: self.path(pair.cert.get_ref()),
-                    key: self.path(pair.key.get_ref()),
+                let before = self.diagnostics.len();
+                let files = CertificateFiles {
+                    cert: self.tls_file(&pair.cert, "certificate"),
+                    key: self.tls_file(&pair.key, "key"),
                     location,
+                };
+                if self.diagnostics.len() == before {
+                    match tls_files::certificate(&files.cert, &files.key) {
+                        Ok(loaded) => {
+                            self.certificate_warnings(&span, &files, &loaded, &mut names_seen)
+                        }
+                        Err(e) => self.error(&span, e),
+                    }
                 }
+                files
             })
             .collect();
         if certificates.is_empty() {
@@ -432,7 +476,7 @@ impl Checker<'_> {
                     .client_identity_header
                     .and_then(|h| self.header_name(&h));
                 Some(ClientAuth {
-                    ca: self.path(ca.get_ref()),
+                    ca: self.ca_file(&ca, "client_ca"),
                     required,
                     identity_header,
                 })
@@ -443,6 +487,46 @@ impl Checker<'_> {
             min_version,
             alpn,
             client_auth,
+        }
+    }
+
+    /// Worth a warning, not a refusal: an expired certificate (clients will complain, but
+    /// refusing the whole config would take every other listener down too), and a name
+    /// served by two certificates (the first one listed wins).
+    fn certificate_warnings(
+        &mut self,
+        span: &Range<usize>,
+        files: &CertificateFiles,
+        loaded: &tls_files::LoadedCertificate,
+        seen: &mut Vec<(String, PathBuf)>,
+    ) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if loaded.not_after < now {
+            let when = time::OffsetDateTime::from_unix_timestamp(loaded.not_after)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            self.warning(
+                span,
+                format!("certificate {} expired at {when}", files.cert.display()),
+            );
+        }
+        for name in &loaded.names {
+            if let Some((_, other)) = seen.iter().find(|(n, _)| n == name) {
+                let message = format!(
+                    "name {name:?} of {} is also served by {}; the first one wins",
+                    files.cert.display(),
+                    other.display()
+                );
+                self.warning(span, message);
+            } else {
+                seen.push((name.clone(), files.cert.path.clone()));
+            }
         }
     }
 
@@ -596,7 +680,7 @@ impl Checker<'_> {
                 );
             }
             UpstreamTls {
-                ca: tls.ca.map(|ca| self.path(ca.get_ref())),
+                ca: tls.ca.map(|ca| self.ca_file(&ca, "upstream CA")),
                 sni: tls.sni.map(Spanned::into_inner),
                 verify,
             }

@@ -203,7 +203,7 @@ impl Pool {
             .tls
             .as_ref()
             .and_then(|t| t.ca.as_ref())
-            .and_then(|path| match load_upstream_ca(path) {
+            .and_then(|file| match upstream_ca(file) {
                 Ok(ca) => Some(ca),
                 Err(e) => {
                     tracing::error!(upstream = %upstream.name, error = %e, "cannot load upstream CA; connections will fail verification");
@@ -365,19 +365,16 @@ impl Pool {
     }
 }
 
-/// CA certificates for verifying an upstream, in the form pingora's connector takes.
-pub fn load_upstream_ca(
-    path: &std::path::Path,
+/// CA certificates for verifying an upstream, in the form pingora's connector takes,
+/// from the bytes the config loaded (validated there: never empty).
+pub fn upstream_ca(
+    file: &crate::config::model::TlsFile,
 ) -> Result<Arc<pingora::protocols::tls::CaType>, String> {
     use pingora::utils::tls::{parse_x509, WrappedX509};
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read CA {}: {e}", path.display()))?;
-    let certs: Vec<WrappedX509> = rustls_pemfile::certs(&mut pem.as_slice())
-        .map(|c| c.map(|der| WrappedX509::new(der.to_vec(), parse_x509)))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("invalid CA PEM {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("no certificate in CA file {}", path.display()));
-    }
+    let certs: Vec<WrappedX509> = crate::config::tls_files::certificates(file)?
+        .into_iter()
+        .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
+        .collect();
     Ok(Arc::from(certs))
 }
 

@@ -1,0 +1,220 @@
+//! Where a reload, a discovery event and a request meet: each test here failed before
+//! the fault it names was fixed.
+
+use std::time::{Duration, Instant};
+
+use crate::support::pki::Pki;
+use crate::support::{client, Gateway, Upstream};
+use crate::{config, named};
+
+async fn generation(gw: &Gateway) -> u64 {
+    gw.config_json().await["generation"]
+        .as_u64()
+        .expect("generation")
+}
+
+async fn reload_failures(gw: &Gateway) -> f64 {
+    gw.metric("edgegate_config_reloads_total{result=\"failure\"}")
+        .await
+        .unwrap_or(0.0)
+}
+
+/// Polls `probe` until it returns true, failing after `limit`; returns the time taken.
+async fn within<F, Fut>(limit: Duration, what: &str, mut probe: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !probe().await {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+fn ca_config(backend: std::net::SocketAddr) -> String {
+    config(
+        &["web"],
+        &format!(
+            "[[routes]]\nname = \"x\"\nupstream = \"x\"\n\n\
+             [upstreams.x]\nendpoints = [\"{backend}\"]\ntls = {{ ca = \"ca.pem\", sni = \"backend.internal\" }}\n"
+        ),
+    )
+}
+
+fn check(dir: &std::path::Path) -> (i32, String) {
+    let out = std::process::Command::new(crate::support::gateway::BIN)
+        .args(["check", "--config"])
+        .arg(dir.join("edgegate.toml"))
+        .output()
+        .expect("check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).replace(&dir.display().to_string(), "D"),
+    )
+}
+
+/// Fault 3: an upstream CA that fails to load was logged and replaced by the system
+/// roots; `check` never read it; a changed CA was never re-read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_ca_is_part_of_the_config() {
+    let internal = Pki::new("internal ca");
+    let issued = internal.issue(&["backend.internal"]);
+    let backend = Upstream::start_tls("tls-backend", &issued.cert_pem, &issued.key_pem).await;
+    let text = ca_config(backend.addr);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("edgegate.toml"), &text).expect("write");
+    let (code, out) = check(dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("error: D/edgegate.toml:14:14: cannot read upstream CA D/ca.pem"),
+        "{out}"
+    );
+    std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").expect("write");
+    let (code, out) = check(dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with(
+            "error: D/edgegate.toml:14:14: upstream CA: no certificate found in D/ca.pem"
+        ),
+        "{out}"
+    );
+
+    // Running with a CA that does not sign the backend: 502, never the system roots.
+    let other = Pki::new("some other ca");
+    let gw = Gateway::start_with(&text, |dir| {
+        std::fs::write(dir.join("ca.pem"), &other.ca_pem).expect("write");
+    });
+    let get = || async {
+        client()
+            .get(gw.url("web", "/"))
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(get().await, 502);
+
+    // Garbage in its place is refused; the last good trust stays.
+    let failures = reload_failures(&gw).await;
+    std::fs::write(gw.dir.path().join("ca.pem"), "garbage\n").expect("write");
+    within(Duration::from_secs(3), "garbage CA refused", || async {
+        reload_failures(&gw).await > failures
+    })
+    .await;
+    assert_eq!(get().await, 502);
+    assert_eq!(generation(&gw).await, 1);
+
+    // The right CA, written in place with no SIGHUP, is applied like a certificate.
+    std::fs::write(gw.dir.path().join("ca.pem"), &internal.ca_pem).expect("write");
+    within(Duration::from_secs(3), "changed CA applied", || async {
+        get().await == 200
+    })
+    .await;
+    assert_eq!(generation(&gw).await, 2);
+}
+
+/// Fault 2: the publisher read files on the runtime that serves requests; with one
+/// worker, a reload stuck on a slow file stalled every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_stuck_on_a_slow_file_does_not_stall_requests() {
+    let text = config(&["web"], &named("ok", "path_prefix = \"/\"")).replacen(
+        "[admin]",
+        "[gateway]\nthreads = 1\n\n[admin]",
+        1,
+    );
+    let gw = Gateway::start(&text);
+    let url = gw.url("web", "/");
+    assert_eq!(
+        client().get(&url).send().await.expect("request").status(),
+        200
+    );
+
+    // The config path becomes a FIFO: reading it blocks until a writer shows up.
+    let fifo = gw.dir.path().join("slow.toml");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    std::fs::rename(&fifo, &gw.config_path).expect("swap in the fifo");
+    gw.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // While the reload waits, requests and the admin listener are served promptly.
+    for _ in 0..20 {
+        let started = Instant::now();
+        let resp = client().get(&url).send().await.expect("request");
+        assert_eq!(resp.status(), 200);
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "request stalled {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(generation(&gw).await, 1);
+
+    // The slow file answers; the reload completes.
+    let path = gw.config_path.clone();
+    let next = text.replace("body = \"ok\"", "body = \"ok2\"");
+    std::thread::spawn(move || std::fs::write(path, next).expect("feed the fifo"));
+    within(
+        Duration::from_secs(3),
+        "reload after the slow read",
+        || async { generation(&gw).await == 2 },
+    )
+    .await;
+    assert_eq!(
+        client()
+            .get(&url)
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("body"),
+        "ok2"
+    );
+}
+
+/// Fault 5: any event in the config's directory restarted the quiet period, so a log
+/// written steadily beside the config postponed every reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_written_beside_the_config_does_not_delay_a_reload() {
+    let v1 = config(&["web"], &named("v1", "path_prefix = \"/\""));
+    let gw = Gateway::start(&v1);
+    let noise = gw.dir.path().join("access.log");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut file = std::fs::File::create(noise).expect("log");
+            // Bounded: at most 10 s of writes every 20 ms.
+            for _ in 0..500 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let _ = writeln!(file, "{{\"line\": 1}}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.write_config(&v1.replace("\"v1\"", "\"v2\""));
+    let took = within(
+        Duration::from_secs(2),
+        "reload despite the noise",
+        || async { generation(&gw).await == 2 },
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // The noise itself never caused a reload or a re-read that changed anything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(generation(&gw).await, 2);
+}
