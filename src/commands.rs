@@ -86,6 +86,7 @@ fn route(args: &RouteArgs) -> ExitCode {
         &Discovered::new(),
         None,
         &MemberStates::default(),
+        Default::default(),
     );
     let method = match Method::from_bytes(args.method.to_ascii_uppercase().as_bytes()) {
         Ok(m) => m,

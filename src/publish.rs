@@ -17,7 +17,7 @@ use crate::health::HealthChecks;
 use crate::listeners::ListenerSet;
 use crate::metrics::Metrics;
 use crate::snapshot::pool::MemberStates;
-use crate::snapshot::{members_of, Discovered, DiscoveredMembers, Snapshot, SourceInfo};
+use crate::snapshot::{members_of, Discovered, DiscoveredMembers, Edges, Snapshot, SourceInfo};
 use crate::update::{Batch, Update};
 
 pub struct Publisher<A> {
@@ -27,7 +27,6 @@ pub struct Publisher<A> {
     pub discovered: Discovered,
     pub listeners: Arc<ListenerSet<A>>,
     pub health: Arc<HealthChecks>,
-    pub access_log: Arc<AccessLog>,
     pub metrics: Arc<Metrics>,
     /// Every applied config, for the producers that follow it (the file watcher's
     /// file list, discovery's watches); they subscribe, the publisher never calls them.
@@ -235,6 +234,23 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                 _ => format!("{summary}; certificates changed"),
             };
         }
+        let access_log = match AccessLog::open(
+            &config.gateway.access_log,
+            current.edges.access_log.as_ref(),
+            &self.metrics,
+        ) {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open access log; keeping the previous one");
+                current.edges.access_log.clone()
+            }
+        };
+        let edges = Edges {
+            listeners: prepared.served.clone(),
+            access_log,
+        };
+        // The one store: routes, pools, listener names, TLS acceptors and the access log
+        // change together.
         let next = Snapshot::compile(
             config.clone(),
             SourceInfo::new(self.origin.describe(), &source.text),
@@ -242,6 +258,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             &self.discovered,
             Some(&current),
             &self.states,
+            edges,
         );
         let next = Arc::new(next);
         self.handle.store(next.clone());
@@ -255,9 +272,6 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             )
         });
         self.update_readiness(&config);
-        if let Err(e) = self.access_log.configure(&config.gateway.access_log) {
-            tracing::error!(error = %e, "cannot open access log; keeping the previous one");
-        }
         self.fingerprint = Fingerprint::of(&source.text, &config);
         self.configs.send_replace(config.clone());
         Ok(Some(summary))

@@ -1,6 +1,5 @@
 //! `edgegate run`: load, bind, serve, reload on change, drain on SIGTERM.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -24,10 +23,9 @@ use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::publish::{Fingerprint, Publisher};
 use crate::snapshot::pool::MemberStates;
-use crate::snapshot::{Discovered, Snapshot, SourceInfo};
+use crate::snapshot::{Discovered, Edges, Snapshot, SourceInfo};
 use crate::sources::file_watch::FileWatch;
 use crate::sources::kube::Discovery;
-use crate::tls::TlsAcceptorSlot;
 use crate::update::Update;
 
 pub fn run(args: RunArgs) -> ExitCode {
@@ -156,21 +154,26 @@ async fn serve(
     let metrics = Arc::new(Metrics::new());
     let states = Arc::new(MemberStates::default());
     let discovered = Discovered::new();
-    let snapshot = Arc::new(Snapshot::compile(
-        config.clone(),
-        source,
-        1,
-        &discovered,
-        None,
-        &states,
-    ));
-    let handle = Arc::new(ArcSwap::new(snapshot.clone()));
-    let directory = Arc::new(ArcSwap::from_pointee(HashMap::new()));
-    let access_log = Arc::new(AccessLog::new(metrics.clone()));
-    if let Err(e) = access_log.configure(&config.gateway.access_log) {
-        tracing::error!(error = %e, "cannot open the access log");
-        return ExitCode::FAILURE;
-    }
+    let access_log = match AccessLog::open(&config.gateway.access_log, None, &metrics) {
+        Ok(log) => log,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the access log");
+            return ExitCode::FAILURE;
+        }
+    };
+    let compile = |edges: Edges| {
+        Arc::new(Snapshot::compile(
+            config.clone(),
+            source.clone(),
+            1,
+            &discovered,
+            None,
+            &states,
+            edges,
+        ))
+    };
+    // Until the listeners are bound, the snapshot has none (nothing can arrive on them).
+    let handle = Arc::new(ArcSwap::new(compile(Edges::default())));
 
     let server_conf = Arc::new(ServerConf {
         threads,
@@ -182,9 +185,7 @@ async fn serve(
     });
     let gateway = Gateway {
         snapshot: handle.clone(),
-        listeners: directory.clone(),
         metrics: metrics.clone(),
-        access_log: access_log.clone(),
     };
     let mut proxy = pingora::proxy::http_proxy(&server_conf, gateway.clone());
     // h2c stays off here: the accept loop recognises the preface itself (with a timeout)
@@ -218,17 +219,25 @@ async fn serve(
             shutdown: shutdown_rx.clone(),
             tracker: tracker.clone(),
             metrics: metrics.clone(),
+            snapshot: Some(handle.clone()),
         },
-        directory,
         workers,
     ));
-    match listener_set.prepare(&config.listeners).await {
-        Ok(prepared) => listener_set.commit(prepared, &config.listeners),
+    let snapshot = match listener_set.prepare(&config.listeners).await {
+        Ok(prepared) => {
+            let snapshot = compile(Edges {
+                listeners: prepared.served.clone(),
+                access_log,
+            });
+            handle.store(snapshot.clone());
+            listener_set.commit(prepared, &config.listeners);
+            snapshot
+        }
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
 
     let readiness = Arc::new(Readiness::default());
     let admin_socket = match listeners::bind_per_worker(config.admin.address, 1)
@@ -251,13 +260,13 @@ async fn serve(
         "admin".into(),
         admin_socket,
         &tokio::runtime::Handle::current(),
-        Arc::new(TlsAcceptorSlot::new(None)),
         Serving {
             app: admin,
             h1: None,
             shutdown: shutdown_rx.clone(),
             tracker: Arc::new(ConnectionTracker::default()),
             metrics: metrics.clone(),
+            snapshot: None,
         },
         None,
         admin_stop_rx,
@@ -293,7 +302,6 @@ async fn serve(
         discovered,
         listeners: listener_set.clone(),
         health,
-        access_log,
         metrics: metrics.clone(),
         configs,
     };

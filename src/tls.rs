@@ -1,13 +1,12 @@
 //! TLS termination with rustls: certificates chosen by SNI, minimum version, ALPN and
 //! client certificates. The one place that touches pingora's TLS types.
 //!
-//! Every reload builds fresh acceptors from the files on disk; a listener's
-//! [`TlsAcceptorSlot`] is swapped atomically, so new handshakes get the new certificates
-//! while established connections keep the ones they negotiated.
+//! Every reload builds fresh acceptors from the files the config loaded; they are part of
+//! the snapshot, so new handshakes get the new certificates while established connections
+//! keep the ones they negotiated.
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
@@ -16,23 +15,6 @@ use crate::config::model::{ListenerTls, TlsVersion};
 use crate::config::tls_files;
 
 pub type TlsAcceptor = pingora::listeners::tls::Acceptor;
-
-/// The TLS settings of one listener; empty for plain-text listeners.
-pub struct TlsAcceptorSlot(ArcSwapOption<TlsAcceptor>);
-
-impl TlsAcceptorSlot {
-    pub fn new(acceptor: Option<TlsAcceptor>) -> Self {
-        Self(ArcSwapOption::new(acceptor.map(Arc::new)))
-    }
-
-    pub fn current(&self) -> Option<Arc<TlsAcceptor>> {
-        self.0.load_full()
-    }
-
-    pub fn store(&self, acceptor: Option<TlsAcceptor>) {
-        self.0.store(acceptor.map(Arc::new));
-    }
-}
 
 pub use crate::config::tls_files::LoadedCertificate;
 

@@ -218,3 +218,84 @@ async fn a_log_written_beside_the_config_does_not_delay_a_reload() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(generation(&gw).await, 2);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("probe")
+        .port()
+}
+
+fn renamed_config(port: u16, listener: &str) -> String {
+    format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"{listener}\"\naddress = \"127.0.0.1:{port}\"\n\n\
+         [[routes]]\nname = \"only\"\nlisteners = [\"{listener}\"]\nrespond = {{ status = 200, body = \"{listener}\" }}\n"
+    )
+}
+
+/// Fault 6: the listener directory was swapped after the snapshot (and a renamed
+/// listener rebound its own address); a request could pair new routes with the old name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_listener_serves_every_request_through_the_reload() {
+    let port = free_port();
+    let gw = Gateway::start(&renamed_config(port, "alpha"));
+    let url = format!("http://127.0.0.1:{port}/");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for fresh in [false, true, false, true] {
+        let (url, done) = (url.clone(), done.clone());
+        clients.push(tokio::spawn(async move {
+            let keepalive = client();
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            // Bounded: at most 20,000 requests or until told to stop.
+            for _ in 0..20_000 {
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let c = if fresh { client() } else { keepalive.clone() };
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.write_config(&renamed_config(port, "beta"));
+    within(Duration::from_secs(3), "renamed", || async {
+        generation(&gw).await == 2
+    })
+    .await;
+    within(
+        Duration::from_secs(3),
+        "served under the new name",
+        || async {
+            client()
+                .get(&url)
+                .send()
+                .await
+                .expect("request")
+                .text()
+                .await
+                .expect("body")
+                == "beta"
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        let (ok, failed) = c.await.expect("client");
+        assert!(
+            failed.is_empty(),
+            "failed requests: {:?}",
+            &failed[..failed.len().min(5)]
+        );
+        total += ok;
+    }
+    assert!(total > 100, "too little load: {total}");
+    gw.wait_for_log("listener renamed", Duration::from_secs(1));
+}
