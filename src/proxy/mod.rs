@@ -31,9 +31,6 @@ pub use context::RequestContext;
 pub use respond::redirect_location;
 use respond::{error_response, Reply};
 
-/// Which listener an accepted connection belongs to, keyed by the listening address the
-/// accept loop records in the connection's socket digest.
-
 /// State shared by every request; each field is read without locks.
 #[derive(Clone)]
 pub struct Gateway {
