@@ -274,17 +274,18 @@ impl ProxyHttp for Gateway {
             .pool
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool chosen"))?;
-        if pool.upstream.http2 {
-            // pingora takes a shared h2 connection out of its pool while it opens a stream
-            // on it; a concurrent request arriving meanwhile would open another connection.
-            ctx.h2_checkout = Some(pool.h2_checkout.clone().lock_owned().await);
-        }
         let Some(member) = pool.select(&ctx.tried, ctx.hash_key) else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 "no healthy endpoint",
             ));
         };
+        if pool.upstream.http2 {
+            // pingora takes a shared h2 connection out of its pool while it opens a stream
+            // on it; a concurrent request to the same member arriving meanwhile would
+            // open another connection.
+            ctx.h2_checkout = Some(member.h2_checkout.clone().lock_owned().await);
+        }
         let address = member.endpoint.address;
         ctx.tried.push(address);
         ctx.endpoint = Some(address);

@@ -151,6 +151,10 @@ impl MemberStates {
 pub struct Member {
     pub endpoint: Endpoint,
     pub state: Arc<MemberState>,
+    /// Serialises HTTP/2 connection checkout to this member (see
+    /// `RequestContext::h2_checkout`). Per member, not per upstream: an endpoint that
+    /// blackholes connects holds up only the requests that picked it.
+    pub h2_checkout: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// One compiled upstream.
@@ -161,8 +165,6 @@ pub struct Pool {
     pub tls_ca: Option<Arc<pingora::protocols::tls::CaType>>,
     /// Isolates this upstream's pooled connections from other upstreams'.
     pub group_key: u64,
-    /// Serialises HTTP/2 connection checkout (see `RequestContext::h2_checkout`).
-    pub h2_checkout: Arc<tokio::sync::Mutex<()>>,
     pub members: Vec<Member>,
     /// Smooth weighted round-robin order of member indices (nginx's algorithm), so weights
     /// interleave instead of arriving in bursts.
@@ -196,6 +198,7 @@ impl Pool {
             .map(|e| Member {
                 endpoint: *e,
                 state: states.get(&upstream.name, e.address),
+                h2_checkout: Arc::default(),
             })
             .collect();
         let schedule = smooth_weighted_schedule(endpoints);
@@ -220,7 +223,6 @@ impl Pool {
         Self {
             tls_ca,
             group_key,
-            h2_checkout: Arc::new(tokio::sync::Mutex::new(())),
             upstream,
             members,
             schedule,

@@ -299,3 +299,49 @@ async fn a_renamed_listener_serves_every_request_through_the_reload() {
     assert!(total > 100, "too little load: {total}");
     gw.wait_for_log("listener renamed", Duration::from_secs(1));
 }
+
+/// Fault 7: the HTTP/2 checkout lock was per upstream and held across connect and TLS,
+/// so a blackholed endpoint stalled new connections to its healthy sibling too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_http2_endpoint_does_not_delay_its_healthy_sibling() {
+    let internal = Pki::new("internal ca");
+    let issued = internal.issue(&["backend.internal"]);
+    let healthy = Upstream::start_tls("healthy", &issued.cert_pem, &issued.key_pem).await;
+    // Accepted by the kernel, never answered: the TLS handshake waits forever.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
+    let text = config(
+        &["web"],
+        &format!(
+            "[[routes]]\nname = \"x\"\nupstream = \"x\"\n\n\
+             [upstreams.x]\nendpoints = [\"{silent_addr}\", \"{}\"]\nhttp2 = true\nconnect_timeout = \"3s\"\n\
+             tls = {{ ca = \"ca.pem\", sni = \"backend.internal\" }}\n",
+            healthy.addr
+        ),
+    );
+    let gw = Gateway::start_with(&text, |dir| {
+        std::fs::write(dir.join("ca.pem"), &internal.ca_pem).expect("write");
+    });
+    let url = gw.url("web", "/");
+    // Round robin starts with the silent member: this request waits on its handshake.
+    let stuck = tokio::spawn({
+        let url = url.clone();
+        async move { client().get(&url).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let resp = client().get(&url).send().await.expect("request");
+    let took = started.elapsed();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-upstream"], "healthy");
+    assert!(
+        took < Duration::from_secs(1),
+        "the healthy sibling waited {took:?}"
+    );
+    assert!(
+        !stuck.is_finished(),
+        "the first request was meant to be held by the blackhole"
+    );
+    drop(silent);
+    let _ = stuck.await;
+}
