@@ -46,12 +46,45 @@ pub fn load(source: &SourceFile) -> Result<Loaded, Diagnostics> {
         .any(|d| d.severity == Severity::Error)
     {
         let mut all = checker.diagnostics;
-        all.sort_by_key(|d| d.severity != Severity::Error);
+        // Errors first, each kind in the order of the file, as a compiler lists them.
+        all.sort_by_key(|d| {
+            (
+                d.severity != Severity::Error,
+                d.location.line,
+                d.location.column,
+            )
+        });
         return Err(Diagnostics(all));
     }
     let mut warnings = checker.diagnostics;
     warnings.extend(super::shadow::shadowed_routes(&config));
     Ok(Loaded { config, warnings })
+}
+
+/// `{ address = "ip:port", weight = N }`: an untagged form, so its keys are checked here
+/// (a misspelt `wieght` must not quietly mean weight 1).
+fn weighted(
+    table: &std::collections::BTreeMap<String, toml::Value>,
+) -> Result<(String, i64), String> {
+    if let Some(unknown) = table
+        .keys()
+        .find(|k| !matches!(k.as_str(), "address" | "weight"))
+    {
+        return Err(format!(
+            "unknown key {unknown:?} in endpoint: expected `address` and optionally `weight`"
+        ));
+    }
+    let address = match table.get("address") {
+        Some(toml::Value::String(a)) => a.clone(),
+        Some(_) => return Err("endpoint address must be a string \"ip:port\"".into()),
+        None => return Err("endpoint table needs `address`".into()),
+    };
+    let weight = match table.get("weight") {
+        None => 1,
+        Some(toml::Value::Integer(w)) => *w,
+        Some(_) => return Err("weight must be an integer".into()),
+    };
+    Ok((address, weight))
 }
 
 struct Checker<'a> {
@@ -579,7 +612,10 @@ impl Checker<'_> {
         &mut self,
         raw: std::collections::BTreeMap<String, raw::Upstream>,
     ) -> Vec<Upstream> {
-        let headers = self.upstream_headers();
+        let mut headers = self.upstream_headers();
+        if raw.keys().any(|name| !headers.contains_key(name)) {
+            self.upstream_keys(&mut headers);
+        }
         let mut entries: Vec<_> = raw
             .into_iter()
             .map(|(name, upstream)| {
@@ -612,6 +648,27 @@ impl Checker<'_> {
             }
         }
         found
+    }
+
+    /// Where upstreams written without a `[upstreams.NAME]` header (inline
+    /// `api = { … }` or dotted `api.endpoints = …` keys) are named: toml_edit keeps the
+    /// key spans that serde's view of the document loses. Parsed only when needed.
+    fn upstream_keys(&self, found: &mut HashMap<String, usize>) {
+        let Ok(doc) = toml_edit::ImDocument::parse(self.source.text.as_str()) else {
+            return;
+        };
+        let Some(upstreams) = doc.get("upstreams").and_then(|i| i.as_table_like()) else {
+            return;
+        };
+        for (name, _) in upstreams.iter() {
+            let start = upstreams
+                .get_key_value(name)
+                .and_then(|(key, _)| key.span())
+                .map(|span| span.start);
+            if let Some(start) = start {
+                found.entry(name.to_string()).or_insert(start);
+            }
+        }
     }
 
     fn upstream(&mut self, name: raw::Text, raw: Spanned<raw::Upstream>) -> Option<Upstream> {
@@ -715,9 +772,21 @@ impl Checker<'_> {
             name: name.into_inner().into(),
             members,
             balance,
-            connect_timeout: self.duration(raw.connect_timeout.as_ref(), Duration::from_secs(5)),
-            read_timeout: self.duration(raw.read_timeout.as_ref(), Duration::from_secs(60)),
-            write_timeout: self.duration(raw.write_timeout.as_ref(), Duration::from_secs(60)),
+            connect_timeout: self.positive_duration(
+                raw.connect_timeout.as_ref(),
+                Duration::from_secs(5),
+                "connect_timeout",
+            ),
+            read_timeout: self.positive_duration(
+                raw.read_timeout.as_ref(),
+                Duration::from_secs(60),
+                "read_timeout",
+            ),
+            write_timeout: self.positive_duration(
+                raw.write_timeout.as_ref(),
+                Duration::from_secs(60),
+                "write_timeout",
+            ),
             idle_timeout: self.duration(raw.idle_timeout.as_ref(), Duration::from_secs(60)),
             retries,
             http2: raw.http2.unwrap_or(false),
@@ -803,11 +872,21 @@ impl Checker<'_> {
         let list_span = raw.span();
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        for endpoint in raw.into_inner() {
+        let entries = raw.into_inner();
+        if entries.is_empty() {
+            self.error(&list_span, "endpoints must list at least one address");
+        }
+        for endpoint in entries {
             let span = endpoint.span();
             let (address, weight) = match endpoint.into_inner() {
                 raw::Endpoint::Address(a) => (a, 1),
-                raw::Endpoint::Weighted { address, weight } => (address, weight.unwrap_or(1)),
+                raw::Endpoint::Weighted(table) => match weighted(&table) {
+                    Ok(pair) => pair,
+                    Err(problem) => {
+                        self.error(&span, problem);
+                        continue;
+                    }
+                },
             };
             if !(1..=1000).contains(&weight) {
                 self.error(&span, "weight must be between 1 and 1000");
@@ -825,14 +904,6 @@ impl Checker<'_> {
                 address,
                 weight: weight as u32,
             });
-        }
-        if out.is_empty()
-            && self
-                .diagnostics
-                .iter()
-                .all(|d| d.severity != Severity::Error)
-        {
-            self.error(&list_span, "endpoints must list at least one address");
         }
         out
     }
@@ -907,7 +978,11 @@ impl Checker<'_> {
         HealthCheck {
             path,
             interval,
-            timeout: self.duration(raw.timeout.as_ref(), Duration::from_secs(2)),
+            timeout: self.positive_duration(
+                raw.timeout.as_ref(),
+                Duration::from_secs(2),
+                "health check timeout",
+            ),
             unhealthy_threshold: threshold(self, raw.unhealthy_threshold),
             healthy_threshold: threshold(self, raw.healthy_threshold),
         }
@@ -1029,7 +1104,7 @@ impl Checker<'_> {
         let timeout = raw
             .timeout
             .as_ref()
-            .map(|t| self.duration(Some(t), Duration::ZERO));
+            .map(|t| self.positive_duration(Some(t), Duration::from_secs(60), "timeout"));
         let max_body_size = raw
             .max_body_size
             .and_then(|size| self.size(&size, "max_body_size"));
