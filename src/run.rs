@@ -11,14 +11,14 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::access_log::AccessLog;
-use crate::admin::{Admin, Readiness};
+use crate::admin::{Admin, AdminListener, Readiness};
 use crate::cli::{LogFormatArg, RunArgs};
 use crate::config::model::LogFormat;
 use crate::config::origin::{load_or_report, resolve_config, watched_files, ConfigOrigin, Report};
 use crate::config::Config;
 use crate::h1::Engine;
 use crate::health::HealthChecks;
-use crate::listeners::{self, ConnectionTracker, ListenerSet, Serving, Workers};
+use crate::listeners::{ConnectionTracker, ListenerSet, Serving, Workers};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::publish::{Fingerprint, Publisher};
@@ -240,26 +240,19 @@ async fn serve(
     };
 
     let readiness = Arc::new(Readiness::default());
-    let admin_socket = match listeners::bind_per_worker(config.admin.address, 1)
-        .map(|mut sockets| sockets.remove(0))
-    {
+    let admin_socket = match AdminListener::bind(config.admin.address) {
         Ok(socket) => socket,
         Err(e) => {
             tracing::error!(address = %config.admin.address, error = %e, "cannot bind the admin listener");
             return ExitCode::FAILURE;
         }
     };
-    let admin_address = admin_socket.local_addr().unwrap_or(config.admin.address);
     let admin = Arc::new(pingora::apps::http_app::HttpServer::new_app(Admin {
         snapshot: handle.clone(),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
     }));
-    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
-    let admin_task = listeners::spawn_accept_loop(
-        "admin".into(),
-        admin_socket,
-        &tokio::runtime::Handle::current(),
+    let admin = Arc::new(tokio::sync::Mutex::new(AdminListener::start(
         Serving {
             app: admin,
             h1: None,
@@ -268,10 +261,9 @@ async fn serve(
             metrics: metrics.clone(),
             snapshot: None,
         },
-        None,
-        admin_stop_rx,
-    );
-    tracing::info!(address = %admin_address, "admin listening");
+        config.admin.address,
+        admin_socket,
+    )));
 
     let health = Arc::new(HealthChecks::new(handle.clone(), metrics.clone()));
     health.reconcile(&snapshot);
@@ -304,6 +296,7 @@ async fn serve(
         health,
         metrics: metrics.clone(),
         configs,
+        admin: admin.clone(),
     };
     publisher.update_readiness(&config);
     tokio::spawn(publisher.run(updates_rx));
@@ -317,8 +310,9 @@ async fn serve(
     signals.wait_for_termination(updates_tx).await;
 
     // Drain: /readyz fails first so load balancers stop sending, then the listeners close,
-    // then open connections get the grace period to finish.
-    let gateway = &config.gateway;
+    // then open connections get the grace period to finish. The timings are the running
+    // config's, so a reload can change them.
+    let gateway = handle.load().config.gateway.clone();
     readiness.set_draining();
     tracing::info!(delay = ?gateway.shutdown_delay, "shutting down: /readyz now 503");
     tokio::time::sleep(gateway.shutdown_delay).await;
@@ -335,8 +329,9 @@ async fn serve(
             "grace period over; closing remaining connections"
         );
     }
-    let _ = admin_stop_tx.send(true);
-    let _ = admin_task.await;
+    if let Ok(admin) = Arc::try_unwrap(admin) {
+        admin.into_inner().stop().await;
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
