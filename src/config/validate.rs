@@ -1174,18 +1174,20 @@ impl Checker<'_> {
             return Some(PathMatch::Exact(p.into_inner()));
         }
         if let Some(r) = regex {
-            if let Err(e) = regex::Regex::new(r.get_ref()) {
-                let first_line = e.to_string();
-                self.error(
-                    &r.span(),
-                    format!(
-                        "invalid path_regex: {}",
-                        first_line.lines().last().unwrap_or_default().trim()
-                    ),
-                );
-                return None;
-            }
-            return Some(PathMatch::Regex(r.into_inner()));
+            return match regex::Regex::new(r.get_ref()) {
+                Ok(compiled) => Some(PathMatch::Regex(PathRegex(compiled))),
+                Err(e) => {
+                    let first_line = e.to_string();
+                    self.error(
+                        &r.span(),
+                        format!(
+                            "invalid path_regex: {}",
+                            first_line.lines().last().unwrap_or_default().trim()
+                        ),
+                    );
+                    None
+                }
+            };
         }
         match prefix {
             // No path condition matches every path, as Gateway API's default `/` prefix.
