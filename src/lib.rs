@@ -58,3 +58,6 @@ pub mod snapshot;
 pub mod sources;
 pub mod tls;
 pub mod update;
+
+#[cfg(test)]
+mod properties;
