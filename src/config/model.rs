@@ -10,10 +10,33 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use super::source::Location;
+pub use super::tls_files::TlsFile;
 
 /// Names of listeners, routes and upstreams: cheap to clone into every request context
 /// and metric label.
 pub type Name = Arc<str>;
+
+impl Config {
+    /// Every TLS file the config names: listener certificates, keys and client CAs, and
+    /// upstream CAs.
+    pub fn tls_files(&self) -> impl Iterator<Item = &TlsFile> {
+        let listeners = self
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .flat_map(|tls| {
+                tls.certificates
+                    .iter()
+                    .flat_map(|pair| [&pair.cert, &pair.key])
+                    .chain(tls.client_auth.as_ref().map(|auth| &auth.ca))
+            });
+        let upstreams = self
+            .upstreams
+            .iter()
+            .filter_map(|u| u.tls.as_ref()?.ca.as_ref());
+        listeners.chain(upstreams)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -148,8 +171,8 @@ pub struct ListenerTls {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CertificateFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    pub cert: TlsFile,
+    pub key: TlsFile,
     pub location: Location,
 }
 
@@ -161,7 +184,7 @@ pub enum TlsVersion {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientAuth {
-    pub ca: PathBuf,
+    pub ca: TlsFile,
     /// Without a certificate a client is refused (`true`) or let in unauthenticated.
     pub required: bool,
     pub identity_header: Option<HeaderName>,
@@ -208,9 +231,44 @@ pub enum HostMatch {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PathMatch {
     Exact(String),
-    Regex(String),
+    Regex(PathRegex),
     /// Normalised without a trailing slash; the root prefix is `/`.
     Prefix(String),
+}
+
+/// A `path_regex`, compiled once while validating: the router, `route` and `check` use
+/// this one, so a pattern that passed validation can never fail (or be dropped) later.
+#[derive(Debug, Clone)]
+pub struct PathRegex(pub regex::Regex);
+
+impl PathRegex {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn is_match(&self, path: &str) -> bool {
+        self.0.is_match(path)
+    }
+}
+
+impl PartialEq for PathRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for PathRegex {}
+
+impl std::hash::Hash for PathRegex {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl std::fmt::Display for PathRegex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -309,7 +367,7 @@ pub enum Balance {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamTls {
-    pub ca: Option<PathBuf>,
+    pub ca: Option<TlsFile>,
     pub sni: Option<String>,
     pub verify: bool,
 }

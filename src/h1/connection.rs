@@ -34,12 +34,7 @@ struct Policy {
 
 impl Policy {
     fn of(snapshot: &crate::snapshot::Snapshot, info: &ConnectionInfo) -> Self {
-        match snapshot
-            .config
-            .listeners
-            .iter()
-            .find(|l| l.name == info.listener)
-        {
+        match snapshot.listener_at(info.bound).map(|l| &l.spec) {
             Some(listener) => Self {
                 header_timeout: listener.header_timeout,
                 idle_timeout: listener.idle_timeout,
@@ -331,15 +326,31 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     in_flight: &prometheus::IntGauge,
 ) -> Next {
     let gateway = &engine.gateway;
-    let mut ctx = RequestContext::new(gateway.snapshot.load_full(), info.listener.clone());
-    ctx.in_flight_gauge = Some(InFlightGauge::enter(in_flight.clone()));
+    let snapshot = gateway.snapshot.load_full();
+    // Named by this request's snapshot: a listener renamed by a reload is matched
+    // against the new routes under its new name, never the old one.
+    let listener = snapshot
+        .listener_name(info.bound)
+        .unwrap_or_else(|| info.listener.clone());
+    let logging = snapshot.edges.access_log.is_some();
+    let mut ctx = RequestContext::new(snapshot, listener);
+    // The connection's gauge, unless a reload renamed its listener since it opened.
+    let gauge = if ctx.listener == info.listener {
+        in_flight.clone()
+    } else {
+        gateway
+            .metrics
+            .requests_in_flight
+            .with_label_values(&[&ctx.listener])
+    };
+    ctx.in_flight_gauge = Some(InFlightGauge::enter(gauge));
     ctx.downstream_tls = info.tls;
     let tls = client.tls_digest();
     let mut logged = Logged {
         method: head.method.clone(),
         path: String::new(),
     };
-    let wants_path = gateway.access_log.enabled() || ctx.snapshot.trace_export.is_some();
+    let wants_path = logging || ctx.snapshot.trace_export.is_some();
     let decision = decide(
         &mut ctx,
         buffers,

@@ -6,8 +6,7 @@
 //! 410 for an expired resourceVersion, a closed stream) never ends it: kube-runtime
 //! re-lists and resumes while the last known members stay in use.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,16 +14,18 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::utils::Backoff;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::{self, Event, ExponentialBackoff};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::model::{DiscoveryApi, Endpoint, KubernetesService, Members, Name, ServicePort};
+use crate::config::model::{DiscoveryApi, KubernetesService, Members, Name, ServicePort};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::publish::Update;
+use crate::update::Update;
+
+use super::endpoint_slices::{from_endpoints, from_slice, members, SliceEndpoints};
 
 /// Retries of a broken watch start at this delay and double up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -41,29 +42,13 @@ struct WatchKey {
 /// What one watch knows, and who listens to it.
 #[derive(Default)]
 struct WatchState {
-    /// Upstreams fed by this watch, each with the Service port it names.
-    subscribers: Vec<(Name, ServicePort)>,
+    /// Upstreams fed by this watch, each with the Service (and port) it names.
+    subscribers: Vec<(Name, KubernetesService)>,
     /// The Service's ports: name -> (port number, target). Needed to map a port given
     /// by number to the name EndpointSlices use.
     service_ports: Vec<(String, u16)>,
     slices: BTreeMap<String, Vec<SliceEndpoints>>,
     synced: bool,
-}
-
-/// One slice's (or Endpoints subset's) endpoints, reduced to what selection needs.
-#[derive(Debug, Clone, Default)]
-struct SliceEndpoints {
-    /// Port name (as in the Service) -> port number for these endpoints.
-    ports: Vec<(String, u16)>,
-    endpoints: Vec<DiscoveredEndpoint>,
-}
-
-#[derive(Debug, Clone)]
-struct DiscoveredEndpoint {
-    address: IpAddr,
-    ready: bool,
-    serving: bool,
-    terminating: bool,
 }
 
 struct Watch {
@@ -74,7 +59,9 @@ struct Watch {
 pub struct Discovery {
     updates: mpsc::Sender<Update>,
     metrics: Arc<Metrics>,
-    client: tokio::sync::OnceCell<Option<Client>>,
+    /// Built on first need and kept once it works; a failure is not kept, so credentials
+    /// that appear after start (a kubeconfig written later) are picked up.
+    client: tokio::sync::Mutex<Option<Client>>,
     watches: Mutex<HashMap<WatchKey, Watch>>,
 }
 
@@ -83,48 +70,54 @@ impl Discovery {
         Arc::new(Self {
             updates,
             metrics,
-            client: tokio::sync::OnceCell::new(),
+            client: tokio::sync::Mutex::new(None),
             watches: Mutex::new(HashMap::new()),
         })
     }
 
     /// Credentials from `KUBECONFIG` / `~/.kube/config`, else the in-cluster account.
     async fn client(&self) -> Option<Client> {
-        self.client
-            .get_or_init(|| async {
-                let mut config = match kube::Config::infer().await {
-                    Ok(config) => config,
-                    Err(e) => {
-                        tracing::error!(error = %e, "no Kubernetes credentials (KUBECONFIG, ~/.kube/config or in-cluster)");
-                        return None;
-                    }
-                };
-                config.headers.push((
-                    http::header::USER_AGENT,
-                    http::HeaderValue::from_static(concat!("edgegate/", env!("CARGO_PKG_VERSION"))),
-                ));
-                match Client::try_from(config) {
-                    Ok(client) => Some(client),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot build the Kubernetes client");
-                        None
-                    }
-                }
-            })
-            .await
-            .clone()
+        let mut client = self.client.lock().await;
+        if client.is_none() {
+            *client = connect().await;
+        }
+        client.clone()
+    }
+
+    /// Keeps the watches in line with every config the publisher publishes after the
+    /// one [`Self::reconcile`] was last given (`complete`: whether that one got all its
+    /// watches). A config whose watches could not all start (no credentials yet) is
+    /// retried until they do.
+    pub async fn follow(
+        self: Arc<Self>,
+        mut configs: tokio::sync::watch::Receiver<Arc<Config>>,
+        mut complete: bool,
+    ) {
+        let mut retry = capped_backoff();
+        loop {
+            tokio::select! {
+                changed = configs.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(retry.next().unwrap_or(MAX_BACKOFF)), if !complete => {}
+            }
+            let config = configs.borrow_and_update().clone();
+            complete = self.reconcile(&config).await;
+            if complete {
+                retry.reset();
+            }
+        }
     }
 
     /// Starts watches the config needs, stops those it no longer needs, and points
-    /// every watch at its current subscribers. Watches that stay keep running.
-    pub async fn reconcile(self: &Arc<Self>, config: &Config) {
-        let mut wanted: HashMap<WatchKey, Vec<(Name, ServicePort)>> = HashMap::new();
+    /// every watch at its current subscribers. Watches that stay keep running. Returns
+    /// whether every watch the config needs is running.
+    pub async fn reconcile(self: &Arc<Self>, config: &Config) -> bool {
+        let mut wanted: HashMap<WatchKey, Vec<(Name, KubernetesService)>> = HashMap::new();
         for upstream in &config.upstreams {
             if let Members::Kubernetes(k) = &upstream.members {
                 wanted
                     .entry(key_of(k))
                     .or_default()
-                    .push((upstream.name.clone(), k.port.clone()));
+                    .push((upstream.name.clone(), k.clone()));
             }
         }
         let client = if wanted.is_empty() {
@@ -132,51 +125,84 @@ impl Discovery {
         } else {
             self.client().await
         };
-        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-        watches.retain(|key, watch| {
-            let keep = wanted.contains_key(key);
-            if !keep {
-                tracing::info!(namespace = %key.namespace, service = %key.service, "stopping watch");
-                watch.task.abort();
-            }
-            keep
-        });
-        for (key, subscribers) in wanted {
-            if let Some(watch) = watches.get(&key) {
-                let mut state = watch.state.lock().unwrap_or_else(|e| e.into_inner());
-                let added: Vec<_> = subscribers
-                    .iter()
-                    .filter(|s| !state.subscribers.contains(s))
-                    .cloned()
-                    .collect();
-                state.subscribers = subscribers;
-                if state.synced {
-                    for (upstream, port) in added {
-                        let endpoints = members(&state, &port);
-                        let _ = self.updates.try_send(Update::Endpoints {
-                            upstream,
-                            endpoints,
-                        });
-                    }
+        let mut complete = true;
+        let mut messages = Vec::new();
+        {
+            let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+            watches.retain(|key, watch| {
+                let keep = wanted.contains_key(key);
+                if !keep {
+                    tracing::info!(namespace = %key.namespace, service = %key.service, "stopping watch");
+                    watch.task.abort();
                 }
-                continue;
+                keep
+            });
+            for (key, subscribers) in wanted {
+                if let Some(watch) = watches.get(&key) {
+                    let mut state = watch.state.lock().unwrap_or_else(|e| e.into_inner());
+                    let added: Vec<_> = subscribers
+                        .iter()
+                        .filter(|s| !state.subscribers.contains(s))
+                        .cloned()
+                        .collect();
+                    state.subscribers = subscribers;
+                    if state.synced {
+                        for (upstream, source) in added {
+                            let endpoints =
+                                members(&state.slices, &state.service_ports, &source.port);
+                            messages.push(Update::Endpoints {
+                                upstream,
+                                source,
+                                endpoints,
+                            });
+                        }
+                    }
+                    continue;
+                }
+                let Some(client) = client.clone() else {
+                    complete = false;
+                    continue;
+                };
+                let state = Arc::new(Mutex::new(WatchState {
+                    subscribers,
+                    ..WatchState::default()
+                }));
+                tracing::info!(namespace = %key.namespace, service = %key.service, api = ?key.api, "starting watch");
+                let task = tokio::spawn(run_watch(
+                    client,
+                    key.clone(),
+                    state.clone(),
+                    self.updates.clone(),
+                    self.metrics.clone(),
+                ));
+                watches.insert(key, Watch { state, task });
             }
-            let Some(client) = client.clone() else {
-                continue;
-            };
-            let state = Arc::new(Mutex::new(WatchState {
-                subscribers,
-                ..WatchState::default()
-            }));
-            tracing::info!(namespace = %key.namespace, service = %key.service, api = ?key.api, "starting watch");
-            let task = tokio::spawn(run_watch(
-                client,
-                key.clone(),
-                state.clone(),
-                self.updates.clone(),
-                self.metrics.clone(),
-            ));
-            watches.insert(key, Watch { state, task });
+        }
+        // Waits for room rather than dropping members when the publisher is busy.
+        for message in messages {
+            let _ = self.updates.send(message).await;
+        }
+        complete
+    }
+}
+
+async fn connect() -> Option<Client> {
+    let mut config = match kube::Config::infer().await {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "no Kubernetes credentials (KUBECONFIG, ~/.kube/config or in-cluster); retrying");
+            return None;
+        }
+    };
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("edgegate/", env!("CARGO_PKG_VERSION"))),
+    ));
+    match Client::try_from(config) {
+        Ok(client) => Some(client),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the Kubernetes client; retrying");
+            None
         }
     }
 }
@@ -189,25 +215,15 @@ fn key_of(k: &KubernetesService) -> WatchKey {
     }
 }
 
-/// Exponential from [`MIN_BACKOFF`] to [`MAX_BACKOFF`], reset by every successful event.
-struct CappedBackoff {
-    next: Duration,
-}
-
-impl Iterator for CappedBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let current = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        Some(current)
-    }
-}
-
-impl Backoff for CappedBackoff {
-    fn reset(&mut self) {
-        self.next = MIN_BACKOFF;
-    }
+/// kube-runtime's exponential backoff from [`MIN_BACKOFF`] doubling to [`MAX_BACKOFF`],
+/// reset by every successful event.
+fn capped_backoff() -> ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(MIN_BACKOFF)
+        .with_max_delay(MAX_BACKOFF)
+        .with_factor(2.0)
+        .without_max_times()
+        .into()
 }
 
 /// Watch events reduced to (object name, its endpoints), whichever API they came from.
@@ -226,12 +242,11 @@ async fn run_watch(
     let services: Api<Service> = Api::namespaced(client.clone(), &key.namespace);
     let labels = format!("kubernetes.io/service-name={}", key.service);
     let fields = format!("metadata.name={}", key.service);
-    let backoff = || CappedBackoff { next: MIN_BACKOFF };
     let mut events: SliceEvents = match key.api {
         DiscoveryApi::EndpointSlices => {
             let api: Api<EndpointSlice> = Api::namespaced(client, &key.namespace);
             watcher(api, watcher::Config::default().labels(&labels))
-                .backoff(backoff())
+                .backoff(capped_backoff())
                 .map(|e| {
                     e.map(|e| map_event(e, |s| (slice_name(&s.metadata), vec![from_slice(&s)])))
                 })
@@ -240,7 +255,7 @@ async fn run_watch(
         DiscoveryApi::Endpoints => {
             let api: Api<Endpoints> = Api::namespaced(client, &key.namespace);
             watcher(api, watcher::Config::default().fields(&fields))
-                .backoff(backoff())
+                .backoff(capped_backoff())
                 .map(|e| {
                     e.map(|e| map_event(e, |ep| (slice_name(&ep.metadata), from_endpoints(&ep))))
                 })
@@ -297,7 +312,7 @@ async fn run_watch(
             let s = state.lock().unwrap_or_else(|e| e.into_inner());
             s.subscribers
                 .iter()
-                .any(|(_, p)| matches!(p, ServicePort::Number(_)))
+                .any(|(_, k)| matches!(k.port, ServicePort::Number(_)))
         };
         if needs_service {
             match services.get_opt(&key.service).await {
@@ -327,9 +342,10 @@ async fn run_watch(
             s.synced = true;
             s.subscribers
                 .iter()
-                .map(|(upstream, port)| Update::Endpoints {
+                .map(|(upstream, source)| Update::Endpoints {
                     upstream: upstream.clone(),
-                    endpoints: members(&s, port),
+                    source: source.clone(),
+                    endpoints: members(&s.slices, &s.service_ports, &source.port),
                 })
                 .collect()
         };
@@ -373,210 +389,4 @@ fn map_event<K, T>(event: Event<K>, f: impl Fn(K) -> T) -> Event<T> {
 
 fn slice_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
     meta.name.clone().unwrap_or_default()
-}
-
-fn from_slice(slice: &EndpointSlice) -> SliceEndpoints {
-    let ports = slice
-        .ports
-        .iter()
-        .flatten()
-        .filter_map(|p| {
-            Some((
-                p.name.clone().unwrap_or_default(),
-                u16::try_from(p.port?).ok()?,
-            ))
-        })
-        .collect();
-    let endpoints = slice
-        .endpoints
-        .iter()
-        .flat_map(|e| {
-            let conditions = e.conditions.clone().unwrap_or_default();
-            // Absent `ready` counts as ready; absent `serving` follows `ready`.
-            let ready = conditions.ready.unwrap_or(true);
-            let serving = conditions.serving.unwrap_or(ready);
-            let terminating = conditions.terminating.unwrap_or(false);
-            e.addresses.iter().filter_map(move |a| {
-                Some(DiscoveredEndpoint {
-                    address: a.parse().ok()?,
-                    ready,
-                    serving,
-                    terminating,
-                })
-            })
-        })
-        .collect();
-    SliceEndpoints { ports, endpoints }
-}
-
-/// Legacy Endpoints know only ready or not: no serving/terminating conditions.
-fn listed(
-    addresses: &Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>,
-    ready: bool,
-) -> impl Iterator<Item = DiscoveredEndpoint> + '_ {
-    addresses.iter().flatten().filter_map(move |a| {
-        Some(DiscoveredEndpoint {
-            address: a.ip.parse().ok()?,
-            ready,
-            serving: ready,
-            terminating: false,
-        })
-    })
-}
-
-fn from_endpoints(endpoints: &Endpoints) -> Vec<SliceEndpoints> {
-    endpoints
-        .subsets
-        .iter()
-        .flatten()
-        .map(|subset| {
-            let ports = subset
-                .ports
-                .iter()
-                .flatten()
-                .filter_map(|p| {
-                    Some((
-                        p.name.clone().unwrap_or_default(),
-                        u16::try_from(p.port).ok()?,
-                    ))
-                })
-                .collect();
-            let ready = listed(&subset.addresses, true);
-            let not_ready = listed(&subset.not_ready_addresses, false);
-            SliceEndpoints {
-                ports,
-                endpoints: ready.chain(not_ready).collect(),
-            }
-        })
-        .collect()
-}
-
-/// Members for one upstream: ready endpoints of every slice, merged and deduplicated; when
-/// none is ready, those serving while terminating (what ingress controllers do so a
-/// rollout's last pods still take traffic rather than none).
-fn members(state: &WatchState, port: &ServicePort) -> Vec<Endpoint> {
-    let port_name = match port {
-        ServicePort::Name(name) => Some(name.clone()),
-        ServicePort::Number(n) => state
-            .service_ports
-            .iter()
-            .find(|(_, p)| p == n)
-            .map(|(name, _)| name.clone()),
-    };
-    let candidates = || {
-        state.slices.values().flatten().filter_map(|slice| {
-            let number = match &port_name {
-                Some(name) => slice.ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p),
-                // Without the Service, a lone unnamed port is the only sensible reading.
-                None => match (port, slice.ports.as_slice()) {
-                    (ServicePort::Number(n), [(_, p)]) if slice.ports.len() == 1 => {
-                        Some(*p).filter(|_| *n > 0)
-                    }
-                    _ => None,
-                },
-            }?;
-            Some((slice, number))
-        })
-    };
-    let pick = |wanted: &dyn Fn(&DiscoveredEndpoint) -> bool| -> BTreeSet<SocketAddr> {
-        candidates()
-            .flat_map(|(slice, number)| {
-                slice
-                    .endpoints
-                    .iter()
-                    .filter(|e| wanted(e))
-                    .map(move |e| SocketAddr::new(e.address, number))
-            })
-            .collect()
-    };
-    let mut chosen = pick(&|e| e.ready);
-    if chosen.is_empty() {
-        chosen = pick(&|e| e.serving && e.terminating);
-    }
-    chosen
-        .into_iter()
-        .map(|address| Endpoint { address, weight: 1 })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ep(ip: &str, ready: bool, serving: bool, terminating: bool) -> DiscoveredEndpoint {
-        DiscoveredEndpoint {
-            address: ip.parse().expect("ip"),
-            ready,
-            serving,
-            terminating,
-        }
-    }
-
-    fn addresses(state: &WatchState, port: &ServicePort) -> Vec<String> {
-        members(state, port)
-            .iter()
-            .map(|e| e.address.to_string())
-            .collect()
-    }
-
-    fn state(slices: Vec<SliceEndpoints>) -> WatchState {
-        WatchState {
-            slices: slices
-                .into_iter()
-                .enumerate()
-                .map(|(i, s)| (format!("s{i}"), vec![s]))
-                .collect(),
-            service_ports: vec![("http".into(), 80)],
-            ..WatchState::default()
-        }
-    }
-
-    #[test]
-    fn merges_slices_maps_named_ports_and_deduplicates() {
-        let s = state(vec![
-            SliceEndpoints {
-                ports: vec![("http".into(), 8080)],
-                endpoints: vec![
-                    ep("127.0.10.1", true, true, false),
-                    ep("127.0.10.2", false, false, false),
-                ],
-            },
-            SliceEndpoints {
-                ports: vec![("http".into(), 9090)],
-                endpoints: vec![ep("127.0.10.3", true, true, false)],
-            },
-            SliceEndpoints {
-                ports: vec![("http".into(), 8080)],
-                endpoints: vec![ep("127.0.10.1", true, true, false)],
-            },
-        ]);
-        let got = addresses(&s, &ServicePort::Name("http".into()));
-        assert_eq!(got, vec!["127.0.10.1:8080", "127.0.10.3:9090"]);
-        // By number: the Service says port 80 is named "http".
-        assert_eq!(members(&s, &ServicePort::Number(80)).len(), 2);
-    }
-
-    #[test]
-    fn ipv6_endpoints_become_bracketed_socket_addresses() {
-        let s = state(vec![SliceEndpoints {
-            ports: vec![("http".into(), 8080)],
-            endpoints: vec![ep("fd00::1", true, true, false)],
-        }]);
-        let got = addresses(&s, &ServicePort::Name("http".into()));
-        assert_eq!(got, vec!["[fd00::1]:8080"]);
-    }
-
-    #[test]
-    fn falls_back_to_serving_terminating_when_none_is_ready() {
-        let s = state(vec![SliceEndpoints {
-            ports: vec![("http".into(), 8080)],
-            endpoints: vec![
-                ep("127.0.10.1", false, true, true),
-                ep("127.0.10.2", false, false, true),
-                ep("127.0.10.3", false, true, false),
-            ],
-        }]);
-        let got = addresses(&s, &ServicePort::Name("http".into()));
-        assert_eq!(got, vec!["127.0.10.1:8080"]);
-    }
 }
