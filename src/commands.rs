@@ -23,6 +23,16 @@ pub fn main(cli: Cli) -> ExitCode {
         Some(Command::Run(args)) => crate::run::run(args),
         Some(Command::Check(args)) => check(&args),
         Some(Command::Route(args)) => route(&args),
+        Some(Command::Upgrade(args)) => match crate::upgrade::request(args.pid, args.timeout) {
+            Ok(()) => {
+                println!("ok: process {} handed over and exited", args.pid);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -24,8 +24,8 @@
 //! then starts the new accept loops and stops the removed ones. Listeners that did not
 //! change keep their socket and accept loop: no connection on them is refused or dropped.
 //! Each connection records the address of the listener that accepted it, which is how a
-//! request finds its listener's routes. A zero-downtime *binary* upgrade (a new process)
-//! would need descriptor hand-over (systemd socket activation); config changes never do.
+//! request finds its listener's routes. A zero-downtime *binary* upgrade hands the
+//! listening sockets to a new process ([`upgrade`]); config changes never need one.
 //!
 //! # Modules
 //!
@@ -35,7 +35,8 @@
 //! - [`proxy`]: the pingora `ProxyHttp` implementation; [`listeners`]: accept loops;
 //!   [`tls`]: rustls acceptors.
 //! - [`http_path`]: request-path normalisation before routing (pure).
-//! - [`health`], [`admin`], [`metrics`], [`access_log`]: operations.
+//! - [`health`], [`admin`], [`metrics`], [`access_log`]: operations; [`notify`]: systemd
+//!   readiness; [`upgrade`]: binary upgrades.
 //! - [`cli`], [`commands`], [`run`]: the binary's commands.
 
 #![forbid(unsafe_code)]
@@ -51,9 +52,11 @@ pub mod health;
 pub mod http_path;
 pub mod listeners;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod publish;
 pub mod run;
 pub mod snapshot;
 pub mod sources;
 pub mod tls;
+pub mod upgrade;

@@ -351,6 +351,8 @@ struct Running {
     slots: Arc<Semaphore>,
     /// One accept loop per worker.
     tasks: Vec<JoinHandle<()>>,
+    /// The sockets the accept loops own, kept to hand to a new binary on upgrade.
+    sockets: Vec<std::os::fd::OwnedFd>,
 }
 
 /// Sockets and TLS acceptors built for a reload that has not been published yet.
@@ -413,12 +415,17 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
             };
             prepared.tls.insert(spec.name.clone(), acceptor);
             if current.get(&spec.name) != Some(&spec.address) {
-                let socket = bind_per_worker(spec.address, self.workers.count()).map_err(|e| {
-                    format!(
-                        "listener {:?}: cannot bind {}: {e}",
-                        &*spec.name, spec.address
-                    )
-                })?;
+                let inherited =
+                    crate::upgrade::take(&crate::upgrade::listener_key(&spec.name), spec.address);
+                let socket = match inherited {
+                    Some(sockets) => sockets,
+                    None => bind_per_worker(spec.address, self.workers.count()).map_err(|e| {
+                        format!(
+                            "listener {:?}: cannot bind {}: {e}",
+                            &*spec.name, spec.address
+                        )
+                    })?,
+                };
                 prepared.bound.insert(spec.name.clone(), socket);
             }
         }
@@ -447,6 +454,10 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
             let (stop, stop_rx) = watch::channel(false);
             // One cap for the listener, shared by its workers' accept loops.
             let slots = Arc::new(Semaphore::new(spec.max_connections));
+            let sockets = socket
+                .iter()
+                .filter_map(|s| s.try_clone().ok().map(std::os::fd::OwnedFd::from))
+                .collect();
             let tasks = socket
                 .into_iter()
                 .zip(self.workers.0.iter().cycle())
@@ -472,6 +483,7 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
                     tls,
                     slots,
                     tasks,
+                    sockets,
                 },
             );
             if let Some(old) = replaced {
@@ -503,6 +515,25 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
     pub fn bound_addresses(&self) -> HashMap<Name, SocketAddr> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running.iter().map(|(n, r)| (n.clone(), r.bound)).collect()
+    }
+
+    /// Copies of every listening socket, for a binary upgrade.
+    pub fn handover_groups(&self) -> std::io::Result<Vec<crate::upgrade::Group>> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .iter()
+            .map(|(name, r)| {
+                Ok(crate::upgrade::Group {
+                    key: crate::upgrade::listener_key(name),
+                    address: r.spec.address,
+                    sockets: r
+                        .sockets
+                        .iter()
+                        .map(|s| s.try_clone())
+                        .collect::<std::io::Result<_>>()?,
+                })
+            })
+            .collect()
     }
 
     /// Stops every accept loop; open connections go on until they finish.

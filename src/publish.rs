@@ -135,6 +135,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                         force |= f;
                     }
                     self.reload(cause, force).await;
+                    crate::notify::reload_finished();
                 }
                 Update::Endpoints {
                     upstream,
