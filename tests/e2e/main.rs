@@ -16,7 +16,9 @@ mod reload;
 mod routing;
 mod signals;
 mod smuggling;
+mod systemd;
 mod tls;
+mod upgrade;
 
 /// A config with the admin listener and the named plain listeners on ephemeral ports,
 /// followed by `rest`.
