@@ -122,6 +122,33 @@ try:
         fh.write(text)
     cfg = tomllib.loads(text)
 
+    # The TLS listener ships commented (its Secret is the operator's): the block, once
+    # uncommented, must be a valid listener too. It is written out with its certificate
+    # paths under a directory the next step fills with a throwaway certificate.
+    lines = text.splitlines()
+    block = []
+    for i, line in enumerate(lines):
+        if line.strip() == "# [[listeners]]":
+            for follow in lines[i:]:
+                if not follow.startswith("# "):
+                    break
+                block.append(follow[2:])
+            break
+    if not block:
+        err("configmap.yaml: no commented TLS listener (# [[listeners]] ... [listeners.tls])")
+    enabled = text + "\n" + "\n".join(block) + "\n"
+    tls_cfg = tomllib.loads(enabled)
+    tls_listeners = [l for l in tls_cfg.get("listeners", []) if "tls" in l]
+    if len(tls_listeners) != 1:
+        err("configmap.yaml: the commented block does not add exactly one TLS listener")
+    cert_paths = [c[k] for l in tls_listeners for c in l["tls"]["certificates"] for k in ("cert", "key")]
+    cert_dirs = {os.path.dirname(p) for p in cert_paths}
+    with open(os.path.join(out_dir, "edgegate-tls.toml"), "w") as fh:
+        out = enabled
+        for d in cert_dirs:
+            out = out.replace(d + "/", os.path.join(out_dir, "tls") + "/")
+        fh.write(out)
+
     # Selectors must select the pods, or the Service and PDB are silently empty.
     if not matches(dep["spec"]["selector"].get("matchLabels"), pod_labels):
         err("deployment.yaml: spec.selector does not match the pod template labels")
@@ -165,7 +192,11 @@ try:
     # Ports: probes and scraping hit the admin address; the Service hits a listener.
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     admin = port_of(cfg["admin"]["address"])
-    listeners = {port_of(l["address"]) for l in cfg.get("listeners", [])}
+    # Listeners enabled, or shipped commented (TLS, enabled by the operator).
+    listeners = {port_of(l["address"]) for l in tls_cfg.get("listeners", [])}
+    published = {p["port"] for p in svc["spec"]["ports"]}
+    if not {80, 443} <= published:
+        err(f"service.yaml: publishes ports {sorted(published)}, not both 80 and 443")
     if ports.get("admin") != admin:
         err(f"deployment.yaml: containerPort admin is not the config's admin port {admin}")
     if str(annotations.get("prometheus.io/port")) != str(admin):
@@ -176,6 +207,8 @@ try:
             err(f"deployment.yaml: {probe} should GET {path} on the admin port")
     for p in svc["spec"]["ports"]:
         target = p.get("targetPort", p["port"])
+        if target not in ports and target not in ports.values():
+            err(f"service.yaml: port {p['port']} targets {target}, which the container does not declare")
         number = ports.get(target, target)
         if number not in listeners:
             err(f"service.yaml: port {p['port']} targets {target}, which no listener binds")
@@ -191,6 +224,42 @@ try:
         seconds(gw.get("shutdown_delay", "1s"), "configmap.yaml")
     if pod.get("terminationGracePeriodSeconds", 30) <= drain:
         err(f"deployment.yaml: terminationGracePeriodSeconds must exceed grace_period + shutdown_delay ({drain:g}s)")
+
+    # The certificate Secret: mounted as a directory (renewals must reach the pod) at
+    # the directory the TLS listener reads, and optional (pods start before it exists).
+    secret_vols = {v["name"]: v["secret"] for v in pod.get("volumes", []) if "secret" in v}
+    secret_mounts = [m for m in c.get("volumeMounts", []) if m["name"] in secret_vols]
+    if not secret_mounts:
+        err("deployment.yaml: no Secret mounted for the TLS listener's certificate")
+    for m in secret_mounts:
+        if "subPath" in m or "subPathExpr" in m:
+            err("deployment.yaml: the TLS Secret is mounted with subPath; renewals would never reach the pod")
+        if not secret_vols[m["name"]].get("optional"):
+            err("deployment.yaml: the TLS Secret volume is not optional; pods would not start before it exists")
+    if cert_dirs and not cert_dirs <= {m["mountPath"].rstrip("/") for m in secret_mounts}:
+        err(f"configmap.yaml: TLS files under {sorted(cert_dirs)}, not where the Secret is mounted")
+
+    # Scaling: an HPA owns the replica count (no `replicas` fighting it), never below 2.
+    hpa = one("HorizontalPodAutoscaler")
+    if "replicas" in dep["spec"]:
+        err("deployment.yaml: sets replicas, which the HorizontalPodAutoscaler owns")
+    ref = hpa["spec"]["scaleTargetRef"]
+    if ref.get("kind") != "Deployment" or ref.get("name") != dep["metadata"]["name"]:
+        err("hpa.yaml: scaleTargetRef is not the edgegate Deployment")
+    if hpa["spec"].get("minReplicas", 1) < 2:
+        err("hpa.yaml: minReplicas below 2")
+    if pdb["spec"].get("minAvailable", 0) >= hpa["spec"].get("minReplicas", 1):
+        err("poddisruptionbudget.yaml: minAvailable leaves no pod evictable at minReplicas")
+    kinds = {m["type"] for m in hpa["spec"].get("metrics", [])}
+    if not any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in hpa["spec"]["metrics"]):
+        err("hpa.yaml: no CPU metric")
+    if not kinds & {"Pods", "Object", "External"}:
+        err("hpa.yaml: no requests-per-second (custom) metric")
+    if not c.get("resources", {}).get("requests", {}).get("cpu"):
+        err("deployment.yaml: no CPU request; the HPA's CPU utilisation needs one")
+    spread = {t["topologyKey"] for t in pod.get("topologySpreadConstraints", [])}
+    if "kubernetes.io/hostname" not in spread:
+        err("deployment.yaml: no topology spread across nodes")
 
     sc, psc = c.get("securityContext", {}), pod.get("securityContext", {})
     if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
@@ -225,6 +294,14 @@ try:
         shipped = tomllib.load(fh).get("gateway", {})
     vm_drain = seconds(shipped.get("grace_period", "10s"), "config/edgegate.toml") + \
         seconds(shipped.get("shutdown_delay", "1s"), "config/edgegate.toml")
+    # Type=notify (systemd 252 has no notify-reload); NotifyAccess=all because after a
+    # binary upgrade the new process, a child of the old one, claims MAINPID.
+    if re.findall(r"^Type=(\S+)", unit, re.M)[-1:] != ["notify"]:
+        err("edgegate.service: Type= is not notify")
+    if re.findall(r"^NotifyAccess=(\S+)", unit, re.M)[-1:] != ["all"]:
+        err("edgegate.service: NotifyAccess= is not all (a binary upgrade's new process could not claim MAINPID)")
+    if not re.search(r"^ExecReload=.*kill -HUP \$MAINPID", unit, re.M):
+        err("edgegate.service: ExecReload= does not send SIGHUP to $MAINPID")
     stop = re.findall(r"^TimeoutStopSec=(\S+)", unit, re.M)
     if not stop or seconds(stop[-1], "edgegate.service") <= vm_drain:
         err(f"edgegate.service: TimeoutStopSec must exceed grace_period + shutdown_delay ({vm_drain:g}s)")
@@ -236,17 +313,39 @@ if errors:
 print("ok: manifests, image, unit and configs agree")
 PY
 
-step "kustomize renders packaging/kubernetes"
+step "kustomize renders packaging/kubernetes; every object validates strictly"
 if command -v kubectl >/dev/null; then
-  kubectl kustomize packaging/kubernetes >/dev/null
+  kubectl kustomize packaging/kubernetes >"$tmp/rendered.yaml"
   echo "ok: kubectl kustomize packaging/kubernetes"
+  command -v kubernetes-validate >/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
+  # --strict rejects fields the schema does not know (a typo is otherwise dropped by
+  # the API server without a word). One line per object, so count them.
+  if ! validated="$(kubernetes-validate --strict -k 1.33.0 "$tmp/rendered.yaml" 2>&1)"; then
+    printf '%s\n' "$validated" >&2
+    echo "error: kubernetes-validate --strict refused the rendered manifests" >&2
+    exit 1
+  fi
+  objects="$(grep -c '^kind: ' "$tmp/rendered.yaml")"
+  passed="$(grep -c ' passed for resource ' <<<"$validated" || true)"
+  if [[ "$passed" != "$objects" ]]; then
+    printf '%s\n' "$validated" >&2
+    echo "error: $passed of $objects rendered objects validated" >&2
+    exit 1
+  fi
+  echo "ok: all $objects objects validate strictly (Kubernetes 1.33)"
 else
   skip "kubectl not installed"
 fi
 
 step "edgegate check on the ConfigMap's config and the shipped default"
 if [[ -x "$bin" ]]; then
-  for config in "$tmp/configmap/edgegate.toml" config/edgegate.toml; do
+  # A throwaway certificate for the ConfigMap's TLS listener, enabled.
+  mkdir -p "$tmp/configmap/tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=edgegate.example \
+    -addext subjectAltName=DNS:edgegate.example \
+    -keyout "$tmp/configmap/tls/tls.key" -out "$tmp/configmap/tls/tls.crt" 2>/dev/null
+  for config in "$tmp/configmap/edgegate.toml" "$tmp/configmap/edgegate-tls.toml" config/edgegate.toml; do
     # The spec's success contract is exit 0 *and* an `ok:` summary; requiring both
     # keeps a stub or wrong binary from passing silently.
     if ! report="$("$bin" check --config "$config" 2>&1)"; then
