@@ -386,4 +386,83 @@ else
   skip "systemd-analyze not installed"
 fi
 
+step "Debian package (cargo deb): files, conffiles, scripts, install into a throwaway root"
+if ! command -v cargo-deb >/dev/null || ! command -v dpkg-deb >/dev/null; then
+  skip "cargo-deb or dpkg-deb not installed (scripts/setup.sh installs cargo-deb)"
+elif [[ ! -x "$bin" ]]; then
+  skip "no edgegate binary at $bin"
+else
+  # Package the binary already built instead of a release build (minutes with LTO):
+  # cargo-deb takes target/release/edgegate from CARGO_TARGET_DIR, so point that at a
+  # staging directory beside the build holding a hard link to it.
+  stage="$(cd "$(dirname "$bin")/.." && pwd)/deb-stage"
+  rm -rf "$stage" && mkdir -p "$stage/release"
+  ln "$bin" "$stage/release/edgegate" 2>/dev/null || cp "$bin" "$stage/release/edgegate"
+  CARGO_TARGET_DIR="$stage" cargo deb --no-build --fast --quiet -o "$tmp/edgegate.deb" >/dev/null
+  rm -rf "$stage"
+  contents="$(dpkg-deb -c "$tmp/edgegate.deb")"
+  unit_exec="$(sed -n 's#^ExecStart=\([^ ]*\).*#\1#p' packaging/systemd/edgegate.service)"
+  for path in ".$unit_exec" ./usr/lib/systemd/system/edgegate.service \
+      ./usr/lib/sysusers.d/edgegate.conf ./etc/edgegate/edgegate.toml; do
+    if ! grep -q " $path\$" <<<"$contents"; then
+      printf '%s\n' "$contents" >&2
+      echo "error: the package lacks $path" >&2
+      exit 1
+    fi
+  done
+  if ! grep -q -- "^-rwxr-xr-x .* \.$unit_exec\$" <<<"$contents"; then
+    echo "error: $unit_exec in the package is not executable" >&2
+    exit 1
+  fi
+  info="$(dpkg-deb -I "$tmp/edgegate.deb")"
+  for field in ' conffiles ' ' postinst ' ' prerm ' ' postrm ' 'Depends: libc6'; do
+    if ! grep -q -- "$field" <<<"$info"; then
+      printf '%s\n' "$info" >&2
+      echo "error: dpkg-deb -I lacks '$field'" >&2
+      exit 1
+    fi
+  done
+  mkdir -p "$tmp/control"
+  dpkg-deb -e "$tmp/edgegate.deb" "$tmp/control"
+  if [[ "$(cat "$tmp/control/conffiles")" != /etc/edgegate/edgegate.toml ]]; then
+    echo "error: conffiles is not exactly /etc/edgegate/edgegate.toml" >&2
+    exit 1
+  fi
+  if ! grep -q 'systemd-sysusers' "$tmp/control/postinst"; then
+    echo "error: postinst does not create the system user" >&2
+    exit 1
+  fi
+  echo "ok: cargo deb: $(dpkg-deb -f "$tmp/edgegate.deb" Package) $(dpkg-deb -f "$tmp/edgegate.deb" Version): binary at $unit_exec, unit, sysusers, conffile, maintainer scripts"
+  # dpkg --root with chrootless scripts: the maintainer scripts honour $DPKG_ROOT, so
+  # the user, the unit's enablement and the permissions land in the throwaway root.
+  root="$tmp/root"
+  mkdir -p "$root/var/lib/dpkg/updates" "$root/var/lib/dpkg/info" "$root/etc"
+  touch "$root/var/lib/dpkg/status"
+  if ! out="$(dpkg --root="$root" --force-script-chrootless --force-depends --force-not-root \
+      --log=/dev/null -i "$tmp/edgegate.deb" 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    echo "error: dpkg -i into a throwaway root failed" >&2
+    exit 1
+  fi
+  if ! grep -q '^edgegate:' "$root/etc/passwd" 2>/dev/null; then
+    echo "error: installing did not create the edgegate user" >&2
+    exit 1
+  fi
+  if [[ ! -L "$root/etc/systemd/system/multi-user.target.wants/edgegate.service" ]]; then
+    echo "error: installing did not enable edgegate.service" >&2
+    exit 1
+  fi
+  if [[ "$(stat -c %a "$root/etc/edgegate/edgegate.toml")" != 640 ]]; then
+    echo "error: the installed config is not mode 0640" >&2
+    exit 1
+  fi
+  if ! report="$("$root$unit_exec" check --config "$root/etc/edgegate/edgegate.toml" 2>&1)" ||
+     ! grep -q '^ok: ' <<<"$report"; then
+    printf '%s\n' "$report" >&2
+    echo "error: the installed config does not pass the installed binary's check" >&2
+    exit 1
+  fi
+  echo "ok: installed into a throwaway root: user created, unit enabled, config 0640; $report"
+fi
+
 printf '\nall packaging checks passed\n'
