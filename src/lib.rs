@@ -55,6 +55,8 @@ pub mod metrics;
 pub mod notify;
 pub mod proxy;
 pub mod publish;
+#[cfg(test)]
+mod reference_docs;
 pub mod run;
 pub mod snapshot;
 pub mod sources;

@@ -39,6 +39,8 @@ fn forget<T: prometheus::core::MetricVecBuilder>(
 
 pub struct Metrics {
     registry: Registry,
+    /// Name and label names of every registered collector (see [`Self::described`]).
+    described: Vec<(String, Vec<String>)>,
     /// `edgegate_requests_total{listener,route,upstream,code}`: responses sent, by the
     /// status the client received; empty labels where one does not apply.
     pub requests: IntCounterVec,
@@ -202,6 +204,7 @@ impl Metrics {
             &["service"],
         )
         .expect("valid metric");
+        let mut described = Vec::new();
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -220,6 +223,9 @@ impl Metrics {
             Box::new(discovery_errors.clone()),
             Box::new(discovery_last_sync.clone()),
         ] {
+            for desc in collector.desc() {
+                described.push((desc.fq_name.clone(), desc.variable_labels.clone()));
+            }
             registry.register(collector).expect("unique metric names");
         }
         // Both results exist from the start so `rate()` and alerts see a zero, not nothing.
@@ -227,6 +233,7 @@ impl Metrics {
         config_reloads.with_label_values(&["failure"]);
         Self {
             registry,
+            described,
             requests,
             request_duration,
             upstream_endpoints,
@@ -244,6 +251,12 @@ impl Metrics {
             discovery_errors,
             discovery_last_sync,
         }
+    }
+
+    /// Every registered metric's name and label names, whether or not it has a sample
+    /// yet: what `docs/metrics.md` must describe (a test holds it to that).
+    pub fn described(&self) -> Vec<(String, Vec<String>)> {
+        self.described.clone()
     }
 
     /// Drops the series of listeners, routes and upstreams a reload removed, so renaming
