@@ -189,10 +189,14 @@ fn documented_metrics() -> BTreeSet<(String, Vec<String>)> {
 
 #[test]
 fn every_metric_is_documented_with_its_labels_and_every_documented_metric_exists() {
-    let registered: BTreeSet<(String, Vec<String>)> =
-        crate::metrics::Metrics::new().described().into_iter().collect();
-    assert!(registered.iter().any(|(n, l)| n == "edgegate_requests_total"
-        && l == &["listener", "route", "upstream", "code"]));
+    let registered: BTreeSet<(String, Vec<String>)> = crate::metrics::Metrics::new()
+        .described()
+        .into_iter()
+        .collect();
+    assert!(registered
+        .iter()
+        .any(|(n, l)| n == "edgegate_requests_total"
+            && l == &["listener", "route", "upstream", "code"]));
     let documented = documented_metrics();
     let missing: Vec<_> = registered.difference(&documented).collect();
     let unknown: Vec<_> = documented.difference(&registered).collect();
