@@ -61,4 +61,5 @@ pub mod run;
 pub mod snapshot;
 pub mod sources;
 pub mod tls;
+pub mod update;
 pub mod upgrade;

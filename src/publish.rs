@@ -10,52 +10,15 @@ use tokio::sync::mpsc;
 
 use crate::access_log::AccessLog;
 use crate::admin::Readiness;
-use crate::config::model::{Endpoint, Members, Name};
-use crate::config::{self, Config, SourceFile};
+use crate::config::model::{Endpoint, KubernetesService, Members, Name};
+use crate::config::origin::ConfigOrigin;
+use crate::config::{self, Config};
 use crate::health::HealthChecks;
 use crate::listeners::ListenerSet;
 use crate::metrics::Metrics;
 use crate::snapshot::pool::MemberStates;
-use crate::snapshot::{Discovered, Snapshot, SourceInfo};
-use crate::sources::file_watch::FileWatch;
-use crate::sources::kube::Discovery;
-
-pub enum Update {
-    /// Re-read the config file; `cause` is logged. Unless `force`d, a reload whose
-    /// config text and TLS files are byte for byte what was last seen does nothing.
-    Reload { cause: &'static str, force: bool },
-    /// New members for a discovered upstream.
-    Endpoints {
-        upstream: Name,
-        endpoints: Vec<Endpoint>,
-    },
-}
-
-/// Where the config text comes from.
-#[derive(Debug, Clone)]
-pub enum ConfigOrigin {
-    File(PathBuf),
-    Embedded,
-}
-
-impl ConfigOrigin {
-    pub fn read(&self) -> std::io::Result<SourceFile> {
-        match self {
-            ConfigOrigin::File(path) => SourceFile::read(path),
-            ConfigOrigin::Embedded => Ok(SourceFile::new(
-                config::DEFAULT_CONFIG_NAME,
-                config::DEFAULT_CONFIG,
-            )),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            ConfigOrigin::File(path) => path.display().to_string(),
-            ConfigOrigin::Embedded => config::DEFAULT_CONFIG_NAME.to_string(),
-        }
-    }
-}
+use crate::snapshot::{members_of, Discovered, DiscoveredMembers, Edges, Snapshot, SourceInfo};
+use crate::update::{Batch, Update};
 
 pub struct Publisher<A> {
     pub origin: ConfigOrigin,
@@ -64,31 +27,13 @@ pub struct Publisher<A> {
     pub discovered: Discovered,
     pub listeners: Arc<ListenerSet<A>>,
     pub health: Arc<HealthChecks>,
-    pub access_log: Arc<AccessLog>,
     pub metrics: Arc<Metrics>,
-    pub file_watch: Option<Arc<FileWatch>>,
-    pub discovery: Option<Arc<Discovery>>,
+    /// Every applied config, for the producers that follow it (the file watcher's
+    /// file list, discovery's watches); they subscribe, the publisher never calls them.
+    pub configs: tokio::sync::watch::Sender<Arc<Config>>,
     pub readiness: Arc<Readiness>,
     /// Hash of the config text and TLS files last loaded (or refused).
     pub fingerprint: Fingerprint,
-}
-
-/// The files whose change means a reload: the config and every TLS file it names.
-pub fn watched_files(origin: &ConfigOrigin, config: &Config) -> Vec<PathBuf> {
-    let mut files = match origin {
-        ConfigOrigin::File(path) => vec![path.clone()],
-        ConfigOrigin::Embedded => Vec::new(),
-    };
-    for tls in config.listeners.iter().filter_map(|l| l.tls.as_ref()) {
-        for pair in &tls.certificates {
-            files.push(pair.cert.clone());
-            files.push(pair.key.clone());
-        }
-        if let Some(auth) = &tls.client_auth {
-            files.push(auth.ca.clone());
-        }
-    }
-    files
 }
 
 /// What a reload compares to decide whether anything changed: the config text, and the
@@ -100,18 +45,76 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
+    /// Of a loaded config: its text and the TLS bytes it loaded.
     pub fn of(text: &str, config: &Config) -> Self {
+        Self::hash(
+            text,
+            config
+                .tls_files()
+                .map(|f| (f.path.as_path(), f.pem.to_vec())),
+        )
+    }
+
+    /// Of the files on disk now: `text` as just read, and the TLS files `config` names
+    /// read again. Equal to the running config's [`Self::of`] when nothing changed.
+    fn on_disk(text: &str, config: &Config) -> Self {
+        Self::hash(
+            text,
+            config
+                .tls_files()
+                .map(|f| (f.path.as_path(), std::fs::read(&f.path).unwrap_or_default())),
+        )
+    }
+
+    fn hash<'a>(text: &str, files: impl Iterator<Item = (&'a std::path::Path, Vec<u8>)>) -> Self {
         use sha2::Digest;
-        let mut files = sha2::Sha256::new();
-        for file in watched_files(&ConfigOrigin::Embedded, config) {
-            files.update(file.as_os_str().as_encoded_bytes());
-            files.update(std::fs::read(&file).unwrap_or_default());
+        let mut tls = sha2::Sha256::new();
+        for (path, bytes) in files {
+            tls.update(path.as_os_str().as_encoded_bytes());
+            tls.update((bytes.len() as u64).to_le_bytes());
+            tls.update(bytes);
         }
         Self {
             text: sha2::Sha256::digest(text.as_bytes()).into(),
-            tls_files: files.finalize().into(),
+            tls_files: tls.finalize().into(),
         }
     }
+}
+
+/// What a reload reads from disk, read off the runtime: a FIFO, a hung network mount or
+/// a slow resolver (endpoint host names) holds up only this, never a request or a scrape.
+enum Read {
+    Unchanged,
+    Changed {
+        source: config::SourceFile,
+        loaded: Box<Result<config::Loaded, String>>,
+        certificates_changed: bool,
+    },
+}
+
+fn read_config(
+    origin: &ConfigOrigin,
+    running: &Config,
+    last: &Fingerprint,
+    force: bool,
+) -> Result<(Read, Fingerprint), String> {
+    let source = origin
+        .read()
+        .map_err(|e| format!("cannot read {}: {e}", origin.describe()))?;
+    let seen = Fingerprint::on_disk(&source.text, running);
+    if !force && seen == *last {
+        return Ok((Read::Unchanged, seen));
+    }
+    let certificates_changed = seen.tls_files != last.tls_files;
+    let loaded = Box::new(config::load(&source).map_err(|d| d.to_string()));
+    Ok((
+        Read::Changed {
+            source,
+            loaded,
+            certificates_changed,
+        },
+        seen,
+    ))
 }
 
 impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
@@ -120,48 +123,51 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         let unsynced = config
             .upstreams
             .iter()
-            .filter(|u| matches!(u.members, Members::Kubernetes(_)))
-            .filter(|u| !self.discovered.contains_key(&u.name))
+            .filter(|u| members_of(u, &self.discovered).is_none())
             .count();
         self.readiness.set_unsynced(unsynced);
     }
 
     pub async fn run(mut self, mut updates: mpsc::Receiver<Update>) {
-        while let Some(update) = updates.recv().await {
-            match update {
-                Update::Reload { cause, mut force } => {
-                    // One reload covers every request queued behind it.
-                    while let Ok(Update::Reload { force: f, .. }) = updates.try_recv() {
-                        force |= f;
-                    }
-                    self.reload(cause, force).await;
-                    crate::notify::reload_finished();
-                }
-                Update::Endpoints {
-                    upstream,
-                    endpoints,
-                } => {
-                    let current = self.handle.load_full();
-                    let discovered = current
-                        .config
-                        .upstream(&upstream)
-                        .is_some_and(|u| matches!(u.members, Members::Kubernetes(_)));
-                    if !discovered {
-                        continue; // from a watch a reload has just retired
-                    }
-                    tracing::info!(
-                        upstream = %upstream,
-                        members = ?endpoints.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
-                        "discovered members"
-                    );
-                    if let Some(next) = current.with_members(&upstream, &endpoints, &self.states) {
-                        self.handle.store(Arc::new(next));
-                    }
-                    self.discovered.insert(upstream, endpoints);
-                    self.update_readiness(&current.config);
-                }
+        while let Some(first) = updates.recv().await {
+            let batch = Batch::drain(first, &mut updates);
+            for (upstream, source, endpoints) in batch.endpoints {
+                self.apply_members(upstream, source, endpoints);
+            }
+            if let Some((cause, force)) = batch.reload {
+                self.reload(cause, force).await;
+                crate::notify::reload_finished();
             }
         }
+    }
+
+    /// Publishes new members of one discovered upstream: only its pool is rebuilt.
+    fn apply_members(
+        &mut self,
+        upstream: Name,
+        source: KubernetesService,
+        endpoints: Vec<Endpoint>,
+    ) {
+        let current = self.handle.load_full();
+        let wanted = current
+            .config
+            .upstream(&upstream)
+            .is_some_and(|u| matches!(&u.members, Members::Kubernetes(s) if *s == source));
+        if !wanted {
+            // From a watch a reload has just retired or re-pointed.
+            return;
+        }
+        tracing::info!(
+            upstream = %upstream,
+            members = ?endpoints.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
+            "discovered members"
+        );
+        if let Some(next) = current.with_members(&upstream, &endpoints, &self.states) {
+            self.handle.store(Arc::new(next));
+        }
+        self.discovered
+            .insert(upstream, DiscoveredMembers { source, endpoints });
+        self.update_readiness(&current.config);
     }
 
     /// Validates and applies the config file, or refuses it and keeps the running one.
@@ -193,18 +199,27 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
     }
 
     async fn try_reload(&mut self, force: bool) -> Result<Option<String>, String> {
-        let source = self
-            .origin
-            .read()
-            .map_err(|e| format!("cannot read {}: {e}", self.origin.describe()))?;
         let current = self.handle.load_full();
-        let fingerprint = Fingerprint::of(&source.text, &current.config);
-        if !force && fingerprint == self.fingerprint {
+        let (origin, running, last) = (
+            self.origin.clone(),
+            current.config.clone(),
+            self.fingerprint.clone(),
+        );
+        let (read, seen) =
+            tokio::task::spawn_blocking(move || read_config(&origin, &running, &last, force))
+                .await
+                .map_err(|e| format!("reading the config failed: {e}"))??;
+        // A refused config is not read again until something changes.
+        self.fingerprint = seen;
+        let Read::Changed {
+            source,
+            loaded,
+            certificates_changed,
+        } = read
+        else {
             return Ok(None);
-        }
-        let certificates_changed = fingerprint.tls_files != self.fingerprint.tls_files;
-        self.fingerprint = fingerprint;
-        let loaded = config::load(&source).map_err(|d| d.to_string())?;
+        };
+        let loaded = (*loaded)?;
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
@@ -220,6 +235,23 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                 _ => format!("{summary}; certificates changed"),
             };
         }
+        let access_log = match AccessLog::open(
+            &config.gateway.access_log,
+            current.edges.access_log.as_ref(),
+            &self.metrics,
+        ) {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open access log; keeping the previous one");
+                current.edges.access_log.clone()
+            }
+        };
+        let edges = Edges {
+            listeners: prepared.served.clone(),
+            access_log,
+        };
+        // The one store: routes, pools, listener names, TLS acceptors and the access log
+        // change together.
         let next = Snapshot::compile(
             config.clone(),
             SourceInfo::new(self.origin.describe(), &source.text),
@@ -227,32 +259,22 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             &self.discovered,
             Some(&current),
             &self.states,
+            edges,
         );
         let next = Arc::new(next);
         self.handle.store(next.clone());
         self.listeners.commit(prepared, &config.listeners);
         self.health.reconcile(&next);
         self.metrics.forget_removed(&config);
-        self.discovered.retain(|name, _| {
-            config
-                .upstream(name)
-                .is_some_and(|u| matches!(u.members, Members::Kubernetes(_)))
+        // Members read from a Service an upstream no longer names are forgotten at once.
+        self.discovered.retain(|name, members| {
+            config.upstream(name).is_some_and(
+                |u| matches!(&u.members, Members::Kubernetes(s) if *s == members.source),
+            )
         });
-        if let Some(discovery) = &self.discovery {
-            discovery.reconcile(&config).await;
-        }
         self.update_readiness(&config);
-        if let Err(e) = self.access_log.configure(&config.gateway.access_log) {
-            tracing::error!(error = %e, "cannot open access log; keeping the previous one");
-        }
         self.fingerprint = Fingerprint::of(&source.text, &config);
-        if let Some(watch) = &self.file_watch {
-            watch.watch_files(
-                watched_files(&self.origin, &config)
-                    .iter()
-                    .map(PathBuf::as_path),
-            );
-        }
+        self.configs.send_replace(config.clone());
         Ok(Some(summary))
     }
 }

@@ -1,6 +1,5 @@
 //! `edgegate run`: load, bind, serve, reload on change, drain on SIGTERM.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,25 +13,25 @@ use tokio::sync::{mpsc, watch};
 use crate::access_log::AccessLog;
 use crate::admin::{Admin, Readiness};
 use crate::cli::{LogFormatArg, RunArgs};
-use crate::commands::{load_or_report, resolve_config, Report};
 use crate::config::model::LogFormat;
+use crate::config::origin::{load_or_report, resolve_config, watched_files, ConfigOrigin, Report};
 use crate::config::Config;
 use crate::h1::Engine;
 use crate::health::HealthChecks;
 use crate::listeners::{self, ConnectionTracker, ListenerSet, Serving, Workers};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
-use crate::publish::{watched_files, ConfigOrigin, Fingerprint, Publisher, Update};
+use crate::publish::{Fingerprint, Publisher};
 use crate::snapshot::pool::MemberStates;
-use crate::snapshot::{Discovered, Snapshot, SourceInfo};
+use crate::snapshot::{Discovered, Edges, Snapshot, SourceInfo};
 use crate::sources::file_watch::FileWatch;
 use crate::sources::kube::Discovery;
-use crate::tls::TlsAcceptorSlot;
+use crate::update::Update;
 
 pub fn run(args: RunArgs) -> ExitCode {
     // Before anything can replace the binary on disk (see `Launch::capture`).
     let launch = crate::upgrade::Launch::capture();
-    let origin = resolve_config(&args.config);
+    let origin = resolve_config(args.config.config.as_deref());
     let (source, loaded) = match load_or_report(&origin, Report::Stderr) {
         Ok(ok) => ok,
         Err(code) => return code,
@@ -57,10 +56,11 @@ pub fn run(args: RunArgs) -> ExitCode {
         n => n,
     };
     // Every worker is a current-thread runtime of its own (no work-stealing scheduler,
-    // no cross-thread wakeups: measured, less CPU per request); the first also runs the
-    // control plane (reloads, discovery, health checks, admin).
+    // no cross-thread wakeups: measured, less CPU per request). The control plane
+    // (reloads, discovery, health checks, admin) runs on a runtime of its own on this
+    // thread, so a slow disk, resolver or API server never holds up a request.
     let runtime = match tokio::runtime::Builder::new_current_thread()
-        .thread_name("edgegate-worker")
+        .thread_name("edgegate-control")
         .enable_all()
         .build()
     {
@@ -70,16 +70,14 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (extra_workers, workers_exit) = match spawn_workers(threads.saturating_sub(1)) {
+    let (worker_handles, workers_exit) = match spawn_workers(threads) {
         Ok(spawned) => spawned,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the worker threads");
             return ExitCode::FAILURE;
         }
     };
-    let mut handles = vec![runtime.handle().clone()];
-    handles.extend(extra_workers);
-    let workers = Workers(handles);
+    let workers = Workers(worker_handles);
     let config = Arc::new(loaded.config);
     let source_info = SourceInfo::new(origin.describe(), &source.text);
     let code = runtime.block_on(serve(
@@ -104,7 +102,7 @@ fn spawn_workers(
 ) -> std::io::Result<(Vec<tokio::runtime::Handle>, tokio::sync::watch::Sender<()>)> {
     let (exit, exit_rx) = tokio::sync::watch::channel(());
     let mut handles = Vec::with_capacity(count);
-    for i in 1..=count {
+    for i in 1..=count.max(1) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .thread_name(format!("edgegate-worker-{i}"))
             .enable_all()
@@ -160,21 +158,26 @@ async fn serve(
     let metrics = Arc::new(Metrics::new());
     let states = Arc::new(MemberStates::default());
     let discovered = Discovered::new();
-    let snapshot = Arc::new(Snapshot::compile(
-        config.clone(),
-        source,
-        1,
-        &discovered,
-        None,
-        &states,
-    ));
-    let handle = Arc::new(ArcSwap::new(snapshot.clone()));
-    let directory = Arc::new(ArcSwap::from_pointee(HashMap::new()));
-    let access_log = Arc::new(AccessLog::new(metrics.clone()));
-    if let Err(e) = access_log.configure(&config.gateway.access_log) {
-        tracing::error!(error = %e, "cannot open the access log");
-        return ExitCode::FAILURE;
-    }
+    let access_log = match AccessLog::open(&config.gateway.access_log, None, &metrics) {
+        Ok(log) => log,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the access log");
+            return ExitCode::FAILURE;
+        }
+    };
+    let compile = |edges: Edges| {
+        Arc::new(Snapshot::compile(
+            config.clone(),
+            source.clone(),
+            1,
+            &discovered,
+            None,
+            &states,
+            edges,
+        ))
+    };
+    // Until the listeners are bound, the snapshot has none (nothing can arrive on them).
+    let handle = Arc::new(ArcSwap::new(compile(Edges::default())));
 
     let server_conf = Arc::new(ServerConf {
         threads,
@@ -186,9 +189,7 @@ async fn serve(
     });
     let gateway = Gateway {
         snapshot: handle.clone(),
-        listeners: directory.clone(),
         metrics: metrics.clone(),
-        access_log: access_log.clone(),
     };
     let mut proxy = pingora::proxy::http_proxy(&server_conf, gateway.clone());
     // h2c stays off here: the accept loop recognises the preface itself (with a timeout)
@@ -222,8 +223,8 @@ async fn serve(
             shutdown: shutdown_rx.clone(),
             tracker: tracker.clone(),
             metrics: metrics.clone(),
+            snapshot: Some(handle.clone()),
         },
-        directory,
         workers,
     ));
     let upgraded = match crate::upgrade::receive() {
@@ -233,13 +234,21 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
-    match listener_set.prepare(&config.listeners).await {
-        Ok(prepared) => listener_set.commit(prepared, &config.listeners),
+    let snapshot = match listener_set.prepare(&config.listeners).await {
+        Ok(prepared) => {
+            let snapshot = compile(Edges {
+                listeners: prepared.served.clone(),
+                access_log,
+            });
+            handle.store(snapshot.clone());
+            listener_set.commit(prepared, &config.listeners);
+            snapshot
+        }
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
 
     let readiness = Arc::new(Readiness::default());
     let admin_socket = match crate::upgrade::take(crate::upgrade::ADMIN_KEY, config.admin.address)
@@ -264,13 +273,13 @@ async fn serve(
         "admin".into(),
         admin_socket,
         &tokio::runtime::Handle::current(),
-        Arc::new(TlsAcceptorSlot::new(None)),
         Serving {
             app: admin,
             h1: None,
             shutdown: shutdown_rx.clone(),
             tracker: Arc::new(ConnectionTracker::default()),
             metrics: metrics.clone(),
+            snapshot: None,
         },
         None,
         admin_stop_rx,
@@ -282,23 +291,22 @@ async fn serve(
     metrics.config_generation.set(1);
 
     let (updates_tx, updates_rx) = mpsc::channel(64);
-    let file_watch = match &origin {
-        ConfigOrigin::File(_) => match FileWatch::start(updates_tx.clone()) {
+    let (configs, _) = watch::channel(config.clone());
+    if let ConfigOrigin::File(_) = &origin {
+        match FileWatch::start(updates_tx.clone()) {
             Ok(watch) => {
-                watch.watch_files(watched_files(&origin, &config).iter().map(|p| p.as_path()));
-                Some(watch)
+                watch.watch_files(&watched_files(&origin, &config));
+                tokio::spawn(watch.follow(origin.clone(), configs.subscribe()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
-                None
             }
-        },
-        ConfigOrigin::Embedded => None,
-    };
+        }
+    }
     let discovery = Discovery::new(updates_tx.clone(), metrics.clone());
-    discovery.reconcile(&config).await;
+    let complete = discovery.reconcile(&config).await;
+    tokio::spawn(discovery.follow(configs.subscribe(), complete));
     let publisher = Publisher {
-        discovery: Some(discovery),
         readiness: readiness.clone(),
         fingerprint: Fingerprint::of(&text, &config),
         origin,
@@ -307,9 +315,8 @@ async fn serve(
         discovered,
         listeners: listener_set.clone(),
         health,
-        access_log,
         metrics: metrics.clone(),
-        file_watch,
+        configs,
     };
     publisher.update_readiness(&config);
     tokio::spawn(publisher.run(updates_rx));

@@ -2,9 +2,11 @@
 //! startup and reloads share one definition of "valid".
 
 pub mod model;
+pub mod origin;
 pub mod raw;
 mod shadow;
 pub mod source;
+pub mod tls_files;
 pub mod validate;
 
 pub use model::Config;

@@ -5,11 +5,15 @@ pub mod pool;
 pub mod router;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::model::{Endpoint, Members, Name};
+use crate::access_log::AccessLog;
+use crate::config::model::Listener;
+use crate::config::model::{Endpoint, KubernetesService, Members, Name, Upstream};
 use crate::config::Config;
+use crate::tls::TlsAcceptor;
 use pool::{MemberStates, Pool};
 use router::Router;
 
@@ -34,8 +38,60 @@ impl SourceInfo {
     }
 }
 
-/// Members of discovered (Kubernetes) upstreams, by upstream name.
-pub type Discovered = HashMap<Name, Vec<Endpoint>>;
+/// Members of a discovered (Kubernetes) upstream, with the Service they were read from.
+#[derive(Debug, Clone)]
+pub struct DiscoveredMembers {
+    pub source: KubernetesService,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Members of discovered upstreams, by upstream name.
+pub type Discovered = HashMap<Name, DiscoveredMembers>;
+
+/// The members an upstream has now: its static list, or what discovery last read from the
+/// Service it names *now* (members of a Service it named before never count).
+pub fn members_of<'a>(
+    upstream: &'a Upstream,
+    discovered: &'a Discovered,
+) -> Option<&'a [Endpoint]> {
+    match &upstream.members {
+        Members::Static(endpoints) => Some(endpoints),
+        Members::Kubernetes(service) => discovered
+            .get(&upstream.name)
+            .filter(|d| d.source == *service)
+            .map(|d| d.endpoints.as_slice()),
+    }
+}
+
+/// A listener as the request path sees it: where it is bound (port 0 resolved), its
+/// settings, and the TLS acceptor new handshakes use.
+pub struct ServedListener {
+    pub bound: SocketAddr,
+    pub spec: Listener,
+    pub tls: Option<Arc<TlsAcceptor>>,
+}
+
+impl std::fmt::Debug for ServedListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at {} (tls: {})",
+            self.spec.name,
+            self.bound,
+            self.tls.is_some()
+        )
+    }
+}
+
+/// What the request path reads besides routes and pools. It is part of the snapshot, so
+/// a connection's listener name, TLS settings and access log always come from the same
+/// config as the routes its requests are matched against: a renamed listener has no
+/// moment where its new routes meet its old name.
+#[derive(Debug, Clone, Default)]
+pub struct Edges {
+    pub listeners: Arc<[ServedListener]>,
+    pub access_log: Option<Arc<AccessLog>>,
+}
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -44,6 +100,7 @@ pub struct Snapshot {
     pub source: SourceInfo,
     pub router: Arc<Router>,
     pub pools: HashMap<Name, Arc<Pool>>,
+    pub edges: Edges,
 }
 
 impl Snapshot {
@@ -56,6 +113,7 @@ impl Snapshot {
         discovered: &Discovered,
         previous: Option<&Snapshot>,
         states: &MemberStates,
+        edges: Edges,
     ) -> Snapshot {
         let listener_names: Vec<Name> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let router = Router::compile(&config.routes, &listener_names);
@@ -63,13 +121,7 @@ impl Snapshot {
             .upstreams
             .iter()
             .map(|upstream| {
-                let endpoints: &[Endpoint] = match &upstream.members {
-                    Members::Static(endpoints) => endpoints,
-                    Members::Kubernetes(_) => discovered
-                        .get(&upstream.name)
-                        .map(Vec::as_slice)
-                        .unwrap_or_default(),
-                };
+                let endpoints = members_of(upstream, discovered).unwrap_or_default();
                 let reused = previous
                     .and_then(|p| p.pools.get(&upstream.name))
                     .filter(|p| *p.upstream == *upstream && p.endpoints().eq(endpoints.iter()))
@@ -91,7 +143,18 @@ impl Snapshot {
             source,
             router: Arc::new(router),
             pools,
+            edges,
         }
+    }
+
+    /// The listener whose socket is bound at `bound` (the listening address a
+    /// connection arrived on).
+    pub fn listener_at(&self, bound: SocketAddr) -> Option<&ServedListener> {
+        self.edges.listeners.iter().find(|l| l.bound == bound)
+    }
+
+    pub fn listener_name(&self, bound: SocketAddr) -> Option<Name> {
+        self.listener_at(bound).map(|l| l.spec.name.clone())
     }
 
     /// The same snapshot with one discovered upstream's members replaced: only that pool
@@ -120,6 +183,7 @@ impl Snapshot {
             source: self.source.clone(),
             router: self.router.clone(),
             pools,
+            edges: self.edges.clone(),
         })
     }
 }

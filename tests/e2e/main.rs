@@ -4,6 +4,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod consistency;
 mod framing;
 mod grpc;
 mod h1_loop;
