@@ -18,7 +18,8 @@
 # Environment: EDGEGATE_BIN [target/release/edgegate, or $CARGO_TARGET_DIR/release],
 # NGINX_BIN [/usr/sbin/nginx], ROUNDS [3], DURATION [8], UPGRADE_AT [3],
 # WRK_THREADS [2], CONNECTIONS [50], SERVER_THREADS [2] (edgegate threads = nginx
-# worker_processes), OUT [/tmp/edgegate-upgrade-summary.txt].
+# worker_processes), BASELINE [1: one run per server without an upgrade first],
+# OUT [/tmp/edgegate-upgrade-summary.txt].
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -119,6 +120,14 @@ EOF
   local wrk_pid=$!
   sleep "$UPGRADE_AT"
   local exited=no
+  if [[ "$round" == baseline ]]; then
+    exited=-
+    wait "$wrk_pid"
+    kill -TERM "$old"
+    wait "$old" 2>/dev/null || true
+    echo "edgegate $(summarise "$tmp/wrk-edgegate-$round.txt") $exited"
+    return
+  fi
   if "$EDGEGATE_BIN" upgrade --pid "$old" --timeout 30s >/dev/null; then
     wait_gone "$old" 5 && exited=yes
   fi
@@ -157,6 +166,14 @@ EOF
     >"$tmp/wrk-nginx-$round.txt" 2>&1 &
   local wrk_pid=$!
   sleep "$UPGRADE_AT"
+  if [[ "$round" == baseline ]]; then
+    wait "$wrk_pid"
+    kill -QUIT "$old"
+    wait_gone "$old" 15 || true
+    rm -f "$tmp/nginx.pid"
+    echo "nginx $(summarise "$tmp/wrk-nginx-$round.txt") -"
+    return
+  fi
   # nginx's documented sequence: USR2 (new master on the inherited sockets, old pid
   # file renamed .oldbin), wait for the new master, then QUIT the old one.
   kill -USR2 "$old"
@@ -179,12 +196,16 @@ EOF
 {
   echo "binary upgrade under keep-alive load: wrk -t$WRK_THREADS -c$CONNECTIONS, ${DURATION}s runs, upgrade at ${UPGRADE_AT}s, $SERVER_THREADS server threads/workers"
   echo "edgegate: $EDGEGATE_BIN ($("$EDGEGATE_BIN" --version)); nginx: $("$NGINX_BIN" -v 2>&1)"
-  printf '%-9s %5s %10s %7s %11s %8s %10s\n' server round requests failed max_ms p99_ms old_exited
+  printf '%-9s %8s %10s %7s %11s %8s %10s\n' server round requests failed max_ms p99_ms old_exited
 } | tee "$OUT"
-for round in $(seq 1 "$ROUNDS"); do
+# A baseline run without an upgrade first: the longest request of an ordinary run on this
+# machine, to tell the hand-over's own cost from scheduling noise.
+rounds="$(seq 1 "$ROUNDS")"
+[[ "${BASELINE:-1}" == 1 ]] && rounds="baseline $rounds"
+for round in $rounds; do
   for server in edgegate nginx; do
     read -r name req failed max p99 exited < <("run_$server" "$round")
-    printf '%-9s %5s %10s %7s %11s %8s %10s\n' "$name" "$round" "$req" "$failed" "$max" "$p99" "$exited" | tee -a "$OUT"
+    printf '%-9s %8s %10s %7s %11s %8s %10s\n' "$name" "$round" "$req" "$failed" "$max" "$p99" "$exited" | tee -a "$OUT"
   done
 done
 echo "summary written to $OUT"
