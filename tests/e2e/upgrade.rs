@@ -171,3 +171,45 @@ async fn upgrade_under_keepalive_load_fails_no_request_and_the_old_process_exits
         .expect("admin after the upgrade");
     assert_eq!(ready.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_that_fails_leaves_the_old_one_serving() {
+    let mut gw = Gateway::start(&config(
+        &["web"],
+        "[[routes]]\nname = \"ping\"\nrespond = { status = 200, body = \"pong\\n\" }\n",
+    ));
+    let old_pid = gw.child.id();
+    // The new process reads the file afresh and refuses it. (The running gateway
+    // refuses the same edit as a reload and keeps its config.)
+    let before = gw.log_len();
+    gw.write_config("[[listeners]]\nname = 1\n");
+    gw.wait_for_log_after("config reload refused", before, Duration::from_secs(10));
+    let before = gw.log_len();
+    let upgrade = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["upgrade", "--pid", &old_pid.to_string(), "--timeout", "2s"])
+            .output()
+            .expect("run edgegate upgrade")
+    })
+    .await
+    .expect("join");
+    assert_eq!(upgrade.status.code(), Some(1), "edgegate upgrade must fail");
+    assert!(
+        String::from_utf8_lossy(&upgrade.stderr).contains("still running"),
+        "{}",
+        String::from_utf8_lossy(&upgrade.stderr)
+    );
+    gw.wait_for_log_after(
+        "binary upgrade failed; still serving",
+        before,
+        Duration::from_secs(10),
+    );
+    assert_eq!(gw.wait_exit(Duration::from_millis(100)), None);
+    let answer = crate::support::client()
+        .get(gw.url("web", "/"))
+        .send()
+        .await
+        .expect("the old process still serves");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.expect("body"), "pong\n");
+}
