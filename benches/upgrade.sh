@@ -144,9 +144,12 @@ run_nginx() {
   local round=$1 port
   port=$(free_port)
   mkdir -p "$tmp/nginx/logs"
+  # A pid file per run: a master that exits late removes its pid file, which must not
+  # be the next run's.
+  local pidfile="$tmp/nginx-$round.pid"
   cat >"$tmp/nginx/nginx.conf" <<EOF
 worker_processes $SERVER_THREADS;
-pid $tmp/nginx.pid;
+pid $pidfile;
 error_log $tmp/nginx/logs/error.log warn;
 events { worker_connections 4096; }
 http {
@@ -158,10 +161,13 @@ http {
   }
 }
 EOF
-  "$NGINX_BIN" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" 2>>"$tmp/nginx/logs/error.log"
+  if ! "$NGINX_BIN" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" 2>>"$tmp/nginx/logs/error.log"; then
+    cat "$tmp/nginx/logs/error.log" >&2
+    return 1
+  fi
   wait_http "http://127.0.0.1:$port/"
   local old
-  old=$(cat "$tmp/nginx.pid")
+  old=$(cat "$pidfile")
   wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/" \
     >"$tmp/wrk-nginx-$round.txt" 2>&1 &
   local wrk_pid=$!
@@ -170,7 +176,6 @@ EOF
     wait "$wrk_pid"
     kill -QUIT "$old"
     wait_gone "$old" 15 || true
-    rm -f "$tmp/nginx.pid"
     echo "nginx $(summarise "$tmp/wrk-nginx-$round.txt") -"
     return
   fi
@@ -178,18 +183,17 @@ EOF
   # file renamed .oldbin), wait for the new master, then QUIT the old one.
   kill -USR2 "$old"
   for _ in $(seq 1 200); do
-    [[ -s "$tmp/nginx.pid" && "$(cat "$tmp/nginx.pid")" != "$old" ]] && break
+    [[ -s "$pidfile" && "$(cat "$pidfile")" != "$old" ]] && break
     sleep 0.05
   done
   local new
-  new=$(cat "$tmp/nginx.pid")
+  new=$(cat "$pidfile")
   kill -QUIT "$old"
   local exited=no
   wait_gone "$old" 15 && exited=yes
   wait "$wrk_pid"
   kill -QUIT "$new" 2>/dev/null || true
   wait_gone "$new" 15 || true
-  rm -f "$tmp/nginx.pid" "$tmp/nginx.pid.oldbin"
   echo "nginx $(summarise "$tmp/wrk-nginx-$round.txt") $exited"
 }
 
