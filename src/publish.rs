@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
 use crate::access_log::AccessLog;
-use crate::admin::Readiness;
+use crate::admin::{AdminListener, Readiness};
 use crate::config::model::{Endpoint, KubernetesService, Members, Name};
 use crate::config::origin::ConfigOrigin;
 use crate::config::{self, Config};
@@ -31,6 +31,7 @@ pub struct Publisher<A> {
     /// Every applied config, for the producers that follow it (the file watcher's
     /// file list, discovery's watches); they subscribe, the publisher never calls them.
     pub configs: tokio::sync::watch::Sender<Arc<Config>>,
+    pub admin: Arc<tokio::sync::Mutex<AdminListener>>,
     pub readiness: Arc<Readiness>,
     /// Hash of the config text and TLS files last loaded (or refused).
     pub fingerprint: Fingerprint,
@@ -224,6 +225,14 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             tracing::warn!("{warning}");
         }
         let prepared = self.listeners.prepare(&loaded.config.listeners).await?;
+        let admin_address = loaded.config.admin.address;
+        let admin_socket = if admin_address == self.admin.lock().await.address() {
+            None
+        } else {
+            let socket = AdminListener::bind(admin_address)
+                .map_err(|e| format!("[admin] cannot bind {admin_address}: {e}"))?;
+            Some(socket)
+        };
         let config = Arc::new(loaded.config);
         for warning in not_applied_in_place(&current.config, &config) {
             tracing::warn!("{warning}");
@@ -264,6 +273,9 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         let next = Arc::new(next);
         self.handle.store(next.clone());
         self.listeners.commit(prepared, &config.listeners);
+        if let Some(socket) = admin_socket {
+            self.admin.lock().await.move_to(admin_address, socket);
+        }
         self.health.reconcile(&next);
         self.metrics.forget_removed(&config);
         // Members read from a Service an upstream no longer names are forgotten at once.
@@ -289,11 +301,11 @@ pub fn not_applied_in_place(old: &Config, new: &Config) -> Vec<String> {
             old.gateway.threads, new.gateway.threads
         ));
     }
-    if old.admin.address != new.admin.address {
-        out.push(format!(
-            "[admin] address changed from {} to {}: the admin listener stays where it is until a restart",
-            old.admin.address, new.admin.address
-        ));
+    if old.gateway.log_format != new.gateway.log_format {
+        out.push(
+            "[gateway] log_format changed: the log format is fixed at start; restart to apply it"
+                .to_string(),
+        );
     }
     let shortest = |c: &Config| c.listeners.iter().map(|l| l.idle_timeout).min();
     if shortest(old) != shortest(new) {

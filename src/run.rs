@@ -11,14 +11,14 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::access_log::AccessLog;
-use crate::admin::{Admin, Readiness};
+use crate::admin::{Admin, AdminListener, Readiness};
 use crate::cli::{LogFormatArg, RunArgs};
 use crate::config::model::LogFormat;
 use crate::config::origin::{load_or_report, resolve_config, watched_files, ConfigOrigin, Report};
 use crate::config::Config;
 use crate::h1::Engine;
 use crate::health::HealthChecks;
-use crate::listeners::{self, ConnectionTracker, ListenerSet, Serving, Workers};
+use crate::listeners::{ConnectionTracker, ListenerSet, Serving, Workers};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::publish::{Fingerprint, Publisher};
@@ -251,9 +251,9 @@ async fn serve(
     };
 
     let readiness = Arc::new(Readiness::default());
-    let admin_socket = match crate::upgrade::take(crate::upgrade::ADMIN_KEY, config.admin.address)
-        .map_or_else(|| listeners::bind_per_worker(config.admin.address, 1), Ok)
-        .map(|mut sockets| sockets.remove(0))
+    let inherited = crate::upgrade::take(crate::upgrade::ADMIN_KEY, config.admin.address)
+        .and_then(|mut sockets| sockets.pop());
+    let admin_socket = match inherited.map_or_else(|| AdminListener::bind(config.admin.address), Ok)
     {
         Ok(socket) => socket,
         Err(e) => {
@@ -261,18 +261,12 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
-    let admin_address = admin_socket.local_addr().unwrap_or(config.admin.address);
-    let admin_handover = admin_socket.try_clone().map(std::os::fd::OwnedFd::from);
     let admin = Arc::new(pingora::apps::http_app::HttpServer::new_app(Admin {
         snapshot: handle.clone(),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
     }));
-    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
-    let admin_task = listeners::spawn_accept_loop(
-        "admin".into(),
-        admin_socket,
-        &tokio::runtime::Handle::current(),
+    let admin = Arc::new(tokio::sync::Mutex::new(AdminListener::start(
         Serving {
             app: admin,
             h1: None,
@@ -281,10 +275,9 @@ async fn serve(
             metrics: metrics.clone(),
             snapshot: None,
         },
-        None,
-        admin_stop_rx,
-    );
-    tracing::info!(address = %admin_address, "admin listening");
+        config.admin.address,
+        admin_socket,
+    )));
 
     let health = Arc::new(HealthChecks::new(handle.clone(), metrics.clone()));
     health.reconcile(&snapshot);
@@ -317,6 +310,7 @@ async fn serve(
         health,
         metrics: metrics.clone(),
         configs,
+        admin: admin.clone(),
     };
     publisher.update_readiness(&config);
     tokio::spawn(publisher.run(updates_rx));
@@ -344,13 +338,13 @@ async fn serve(
     let handover = Handover {
         launch,
         listeners: &*listener_set,
-        admin: (config.admin.address, admin_handover),
+        admin: admin.clone(),
     };
-    let gateway = &config.gateway;
     if let Ended::Upgraded = signals.wait_for_termination(updates_tx, handover).await {
         // The new process accepts on the same sockets and answers /readyz: stop
         // accepting at once (no shutdown_delay, no 503), then drain as on SIGTERM.
-        let _ = admin_stop_tx.send(true);
+        let gateway = handle.load().config.gateway.clone();
+        admin.lock().await.stop_accepting();
         listener_set.stop_accepting().await;
         let _ = shutdown_tx.send(true);
         proxy.cleanup().await;
@@ -364,14 +358,18 @@ async fn serve(
                 "grace period over; closing remaining connections"
             );
         }
-        let _ = admin_task.await;
+        if let Ok(admin) = Arc::try_unwrap(admin) {
+            admin.into_inner().stop().await;
+        }
         tracing::info!("stopped (upgraded)");
         return ExitCode::SUCCESS;
     }
     crate::notify::stopping();
 
     // Drain: /readyz fails first so load balancers stop sending, then the listeners close,
-    // then open connections get the grace period to finish.
+    // then open connections get the grace period to finish. The timings are the running
+    // config's, so a reload can change them.
+    let gateway = handle.load().config.gateway.clone();
     readiness.set_draining();
     tracing::info!(delay = ?gateway.shutdown_delay, "shutting down: /readyz now 503");
     tokio::time::sleep(gateway.shutdown_delay).await;
@@ -388,8 +386,9 @@ async fn serve(
             "grace period over; closing remaining connections"
         );
     }
-    let _ = admin_stop_tx.send(true);
-    let _ = admin_task.await;
+    if let Ok(admin) = Arc::try_unwrap(admin) {
+        admin.into_inner().stop().await;
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
@@ -412,21 +411,17 @@ enum Ended {
 struct Handover<'a, A> {
     launch: std::io::Result<crate::upgrade::Launch>,
     listeners: &'a ListenerSet<A>,
-    admin: (std::net::SocketAddr, std::io::Result<std::os::fd::OwnedFd>),
+    admin: Arc<tokio::sync::Mutex<AdminListener>>,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Handover<'_, A> {
-    fn groups(&self) -> std::io::Result<Vec<crate::upgrade::Group>> {
+    async fn groups(&self) -> std::io::Result<Vec<crate::upgrade::Group>> {
         let mut groups = self.listeners.handover_groups()?;
-        let (address, socket) = &self.admin;
-        let socket = match socket {
-            Ok(socket) => socket.try_clone()?,
-            Err(e) => return Err(std::io::Error::new(e.kind(), e.to_string())),
-        };
+        let admin = self.admin.lock().await;
         groups.push(crate::upgrade::Group {
             key: crate::upgrade::ADMIN_KEY.into(),
-            address: *address,
-            sockets: vec![socket],
+            address: admin.address(),
+            sockets: vec![admin.handover_socket()?],
         });
         Ok(groups)
     }
@@ -469,7 +464,7 @@ impl Signals {
                             continue;
                         }
                     };
-                    match handover.groups() {
+                    match handover.groups().await {
                         Ok(groups) => {
                             tracing::info!("SIGUSR2: binary upgrade: starting the new process");
                             upgrading = Some(tokio::task::spawn_blocking(move || {

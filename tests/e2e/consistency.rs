@@ -33,6 +33,11 @@ where
     started.elapsed()
 }
 
+async fn body_of(url: &str) -> String {
+    let resp = client().get(url).send().await.expect("request");
+    resp.text().await.expect("body")
+}
+
 fn ca_config(backend: std::net::SocketAddr) -> String {
     config(
         &["web"],
@@ -167,17 +172,7 @@ async fn a_reload_stuck_on_a_slow_file_does_not_stall_requests() {
         || async { generation(&gw).await == 2 },
     )
     .await;
-    assert_eq!(
-        client()
-            .get(&url)
-            .send()
-            .await
-            .expect("request")
-            .text()
-            .await
-            .expect("body"),
-        "ok2"
-    );
+    assert_eq!(body_of(&url).await, "ok2");
 }
 
 /// Fault 5: any event in the config's directory restarted the quiet period, so a log
@@ -271,17 +266,7 @@ async fn a_renamed_listener_serves_every_request_through_the_reload() {
     within(
         Duration::from_secs(3),
         "served under the new name",
-        || async {
-            client()
-                .get(&url)
-                .send()
-                .await
-                .expect("request")
-                .text()
-                .await
-                .expect("body")
-                == "beta"
-        },
+        || async { body_of(&url).await == "beta" },
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -344,4 +329,39 @@ async fn a_blackholed_http2_endpoint_does_not_delay_its_healthy_sibling() {
     );
     drop(silent);
     let _ = stuck.await;
+}
+
+/// Fault 8: `[admin]` changes in a reloaded file were ignored; the admin address moves
+/// live (and the old one closes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_moves_on_reload() {
+    let text = config(&["web"], &named("ok", "path_prefix = \"/\""));
+    let gw = Gateway::start(&text);
+    let old = gw.admin_url("/healthz");
+    let port = free_port();
+    gw.write_config(&text.replacen(
+        "address = \"127.0.0.1:0\"",
+        &format!("address = \"127.0.0.1:{port}\""),
+        1,
+    ));
+    let new = format!("http://127.0.0.1:{port}/healthz");
+    within(
+        Duration::from_secs(3),
+        "admin on its new address",
+        || async { matches!(client().get(&new).send().await, Ok(r) if r.status() == 200) },
+    )
+    .await;
+    within(
+        Duration::from_secs(3),
+        "old admin address closed",
+        || async { client().get(&old).send().await.is_err() },
+    )
+    .await;
+    let resp = client()
+        .get(format!("http://127.0.0.1:{port}/config"))
+        .send()
+        .await
+        .expect("config");
+    let config: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(config["generation"], 2);
 }
