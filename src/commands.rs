@@ -262,6 +262,16 @@ fn route(args: &RouteArgs) -> ExitCode {
             redirect.status.as_u16()
         ),
         Action::Respond(respond) => println!("respond: {}", respond.status.as_u16()),
+        Action::Weighted(backends) => {
+            let shares: Vec<String> = backends
+                .iter()
+                .map(|b| match &b.upstream {
+                    Some(name) => format!("{name}={}", b.weight),
+                    None => format!("(unresolved: 500)={}", b.weight),
+                })
+                .collect();
+            println!("upstreams (weighted): {}", shares.join(" "));
+        }
     }
     let rewritten =
         rewritten_path(winner, path, uri.query()).unwrap_or_else(|| match uri.query() {
