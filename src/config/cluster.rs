@@ -17,6 +17,7 @@ pub fn validate(
 ) -> ClusterRoutes {
     let span = raw.span();
     let raw = raw.into_inner();
+    let names_a_class = raw.gateway_class.is_some() || raw.ingress_class.is_some();
     let mut class = |text: Option<raw::Text>, key: &str| {
         let text = text?;
         let value = text.get_ref().trim();
@@ -51,7 +52,7 @@ pub fn validate(
             namespaces.push(value.to_string());
         }
     }
-    if gateway_class.is_none() && ingress_class.is_none() {
+    if !names_a_class {
         report(
             Severity::Warning,
             span,
@@ -85,7 +86,7 @@ mod tests {
     const BASE: &str = "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n";
 
     fn check(extra: &str) -> Result<crate::config::Loaded, Vec<String>> {
-        load(&SourceFile::new("t.toml", &format!("{BASE}{extra}")))
+        load(&SourceFile::new("t.toml", format!("{BASE}{extra}")))
             .map_err(|d| d.0.iter().map(|d| d.to_string()).collect())
     }
 
@@ -114,10 +115,11 @@ mod tests {
                 .expect_err("invalid");
         assert!(errors
             .iter()
-            .any(|e| e.starts_with("t.toml:5:17: error: invalid gateway_class")));
+            .any(|e| e.starts_with("error: t.toml:5:17: invalid gateway_class")));
         assert!(errors
             .iter()
-            .any(|e| e.starts_with("t.toml:6:22: error: invalid namespace \"-bad\"")));
+            .any(|e| e.starts_with("error: t.toml:6:21: invalid namespace \"-bad\"")));
+        assert_eq!(errors.len(), 2, "{errors:?}");
     }
 
     #[test]
