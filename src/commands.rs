@@ -1,21 +1,18 @@
 //! The `check` and `route` commands, and config file resolution shared with `run`.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::cli::{Cli, Command, ConfigArg, RouteArgs};
+use crate::config;
 use crate::config::model::{Action, Members};
-use crate::config::{self, Loaded};
+use crate::config::origin::{load_or_report, resolve_config, Report};
 use crate::http_path::{normalize_path, PathError};
-use crate::publish::ConfigOrigin;
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::router::{matches_directly, normalize_host, rewritten_path, RequestFacts};
 use crate::snapshot::{Discovered, Snapshot, SourceInfo};
-
-const SYSTEM_CONFIG: &str = "/etc/edgegate/edgegate.toml";
 
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
@@ -26,60 +23,8 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-/// `--config`, else `$EDGEGATE_CONFIG`, else the system path, else the embedded default.
-pub fn resolve_config(arg: &ConfigArg) -> ConfigOrigin {
-    if let Some(path) = &arg.config {
-        return ConfigOrigin::File(path.clone());
-    }
-    if let Some(path) = std::env::var_os("EDGEGATE_CONFIG").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        if path.exists() {
-            return ConfigOrigin::File(path);
-        }
-    }
-    if Path::new(SYSTEM_CONFIG).exists() {
-        return ConfigOrigin::File(PathBuf::from(SYSTEM_CONFIG));
-    }
-    ConfigOrigin::Embedded
-}
-
-/// Where a command reports a config it cannot use: `check` and `route` print their
-/// report on stdout; `run` keeps stdout for the access log and reports on stderr.
-#[derive(Clone, Copy)]
-pub enum Report {
-    Stdout,
-    Stderr,
-}
-
-/// Reads and validates, printing one `error: PATH:LINE:COL: message` line per problem.
-pub fn load_or_report(
-    origin: &ConfigOrigin,
-    report: Report,
-) -> Result<(config::SourceFile, Loaded), ExitCode> {
-    let say = |line: String| match report {
-        Report::Stdout => println!("{line}"),
-        Report::Stderr => eprintln!("{line}"),
-    };
-    let source = match origin.read() {
-        Ok(source) => source,
-        Err(e) => {
-            say(format!("error: {}: cannot read: {e}", origin.describe()));
-            return Err(ExitCode::FAILURE);
-        }
-    };
-    match config::load(&source) {
-        Ok(loaded) => Ok((source, loaded)),
-        Err(diagnostics) => {
-            for d in &diagnostics.0 {
-                say(d.to_string());
-            }
-            Err(ExitCode::FAILURE)
-        }
-    }
-}
-
 fn check(args: &ConfigArg) -> ExitCode {
-    let origin = resolve_config(args);
+    let origin = resolve_config(args.config.as_deref());
     let (_, loaded) = match load_or_report(&origin, Report::Stdout) {
         Ok(ok) => ok,
         Err(code) => return code,
@@ -139,7 +84,7 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
 }
 
 fn route(args: &RouteArgs) -> ExitCode {
-    let origin = resolve_config(&args.config);
+    let origin = resolve_config(args.config.config.as_deref());
     let (source, loaded) = match load_or_report(&origin, Report::Stdout) {
         Ok(ok) => ok,
         Err(code) => return code,

@@ -57,3 +57,4 @@ pub mod run;
 pub mod snapshot;
 pub mod sources;
 pub mod tls;
+pub mod update;

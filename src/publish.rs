@@ -10,52 +10,15 @@ use tokio::sync::mpsc;
 
 use crate::access_log::AccessLog;
 use crate::admin::Readiness;
-use crate::config::model::{Endpoint, Members, Name};
-use crate::config::{self, Config, SourceFile};
+use crate::config::model::{Endpoint, KubernetesService, Members, Name};
+use crate::config::origin::{watched_files, ConfigOrigin};
+use crate::config::{self, Config};
 use crate::health::HealthChecks;
 use crate::listeners::ListenerSet;
 use crate::metrics::Metrics;
 use crate::snapshot::pool::MemberStates;
-use crate::snapshot::{Discovered, Snapshot, SourceInfo};
-use crate::sources::file_watch::FileWatch;
-use crate::sources::kube::Discovery;
-
-pub enum Update {
-    /// Re-read the config file; `cause` is logged. Unless `force`d, a reload whose
-    /// config text and TLS files are byte for byte what was last seen does nothing.
-    Reload { cause: &'static str, force: bool },
-    /// New members for a discovered upstream.
-    Endpoints {
-        upstream: Name,
-        endpoints: Vec<Endpoint>,
-    },
-}
-
-/// Where the config text comes from.
-#[derive(Debug, Clone)]
-pub enum ConfigOrigin {
-    File(PathBuf),
-    Embedded,
-}
-
-impl ConfigOrigin {
-    pub fn read(&self) -> std::io::Result<SourceFile> {
-        match self {
-            ConfigOrigin::File(path) => SourceFile::read(path),
-            ConfigOrigin::Embedded => Ok(SourceFile::new(
-                config::DEFAULT_CONFIG_NAME,
-                config::DEFAULT_CONFIG,
-            )),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            ConfigOrigin::File(path) => path.display().to_string(),
-            ConfigOrigin::Embedded => config::DEFAULT_CONFIG_NAME.to_string(),
-        }
-    }
-}
+use crate::snapshot::{members_of, Discovered, DiscoveredMembers, Snapshot, SourceInfo};
+use crate::update::{Batch, Update};
 
 pub struct Publisher<A> {
     pub origin: ConfigOrigin,
@@ -66,29 +29,12 @@ pub struct Publisher<A> {
     pub health: Arc<HealthChecks>,
     pub access_log: Arc<AccessLog>,
     pub metrics: Arc<Metrics>,
-    pub file_watch: Option<Arc<FileWatch>>,
-    pub discovery: Option<Arc<Discovery>>,
+    /// Every applied config, for the producers that follow it (the file watcher's
+    /// file list, discovery's watches); they subscribe, the publisher never calls them.
+    pub configs: tokio::sync::watch::Sender<Arc<Config>>,
     pub readiness: Arc<Readiness>,
     /// Hash of the config text and TLS files last loaded (or refused).
     pub fingerprint: Fingerprint,
-}
-
-/// The files whose change means a reload: the config and every TLS file it names.
-pub fn watched_files(origin: &ConfigOrigin, config: &Config) -> Vec<PathBuf> {
-    let mut files = match origin {
-        ConfigOrigin::File(path) => vec![path.clone()],
-        ConfigOrigin::Embedded => Vec::new(),
-    };
-    for tls in config.listeners.iter().filter_map(|l| l.tls.as_ref()) {
-        for pair in &tls.certificates {
-            files.push(pair.cert.clone());
-            files.push(pair.key.clone());
-        }
-        if let Some(auth) = &tls.client_auth {
-            files.push(auth.ca.clone());
-        }
-    }
-    files
 }
 
 /// What a reload compares to decide whether anything changed: the config text, and the
@@ -120,47 +66,50 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         let unsynced = config
             .upstreams
             .iter()
-            .filter(|u| matches!(u.members, Members::Kubernetes(_)))
-            .filter(|u| !self.discovered.contains_key(&u.name))
+            .filter(|u| members_of(u, &self.discovered).is_none())
             .count();
         self.readiness.set_unsynced(unsynced);
     }
 
     pub async fn run(mut self, mut updates: mpsc::Receiver<Update>) {
-        while let Some(update) = updates.recv().await {
-            match update {
-                Update::Reload { cause, mut force } => {
-                    // One reload covers every request queued behind it.
-                    while let Ok(Update::Reload { force: f, .. }) = updates.try_recv() {
-                        force |= f;
-                    }
-                    self.reload(cause, force).await;
-                }
-                Update::Endpoints {
-                    upstream,
-                    endpoints,
-                } => {
-                    let current = self.handle.load_full();
-                    let discovered = current
-                        .config
-                        .upstream(&upstream)
-                        .is_some_and(|u| matches!(u.members, Members::Kubernetes(_)));
-                    if !discovered {
-                        continue; // from a watch a reload has just retired
-                    }
-                    tracing::info!(
-                        upstream = %upstream,
-                        members = ?endpoints.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
-                        "discovered members"
-                    );
-                    if let Some(next) = current.with_members(&upstream, &endpoints, &self.states) {
-                        self.handle.store(Arc::new(next));
-                    }
-                    self.discovered.insert(upstream, endpoints);
-                    self.update_readiness(&current.config);
-                }
+        while let Some(first) = updates.recv().await {
+            let batch = Batch::drain(first, &mut updates);
+            for (upstream, source, endpoints) in batch.endpoints {
+                self.apply_members(upstream, source, endpoints);
+            }
+            if let Some((cause, force)) = batch.reload {
+                self.reload(cause, force).await;
             }
         }
+    }
+
+    /// Publishes new members of one discovered upstream: only its pool is rebuilt.
+    fn apply_members(
+        &mut self,
+        upstream: Name,
+        source: KubernetesService,
+        endpoints: Vec<Endpoint>,
+    ) {
+        let current = self.handle.load_full();
+        let wanted = current
+            .config
+            .upstream(&upstream)
+            .is_some_and(|u| matches!(&u.members, Members::Kubernetes(s) if *s == source));
+        if !wanted {
+            // From a watch a reload has just retired or re-pointed.
+            return;
+        }
+        tracing::info!(
+            upstream = %upstream,
+            members = ?endpoints.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
+            "discovered members"
+        );
+        if let Some(next) = current.with_members(&upstream, &endpoints, &self.states) {
+            self.handle.store(Arc::new(next));
+        }
+        self.discovered
+            .insert(upstream, DiscoveredMembers { source, endpoints });
+        self.update_readiness(&current.config);
     }
 
     /// Validates and applies the config file, or refuses it and keeps the running one.
@@ -232,26 +181,18 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         self.listeners.commit(prepared, &config.listeners);
         self.health.reconcile(&next);
         self.metrics.forget_removed(&config);
-        self.discovered.retain(|name, _| {
-            config
-                .upstream(name)
-                .is_some_and(|u| matches!(u.members, Members::Kubernetes(_)))
+        // Members read from a Service an upstream no longer names are forgotten at once.
+        self.discovered.retain(|name, members| {
+            config.upstream(name).is_some_and(
+                |u| matches!(&u.members, Members::Kubernetes(s) if *s == members.source),
+            )
         });
-        if let Some(discovery) = &self.discovery {
-            discovery.reconcile(&config).await;
-        }
         self.update_readiness(&config);
         if let Err(e) = self.access_log.configure(&config.gateway.access_log) {
             tracing::error!(error = %e, "cannot open access log; keeping the previous one");
         }
         self.fingerprint = Fingerprint::of(&source.text, &config);
-        if let Some(watch) = &self.file_watch {
-            watch.watch_files(
-                watched_files(&self.origin, &config)
-                    .iter()
-                    .map(PathBuf::as_path),
-            );
-        }
+        self.configs.send_replace(config.clone());
         Ok(Some(summary))
     }
 }

@@ -14,23 +14,24 @@ use tokio::sync::{mpsc, watch};
 use crate::access_log::AccessLog;
 use crate::admin::{Admin, Readiness};
 use crate::cli::{LogFormatArg, RunArgs};
-use crate::commands::{load_or_report, resolve_config, Report};
 use crate::config::model::LogFormat;
+use crate::config::origin::{load_or_report, resolve_config, watched_files, ConfigOrigin, Report};
 use crate::config::Config;
 use crate::h1::Engine;
 use crate::health::HealthChecks;
 use crate::listeners::{self, ConnectionTracker, ListenerSet, Serving, Workers};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
-use crate::publish::{watched_files, ConfigOrigin, Fingerprint, Publisher, Update};
+use crate::publish::{Fingerprint, Publisher};
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::{Discovered, Snapshot, SourceInfo};
 use crate::sources::file_watch::FileWatch;
 use crate::sources::kube::Discovery;
 use crate::tls::TlsAcceptorSlot;
+use crate::update::Update;
 
 pub fn run(args: RunArgs) -> ExitCode {
-    let origin = resolve_config(&args.config);
+    let origin = resolve_config(args.config.config.as_deref());
     let (source, loaded) = match load_or_report(&origin, Report::Stderr) {
         Ok(ok) => ok,
         Err(code) => return code,
@@ -55,10 +56,11 @@ pub fn run(args: RunArgs) -> ExitCode {
         n => n,
     };
     // Every worker is a current-thread runtime of its own (no work-stealing scheduler,
-    // no cross-thread wakeups: measured, less CPU per request); the first also runs the
-    // control plane (reloads, discovery, health checks, admin).
+    // no cross-thread wakeups: measured, less CPU per request). The control plane
+    // (reloads, discovery, health checks, admin) runs on a runtime of its own on this
+    // thread, so a slow disk, resolver or API server never holds up a request.
     let runtime = match tokio::runtime::Builder::new_current_thread()
-        .thread_name("edgegate-worker")
+        .thread_name("edgegate-control")
         .enable_all()
         .build()
     {
@@ -68,16 +70,14 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (extra_workers, workers_exit) = match spawn_workers(threads.saturating_sub(1)) {
+    let (worker_handles, workers_exit) = match spawn_workers(threads) {
         Ok(spawned) => spawned,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the worker threads");
             return ExitCode::FAILURE;
         }
     };
-    let mut handles = vec![runtime.handle().clone()];
-    handles.extend(extra_workers);
-    let workers = Workers(handles);
+    let workers = Workers(worker_handles);
     let config = Arc::new(loaded.config);
     let source_info = SourceInfo::new(origin.describe(), &source.text);
     let code = runtime.block_on(serve(
@@ -101,7 +101,7 @@ fn spawn_workers(
 ) -> std::io::Result<(Vec<tokio::runtime::Handle>, tokio::sync::watch::Sender<()>)> {
     let (exit, exit_rx) = tokio::sync::watch::channel(());
     let mut handles = Vec::with_capacity(count);
-    for i in 1..=count {
+    for i in 1..=count.max(1) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .thread_name(format!("edgegate-worker-{i}"))
             .enable_all()
@@ -269,23 +269,22 @@ async fn serve(
     metrics.config_generation.set(1);
 
     let (updates_tx, updates_rx) = mpsc::channel(64);
-    let file_watch = match &origin {
-        ConfigOrigin::File(_) => match FileWatch::start(updates_tx.clone()) {
+    let (configs, _) = watch::channel(config.clone());
+    if let ConfigOrigin::File(_) = &origin {
+        match FileWatch::start(updates_tx.clone()) {
             Ok(watch) => {
-                watch.watch_files(watched_files(&origin, &config).iter().map(|p| p.as_path()));
-                Some(watch)
+                watch.watch_files(&watched_files(&origin, &config));
+                tokio::spawn(watch.follow(origin.clone(), configs.subscribe()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
-                None
             }
-        },
-        ConfigOrigin::Embedded => None,
-    };
+        }
+    }
     let discovery = Discovery::new(updates_tx.clone(), metrics.clone());
-    discovery.reconcile(&config).await;
+    let complete = discovery.reconcile(&config).await;
+    tokio::spawn(discovery.follow(configs.subscribe(), complete));
     let publisher = Publisher {
-        discovery: Some(discovery),
         readiness: readiness.clone(),
         fingerprint: Fingerprint::of(&text, &config),
         origin,
@@ -296,7 +295,7 @@ async fn serve(
         health,
         access_log,
         metrics: metrics.clone(),
-        file_watch,
+        configs,
     };
     publisher.update_readiness(&config);
     tokio::spawn(publisher.run(updates_rx));

@@ -3,6 +3,7 @@
 
 mod cluster;
 pub mod model;
+pub mod origin;
 pub mod raw;
 mod shadow;
 pub mod source;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::model::{Endpoint, Members, Name};
+use crate::config::model::{Endpoint, KubernetesService, Members, Name, Upstream};
 use crate::config::Config;
 use pool::{MemberStates, Pool};
 use router::Router;
@@ -34,8 +34,30 @@ impl SourceInfo {
     }
 }
 
-/// Members of discovered (Kubernetes) upstreams, by upstream name.
-pub type Discovered = HashMap<Name, Vec<Endpoint>>;
+/// Members of a discovered (Kubernetes) upstream, with the Service they were read from.
+#[derive(Debug, Clone)]
+pub struct DiscoveredMembers {
+    pub source: KubernetesService,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Members of discovered upstreams, by upstream name.
+pub type Discovered = HashMap<Name, DiscoveredMembers>;
+
+/// The members an upstream has now: its static list, or what discovery last read from the
+/// Service it names *now* (members of a Service it named before never count).
+pub fn members_of<'a>(
+    upstream: &'a Upstream,
+    discovered: &'a Discovered,
+) -> Option<&'a [Endpoint]> {
+    match &upstream.members {
+        Members::Static(endpoints) => Some(endpoints),
+        Members::Kubernetes(service) => discovered
+            .get(&upstream.name)
+            .filter(|d| d.source == *service)
+            .map(|d| d.endpoints.as_slice()),
+    }
+}
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -63,13 +85,7 @@ impl Snapshot {
             .upstreams
             .iter()
             .map(|upstream| {
-                let endpoints: &[Endpoint] = match &upstream.members {
-                    Members::Static(endpoints) => endpoints,
-                    Members::Kubernetes(_) => discovered
-                        .get(&upstream.name)
-                        .map(Vec::as_slice)
-                        .unwrap_or_default(),
-                };
+                let endpoints = members_of(upstream, discovered).unwrap_or_default();
                 let reused = previous
                     .and_then(|p| p.pools.get(&upstream.name))
                     .filter(|p| *p.upstream == *upstream && p.endpoints().eq(endpoints.iter()))

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::utils::Backoff;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::{self, Event, ExponentialBackoff};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use tokio::sync::mpsc;
@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use crate::config::model::{DiscoveryApi, Endpoint, KubernetesService, Members, Name, ServicePort};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::publish::Update;
+use crate::update::Update;
 
 /// Retries of a broken watch start at this delay and double up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -41,8 +41,8 @@ struct WatchKey {
 /// What one watch knows, and who listens to it.
 #[derive(Default)]
 struct WatchState {
-    /// Upstreams fed by this watch, each with the Service port it names.
-    subscribers: Vec<(Name, ServicePort)>,
+    /// Upstreams fed by this watch, each with the Service (and port) it names.
+    subscribers: Vec<(Name, KubernetesService)>,
     /// The Service's ports: name -> (port number, target). Needed to map a port given
     /// by number to the name EndpointSlices use.
     service_ports: Vec<(String, u16)>,
@@ -74,7 +74,9 @@ struct Watch {
 pub struct Discovery {
     updates: mpsc::Sender<Update>,
     metrics: Arc<Metrics>,
-    client: tokio::sync::OnceCell<Option<Client>>,
+    /// Built on first need and kept once it works; a failure is not kept, so credentials
+    /// that appear after start (a kubeconfig written later) are picked up.
+    client: tokio::sync::Mutex<Option<Client>>,
     watches: Mutex<HashMap<WatchKey, Watch>>,
 }
 
@@ -83,48 +85,54 @@ impl Discovery {
         Arc::new(Self {
             updates,
             metrics,
-            client: tokio::sync::OnceCell::new(),
+            client: tokio::sync::Mutex::new(None),
             watches: Mutex::new(HashMap::new()),
         })
     }
 
     /// Credentials from `KUBECONFIG` / `~/.kube/config`, else the in-cluster account.
     async fn client(&self) -> Option<Client> {
-        self.client
-            .get_or_init(|| async {
-                let mut config = match kube::Config::infer().await {
-                    Ok(config) => config,
-                    Err(e) => {
-                        tracing::error!(error = %e, "no Kubernetes credentials (KUBECONFIG, ~/.kube/config or in-cluster)");
-                        return None;
-                    }
-                };
-                config.headers.push((
-                    http::header::USER_AGENT,
-                    http::HeaderValue::from_static(concat!("edgegate/", env!("CARGO_PKG_VERSION"))),
-                ));
-                match Client::try_from(config) {
-                    Ok(client) => Some(client),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot build the Kubernetes client");
-                        None
-                    }
-                }
-            })
-            .await
-            .clone()
+        let mut client = self.client.lock().await;
+        if client.is_none() {
+            *client = connect().await;
+        }
+        client.clone()
+    }
+
+    /// Keeps the watches in line with every config the publisher publishes after the
+    /// one [`Self::reconcile`] was last given (`complete`: whether that one got all its
+    /// watches). A config whose watches could not all start (no credentials yet) is
+    /// retried until they do.
+    pub async fn follow(
+        self: Arc<Self>,
+        mut configs: tokio::sync::watch::Receiver<Arc<Config>>,
+        mut complete: bool,
+    ) {
+        let mut retry = capped_backoff();
+        loop {
+            tokio::select! {
+                changed = configs.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(retry.next().unwrap_or(MAX_BACKOFF)), if !complete => {}
+            }
+            let config = configs.borrow_and_update().clone();
+            complete = self.reconcile(&config).await;
+            if complete {
+                retry.reset();
+            }
+        }
     }
 
     /// Starts watches the config needs, stops those it no longer needs, and points
-    /// every watch at its current subscribers. Watches that stay keep running.
-    pub async fn reconcile(self: &Arc<Self>, config: &Config) {
-        let mut wanted: HashMap<WatchKey, Vec<(Name, ServicePort)>> = HashMap::new();
+    /// every watch at its current subscribers. Watches that stay keep running. Returns
+    /// whether every watch the config needs is running.
+    pub async fn reconcile(self: &Arc<Self>, config: &Config) -> bool {
+        let mut wanted: HashMap<WatchKey, Vec<(Name, KubernetesService)>> = HashMap::new();
         for upstream in &config.upstreams {
             if let Members::Kubernetes(k) = &upstream.members {
                 wanted
                     .entry(key_of(k))
                     .or_default()
-                    .push((upstream.name.clone(), k.port.clone()));
+                    .push((upstream.name.clone(), k.clone()));
             }
         }
         let client = if wanted.is_empty() {
@@ -132,51 +140,83 @@ impl Discovery {
         } else {
             self.client().await
         };
-        let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-        watches.retain(|key, watch| {
-            let keep = wanted.contains_key(key);
-            if !keep {
-                tracing::info!(namespace = %key.namespace, service = %key.service, "stopping watch");
-                watch.task.abort();
-            }
-            keep
-        });
-        for (key, subscribers) in wanted {
-            if let Some(watch) = watches.get(&key) {
-                let mut state = watch.state.lock().unwrap_or_else(|e| e.into_inner());
-                let added: Vec<_> = subscribers
-                    .iter()
-                    .filter(|s| !state.subscribers.contains(s))
-                    .cloned()
-                    .collect();
-                state.subscribers = subscribers;
-                if state.synced {
-                    for (upstream, port) in added {
-                        let endpoints = members(&state, &port);
-                        let _ = self.updates.try_send(Update::Endpoints {
-                            upstream,
-                            endpoints,
-                        });
-                    }
+        let mut complete = true;
+        let mut messages = Vec::new();
+        {
+            let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+            watches.retain(|key, watch| {
+                let keep = wanted.contains_key(key);
+                if !keep {
+                    tracing::info!(namespace = %key.namespace, service = %key.service, "stopping watch");
+                    watch.task.abort();
                 }
-                continue;
+                keep
+            });
+            for (key, subscribers) in wanted {
+                if let Some(watch) = watches.get(&key) {
+                    let mut state = watch.state.lock().unwrap_or_else(|e| e.into_inner());
+                    let added: Vec<_> = subscribers
+                        .iter()
+                        .filter(|s| !state.subscribers.contains(s))
+                        .cloned()
+                        .collect();
+                    state.subscribers = subscribers;
+                    if state.synced {
+                        for (upstream, source) in added {
+                            let endpoints = members(&state, &source.port);
+                            messages.push(Update::Endpoints {
+                                upstream,
+                                source,
+                                endpoints,
+                            });
+                        }
+                    }
+                    continue;
+                }
+                let Some(client) = client.clone() else {
+                    complete = false;
+                    continue;
+                };
+                let state = Arc::new(Mutex::new(WatchState {
+                    subscribers,
+                    ..WatchState::default()
+                }));
+                tracing::info!(namespace = %key.namespace, service = %key.service, api = ?key.api, "starting watch");
+                let task = tokio::spawn(run_watch(
+                    client,
+                    key.clone(),
+                    state.clone(),
+                    self.updates.clone(),
+                    self.metrics.clone(),
+                ));
+                watches.insert(key, Watch { state, task });
             }
-            let Some(client) = client.clone() else {
-                continue;
-            };
-            let state = Arc::new(Mutex::new(WatchState {
-                subscribers,
-                ..WatchState::default()
-            }));
-            tracing::info!(namespace = %key.namespace, service = %key.service, api = ?key.api, "starting watch");
-            let task = tokio::spawn(run_watch(
-                client,
-                key.clone(),
-                state.clone(),
-                self.updates.clone(),
-                self.metrics.clone(),
-            ));
-            watches.insert(key, Watch { state, task });
+        }
+        // Waits for room rather than dropping members when the publisher is busy.
+        for message in messages {
+            let _ = self.updates.send(message).await;
+        }
+        complete
+    }
+}
+
+async fn connect() -> Option<Client> {
+    let mut config = match kube::Config::infer().await {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "no Kubernetes credentials (KUBECONFIG, ~/.kube/config or in-cluster); retrying");
+            return None;
+        }
+    };
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("edgegate/", env!("CARGO_PKG_VERSION"))),
+    ));
+    match Client::try_from(config) {
+        Ok(client) => Some(client),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the Kubernetes client; retrying");
+            None
         }
     }
 }
@@ -189,25 +229,15 @@ fn key_of(k: &KubernetesService) -> WatchKey {
     }
 }
 
-/// Exponential from [`MIN_BACKOFF`] to [`MAX_BACKOFF`], reset by every successful event.
-struct CappedBackoff {
-    next: Duration,
-}
-
-impl Iterator for CappedBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let current = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        Some(current)
-    }
-}
-
-impl Backoff for CappedBackoff {
-    fn reset(&mut self) {
-        self.next = MIN_BACKOFF;
-    }
+/// kube-runtime's exponential backoff from [`MIN_BACKOFF`] doubling to [`MAX_BACKOFF`],
+/// reset by every successful event.
+fn capped_backoff() -> ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(MIN_BACKOFF)
+        .with_max_delay(MAX_BACKOFF)
+        .with_factor(2.0)
+        .without_max_times()
+        .into()
 }
 
 /// Watch events reduced to (object name, its endpoints), whichever API they came from.
@@ -226,12 +256,11 @@ async fn run_watch(
     let services: Api<Service> = Api::namespaced(client.clone(), &key.namespace);
     let labels = format!("kubernetes.io/service-name={}", key.service);
     let fields = format!("metadata.name={}", key.service);
-    let backoff = || CappedBackoff { next: MIN_BACKOFF };
     let mut events: SliceEvents = match key.api {
         DiscoveryApi::EndpointSlices => {
             let api: Api<EndpointSlice> = Api::namespaced(client, &key.namespace);
             watcher(api, watcher::Config::default().labels(&labels))
-                .backoff(backoff())
+                .backoff(capped_backoff())
                 .map(|e| {
                     e.map(|e| map_event(e, |s| (slice_name(&s.metadata), vec![from_slice(&s)])))
                 })
@@ -240,7 +269,7 @@ async fn run_watch(
         DiscoveryApi::Endpoints => {
             let api: Api<Endpoints> = Api::namespaced(client, &key.namespace);
             watcher(api, watcher::Config::default().fields(&fields))
-                .backoff(backoff())
+                .backoff(capped_backoff())
                 .map(|e| {
                     e.map(|e| map_event(e, |ep| (slice_name(&ep.metadata), from_endpoints(&ep))))
                 })
@@ -297,7 +326,7 @@ async fn run_watch(
             let s = state.lock().unwrap_or_else(|e| e.into_inner());
             s.subscribers
                 .iter()
-                .any(|(_, p)| matches!(p, ServicePort::Number(_)))
+                .any(|(_, k)| matches!(k.port, ServicePort::Number(_)))
         };
         if needs_service {
             match services.get_opt(&key.service).await {
@@ -327,9 +356,10 @@ async fn run_watch(
             s.synced = true;
             s.subscribers
                 .iter()
-                .map(|(upstream, port)| Update::Endpoints {
+                .map(|(upstream, source)| Update::Endpoints {
                     upstream: upstream.clone(),
-                    endpoints: members(&s, port),
+                    source: source.clone(),
+                    endpoints: members(&s, &source.port),
                 })
                 .collect()
         };
