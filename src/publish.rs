@@ -18,6 +18,7 @@ use crate::listeners::ListenerSet;
 use crate::metrics::Metrics;
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::{members_of, Discovered, DiscoveredMembers, Snapshot, SourceInfo};
+use crate::sources::cluster::translate::ClusterRoutes;
 use crate::update::{Batch, Update};
 
 pub struct Publisher<A> {
@@ -35,6 +36,11 @@ pub struct Publisher<A> {
     pub readiness: Arc<Readiness>,
     /// Hash of the config text and TLS files last loaded (or refused).
     pub fingerprint: Fingerprint,
+    /// The file's config as last applied. Cluster routes are merged onto it, so a cluster
+    /// change never re-reads the file (and never counts as a reload).
+    pub file_config: Arc<Config>,
+    /// The cluster's routes as last received (spec section 10); empty until then.
+    pub cluster: Arc<ClusterRoutes>,
 }
 
 /// What a reload compares to decide whether anything changed: the config text, and the
@@ -74,6 +80,9 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
     pub async fn run(mut self, mut updates: mpsc::Receiver<Update>) {
         while let Some(first) = updates.recv().await {
             let batch = Batch::drain(first, &mut updates);
+            if let Some(cluster) = batch.cluster {
+                self.apply_cluster(cluster);
+            }
             for (upstream, source, endpoints) in batch.endpoints {
                 self.apply_members(upstream, source, endpoints);
             }
@@ -110,6 +119,46 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         self.discovered
             .insert(upstream, DiscoveredMembers { source, endpoints });
         self.update_readiness(&current.config);
+    }
+
+    /// Publishes the cluster's routes merged onto the file's config: the generation (the
+    /// file's) stays, pools whose Service and members did not change are reused.
+    fn apply_cluster(&mut self, cluster: Arc<ClusterRoutes>) {
+        if *cluster == *self.cluster {
+            return;
+        }
+        self.cluster = cluster;
+        let current = self.handle.load_full();
+        let config = Arc::new(self.cluster.merged_onto(&self.file_config));
+        let next = Arc::new(Snapshot::compile(
+            config.clone(),
+            current.source.clone(),
+            current.generation,
+            &self.discovered,
+            Some(&current),
+            &self.states,
+        ));
+        self.handle.store(next.clone());
+        self.health.reconcile(&next);
+        self.metrics.forget_removed(&config);
+        self.forget_unnamed_services(&config);
+        self.update_readiness(&config);
+        tracing::info!(
+            routes = self.cluster.routes.len(),
+            upstreams = self.cluster.upstreams.len(),
+            certificates = self.cluster.certificates.len(),
+            "cluster routes applied"
+        );
+        self.configs.send_replace(config);
+    }
+
+    /// Members read from a Service an upstream no longer names are forgotten at once.
+    fn forget_unnamed_services(&mut self, config: &Config) {
+        self.discovered.retain(|name, members| {
+            config.upstream(name).is_some_and(
+                |u| matches!(&u.members, Members::Kubernetes(s) if *s == members.source),
+            )
+        });
     }
 
     /// Validates and applies the config file, or refuses it and keeps the running one.
@@ -157,7 +206,8 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             tracing::warn!("{warning}");
         }
         let prepared = self.listeners.prepare(&loaded.config.listeners).await?;
-        let config = Arc::new(loaded.config);
+        let file_config = Arc::new(loaded.config);
+        let config = Arc::new(self.cluster.merged_onto(&file_config));
         for warning in not_applied_in_place(&current.config, &config) {
             tracing::warn!("{warning}");
         }
@@ -181,12 +231,8 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         self.listeners.commit(prepared, &config.listeners);
         self.health.reconcile(&next);
         self.metrics.forget_removed(&config);
-        // Members read from a Service an upstream no longer names are forgotten at once.
-        self.discovered.retain(|name, members| {
-            config.upstream(name).is_some_and(
-                |u| matches!(&u.members, Members::Kubernetes(s) if *s == members.source),
-            )
-        });
+        self.forget_unnamed_services(&config);
+        self.file_config = file_config;
         self.update_readiness(&config);
         if let Err(e) = self.access_log.configure(&config.gateway.access_log) {
             tracing::error!(error = %e, "cannot open access log; keeping the previous one");

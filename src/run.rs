@@ -296,6 +296,8 @@ async fn serve(
         access_log,
         metrics: metrics.clone(),
         configs,
+        file_config: config.clone(),
+        cluster: Default::default(),
     };
     publisher.update_readiness(&config);
     tokio::spawn(publisher.run(updates_rx));

@@ -69,6 +69,21 @@ pub struct ClusterRoutes {
     pub problems: Vec<String>,
 }
 
+impl ClusterRoutes {
+    /// The file's config with the cluster's routes after its own and the cluster's
+    /// upstreams added. A file upstream of the same name wins (a file is explicit).
+    pub fn merged_onto(&self, file: &model::Config) -> model::Config {
+        let mut config = file.clone();
+        config.routes.extend(self.routes.iter().cloned());
+        for upstream in &self.upstreams {
+            if config.upstream(&upstream.name).is_none() {
+                config.upstreams.push(upstream.clone());
+            }
+        }
+        config
+    }
+}
+
 /// A certificate from a Secret, served on the named TLS listeners by SNI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterCertificate {
