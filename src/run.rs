@@ -284,6 +284,10 @@ async fn serve(
     let discovery = Discovery::new(updates_tx.clone(), metrics.clone());
     let complete = discovery.reconcile(&config).await;
     tokio::spawn(discovery.follow(configs.subscribe(), complete));
+    tokio::spawn(crate::sources::cluster::watch::follow(
+        updates_tx.clone(),
+        configs.subscribe(),
+    ));
     let publisher = Publisher {
         readiness: readiness.clone(),
         fingerprint: Fingerprint::of(&text, &config),

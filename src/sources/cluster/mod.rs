@@ -3,4 +3,6 @@
 //! as one message, like an endpoint change.
 
 pub mod objects;
+pub mod status;
 pub mod translate;
+pub mod watch;

@@ -127,7 +127,7 @@ pub struct GatewayStatus {
 }
 
 /// The edgegate listeners a Gateway listener can attach to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerFacts {
     pub name: Name,
     pub port: u16,
