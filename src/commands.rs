@@ -63,7 +63,7 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
             }
             // What is left once every certificate loads: the client CA, the versions.
             if problems.len() == before {
-                if let Err(e) = crate::tls::build_acceptor(tls) {
+                if let Err(e) = crate::tls::build_acceptor(tls, None) {
                     let place = tls
                         .certificates
                         .first()

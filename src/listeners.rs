@@ -366,6 +366,8 @@ pub struct ListenerSet<A> {
     workers: Workers,
     directory: Arc<ListenerDirectory>,
     running: Mutex<HashMap<Name, Running>>,
+    /// Certificates from cluster Secrets, read by every TLS listener's resolver.
+    pub cluster_certificates: Arc<crate::tls::ClusterCertificates>,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
@@ -375,6 +377,7 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
             workers,
             directory,
             running: Mutex::new(HashMap::new()),
+            cluster_certificates: Arc::default(),
         }
     }
 
@@ -400,7 +403,8 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
                     for (location, warning) in crate::tls::certificate_warnings(settings) {
                         tracing::warn!("{location}: {warning}");
                     }
-                    let (acceptor, expiries) = build_acceptor(settings)
+                    let cluster = (spec.name.clone(), self.cluster_certificates.clone());
+                    let (acceptor, expiries) = build_acceptor(settings, Some(cluster))
                         .map_err(|e| format!("listener {:?}: {e}", &*spec.name))?;
                     prepared.expiries.extend(
                         expiries

@@ -139,6 +139,9 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             &self.states,
         ));
         self.handle.store(next.clone());
+        self.listeners
+            .cluster_certificates
+            .store(load_cluster_certificates(&self.cluster));
         self.health.reconcile(&next);
         self.metrics.forget_removed(&config);
         self.forget_unnamed_services(&config);
@@ -241,6 +244,36 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         self.configs.send_replace(config.clone());
         Ok(Some(summary))
     }
+}
+
+/// Parses the cluster's certificates (Secrets) per listener; a bad one is logged and
+/// left out, never failing the routes that came with it.
+fn load_cluster_certificates(
+    cluster: &ClusterRoutes,
+) -> std::collections::HashMap<Name, Vec<crate::tls::LoadedCertificate>> {
+    let mut by_listener: std::collections::HashMap<Name, Vec<_>> = Default::default();
+    for certificate in &cluster.certificates {
+        let label = format!("{} tls.crt", certificate.source);
+        match crate::tls::certificate_from_pem(
+            &certificate.cert,
+            &certificate.key,
+            &label,
+            &format!("{} tls.key", certificate.source),
+        ) {
+            Ok(loaded) => {
+                for listener in &certificate.listeners {
+                    by_listener
+                        .entry(listener.clone())
+                        .or_default()
+                        .push(loaded.clone());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(secret = %certificate.source, error = %e, "cannot use the certificate")
+            }
+        }
+    }
+    by_listener
 }
 
 /// Settings a reload cannot apply to the running process, each named so that nothing in a

@@ -5,15 +5,16 @@
 //! [`TlsAcceptorSlot`] is swapped atomically, so new handshakes get the new certificates
 //! while established connections keep the ones they negotiated.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-use crate::config::model::{ListenerTls, TlsVersion};
+use crate::config::model::{ListenerTls, Name, TlsVersion};
 
 pub type TlsAcceptor = pingora::listeners::tls::Acceptor;
 
@@ -35,7 +36,7 @@ impl TlsAcceptorSlot {
 }
 
 /// One loaded certificate with the names it answers for.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LoadedCertificate {
     pub key: Arc<CertifiedKey>,
     /// Lowercased SAN DNS names (wildcards kept as `*.example.com`), or the subject CN.
@@ -48,34 +49,46 @@ pub struct LoadedCertificate {
 pub fn load_certificate(cert: &Path, key: &Path) -> Result<LoadedCertificate, String> {
     let chain_pem = std::fs::read(cert)
         .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?;
-    let chain: Vec<_> = rustls_pemfile::certs(&mut chain_pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("invalid certificate PEM {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!("no certificate found in {}", cert.display()));
-    }
     let key_pem =
         std::fs::read(key).map_err(|e| format!("cannot read key {}: {e}", key.display()))?;
-    let private_key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| format!("invalid key PEM {}: {e}", key.display()))?
-        .ok_or_else(|| format!("no private key found in {}", key.display()))?;
+    certificate_from_pem(
+        &chain_pem,
+        &key_pem,
+        &cert.display().to_string(),
+        &key.display().to_string(),
+    )
+}
+
+/// Checks a certificate chain and its key given as PEM (from files or a Secret);
+/// `cert` and `key` name where they came from in errors.
+pub fn certificate_from_pem(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+    cert: &str,
+    key: &str,
+) -> Result<LoadedCertificate, String> {
+    let chain: Vec<_> = rustls_pemfile::certs(&mut &chain_pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("invalid certificate PEM {}: {e}", cert))?;
+    if chain.is_empty() {
+        return Err(format!("no certificate found in {}", cert));
+    }
+    let private_key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| format!("invalid key PEM {}: {e}", key))?
+        .ok_or_else(|| format!("no private key found in {}", key))?;
     let signing_key = rustls::crypto::ring::sign::any_supported_type(&private_key)
-        .map_err(|e| format!("unsupported private key {}: {e}", key.display()))?;
+        .map_err(|e| format!("unsupported private key {}: {e}", key))?;
     let certified = CertifiedKey::new(chain.clone(), signing_key);
     match certified.keys_match() {
         Ok(()) => {}
         Err(rustls::Error::InconsistentKeys(_)) => {
-            return Err(format!(
-                "key {} does not match certificate {}",
-                key.display(),
-                cert.display()
-            ))
+            return Err(format!("key {} does not match certificate {}", key, cert))
         }
         // Key types whose public half rustls cannot extract are checked by the handshake.
         Err(_) => {}
     }
     let (_, parsed) = x509_parser::parse_x509_certificate(chain[0].as_ref())
-        .map_err(|e| format!("cannot parse certificate {}: {e}", cert.display()))?;
+        .map_err(|e| format!("cannot parse certificate {}: {e}", cert))?;
     let mut names: Vec<String> = parsed
         .subject_alternative_name()
         .ok()
@@ -114,21 +127,54 @@ pub fn load_certificate(cert: &Path, key: &Path) -> Result<LoadedCertificate, St
 #[derive(Debug)]
 pub struct SniResolver {
     certificates: Vec<LoadedCertificate>,
+    /// Certificates from cluster Secrets for this listener, after the file's by name.
+    cluster: Option<(Name, Arc<ClusterCertificates>)>,
+}
+
+/// Certificates from the cluster's `kubernetes.io/tls` Secrets (spec section 10), by
+/// listener. The publisher swaps the whole map when the Secrets or the objects naming
+/// them change; every resolver reads it at each handshake, so a renewed Secret is served
+/// to new handshakes without rebuilding an acceptor.
+#[derive(Debug, Default)]
+pub struct ClusterCertificates(ArcSwap<HashMap<Name, Vec<LoadedCertificate>>>);
+
+impl ClusterCertificates {
+    pub fn store(&self, by_listener: HashMap<Name, Vec<LoadedCertificate>>) {
+        self.0.store(Arc::new(by_listener));
+    }
 }
 
 impl SniResolver {
     pub fn new(certificates: Vec<LoadedCertificate>) -> Self {
-        Self { certificates }
+        Self {
+            certificates,
+            cluster: None,
+        }
+    }
+
+    pub fn with_cluster(mut self, listener: Name, cluster: Arc<ClusterCertificates>) -> Self {
+        self.cluster = Some((listener, cluster));
+        self
     }
 
     pub fn choose(&self, server_name: Option<&str>) -> Option<&LoadedCertificate> {
-        let by_name = server_name.and_then(|name| {
+        by_name(&self.certificates, server_name).or_else(|| self.certificates.first())
+    }
+}
+
+/// An exact name, then the longest wildcard.
+fn by_name<'a>(
+    certificates: &'a [LoadedCertificate],
+    server_name: Option<&str>,
+) -> Option<&'a LoadedCertificate> {
+    {
+        server_name.and_then(|name| {
             let name = name.to_ascii_lowercase();
-            self.certificates
+            certificates
                 .iter()
                 .find(|c| c.names.contains(&name))
                 .or_else(|| {
-                    self.certificates
+                    certificates
                         .iter()
                         .filter_map(|c| {
                             c.names
@@ -144,14 +190,26 @@ impl SniResolver {
                         .max_by_key(|(len, _)| *len)
                         .map(|(_, c)| c)
                 })
-        });
-        by_name.or_else(|| self.certificates.first())
+        })
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.choose(hello.server_name()).map(|c| c.key.clone())
+        let name = hello.server_name();
+        if let Some(own) = by_name(&self.certificates, name) {
+            return Some(own.key.clone());
+        }
+        if let Some((listener, cluster)) = &self.cluster {
+            let all = cluster.0.load();
+            let mine = all.get(listener).map(Vec::as_slice).unwrap_or_default();
+            if let Some(found) = by_name(mine, name)
+                .or_else(|| self.certificates.is_empty().then(|| mine.first()).flatten())
+            {
+                return Some(found.key.clone());
+            }
+        }
+        self.certificates.first().map(|c| c.key.clone())
     }
 }
 
@@ -200,7 +258,10 @@ pub fn certificate_warnings(settings: &ListenerTls) -> Vec<(crate::config::Locat
 }
 
 /// Builds a listener's acceptor from its files; every failure names the file.
-pub fn build_acceptor(settings: &ListenerTls) -> Result<(TlsAcceptor, Vec<(String, i64)>), String> {
+pub fn build_acceptor(
+    settings: &ListenerTls,
+    cluster: Option<(Name, Arc<ClusterCertificates>)>,
+) -> Result<(TlsAcceptor, Vec<(String, i64)>), String> {
     let certificates = settings
         .certificates
         .iter()
@@ -250,7 +311,11 @@ pub fn build_acceptor(settings: &ListenerTls) -> Result<(TlsAcceptor, Vec<(Strin
             )
         }
     };
-    let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(certificates)));
+    let mut resolver = SniResolver::new(certificates);
+    if let Some((listener, cluster)) = cluster {
+        resolver = resolver.with_cluster(listener, cluster);
+    }
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = settings
         .alpn
         .iter()

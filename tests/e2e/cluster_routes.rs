@@ -524,3 +524,86 @@ async fn refused_status_writes_and_a_lost_api_server_keep_routes_serving() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listeners_serve_secret_certificates_by_sni_and_renewals_live() {
+    use crate::support::pki::{self, ClientOptions, Pki};
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 17, 1).await;
+    web.publish(&api, "shop", "web");
+    let ca = Pki::new("cluster test ca");
+    let file_cert = ca.issue(&["default.example.com"]);
+    let first = ca.issue(&["secure.example.com"]);
+    api.apply_tls_secret("shop", "site-tls", &first.cert_pem, &first.key_pem);
+    let (web_port, tls_port) = (free_port(), free_port());
+    api.apply_object(
+        "Gateway",
+        "shop",
+        "edge",
+        json!({"spec": {"gatewayClassName": "edgegate", "listeners": [
+            {"name": "https", "port": tls_port, "protocol": "HTTPS", "hostname": "secure.example.com",
+             "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": "site-tls"}]}}]}}),
+    );
+    http_route(
+        &api,
+        "shop",
+        "secure",
+        json!({"parentRefs": [{"name": "edge", "sectionName": "https"}],
+               "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    let extra = format!(
+        "\n[[listeners]]\nname = \"websecure\"\naddress = \"127.0.0.1:{tls_port}\"\n[listeners.tls]\n\
+         certificates = [{{ cert = \"default.pem\", key = \"default.key\" }}]\n"
+    );
+    let text = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:{web_port}\"\n{extra}\n\
+         [kubernetes]\ngateway_class = \"edgegate\"\n"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    file_cert.write(dir.path(), "default");
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(&path, text).expect("write");
+    let kubeconfig = api.kubeconfig_path().display().to_string();
+    let gw = Gateway::spawn(dir, path, &[("KUBECONFIG", &kubeconfig)]);
+    gw.wait_ready().await;
+    let addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().expect("addr");
+    let served = |sni: &'static str| {
+        let ca_pem = ca.ca_pem.clone();
+        async move {
+            let mut options = ClientOptions::new(sni, &ca_pem);
+            options.observe_only = true;
+            let stream = pki::connect(addr, &options).await.expect("handshake");
+            let cert = pki::served_certificate(&stream);
+            (cert, pki::get(stream, sni, "/").await.unwrap_or_default())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (cert, response) = served("secure.example.com").await;
+        if cert == first.der() && response.contains("x-upstream: web-0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Secret certificate not served: {response}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Other names get the file's certificate; the route serves only its listener's host.
+    let (cert, response) = served("default.example.com").await;
+    assert_eq!(cert, file_cert.der());
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+
+    // A renewed Secret is served to new handshakes without a restart or reload.
+    let renewed = ca.issue(&["secure.example.com"]);
+    api.apply_tls_secret("shop", "site-tls", &renewed.cert_pem, &renewed.key_pem);
+    let start = Instant::now();
+    while served("secure.example.com").await.0 != renewed.der() {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "renewal not served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("renewed certificate served after {:?}", start.elapsed());
+}
