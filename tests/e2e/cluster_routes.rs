@@ -607,3 +607,151 @@ async fn https_listeners_serve_secret_certificates_by_sni_and_renewals_live() {
     }
     eprintln!("renewed certificate served after {:?}", start.elapsed());
 }
+
+/// kubectl against the double, with a private discovery cache.
+async fn kubectl(api: &KubeApi, args: &[&str]) -> String {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(api.kubeconfig_path())
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("kubectl finishes")
+    .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_api_projects_http_routing_example_applied_with_kubectl_is_served() {
+    let api = KubeApi::start().await;
+    let foo = Pods::start("foo", 18, 1).await;
+    let bar = Pods::start("bar", 19, 1).await;
+    let canary = Pods::start("canary", 20, 1).await;
+    let example = Pods::start("example", 21, 1).await;
+    for (pods, service) in [
+        (&foo, "foo-svc"),
+        (&bar, "bar-svc"),
+        (&canary, "bar-svc-canary"),
+        (&example, "example-svc"),
+    ] {
+        api.apply_service(
+            "default",
+            service,
+            &[(Some("http"), 8080, TargetPort::Number(pods.port))],
+        );
+        api.apply_endpoint_slice(
+            "default",
+            &format!("{service}-a"),
+            service,
+            &[(Some("http"), pods.port)],
+            &[Endpoint::ready(&pods.servers[0].addr.ip().to_string())],
+        );
+    }
+    // example-svc is named with port 80 by the example.
+    api.apply_service(
+        "default",
+        "example-svc",
+        &[(Some("http"), 80, TargetPort::Number(example.port))],
+    );
+    let port = free_port();
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/fixtures/gateway-api/http-routing"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The one change: the Gateway listener's port 80 becomes the test's free port.
+    let gateway = std::fs::read_to_string(format!("{fixtures}/gateway.yaml")).expect("fixture");
+    let gateway = gateway.replacen(
+        "protocol: HTTP\n    port: 80",
+        &format!("protocol: HTTP\n    port: {port}"),
+        1,
+    );
+    std::fs::write(dir.path().join("gateway.yaml"), gateway).expect("write");
+    let gateway_file = dir.path().join("gateway.yaml").display().to_string();
+    for file in [
+        gateway_file,
+        format!("{fixtures}/foo-httproute.yaml"),
+        format!("{fixtures}/bar-httproute.yaml"),
+    ] {
+        kubectl(
+            &api,
+            &["create", "--validate=false", "-n", "default", "-f", &file],
+        )
+        .await;
+    }
+    let listed = kubectl(&api, &["get", "httproutes", "-n", "default", "-o", "name"]).await;
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        vec![
+            "httproute.gateway.networking.k8s.io/bar-route",
+            "httproute.gateway.networking.k8s.io/example-route",
+            "httproute.gateway.networking.k8s.io/foo-route"
+        ]
+    );
+    let text = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:{port}\"\n\n\
+         [kubernetes]\ngateway_class = \"example-gateway-class\"\n"
+    );
+    let gw_dir = tempfile::tempdir().expect("tempdir");
+    let path = gw_dir.path().join("edgegate.toml");
+    std::fs::write(&path, text).expect("write");
+    let kubeconfig = api.kubeconfig_path().display().to_string();
+    let gw = Gateway::spawn(gw_dir, path, &[("KUBECONFIG", &kubeconfig)]);
+    gw.wait_ready().await;
+    within(
+        Duration::from_secs(5),
+        &gw,
+        "foo.example.com",
+        "/login/x",
+        |r| r.1 == "foo-0",
+    )
+    .await;
+    assert_eq!(get(&gw, "foo.example.com", "/logout", &[]).await.0, 404);
+    assert_eq!(
+        get(&gw, "bar.example.com", "/", &[("env", "canary")])
+            .await
+            .1,
+        "canary-0"
+    );
+    assert_eq!(get(&gw, "bar.example.com", "/", &[]).await.1, "bar-0");
+    assert_eq!(get(&gw, "example.com", "/", &[]).await.1, "example-0");
+    // The status kubectl shows is the one edgegate wrote.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = kubectl(
+            &api,
+            &[
+                "get",
+                "httproute",
+                "foo-route",
+                "-n",
+                "default",
+                "-o",
+                "jsonpath={.status.parents[0].conditions[?(@.type==\"Accepted\")].status}",
+            ],
+        )
+        .await;
+        if out == "True" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Accepted not shown by kubectl: {out:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

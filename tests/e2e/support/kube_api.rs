@@ -1435,6 +1435,15 @@ impl Inner {
                 ),
             };
         }
+        if req.method == http::Method::POST {
+            if let Route::Collection {
+                kind,
+                namespace: Some(namespace),
+            } = &route
+            {
+                return self.create(*kind, namespace, body);
+            }
+        }
         if req.method != http::Method::GET {
             return status(
                 405,

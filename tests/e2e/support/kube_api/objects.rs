@@ -69,6 +69,41 @@ impl KubeApi {
 }
 
 impl Inner {
+    /// `POST` to a namespaced collection (what `kubectl create -f` sends): the object's
+    /// spec and other top-level fields are stored, metadata is the server's own.
+    pub(super) fn create(&self, kind: Kind, namespace: &str, body: &[u8]) -> ApiResponse {
+        let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+            return status(400, "BadRequest", "the body is not a JSON object", None);
+        };
+        let Some(name) = object
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+        else {
+            return status(422, "Invalid", "metadata.name: Required value", None);
+        };
+        let key = Key::new(kind, namespace, &name);
+        let mut store = self.store();
+        if store.objects.contains_key(&key) {
+            let message = format!("{} \"{name}\" already exists", kind.plural());
+            return status(409, "AlreadyExists", &message, None);
+        }
+        let labels = object
+            .get("metadata")
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let fields: Map<String, Value> = object
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "kind" | "apiVersion" | "metadata" | "status"))
+            .collect();
+        store.upsert(key.clone(), labels, fields);
+        let created = store.objects.get(&key).cloned().unwrap_or_default();
+        json_response(201, &created)
+    }
+
     /// A JSON merge patch (RFC 7386) of `{"status": ...}` on the status subresource:
     /// only the status changes, the generation stays, watches see MODIFIED.
     pub(super) fn patch_status(
