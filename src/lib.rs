@@ -7,6 +7,7 @@
 //!                                                                      │
 //!   file watcher / SIGHUP ── Update::Reload ──┐                        │ (startup: same path)
 //!   discovery ─────────────── Update::Endpoints┤                        ▼
+//!   cluster routes ─── Update::ClusterRoutes ──┤   file config + cluster routes, merged
 //!                                              ▼                 Snapshot::compile
 //!                                         Publisher ───────────▶ (router, pools)
 //!                                     (the only writer)              │ ArcSwap::store
@@ -31,7 +32,8 @@
 //!
 //! - [`config`]: text -> validated model, with `file:line:col` diagnostics.
 //! - [`snapshot`]: model -> immutable router and pools (pure, no sockets).
-//! - [`publish`]: the single writer; [`sources`]: producers of updates.
+//! - [`publish`]: the single writer; [`sources`]: producers of updates (the file, SIGHUP,
+//!   discovery, and routes from Gateway API and Ingress objects: `sources::cluster`).
 //! - [`proxy`]: the pingora `ProxyHttp` implementation; [`listeners`]: accept loops;
 //!   [`tls`]: rustls acceptors.
 //! - [`http_path`]: request-path normalisation before routing (pure).
