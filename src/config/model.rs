@@ -181,6 +181,16 @@ pub struct Route {
 }
 
 impl Route {
+    /// Cluster routes are ordered after every file route (a file has fewer routes than
+    /// this), so among otherwise equal routes the file's come first (spec section 10).
+    pub const CLUSTER_ORDER_BASE: usize = 1 << 32;
+
+    /// Whether the route came from a cluster object rather than the file; its
+    /// `location.path` then names the object (`httproute/NS/NAME`).
+    pub fn is_from_cluster(&self) -> bool {
+        self.order >= Self::CLUSTER_ORDER_BASE
+    }
+
     pub fn applies_to_listener(&self, listener: &str) -> bool {
         self.listeners
             .as_ref()

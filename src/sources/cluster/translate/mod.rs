@@ -28,8 +28,8 @@ use crate::config::model::{
 };
 use crate::config::Location;
 
-/// Cluster routes are ordered after every file route (a file has fewer routes than this).
-pub const CLUSTER_ORDER_BASE: usize = 1 << 32;
+/// Where cluster routes' `order` starts: after every file route.
+pub const CLUSTER_ORDER_BASE: usize = Route::CLUSTER_ORDER_BASE;
 
 /// `(namespace, name)`.
 pub type Key = (String, String);
