@@ -235,7 +235,10 @@ async fn end_to_end(edits: usize) {
         let written = Instant::now();
         let path = format!("/{prefix}0");
         while status(&client, addr, "r500.example.com", &path).await != 200 {
-            assert!(written.elapsed() < Duration::from_secs(10), "edit {k} never served");
+            assert!(
+                written.elapsed() < Duration::from_secs(10),
+                "edit {k} never served"
+            );
         }
         samples.push(written.elapsed());
     }
@@ -246,7 +249,10 @@ async fn end_to_end(edits: usize) {
         percentile(&samples, 0.99).as_secs_f64() * 1000.0,
         samples[samples.len() - 1].as_secs_f64() * 1000.0,
     );
-    println!("RSS after the edits: {:.1} MiB", rss_kib(gw.child.id()) as f64 / 1024.0);
+    println!(
+        "RSS after the edits: {:.1} MiB",
+        rss_kib(gw.child.id()) as f64 / 1024.0
+    );
 }
 
 /// Objects as the watches would hold them, built in process.
@@ -305,7 +311,12 @@ fn matching() {
     let method = http::Method::GET;
     for (label, routes, rules, ingresses) in [
         ("10 routes", 10, 1, 0),
-        ("1,000 HTTPRoutes x 10 rules + 100 Ingresses", ROUTES, RULES, INGRESSES),
+        (
+            "1,000 HTTPRoutes x 10 rules + 100 Ingresses",
+            ROUTES,
+            RULES,
+            INGRESSES,
+        ),
     ] {
         let objects = objects(routes, rules, ingresses);
         let t = Instant::now();

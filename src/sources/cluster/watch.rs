@@ -122,6 +122,9 @@ struct Kind<K: Resource, T> {
     fields: Option<&'static str>,
     slot: fn(&mut ClusterObjects) -> &mut BTreeMap<Key, T>,
     convert: fn(K) -> Option<T>,
+    /// Whether two versions translate the same: a change of what translation does not
+    /// read (a status edgegate just wrote, a resourceVersion) does not re-translate.
+    same: fn(&T, &T) -> bool,
 }
 
 impl Session {
@@ -171,6 +174,7 @@ async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
                 fields: None,
                 slot: |o| &mut o.services,
                 convert: service_ports,
+                same: |a, b| a == b,
             },
         ));
         tasks.push(spawn(
@@ -183,6 +187,7 @@ async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
                 fields: Some("type=kubernetes.io/tls"),
                 slot: |o| &mut o.secrets,
                 convert: tls_secret,
+                same: |a, b| a == b,
             },
         ));
         if inputs.settings.gateway_class.is_some() {
@@ -194,6 +199,7 @@ async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
                     fields: None,
                     slot: |o| &mut o.gateways,
                     convert: Some,
+                    same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
                 },
             ));
             tasks.push(spawn(
@@ -204,6 +210,7 @@ async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
                     fields: None,
                     slot: |o| &mut o.routes,
                     convert: Some,
+                    same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
                 },
             ));
             tasks.push(spawn(
@@ -214,6 +221,7 @@ async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
                     fields: None,
                     slot: |o| &mut o.grants,
                     convert: Some,
+                    same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
                 },
             ));
         }
@@ -228,6 +236,7 @@ async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
                     fields: None,
                     slot: |o| &mut o.ingresses,
                     convert: Some,
+                    same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
                 },
             ));
         }
@@ -249,7 +258,10 @@ async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
     }
     let _watches = AbortAll(tasks);
     let wanted = kinds.len() * scopes.len();
-    let mut writer = StatusWriter::new(client.clone());
+    // Status is written by its own task, always the newest: thousands of patches after
+    // a start never delay the next translation.
+    let (status_tx, status_rx) = tokio::sync::watch::channel(None);
+    let _writer = AbortAll(vec![tokio::spawn(write_status(client.clone(), status_rx))]);
     let mut last: Option<Arc<ClusterRoutes>> = None;
     let mut logged: BTreeSet<String> = BTreeSet::new();
     loop {
@@ -280,8 +292,21 @@ async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
         {
             return;
         }
-        writer.write(&objects, &routes.status).await;
+        status_tx.send_replace(Some((Arc::new(objects), routes.clone())));
         last = Some(routes);
+    }
+}
+
+/// The newest objects and their translation, for the status writer.
+type Latest = Option<(Arc<ClusterObjects>, Arc<ClusterRoutes>)>;
+
+async fn write_status(client: Client, mut latest: tokio::sync::watch::Receiver<Latest>) {
+    let mut writer = StatusWriter::new(client);
+    while latest.changed().await.is_ok() {
+        let current = latest.borrow_and_update().clone();
+        if let Some((objects, routes)) = current {
+            writer.write(&objects, &routes.status).await;
+        }
     }
 }
 
@@ -374,10 +399,13 @@ async fn watch_kind<K, T>(
                 Event::Apply(object) => {
                     let key = key_of(&object);
                     match (kind.convert)(object) {
-                        Some(t) => slot.insert(key, t),
-                        None => slot.remove(&key),
-                    };
-                    true
+                        Some(t) => {
+                            let unchanged = slot.get(&key).is_some_and(|old| (kind.same)(old, &t));
+                            slot.insert(key, t);
+                            !unchanged
+                        }
+                        None => slot.remove(&key).is_some(),
+                    }
                 }
                 Event::Delete(object) => {
                     slot.remove(&key_of(&object));
@@ -399,6 +427,14 @@ where
         Some(ns) => Api::namespaced_with(client, ns, resource),
         None => Api::all_with(client, resource),
     }
+}
+
+/// The metadata translation reads besides namespace and name.
+fn same_meta(
+    a: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    b: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> bool {
+    a.generation == b.generation && a.creation_timestamp == b.creation_timestamp
 }
 
 fn is_not_served(error: &watcher::Error) -> bool {
