@@ -275,6 +275,21 @@ async fn gateway_routes_serve_their_hosts_edit_and_delete_live_and_report_status
         "{names:?}"
     );
 
+    // `edgegate route` explains cluster routes too, given the kubeconfig.
+    let explained = std::process::Command::new(crate::support::gateway::BIN)
+        .arg("route")
+        .arg("--config")
+        .arg(&gw.config_path)
+        .arg("GET")
+        .arg(format!("http://shop.example.com:{port}/cart/1"))
+        .env("KUBECONFIG", api.kubeconfig_path())
+        .output()
+        .expect("edgegate route");
+    let explained = String::from_utf8_lossy(&explained.stdout);
+    assert!(explained.contains("route: httproute/shop/storefront/0"), "{explained}");
+    assert!(explained.contains("source: httproute/shop/storefront"), "{explained}");
+    assert!(explained.contains("upstream: service/shop/web/80"), "{explained}");
+
     // An edit is served within 2 s, a deletion 404s within 2 s; the file's generation
     // stays what it was (no reload).
     let before = generation(&gw).await;

@@ -164,81 +164,15 @@ async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
     for (scope, namespace) in scopes.iter().enumerate() {
         let ns = namespace.as_deref();
         let ctx = (client.clone(), ns, scope, store.clone(), changed.clone());
-        tasks.push(spawn(
-            &ctx,
-            Kind::<Service, ServicePorts> {
-                name: "Service",
-                api: |c, ns| {
-                    ns.map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns))
-                },
-                fields: None,
-                slot: |o| &mut o.services,
-                convert: service_ports,
-                same: |a, b| a == b,
-            },
-        ));
-        tasks.push(spawn(
-            &ctx,
-            Kind::<Secret, TlsSecret> {
-                name: "Secret",
-                api: |c, ns| {
-                    ns.map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns))
-                },
-                fields: Some("type=kubernetes.io/tls"),
-                slot: |o| &mut o.secrets,
-                convert: tls_secret,
-                same: |a, b| a == b,
-            },
-        ));
+        tasks.push(spawn(&ctx, services()));
+        tasks.push(spawn(&ctx, secrets()));
         if inputs.settings.gateway_class.is_some() {
-            tasks.push(spawn(
-                &ctx,
-                Kind::<Gateway, Gateway> {
-                    name: "Gateway",
-                    api: |c, ns| dynamic(c, ns, &objects::gateway_resource()),
-                    fields: None,
-                    slot: |o| &mut o.gateways,
-                    convert: Some,
-                    same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
-                },
-            ));
-            tasks.push(spawn(
-                &ctx,
-                Kind::<HttpRoute, HttpRoute> {
-                    name: "HTTPRoute",
-                    api: |c, ns| dynamic(c, ns, &objects::http_route_resource()),
-                    fields: None,
-                    slot: |o| &mut o.routes,
-                    convert: Some,
-                    same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
-                },
-            ));
-            tasks.push(spawn(
-                &ctx,
-                Kind::<ReferenceGrant, ReferenceGrant> {
-                    name: "ReferenceGrant",
-                    api: |c, ns| dynamic(c, ns, &objects::reference_grant_resource()),
-                    fields: None,
-                    slot: |o| &mut o.grants,
-                    convert: Some,
-                    same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
-                },
-            ));
+            tasks.push(spawn(&ctx, gateways()));
+            tasks.push(spawn(&ctx, http_routes()));
+            tasks.push(spawn(&ctx, grants()));
         }
         if inputs.settings.ingress_class.is_some() {
-            tasks.push(spawn(
-                &ctx,
-                Kind::<Ingress, Ingress> {
-                    name: "Ingress",
-                    api: |c, ns| {
-                        ns.map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns))
-                    },
-                    fields: None,
-                    slot: |o| &mut o.ingresses,
-                    convert: Some,
-                    same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
-                },
-            ));
+            tasks.push(spawn(&ctx, ingresses()));
         }
     }
     if inputs.settings.gateway_class.is_some() {
@@ -426,6 +360,136 @@ where
     match namespace {
         Some(ns) => Api::namespaced_with(client, ns, resource),
         None => Api::all_with(client, resource),
+    }
+}
+
+fn services() -> Kind<Service, ServicePorts> {
+    Kind {
+        name: "Service",
+        api: |c, ns| ns.map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns)),
+        fields: None,
+        slot: |o| &mut o.services,
+        convert: service_ports,
+        same: |a, b| a == b,
+    }
+}
+
+fn secrets() -> Kind<Secret, TlsSecret> {
+    Kind {
+        name: "Secret",
+        api: |c, ns| ns.map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns)),
+        fields: Some("type=kubernetes.io/tls"),
+        slot: |o| &mut o.secrets,
+        convert: tls_secret,
+        same: |a, b| a == b,
+    }
+}
+
+fn gateways() -> Kind<Gateway, Gateway> {
+    Kind {
+        name: "Gateway",
+        api: |c, ns| dynamic(c, ns, &objects::gateway_resource()),
+        fields: None,
+        slot: |o| &mut o.gateways,
+        convert: Some,
+        same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
+    }
+}
+
+fn http_routes() -> Kind<HttpRoute, HttpRoute> {
+    Kind {
+        name: "HTTPRoute",
+        api: |c, ns| dynamic(c, ns, &objects::http_route_resource()),
+        fields: None,
+        slot: |o| &mut o.routes,
+        convert: Some,
+        same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
+    }
+}
+
+fn grants() -> Kind<ReferenceGrant, ReferenceGrant> {
+    Kind {
+        name: "ReferenceGrant",
+        api: |c, ns| dynamic(c, ns, &objects::reference_grant_resource()),
+        fields: None,
+        slot: |o| &mut o.grants,
+        convert: Some,
+        same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
+    }
+}
+
+fn ingresses() -> Kind<Ingress, Ingress> {
+    Kind {
+        name: "Ingress",
+        api: |c, ns| ns.map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns)),
+        fields: None,
+        slot: |o| &mut o.ingresses,
+        convert: Some,
+        same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
+    }
+}
+
+/// Lists every kind once and translates, for `edgegate route` (no watch, no status).
+/// A kind the API server does not serve is empty, as for the watches.
+pub async fn list_once(
+    settings: &model::ClusterRoutes,
+    listeners: &[ListenerFacts],
+) -> Result<ClusterRoutes, String> {
+    let client = crate::sources::kube::connect()
+        .await
+        .ok_or("no Kubernetes credentials (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings
+            .namespaces
+            .iter()
+            .map(|n| Some(n.as_str()))
+            .collect()
+    };
+    let mut objects = ClusterObjects::default();
+    for ns in scopes {
+        list_into(&client, ns, services(), &mut objects).await?;
+        list_into(&client, ns, secrets(), &mut objects).await?;
+        if settings.gateway_class.is_some() {
+            list_into(&client, ns, gateways(), &mut objects).await?;
+            list_into(&client, ns, http_routes(), &mut objects).await?;
+            list_into(&client, ns, grants(), &mut objects).await?;
+        }
+        if settings.ingress_class.is_some() {
+            list_into(&client, ns, ingresses(), &mut objects).await?;
+        }
+    }
+    Ok(translate(&objects, settings, listeners))
+}
+
+async fn list_into<K, T>(
+    client: &Client,
+    namespace: Option<&str>,
+    kind: Kind<K, T>,
+    objects: &mut ClusterObjects,
+) -> Result<(), String>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let api = (kind.api)(client.clone(), namespace);
+    let mut params = kube::api::ListParams::default();
+    if let Some(fields) = kind.fields {
+        params = params.fields(fields);
+    }
+    match api.list(&params).await {
+        Ok(list) => {
+            let slot = (kind.slot)(objects);
+            for object in list.items {
+                let key = key_of(&object);
+                if let Some(t) = (kind.convert)(object) {
+                    slot.insert(key, t);
+                }
+            }
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(format!("cannot list {}: {e}", kind.name)),
     }
 }
 
