@@ -286,9 +286,18 @@ async fn gateway_routes_serve_their_hosts_edit_and_delete_live_and_report_status
         .output()
         .expect("edgegate route");
     let explained = String::from_utf8_lossy(&explained.stdout);
-    assert!(explained.contains("route: httproute/shop/storefront/0"), "{explained}");
-    assert!(explained.contains("source: httproute/shop/storefront"), "{explained}");
-    assert!(explained.contains("upstream: service/shop/web/80"), "{explained}");
+    assert!(
+        explained.contains("route: httproute/shop/storefront/0"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("source: httproute/shop/storefront"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("upstream: service/shop/web/80"),
+        "{explained}"
+    );
 
     // An edit is served within 2 s, a deletion 404s within 2 s; the file's generation
     // stays what it was (no reload).

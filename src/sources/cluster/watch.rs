@@ -298,9 +298,11 @@ async fn watch_kind<K, T>(
                         missing_logged = true;
                     }
                     let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
-                    s.synced.insert((kind.name, scope));
+                    let first = s.synced.insert((kind.name, scope));
                     drop(s);
-                    changed.notify_one();
+                    if first {
+                        changed.notify_one();
+                    }
                 } else {
                     tracing::warn!(kind = kind.name, error = %e, "watch failed; keeping the last known objects and retrying");
                 }
@@ -541,4 +543,71 @@ fn tls_secret(secret: Secret) -> Option<TlsSecret> {
         cert: cert.into(),
         key: key.into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(kind: &str, keys: &[&str]) -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s", "namespace": "n"},
+            "type": kind,
+            "data": keys.iter().map(|k| (k.to_string(), serde_json::json!("UEVN"))).collect::<serde_json::Map<_, _>>(),
+        }))
+        .expect("secret")
+    }
+
+    #[test]
+    fn only_complete_tls_secrets_are_kept() {
+        let kept = tls_secret(secret(
+            "kubernetes.io/tls",
+            &["tls.crt", "tls.key", "ca.crt"],
+        ));
+        assert_eq!(
+            kept.map(|s| s.cert),
+            Some(bytes::Bytes::from_static(b"PEM"))
+        );
+        assert!(tls_secret(secret("Opaque", &["tls.crt", "tls.key"])).is_none());
+        assert!(tls_secret(secret("kubernetes.io/tls", &["tls.crt"])).is_none());
+    }
+
+    #[test]
+    fn service_ports_keep_names_and_numbers() {
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "n"},
+            "spec": {"ports": [{"name": "http", "port": 80}, {"port": 9000}]}
+        }))
+        .expect("service");
+        assert_eq!(
+            service_ports(service),
+            Some(ServicePorts(vec![
+                ("http".into(), 80),
+                (String::new(), 9000)
+            ]))
+        );
+    }
+
+    #[test]
+    fn a_status_only_change_translates_the_same() {
+        let route = |generation: i64, status: serde_json::Value| -> HttpRoute {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "r", "namespace": "n", "generation": generation,
+                             "resourceVersion": status.to_string()},
+                "spec": {"parentRefs": [{"name": "edge"}]},
+                "status": status,
+            }))
+            .expect("route")
+        };
+        let same = (http_routes().same)(
+            &route(1, serde_json::json!({"parents": []})),
+            &route(1, serde_json::json!({"parents": [{"controllerName": "x"}]})),
+        );
+        assert!(same);
+        let bumped = (http_routes().same)(
+            &route(1, serde_json::json!({})),
+            &route(2, serde_json::json!({})),
+        );
+        assert!(!bumped);
+    }
 }
