@@ -63,6 +63,7 @@ fn snapshot(n: usize) -> Snapshot {
         &Discovered::new(),
         None,
         &MemberStates::default(),
+        Default::default(),
     )
 }
 
@@ -125,6 +126,7 @@ fn bench_compile(c: &mut Criterion) {
             &Discovered::new(),
             None,
             &states,
+            Default::default(),
         ));
         let id = BenchmarkId::new(
             "parse_validate_compile_publish",
@@ -141,6 +143,7 @@ fn bench_compile(c: &mut Criterion) {
                     &Discovered::new(),
                     Some(&current),
                     &states,
+                    Default::default(),
                 );
                 running.store(Arc::new(next));
             })

@@ -6,12 +6,12 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwapOption;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::model::{AccessLogTarget, Name};
 use crate::metrics::Metrics;
+use prometheus::IntCounter;
 
 /// Lines buffered between requests and the writer before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
@@ -50,50 +50,34 @@ struct Line<'a> {
     trace_id: &'a str,
 }
 
-struct Writer {
-    target: AccessLogTarget,
+/// An open access log: the queue into its writer task. It lives in the snapshot, so a
+/// request logs to the log of the config it was served by, and a reload that changes the
+/// target swaps it with everything else in one store.
+pub struct AccessLog {
+    pub target: AccessLogTarget,
     queue: mpsc::Sender<(SystemTime, AccessRecord)>,
+    dropped: IntCounter,
 }
 
-pub struct AccessLog {
-    writer: ArcSwapOption<Writer>,
-    metrics: Arc<Metrics>,
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AccessLog({:?})", self.target)
+    }
 }
 
 impl AccessLog {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self {
-            writer: ArcSwapOption::empty(),
-            metrics,
-        }
-    }
-
-    pub fn enabled(&self) -> bool {
-        self.writer.load().is_some()
-    }
-
-    pub fn write(&self, record: AccessRecord) {
-        if let Some(writer) = self.writer.load().as_ref() {
-            if writer.queue.try_send((SystemTime::now(), record)).is_err() {
-                self.metrics.access_log_dropped.inc();
-            }
-        }
-    }
-
-    /// Points the log at `target`; a no-op when it already writes there. Must be called
-    /// inside a tokio runtime.
-    pub fn configure(&self, target: &AccessLogTarget) -> std::io::Result<()> {
-        if let Some(current) = self.writer.load().as_ref() {
-            if current.target == *target {
-                return Ok(());
-            }
-        }
-        if *target == AccessLogTarget::Off {
-            self.writer.store(None);
-            return Ok(());
+    /// The log for `target`: `previous` itself when it already writes there, else a
+    /// newly opened one (`None` when off). Must be called inside a tokio runtime.
+    pub fn open(
+        target: &AccessLogTarget,
+        previous: Option<&Arc<AccessLog>>,
+        metrics: &Metrics,
+    ) -> std::io::Result<Option<Arc<AccessLog>>> {
+        if let Some(current) = previous.filter(|p| p.target == *target) {
+            return Ok(Some(current.clone()));
         }
         let sink: Box<dyn Write + Send> = match target {
-            AccessLogTarget::Off => return Ok(()),
+            AccessLogTarget::Off => return Ok(None),
             AccessLogTarget::Stderr => Box::new(std::io::stderr()),
             AccessLogTarget::Stdout => Box::new(std::io::stdout()),
             AccessLogTarget::File(path) => Box::new(
@@ -105,11 +89,17 @@ impl AccessLog {
         };
         let (queue, receiver) = mpsc::channel(QUEUE);
         tokio::task::spawn_blocking(move || drain(receiver, sink));
-        self.writer.store(Some(Arc::new(Writer {
+        Ok(Some(Arc::new(AccessLog {
             target: target.clone(),
             queue,
-        })));
-        Ok(())
+            dropped: metrics.access_log_dropped.clone(),
+        })))
+    }
+
+    pub fn write(&self, record: AccessRecord) {
+        if self.queue.try_send((SystemTime::now(), record)).is_err() {
+            self.dropped.inc();
+        }
     }
 }
 

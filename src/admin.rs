@@ -9,8 +9,13 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::listeners::{self, Serving};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use pingora::apps::http_app::HttpServer;
+use std::net::SocketAddr;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// What `/readyz` reports: ready once listeners are bound and discovery has synced, and
 /// not ready again from the moment shutdown begins.
@@ -45,6 +50,76 @@ impl Readiness {
         } else {
             Ok(())
         }
+    }
+}
+
+/// The admin listener's socket and accept loop. A reload that changes `[admin] address`
+/// binds the new address first (a failure refuses the reload) and then moves: the new
+/// loop starts, the old one stops; connections already open finish where they are.
+pub struct AdminListener {
+    serving: Serving<HttpServer<Admin>>,
+    address: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl AdminListener {
+    pub fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+        let mut sockets = listeners::bind_per_worker(address, 1)?;
+        Ok(sockets.remove(0))
+    }
+
+    /// Serves `socket`, bound for `address`, on the current runtime.
+    pub fn start(
+        serving: Serving<HttpServer<Admin>>,
+        address: SocketAddr,
+        socket: std::net::TcpListener,
+    ) -> Self {
+        let (stop, task) = Self::spawn(&serving, socket);
+        Self {
+            serving,
+            address,
+            stop,
+            task,
+        }
+    }
+
+    fn spawn(
+        serving: &Serving<HttpServer<Admin>>,
+        socket: std::net::TcpListener,
+    ) -> (watch::Sender<bool>, JoinHandle<()>) {
+        let bound = socket.local_addr().ok();
+        let (stop, stop_rx) = watch::channel(false);
+        let task = listeners::spawn_accept_loop(
+            "admin".into(),
+            socket,
+            &tokio::runtime::Handle::current(),
+            serving.clone(),
+            None,
+            stop_rx,
+        );
+        if let Some(bound) = bound {
+            tracing::info!(address = %bound, "admin listening");
+        }
+        (stop, task)
+    }
+
+    /// The configured address (port 0 as written).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Moves to a socket bound by [`Self::bind`] for `address`.
+    pub fn move_to(&mut self, address: SocketAddr, socket: std::net::TcpListener) {
+        let (stop, task) = Self::spawn(&self.serving, socket);
+        let _ = std::mem::replace(&mut self.stop, stop).send(true);
+        drop(std::mem::replace(&mut self.task, task));
+        self.address = address;
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
     }
 }
 

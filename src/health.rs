@@ -137,11 +137,7 @@ fn tls_connector(pool: &crate::snapshot::pool::Pool) -> tokio_rustls::TlsConnect
                     ));
                 }
             }
-            None => {
-                for cert in pingora::tls::load_native_certs().unwrap_or_default() {
-                    let _ = roots.add(cert);
-                }
-            }
+            None => roots.roots.extend(system_roots().roots.iter().cloned()),
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
@@ -151,6 +147,19 @@ fn tls_connector(pool: &crate::snapshot::pool::Pool) -> tokio_rustls::TlsConnect
             .with_no_client_auth()
     };
     tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// The system's trust store, read from disk once per process rather than at every
+/// check round.
+fn system_roots() -> &'static rustls::RootCertStore {
+    static ROOTS: std::sync::OnceLock<rustls::RootCertStore> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in pingora::tls::load_native_certs().unwrap_or_default() {
+            let _ = roots.add(cert);
+        }
+        roots
+    })
 }
 
 /// One HTTP/1.1 GET; a 2xx or 3xx status passes.

@@ -27,8 +27,8 @@ use tokio::task::JoinHandle;
 use crate::config::model::{Listener, Name};
 use crate::h1::{ConnectionInfo, Engine};
 use crate::metrics::Metrics;
-use crate::proxy::ListenerDirectory;
-use crate::tls::{build_acceptor, TlsAcceptor, TlsAcceptorSlot};
+use crate::snapshot::{ServedListener, Snapshot};
+use crate::tls::{build_acceptor, TlsAcceptor};
 
 /// Counts open downstream connections so shutdown can wait for them to finish.
 #[derive(Default)]
@@ -77,6 +77,9 @@ pub struct Serving<A> {
     pub shutdown: ShutdownWatch,
     pub tracker: Arc<ConnectionTracker>,
     pub metrics: Arc<Metrics>,
+    /// Where each connection learns its listener's name and TLS settings, from the same
+    /// snapshot its requests are routed by; `None` for the admin listener.
+    pub snapshot: Option<Arc<arc_swap::ArcSwap<Snapshot>>>,
 }
 
 impl<A> Clone for Serving<A> {
@@ -87,6 +90,7 @@ impl<A> Clone for Serving<A> {
             shutdown: self.shutdown.clone(),
             tracker: self.tracker.clone(),
             metrics: self.metrics.clone(),
+            snapshot: self.snapshot.clone(),
         }
     }
 }
@@ -148,7 +152,6 @@ pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
     name: Name,
     listener: std::net::TcpListener,
     runtime: &tokio::runtime::Handle,
-    tls: Arc<TlsAcceptorSlot>,
     serving: Serving<A>,
     slots: Option<Arc<Semaphore>>,
     mut stop: watch::Receiver<bool>,
@@ -191,9 +194,15 @@ pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
                 }
             };
             let _ = tcp.set_nodelay(true);
+            let (name, tls) = match &serving.snapshot {
+                None => (name.clone(), None),
+                Some(snapshot) => match snapshot.load().listener_at(bound) {
+                    Some(served) => (served.spec.name.clone(), served.tls.clone()),
+                    // Retired by the reload being applied: its loop is about to stop.
+                    None => continue,
+                },
+            };
             let serving = serving.clone();
-            let tls = tls.clone();
-            let name = name.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 let _guard = serving.tracker.enter();
@@ -249,10 +258,9 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     bound: SocketAddr,
-    tls: Arc<TlsAcceptorSlot>,
+    acceptor: Option<Arc<TlsAcceptor>>,
     serving: &Serving<A>,
 ) {
-    let acceptor = tls.current();
     let info = ConnectionInfo {
         listener: name.into(),
         peer,
@@ -346,7 +354,6 @@ struct Running {
     spec: Listener,
     bound: SocketAddr,
     stop: watch::Sender<bool>,
-    tls: Arc<TlsAcceptorSlot>,
     /// Open-connection slots (`max_connections`), resized in place by a reload.
     slots: Arc<Semaphore>,
     /// One accept loop per worker.
@@ -356,53 +363,57 @@ struct Running {
 /// Sockets and TLS acceptors built for a reload that has not been published yet.
 pub struct Prepared {
     bound: HashMap<Name, Vec<std::net::TcpListener>>,
-    tls: HashMap<Name, Option<TlsAcceptor>>,
+    tls: HashMap<Name, Option<Arc<TlsAcceptor>>>,
+    /// New name -> running name, for listeners renamed in place (same address): they
+    /// keep their socket and accept loops.
+    renamed: HashMap<Name, Name>,
     expiries: Vec<(Name, String, i64)>,
+    /// Every listener of the config as requests will see it.
+    pub served: Arc<[ServedListener]>,
 }
 
 /// The proxy listeners of the running config.
 pub struct ListenerSet<A> {
     serving: Serving<A>,
     workers: Workers,
-    directory: Arc<ListenerDirectory>,
     running: Mutex<HashMap<Name, Running>>,
     /// Certificates from cluster Secrets, read by every TLS listener's resolver.
     pub cluster_certificates: Arc<crate::tls::ClusterCertificates>,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
-    pub fn new(serving: Serving<A>, directory: Arc<ListenerDirectory>, workers: Workers) -> Self {
+    pub fn new(serving: Serving<A>, workers: Workers) -> Self {
         Self {
             serving,
             workers,
-            directory,
             running: Mutex::new(HashMap::new()),
             cluster_certificates: Arc::default(),
         }
     }
 
-    /// Binds every new or moved listener and builds every TLS acceptor from the files on
-    /// disk. Nothing changes for clients until [`Self::commit`]; dropping the result
+    /// Binds every new or moved listener and builds every TLS acceptor from the files the
+    /// config loaded. Nothing changes for clients until the snapshot carrying
+    /// [`Prepared::served`] is published and [`Self::commit`] runs; dropping the result
     /// releases the new sockets, so a refused reload leaves no trace.
     pub async fn prepare(&self, listeners: &[Listener]) -> Result<Prepared, String> {
-        let current: HashMap<Name, SocketAddr> = {
+        let current: HashMap<Name, (SocketAddr, SocketAddr)> = {
             let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             running
                 .iter()
-                .map(|(name, r)| (name.clone(), r.spec.address))
+                .map(|(name, r)| (name.clone(), (r.spec.address, r.bound)))
                 .collect()
         };
         let mut prepared = Prepared {
             bound: HashMap::new(),
             tls: HashMap::new(),
+            renamed: HashMap::new(),
             expiries: Vec::new(),
+            served: Arc::from(Vec::new()),
         };
+        let mut served = Vec::with_capacity(listeners.len());
         for spec in listeners {
             let acceptor = match &spec.tls {
                 Some(settings) => {
-                    for (location, warning) in crate::tls::certificate_warnings(settings) {
-                        tracing::warn!("{location}: {warning}");
-                    }
                     let cluster = (spec.name.clone(), self.cluster_certificates.clone());
                     let (acceptor, expiries) = build_acceptor(settings, Some(cluster))
                         .map_err(|e| format!("listener {:?}: {e}", &*spec.name))?;
@@ -411,33 +422,70 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
                             .into_iter()
                             .map(|(cert, at)| (spec.name.clone(), cert, at)),
                     );
-                    Some(acceptor)
+                    Some(Arc::new(acceptor))
                 }
                 None => None,
             };
-            prepared.tls.insert(spec.name.clone(), acceptor);
-            if current.get(&spec.name) != Some(&spec.address) {
-                let socket = bind_per_worker(spec.address, self.workers.count()).map_err(|e| {
-                    format!(
-                        "listener {:?}: cannot bind {}: {e}",
-                        &*spec.name, spec.address
-                    )
-                })?;
-                prepared.bound.insert(spec.name.clone(), socket);
-            }
+            prepared.tls.insert(spec.name.clone(), acceptor.clone());
+            // Kept: the same name at the same address. Renamed: a fixed address that a
+            // listener no longer in the config holds.
+            let kept = current
+                .get(&spec.name)
+                .filter(|(address, _)| *address == spec.address)
+                .map(|(_, bound)| *bound);
+            let renamed = || {
+                current.iter().find(|(name, (address, _))| {
+                    *address == spec.address
+                        && spec.address.port() != 0
+                        && !listeners.iter().any(|l| l.name == **name)
+                })
+            };
+            let bound = match (kept, renamed()) {
+                (Some(bound), _) => bound,
+                (None, Some((old, (_, bound)))) => {
+                    prepared.renamed.insert(spec.name.clone(), old.clone());
+                    *bound
+                }
+                (None, None) => {
+                    let sockets =
+                        bind_per_worker(spec.address, self.workers.count()).map_err(|e| {
+                            format!(
+                                "listener {:?}: cannot bind {}: {e}",
+                                &*spec.name, spec.address
+                            )
+                        })?;
+                    let bound = sockets
+                        .first()
+                        .and_then(|s| s.local_addr().ok())
+                        .unwrap_or(spec.address);
+                    prepared.bound.insert(spec.name.clone(), sockets);
+                    bound
+                }
+            };
+            served.push(ServedListener {
+                bound,
+                spec: spec.clone(),
+                tls: acceptor,
+            });
         }
+        prepared.served = Arc::from(served);
         Ok(prepared)
     }
 
-    /// Starts the prepared listeners, swaps TLS settings, and stops every listener the
-    /// config no longer has (or has elsewhere). Call right after publishing the snapshot.
+    /// Starts the prepared listeners and stops every listener the config no longer has
+    /// (or has elsewhere). Call right after publishing the snapshot carrying
+    /// [`Prepared::served`].
     pub fn commit(&self, mut prepared: Prepared, listeners: &[Listener]) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        for (new, old) in &prepared.renamed {
+            if let Some(r) = running.remove(old) {
+                tracing::info!(listener = %new, previously = %old, address = %r.bound, "listener renamed");
+                running.insert(new.clone(), r);
+            }
+        }
         for spec in listeners {
-            let acceptor = prepared.tls.remove(&spec.name).flatten();
             let Some(socket) = prepared.bound.remove(&spec.name) else {
                 if let Some(r) = running.get_mut(&spec.name) {
-                    r.tls.store(acceptor);
                     resize(&r.slots, r.spec.max_connections, spec.max_connections);
                     r.spec = spec.clone();
                 }
@@ -447,7 +495,6 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
                 .first()
                 .and_then(|s| s.local_addr().ok())
                 .unwrap_or(spec.address);
-            let tls = Arc::new(TlsAcceptorSlot::new(acceptor));
             let (stop, stop_rx) = watch::channel(false);
             // One cap for the listener, shared by its workers' accept loops.
             let slots = Arc::new(Semaphore::new(spec.max_connections));
@@ -459,7 +506,6 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
                         spec.name.clone(),
                         socket,
                         runtime,
-                        tls.clone(),
                         self.serving.clone(),
                         Some(slots.clone()),
                         stop_rx.clone(),
@@ -473,7 +519,6 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
                     spec: spec.clone(),
                     bound,
                     stop,
-                    tls,
                     slots,
                     tasks,
                 },
@@ -491,11 +536,6 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
             }
             keep
         });
-        let directory = running
-            .values()
-            .map(|r| (r.bound, r.spec.name.clone()))
-            .collect();
-        self.directory.store(Arc::new(directory));
         let expiry = &self.serving.metrics.certificate_expiry;
         expiry.reset();
         for (listener, name, at) in prepared.expiries {

@@ -274,8 +274,16 @@ impl Metrics {
     }
 
     /// Prometheus text exposition, with the gauges derived from `snapshot` refreshed.
+    ///
+    /// Series are overwritten in place and only those of upstreams the snapshot no
+    /// longer has are removed: clearing the vector first would let a concurrent scrape
+    /// gather it half-empty.
     pub fn render(&self, snapshot: &Snapshot) -> String {
-        self.upstream_endpoints.reset();
+        forget(
+            &self.upstream_endpoints,
+            &["upstream", "state"],
+            &|label, value| label != "upstream" || snapshot.pools.contains_key(value),
+        );
         for (name, pool) in &snapshot.pools {
             let healthy = pool.healthy_count() as i64;
             let total = pool.members.len() as i64;
@@ -297,5 +305,65 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load, SourceFile};
+    use crate::snapshot::pool::MemberStates;
+    use crate::snapshot::{Discovered, SourceInfo};
+    use std::sync::Arc;
+
+    fn snapshot(upstreams: &[&str]) -> Snapshot {
+        let mut text = String::from("[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n");
+        for (i, name) in upstreams.iter().enumerate() {
+            text.push_str(&format!(
+                "[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\nupstream = \"{name}\"\n[upstreams.{name}]\nendpoints = [\"127.0.0.1:{}\"]\n",
+                1000 + i
+            ));
+        }
+        let loaded = load(&SourceFile::new("t.toml", text.as_str())).expect("valid");
+        Snapshot::compile(
+            Arc::new(loaded.config),
+            SourceInfo::new("t.toml", &text),
+            1,
+            &Discovered::new(),
+            None,
+            &MemberStates::default(),
+            Default::default(),
+        )
+    }
+
+    /// Issue 10, fault 9: rendering reset the gauge vector, so a scrape running beside
+    /// another could gather it empty.
+    #[test]
+    fn concurrent_scrapes_see_every_series_and_removed_upstreams_leave() {
+        let metrics = Arc::new(Metrics::new());
+        let names = ["a", "b", "c", "d"];
+        let current = Arc::new(snapshot(&names));
+        let scrapes: Vec<_> = (0..2)
+            .map(|_| {
+                let (metrics, current) = (metrics.clone(), current.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..300 {
+                        let text = metrics.render(&current);
+                        for name in names {
+                            let series = format!(
+                                "edgegate_upstream_endpoints{{state=\"healthy\",upstream=\"{name}\"}} 1"
+                            );
+                            assert!(text.contains(&series), "missing {series}");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for scrape in scrapes {
+            scrape.join().expect("scrape");
+        }
+        let text = metrics.render(&snapshot(&["a"]));
+        assert!(text.contains("upstream=\"a\""));
+        assert!(!text.contains("upstream=\"b\""), "{text}");
     }
 }

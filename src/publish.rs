@@ -9,15 +9,15 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
 use crate::access_log::AccessLog;
-use crate::admin::Readiness;
+use crate::admin::{AdminListener, Readiness};
 use crate::config::model::{Endpoint, KubernetesService, Members, Name};
-use crate::config::origin::{watched_files, ConfigOrigin};
+use crate::config::origin::ConfigOrigin;
 use crate::config::{self, Config};
 use crate::health::HealthChecks;
 use crate::listeners::ListenerSet;
 use crate::metrics::Metrics;
 use crate::snapshot::pool::MemberStates;
-use crate::snapshot::{members_of, Discovered, DiscoveredMembers, Snapshot, SourceInfo};
+use crate::snapshot::{members_of, Discovered, DiscoveredMembers, Edges, Snapshot, SourceInfo};
 use crate::sources::cluster::translate::ClusterRoutes;
 use crate::update::{Batch, Update};
 
@@ -28,11 +28,11 @@ pub struct Publisher<A> {
     pub discovered: Discovered,
     pub listeners: Arc<ListenerSet<A>>,
     pub health: Arc<HealthChecks>,
-    pub access_log: Arc<AccessLog>,
     pub metrics: Arc<Metrics>,
     /// Every applied config, for the producers that follow it (the file watcher's
     /// file list, discovery's watches); they subscribe, the publisher never calls them.
     pub configs: tokio::sync::watch::Sender<Arc<Config>>,
+    pub admin: Arc<tokio::sync::Mutex<AdminListener>>,
     pub readiness: Arc<Readiness>,
     /// Hash of the config text and TLS files last loaded (or refused).
     pub fingerprint: Fingerprint,
@@ -52,18 +52,76 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
+    /// Of a loaded config: its text and the TLS bytes it loaded.
     pub fn of(text: &str, config: &Config) -> Self {
+        Self::hash(
+            text,
+            config
+                .tls_files()
+                .map(|f| (f.path.as_path(), f.pem.to_vec())),
+        )
+    }
+
+    /// Of the files on disk now: `text` as just read, and the TLS files `config` names
+    /// read again. Equal to the running config's [`Self::of`] when nothing changed.
+    fn on_disk(text: &str, config: &Config) -> Self {
+        Self::hash(
+            text,
+            config
+                .tls_files()
+                .map(|f| (f.path.as_path(), std::fs::read(&f.path).unwrap_or_default())),
+        )
+    }
+
+    fn hash<'a>(text: &str, files: impl Iterator<Item = (&'a std::path::Path, Vec<u8>)>) -> Self {
         use sha2::Digest;
-        let mut files = sha2::Sha256::new();
-        for file in watched_files(&ConfigOrigin::Embedded, config) {
-            files.update(file.as_os_str().as_encoded_bytes());
-            files.update(std::fs::read(&file).unwrap_or_default());
+        let mut tls = sha2::Sha256::new();
+        for (path, bytes) in files {
+            tls.update(path.as_os_str().as_encoded_bytes());
+            tls.update((bytes.len() as u64).to_le_bytes());
+            tls.update(bytes);
         }
         Self {
             text: sha2::Sha256::digest(text.as_bytes()).into(),
-            tls_files: files.finalize().into(),
+            tls_files: tls.finalize().into(),
         }
     }
+}
+
+/// What a reload reads from disk, read off the runtime: a FIFO, a hung network mount or
+/// a slow resolver (endpoint host names) holds up only this, never a request or a scrape.
+enum Read {
+    Unchanged,
+    Changed {
+        source: config::SourceFile,
+        loaded: Box<Result<config::Loaded, String>>,
+        certificates_changed: bool,
+    },
+}
+
+fn read_config(
+    origin: &ConfigOrigin,
+    running: &Config,
+    last: &Fingerprint,
+    force: bool,
+) -> Result<(Read, Fingerprint), String> {
+    let source = origin
+        .read()
+        .map_err(|e| format!("cannot read {}: {e}", origin.describe()))?;
+    let seen = Fingerprint::on_disk(&source.text, running);
+    if !force && seen == *last {
+        return Ok((Read::Unchanged, seen));
+    }
+    let certificates_changed = seen.tls_files != last.tls_files;
+    let loaded = Box::new(config::load(&source).map_err(|d| d.to_string()));
+    Ok((
+        Read::Changed {
+            source,
+            loaded,
+            certificates_changed,
+        },
+        seen,
+    ))
 }
 
 impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
@@ -137,6 +195,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             &self.discovered,
             Some(&current),
             &self.states,
+            current.edges.clone(),
         ));
         self.handle.store(next.clone());
         self.listeners
@@ -193,22 +252,39 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
     }
 
     async fn try_reload(&mut self, force: bool) -> Result<Option<String>, String> {
-        let source = self
-            .origin
-            .read()
-            .map_err(|e| format!("cannot read {}: {e}", self.origin.describe()))?;
         let current = self.handle.load_full();
-        let fingerprint = Fingerprint::of(&source.text, &current.config);
-        if !force && fingerprint == self.fingerprint {
+        let (origin, running, last) = (
+            self.origin.clone(),
+            current.config.clone(),
+            self.fingerprint.clone(),
+        );
+        let (read, seen) =
+            tokio::task::spawn_blocking(move || read_config(&origin, &running, &last, force))
+                .await
+                .map_err(|e| format!("reading the config failed: {e}"))??;
+        // A refused config is not read again until something changes.
+        self.fingerprint = seen;
+        let Read::Changed {
+            source,
+            loaded,
+            certificates_changed,
+        } = read
+        else {
             return Ok(None);
-        }
-        let certificates_changed = fingerprint.tls_files != self.fingerprint.tls_files;
-        self.fingerprint = fingerprint;
-        let loaded = config::load(&source).map_err(|d| d.to_string())?;
+        };
+        let loaded = (*loaded)?;
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
         let prepared = self.listeners.prepare(&loaded.config.listeners).await?;
+        let admin_address = loaded.config.admin.address;
+        let admin_socket = if admin_address == self.admin.lock().await.address() {
+            None
+        } else {
+            let socket = AdminListener::bind(admin_address)
+                .map_err(|e| format!("[admin] cannot bind {admin_address}: {e}"))?;
+            Some(socket)
+        };
         let file_config = Arc::new(loaded.config);
         let config = Arc::new(self.cluster.merged_onto(&file_config));
         for warning in not_applied_in_place(&current.config, &config) {
@@ -221,6 +297,23 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                 _ => format!("{summary}; certificates changed"),
             };
         }
+        let access_log = match AccessLog::open(
+            &config.gateway.access_log,
+            current.edges.access_log.as_ref(),
+            &self.metrics,
+        ) {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open access log; keeping the previous one");
+                current.edges.access_log.clone()
+            }
+        };
+        let edges = Edges {
+            listeners: prepared.served.clone(),
+            access_log,
+        };
+        // The one store: routes, pools, listener names, TLS acceptors and the access log
+        // change together.
         let next = Snapshot::compile(
             config.clone(),
             SourceInfo::new(self.origin.describe(), &source.text),
@@ -228,18 +321,19 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             &self.discovered,
             Some(&current),
             &self.states,
+            edges,
         );
         let next = Arc::new(next);
         self.handle.store(next.clone());
         self.listeners.commit(prepared, &config.listeners);
+        if let Some(socket) = admin_socket {
+            self.admin.lock().await.move_to(admin_address, socket);
+        }
         self.health.reconcile(&next);
         self.metrics.forget_removed(&config);
         self.forget_unnamed_services(&config);
         self.file_config = file_config;
         self.update_readiness(&config);
-        if let Err(e) = self.access_log.configure(&config.gateway.access_log) {
-            tracing::error!(error = %e, "cannot open access log; keeping the previous one");
-        }
         self.fingerprint = Fingerprint::of(&source.text, &config);
         self.configs.send_replace(config.clone());
         Ok(Some(summary))
@@ -253,12 +347,10 @@ fn load_cluster_certificates(
 ) -> std::collections::HashMap<Name, Vec<crate::tls::LoadedCertificate>> {
     let mut by_listener: std::collections::HashMap<Name, Vec<_>> = Default::default();
     for certificate in &cluster.certificates {
-        let label = format!("{} tls.crt", certificate.source);
         match crate::tls::certificate_from_pem(
             &certificate.cert,
             &certificate.key,
-            &label,
-            &format!("{} tls.key", certificate.source),
+            &certificate.source,
         ) {
             Ok(loaded) => {
                 for listener in &certificate.listeners {
@@ -286,11 +378,11 @@ pub fn not_applied_in_place(old: &Config, new: &Config) -> Vec<String> {
             old.gateway.threads, new.gateway.threads
         ));
     }
-    if old.admin.address != new.admin.address {
-        out.push(format!(
-            "[admin] address changed from {} to {}: the admin listener stays where it is until a restart",
-            old.admin.address, new.admin.address
-        ));
+    if old.gateway.log_format != new.gateway.log_format {
+        out.push(
+            "[gateway] log_format changed: the log format is fixed at start; restart to apply it"
+                .to_string(),
+        );
     }
     let shortest = |c: &Config| c.listeners.iter().map(|l| l.idle_timeout).min();
     if shortest(old) != shortest(new) {

@@ -1,6 +1,5 @@
 //! `edgegate run`: load, bind, serve, reload on change, drain on SIGTERM.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -12,22 +11,21 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::access_log::AccessLog;
-use crate::admin::{Admin, Readiness};
+use crate::admin::{Admin, AdminListener, Readiness};
 use crate::cli::{LogFormatArg, RunArgs};
 use crate::config::model::LogFormat;
 use crate::config::origin::{load_or_report, resolve_config, watched_files, ConfigOrigin, Report};
 use crate::config::Config;
 use crate::h1::Engine;
 use crate::health::HealthChecks;
-use crate::listeners::{self, ConnectionTracker, ListenerSet, Serving, Workers};
+use crate::listeners::{ConnectionTracker, ListenerSet, Serving, Workers};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::publish::{Fingerprint, Publisher};
 use crate::snapshot::pool::MemberStates;
-use crate::snapshot::{Discovered, Snapshot, SourceInfo};
+use crate::snapshot::{Discovered, Edges, Snapshot, SourceInfo};
 use crate::sources::file_watch::FileWatch;
 use crate::sources::kube::Discovery;
-use crate::tls::TlsAcceptorSlot;
 use crate::update::Update;
 
 pub fn run(args: RunArgs) -> ExitCode {
@@ -156,21 +154,26 @@ async fn serve(
     let metrics = Arc::new(Metrics::new());
     let states = Arc::new(MemberStates::default());
     let discovered = Discovered::new();
-    let snapshot = Arc::new(Snapshot::compile(
-        config.clone(),
-        source,
-        1,
-        &discovered,
-        None,
-        &states,
-    ));
-    let handle = Arc::new(ArcSwap::new(snapshot.clone()));
-    let directory = Arc::new(ArcSwap::from_pointee(HashMap::new()));
-    let access_log = Arc::new(AccessLog::new(metrics.clone()));
-    if let Err(e) = access_log.configure(&config.gateway.access_log) {
-        tracing::error!(error = %e, "cannot open the access log");
-        return ExitCode::FAILURE;
-    }
+    let access_log = match AccessLog::open(&config.gateway.access_log, None, &metrics) {
+        Ok(log) => log,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the access log");
+            return ExitCode::FAILURE;
+        }
+    };
+    let compile = |edges: Edges| {
+        Arc::new(Snapshot::compile(
+            config.clone(),
+            source.clone(),
+            1,
+            &discovered,
+            None,
+            &states,
+            edges,
+        ))
+    };
+    // Until the listeners are bound, the snapshot has none (nothing can arrive on them).
+    let handle = Arc::new(ArcSwap::new(compile(Edges::default())));
 
     let server_conf = Arc::new(ServerConf {
         threads,
@@ -182,9 +185,7 @@ async fn serve(
     });
     let gateway = Gateway {
         snapshot: handle.clone(),
-        listeners: directory.clone(),
         metrics: metrics.clone(),
-        access_log: access_log.clone(),
     };
     let mut proxy = pingora::proxy::http_proxy(&server_conf, gateway.clone());
     // h2c stays off here: the accept loop recognises the preface itself (with a timeout)
@@ -218,51 +219,51 @@ async fn serve(
             shutdown: shutdown_rx.clone(),
             tracker: tracker.clone(),
             metrics: metrics.clone(),
+            snapshot: Some(handle.clone()),
         },
-        directory,
         workers,
     ));
-    match listener_set.prepare(&config.listeners).await {
-        Ok(prepared) => listener_set.commit(prepared, &config.listeners),
+    let snapshot = match listener_set.prepare(&config.listeners).await {
+        Ok(prepared) => {
+            let snapshot = compile(Edges {
+                listeners: prepared.served.clone(),
+                access_log,
+            });
+            handle.store(snapshot.clone());
+            listener_set.commit(prepared, &config.listeners);
+            snapshot
+        }
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
 
     let readiness = Arc::new(Readiness::default());
-    let admin_socket = match listeners::bind_per_worker(config.admin.address, 1)
-        .map(|mut sockets| sockets.remove(0))
-    {
+    let admin_socket = match AdminListener::bind(config.admin.address) {
         Ok(socket) => socket,
         Err(e) => {
             tracing::error!(address = %config.admin.address, error = %e, "cannot bind the admin listener");
             return ExitCode::FAILURE;
         }
     };
-    let admin_address = admin_socket.local_addr().unwrap_or(config.admin.address);
     let admin = Arc::new(pingora::apps::http_app::HttpServer::new_app(Admin {
         snapshot: handle.clone(),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
     }));
-    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
-    let admin_task = listeners::spawn_accept_loop(
-        "admin".into(),
-        admin_socket,
-        &tokio::runtime::Handle::current(),
-        Arc::new(TlsAcceptorSlot::new(None)),
+    let admin = Arc::new(tokio::sync::Mutex::new(AdminListener::start(
         Serving {
             app: admin,
             h1: None,
             shutdown: shutdown_rx.clone(),
             tracker: Arc::new(ConnectionTracker::default()),
             metrics: metrics.clone(),
+            snapshot: None,
         },
-        None,
-        admin_stop_rx,
-    );
-    tracing::info!(address = %admin_address, "admin listening");
+        config.admin.address,
+        admin_socket,
+    )));
 
     let health = Arc::new(HealthChecks::new(handle.clone(), metrics.clone()));
     health.reconcile(&snapshot);
@@ -297,11 +298,11 @@ async fn serve(
         discovered,
         listeners: listener_set.clone(),
         health,
-        access_log,
         metrics: metrics.clone(),
         configs,
         file_config: config.clone(),
         cluster: Default::default(),
+        admin: admin.clone(),
     };
     publisher.update_readiness(&config);
     tokio::spawn(publisher.run(updates_rx));
@@ -315,8 +316,9 @@ async fn serve(
     signals.wait_for_termination(updates_tx).await;
 
     // Drain: /readyz fails first so load balancers stop sending, then the listeners close,
-    // then open connections get the grace period to finish.
-    let gateway = &config.gateway;
+    // then open connections get the grace period to finish. The timings are the running
+    // config's, so a reload can change them.
+    let gateway = handle.load().config.gateway.clone();
     readiness.set_draining();
     tracing::info!(delay = ?gateway.shutdown_delay, "shutting down: /readyz now 503");
     tokio::time::sleep(gateway.shutdown_delay).await;
@@ -333,8 +335,9 @@ async fn serve(
             "grace period over; closing remaining connections"
         );
     }
-    let _ = admin_stop_tx.send(true);
-    let _ = admin_task.await;
+    if let Ok(admin) = Arc::try_unwrap(admin) {
+        admin.into_inner().stop().await;
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

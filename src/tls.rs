@@ -1,126 +1,24 @@
 //! TLS termination with rustls: certificates chosen by SNI, minimum version, ALPN and
 //! client certificates. The one place that touches pingora's TLS types.
 //!
-//! Every reload builds fresh acceptors from the files on disk; a listener's
-//! [`TlsAcceptorSlot`] is swapped atomically, so new handshakes get the new certificates
-//! while established connections keep the ones they negotiated.
+//! Every reload builds fresh acceptors from the files the config loaded; they are part of
+//! the snapshot, so new handshakes get the new certificates while established connections
+//! keep the ones they negotiated.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
 use crate::config::model::{ListenerTls, Name, TlsVersion};
+use crate::config::tls_files;
 
 pub type TlsAcceptor = pingora::listeners::tls::Acceptor;
 
-/// The TLS settings of one listener; empty for plain-text listeners.
-pub struct TlsAcceptorSlot(ArcSwapOption<TlsAcceptor>);
-
-impl TlsAcceptorSlot {
-    pub fn new(acceptor: Option<TlsAcceptor>) -> Self {
-        Self(ArcSwapOption::new(acceptor.map(Arc::new)))
-    }
-
-    pub fn current(&self) -> Option<Arc<TlsAcceptor>> {
-        self.0.load_full()
-    }
-
-    pub fn store(&self, acceptor: Option<TlsAcceptor>) {
-        self.0.store(acceptor.map(Arc::new));
-    }
-}
-
-/// One loaded certificate with the names it answers for.
-#[derive(Debug, Clone)]
-pub struct LoadedCertificate {
-    pub key: Arc<CertifiedKey>,
-    /// Lowercased SAN DNS names (wildcards kept as `*.example.com`), or the subject CN.
-    pub names: Vec<String>,
-    /// Unix time of `notAfter`.
-    pub not_after: i64,
-}
-
-/// Reads and checks a certificate chain and its key.
-pub fn load_certificate(cert: &Path, key: &Path) -> Result<LoadedCertificate, String> {
-    let chain_pem = std::fs::read(cert)
-        .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?;
-    let key_pem =
-        std::fs::read(key).map_err(|e| format!("cannot read key {}: {e}", key.display()))?;
-    certificate_from_pem(
-        &chain_pem,
-        &key_pem,
-        &cert.display().to_string(),
-        &key.display().to_string(),
-    )
-}
-
-/// Checks a certificate chain and its key given as PEM (from files or a Secret);
-/// `cert` and `key` name where they came from in errors.
-pub fn certificate_from_pem(
-    chain_pem: &[u8],
-    key_pem: &[u8],
-    cert: &str,
-    key: &str,
-) -> Result<LoadedCertificate, String> {
-    let chain: Vec<_> = rustls_pemfile::certs(&mut &chain_pem[..])
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("invalid certificate PEM {}: {e}", cert))?;
-    if chain.is_empty() {
-        return Err(format!("no certificate found in {}", cert));
-    }
-    let private_key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| format!("invalid key PEM {}: {e}", key))?
-        .ok_or_else(|| format!("no private key found in {}", key))?;
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&private_key)
-        .map_err(|e| format!("unsupported private key {}: {e}", key))?;
-    let certified = CertifiedKey::new(chain.clone(), signing_key);
-    match certified.keys_match() {
-        Ok(()) => {}
-        Err(rustls::Error::InconsistentKeys(_)) => {
-            return Err(format!("key {} does not match certificate {}", key, cert))
-        }
-        // Key types whose public half rustls cannot extract are checked by the handshake.
-        Err(_) => {}
-    }
-    let (_, parsed) = x509_parser::parse_x509_certificate(chain[0].as_ref())
-        .map_err(|e| format!("cannot parse certificate {}: {e}", cert))?;
-    let mut names: Vec<String> = parsed
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => {
-                        Some(d.to_ascii_lowercase())
-                    }
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if names.is_empty() {
-        names.extend(
-            parsed
-                .subject()
-                .iter_common_name()
-                .filter_map(|cn| cn.as_str().ok())
-                .map(str::to_ascii_lowercase),
-        );
-    }
-    Ok(LoadedCertificate {
-        key: Arc::new(certified),
-        names,
-        not_after: parsed.validity().not_after.timestamp(),
-    })
-}
+pub use crate::config::tls_files::LoadedCertificate;
 
 /// Picks the certificate for a handshake by SNI: an exact name, then the longest
 /// wildcard, then the listener's first certificate.
@@ -213,51 +111,22 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// Problems worth a warning but not a refusal: an expired certificate (clients will
-/// complain, but refusing the whole config would take every other listener down too),
-/// and names served by two certificates (the first one listed wins).
-pub fn certificate_warnings(settings: &ListenerTls) -> Vec<(crate::config::Location, String)> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let mut warnings = Vec::new();
-    let mut seen: Vec<(String, std::path::PathBuf)> = Vec::new();
-    for files in &settings.certificates {
-        let Ok(cert) = load_certificate(&files.cert, &files.key) else {
-            continue;
-        };
-        if cert.not_after < now {
-            let when = time::OffsetDateTime::from_unix_timestamp(cert.not_after)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default();
-            warnings.push((
-                files.location.clone(),
-                format!("certificate {} expired at {when}", files.cert.display()),
-            ));
-        }
-        for name in &cert.names {
-            if let Some((_, other)) = seen.iter().find(|(n, _)| n == name) {
-                warnings.push((
-                    files.location.clone(),
-                    format!(
-                        "name {name:?} of {} is also served by {}; the first one wins",
-                        files.cert.display(),
-                        other.display()
-                    ),
-                ));
-            } else {
-                seen.push((name.clone(), files.cert.clone()));
-            }
-        }
-    }
-    warnings
+/// Checks a certificate chain and its key given as PEM from a Secret; `source` names it
+/// in errors (`secret/NS/NAME`).
+pub fn certificate_from_pem(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+    source: &str,
+) -> Result<LoadedCertificate, String> {
+    let file = |key: &str, pem: &[u8]| tls_files::TlsFile {
+        path: format!("{source} {key}").into(),
+        pem: pem.into(),
+    };
+    tls_files::certificate(&file("tls.crt", chain_pem), &file("tls.key", key_pem))
 }
 
-/// Builds a listener's acceptor from its files; every failure names the file.
+/// Builds a listener's acceptor from the files its config loaded (no disk access); every
+/// failure names the file.
 pub fn build_acceptor(
     settings: &ListenerTls,
     cluster: Option<(Name, Arc<ClusterCertificates>)>,
@@ -265,7 +134,7 @@ pub fn build_acceptor(
     let certificates = settings
         .certificates
         .iter()
-        .map(|files| load_certificate(&files.cert, &files.key))
+        .map(|files| tls_files::certificate(&files.cert, &files.key))
         .collect::<Result<Vec<_>, _>>()?;
     let expiries = certificates
         .iter()
@@ -282,22 +151,7 @@ pub fn build_acceptor(
     let builder = match &settings.client_auth {
         None => builder.with_no_client_auth(),
         Some(auth) => {
-            let pem = std::fs::read(&auth.ca)
-                .map_err(|e| format!("cannot read client_ca {}: {e}", auth.ca.display()))?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert =
-                    cert.map_err(|e| format!("invalid client_ca {}: {e}", auth.ca.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("invalid client_ca {}: {e}", auth.ca.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!(
-                    "no certificate found in client_ca {}",
-                    auth.ca.display()
-                ));
-            }
+            let roots = tls_files::trust_anchors(&auth.ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if auth.required {
                 verifier

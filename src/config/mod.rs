@@ -7,6 +7,7 @@ pub mod origin;
 pub mod raw;
 mod shadow;
 pub mod source;
+pub mod tls_files;
 pub mod validate;
 
 pub use model::Config;

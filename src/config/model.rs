@@ -10,10 +10,33 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 use super::source::Location;
+pub use super::tls_files::TlsFile;
 
 /// Names of listeners, routes and upstreams: cheap to clone into every request context
 /// and metric label.
 pub type Name = Arc<str>;
+
+impl Config {
+    /// Every TLS file the config names: listener certificates, keys and client CAs, and
+    /// upstream CAs.
+    pub fn tls_files(&self) -> impl Iterator<Item = &TlsFile> {
+        let listeners = self
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .flat_map(|tls| {
+                tls.certificates
+                    .iter()
+                    .flat_map(|pair| [&pair.cert, &pair.key])
+                    .chain(tls.client_auth.as_ref().map(|auth| &auth.ca))
+            });
+        let upstreams = self
+            .upstreams
+            .iter()
+            .filter_map(|u| u.tls.as_ref()?.ca.as_ref());
+        listeners.chain(upstreams)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -137,8 +160,8 @@ pub struct ListenerTls {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CertificateFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    pub cert: TlsFile,
+    pub key: TlsFile,
     pub location: Location,
 }
 
@@ -150,7 +173,7 @@ pub enum TlsVersion {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientAuth {
-    pub ca: PathBuf,
+    pub ca: TlsFile,
     /// Without a certificate a client is refused (`true`) or let in unauthenticated.
     pub required: bool,
     pub identity_header: Option<HeaderName>,
@@ -338,7 +361,7 @@ pub enum Balance {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamTls {
-    pub ca: Option<PathBuf>,
+    pub ca: Option<TlsFile>,
     pub sni: Option<String>,
     pub verify: bool,
 }

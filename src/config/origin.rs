@@ -86,20 +86,13 @@ pub fn load_or_report(
     }
 }
 
-/// The files whose change means a reload: the config and every TLS file it names.
+/// The files whose change means a reload: the config and every TLS file it names
+/// (certificates, keys, client and upstream CAs).
 pub fn watched_files(origin: &ConfigOrigin, config: &Config) -> Vec<PathBuf> {
     let mut files = match origin {
         ConfigOrigin::File(path) => vec![path.clone()],
         ConfigOrigin::Embedded => Vec::new(),
     };
-    for tls in config.listeners.iter().filter_map(|l| l.tls.as_ref()) {
-        for pair in &tls.certificates {
-            files.push(pair.cert.clone());
-            files.push(pair.key.clone());
-        }
-        if let Some(auth) = &tls.client_auth {
-            files.push(auth.ca.clone());
-        }
-    }
+    files.extend(config.tls_files().map(|f| f.path.clone()));
     files
 }

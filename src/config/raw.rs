@@ -184,11 +184,8 @@ pub struct PassiveHealth {
 #[serde(untagged)]
 pub enum Endpoint {
     Address(String),
-    Weighted {
-        address: String,
-        #[serde(default)]
-        weight: Option<i64>,
-    },
+    /// Untagged, so unknown keys cannot be refused by serde; validation checks them.
+    Weighted(BTreeMap<String, toml::Value>),
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@ use toml::Spanned;
 use super::model::{self, *};
 use super::raw;
 use super::source::{Diagnostic, Diagnostics, Severity, SourceFile};
+use super::tls_files;
 
 /// A config that passed validation, with any warnings it produced.
 #[derive(Debug, Clone)]
@@ -45,12 +46,45 @@ pub fn load(source: &SourceFile) -> Result<Loaded, Diagnostics> {
         .any(|d| d.severity == Severity::Error)
     {
         let mut all = checker.diagnostics;
-        all.sort_by_key(|d| d.severity != Severity::Error);
+        // Errors first, each kind in the order of the file, as a compiler lists them.
+        all.sort_by_key(|d| {
+            (
+                d.severity != Severity::Error,
+                d.location.line,
+                d.location.column,
+            )
+        });
         return Err(Diagnostics(all));
     }
     let mut warnings = checker.diagnostics;
     warnings.extend(super::shadow::shadowed_routes(&config));
     Ok(Loaded { config, warnings })
+}
+
+/// `{ address = "ip:port", weight = N }`: an untagged form, so its keys are checked here
+/// (a misspelt `wieght` must not quietly mean weight 1).
+fn weighted(
+    table: &std::collections::BTreeMap<String, toml::Value>,
+) -> Result<(String, i64), String> {
+    if let Some(unknown) = table
+        .keys()
+        .find(|k| !matches!(k.as_str(), "address" | "weight"))
+    {
+        return Err(format!(
+            "unknown key {unknown:?} in endpoint: expected `address` and optionally `weight`"
+        ));
+    }
+    let address = match table.get("address") {
+        Some(toml::Value::String(a)) => a.clone(),
+        Some(_) => return Err("endpoint address must be a string \"ip:port\"".into()),
+        None => return Err("endpoint table needs `address`".into()),
+    };
+    let weight = match table.get("weight") {
+        None => 1,
+        Some(toml::Value::Integer(w)) => *w,
+        Some(_) => return Err("weight must be an integer".into()),
+    };
+    Ok((address, weight))
 }
 
 struct Checker<'a> {
@@ -83,6 +117,37 @@ impl Checker<'_> {
         } else {
             self.base_dir.join(p)
         }
+    }
+
+    /// Reads a file the config names; a file that cannot be read is an error at the
+    /// place that names it (the bytes are then empty, and the config is refused anyway).
+    fn tls_file(&mut self, text: &raw::Text, what: &str) -> TlsFile {
+        let path = self.path(text.get_ref());
+        match TlsFile::read(path.clone()) {
+            Ok(file) => file,
+            Err(e) => {
+                self.error(
+                    &text.span(),
+                    format!("cannot read {what} {}: {e}", path.display()),
+                );
+                TlsFile {
+                    path,
+                    pem: Arc::from(&[][..]),
+                }
+            }
+        }
+    }
+
+    /// A CA bundle the config names: readable, with at least one usable certificate.
+    fn ca_file(&mut self, text: &raw::Text, what: &str) -> TlsFile {
+        let before = self.diagnostics.len();
+        let file = self.tls_file(text, what);
+        if self.diagnostics.len() == before {
+            if let Err(e) = tls_files::trust_anchors(&file) {
+                self.error(&text.span(), format!("{what}: {e}"));
+            }
+        }
+        file
     }
 
     fn duration(&mut self, value: Option<&raw::Text>, default: Duration) -> Duration {
@@ -353,18 +418,30 @@ impl Checker<'_> {
     fn listener_tls(&mut self, raw: Spanned<raw::ListenerTls>) -> ListenerTls {
         let raw = raw.into_inner();
         let cert_span = raw.certificates.span();
+        let mut names_seen: Vec<(String, PathBuf)> = Vec::new();
         let certificates: Vec<CertificateFiles> = raw
             .certificates
             .into_inner()
             .into_iter()
             .map(|pair| {
-                let location = self.source.location(&pair.span());
+                let span = pair.span();
+                let location = self.source.location(&span);
                 let pair = pair.into_inner();
-                CertificateFiles {
-                    cert: self.path(pair.cert.get_ref()),
-                    key: self.path(pair.key.get_ref()),
+                let before = self.diagnostics.len();
+                let files = CertificateFiles {
+                    cert: self.tls_file(&pair.cert, "certificate"),
+                    key: self.tls_file(&pair.key, "key"),
                     location,
+                };
+                if self.diagnostics.len() == before {
+                    match tls_files::certificate(&files.cert, &files.key) {
+                        Ok(loaded) => {
+                            self.certificate_warnings(&span, &files, &loaded, &mut names_seen)
+                        }
+                        Err(e) => self.error(&span, e),
+                    }
                 }
+                files
             })
             .collect();
         if certificates.is_empty() {
@@ -438,7 +515,7 @@ impl Checker<'_> {
                     .client_identity_header
                     .and_then(|h| self.header_name(&h));
                 Some(ClientAuth {
-                    ca: self.path(ca.get_ref()),
+                    ca: self.ca_file(&ca, "client_ca"),
                     required,
                     identity_header,
                 })
@@ -449,6 +526,46 @@ impl Checker<'_> {
             min_version,
             alpn,
             client_auth,
+        }
+    }
+
+    /// Worth a warning, not a refusal: an expired certificate (clients will complain, but
+    /// refusing the whole config would take every other listener down too), and a name
+    /// served by two certificates (the first one listed wins).
+    fn certificate_warnings(
+        &mut self,
+        span: &Range<usize>,
+        files: &CertificateFiles,
+        loaded: &tls_files::LoadedCertificate,
+        seen: &mut Vec<(String, PathBuf)>,
+    ) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if loaded.not_after < now {
+            let when = time::OffsetDateTime::from_unix_timestamp(loaded.not_after)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            self.warning(
+                span,
+                format!("certificate {} expired at {when}", files.cert.display()),
+            );
+        }
+        for name in &loaded.names {
+            if let Some((_, other)) = seen.iter().find(|(n, _)| n == name) {
+                let message = format!(
+                    "name {name:?} of {} is also served by {}; the first one wins",
+                    files.cert.display(),
+                    other.display()
+                );
+                self.warning(span, message);
+            } else {
+                seen.push((name.clone(), files.cert.path.clone()));
+            }
         }
     }
 
@@ -501,7 +618,10 @@ impl Checker<'_> {
         &mut self,
         raw: std::collections::BTreeMap<String, raw::Upstream>,
     ) -> Vec<Upstream> {
-        let headers = self.upstream_headers();
+        let mut headers = self.upstream_headers();
+        if raw.keys().any(|name| !headers.contains_key(name)) {
+            self.upstream_keys(&mut headers);
+        }
         let mut entries: Vec<_> = raw
             .into_iter()
             .map(|(name, upstream)| {
@@ -534,6 +654,27 @@ impl Checker<'_> {
             }
         }
         found
+    }
+
+    /// Where upstreams written without a `[upstreams.NAME]` header (inline
+    /// `api = { … }` or dotted `api.endpoints = …` keys) are named: toml_edit keeps the
+    /// key spans that serde's view of the document loses. Parsed only when needed.
+    fn upstream_keys(&self, found: &mut HashMap<String, usize>) {
+        let Ok(doc) = toml_edit::ImDocument::parse(self.source.text.as_str()) else {
+            return;
+        };
+        let Some(upstreams) = doc.get("upstreams").and_then(|i| i.as_table_like()) else {
+            return;
+        };
+        for (name, _) in upstreams.iter() {
+            let start = upstreams
+                .get_key_value(name)
+                .and_then(|(key, _)| key.span())
+                .map(|span| span.start);
+            if let Some(start) = start {
+                found.entry(name.to_string()).or_insert(start);
+            }
+        }
     }
 
     fn upstream(&mut self, name: raw::Text, raw: Spanned<raw::Upstream>) -> Option<Upstream> {
@@ -602,7 +743,7 @@ impl Checker<'_> {
                 );
             }
             UpstreamTls {
-                ca: tls.ca.map(|ca| self.path(ca.get_ref())),
+                ca: tls.ca.map(|ca| self.ca_file(&ca, "upstream CA")),
                 sni: tls.sni.map(Spanned::into_inner),
                 verify,
             }
@@ -637,9 +778,21 @@ impl Checker<'_> {
             name: name.into_inner().into(),
             members,
             balance,
-            connect_timeout: self.duration(raw.connect_timeout.as_ref(), Duration::from_secs(5)),
-            read_timeout: self.duration(raw.read_timeout.as_ref(), Duration::from_secs(60)),
-            write_timeout: self.duration(raw.write_timeout.as_ref(), Duration::from_secs(60)),
+            connect_timeout: self.positive_duration(
+                raw.connect_timeout.as_ref(),
+                Duration::from_secs(5),
+                "connect_timeout",
+            ),
+            read_timeout: self.positive_duration(
+                raw.read_timeout.as_ref(),
+                Duration::from_secs(60),
+                "read_timeout",
+            ),
+            write_timeout: self.positive_duration(
+                raw.write_timeout.as_ref(),
+                Duration::from_secs(60),
+                "write_timeout",
+            ),
             idle_timeout: self.duration(raw.idle_timeout.as_ref(), Duration::from_secs(60)),
             retries,
             http2: raw.http2.unwrap_or(false),
@@ -725,11 +878,21 @@ impl Checker<'_> {
         let list_span = raw.span();
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        for endpoint in raw.into_inner() {
+        let entries = raw.into_inner();
+        if entries.is_empty() {
+            self.error(&list_span, "endpoints must list at least one address");
+        }
+        for endpoint in entries {
             let span = endpoint.span();
             let (address, weight) = match endpoint.into_inner() {
                 raw::Endpoint::Address(a) => (a, 1),
-                raw::Endpoint::Weighted { address, weight } => (address, weight.unwrap_or(1)),
+                raw::Endpoint::Weighted(table) => match weighted(&table) {
+                    Ok(pair) => pair,
+                    Err(problem) => {
+                        self.error(&span, problem);
+                        continue;
+                    }
+                },
             };
             if !(1..=1000).contains(&weight) {
                 self.error(&span, "weight must be between 1 and 1000");
@@ -747,14 +910,6 @@ impl Checker<'_> {
                 address,
                 weight: weight as u32,
             });
-        }
-        if out.is_empty()
-            && self
-                .diagnostics
-                .iter()
-                .all(|d| d.severity != Severity::Error)
-        {
-            self.error(&list_span, "endpoints must list at least one address");
         }
         out
     }
@@ -829,7 +984,11 @@ impl Checker<'_> {
         HealthCheck {
             path,
             interval,
-            timeout: self.duration(raw.timeout.as_ref(), Duration::from_secs(2)),
+            timeout: self.positive_duration(
+                raw.timeout.as_ref(),
+                Duration::from_secs(2),
+                "health check timeout",
+            ),
             unhealthy_threshold: threshold(self, raw.unhealthy_threshold),
             healthy_threshold: threshold(self, raw.healthy_threshold),
         }
@@ -951,7 +1110,7 @@ impl Checker<'_> {
         let timeout = raw
             .timeout
             .as_ref()
-            .map(|t| self.duration(Some(t), Duration::ZERO));
+            .map(|t| self.positive_duration(Some(t), Duration::from_secs(60), "timeout"));
         let max_body_size = raw
             .max_body_size
             .and_then(|size| self.size(&size, "max_body_size"));

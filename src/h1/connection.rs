@@ -32,12 +32,7 @@ struct Policy {
 
 impl Policy {
     fn of(snapshot: &crate::snapshot::Snapshot, info: &ConnectionInfo) -> Self {
-        match snapshot
-            .config
-            .listeners
-            .iter()
-            .find(|l| l.name == info.listener)
-        {
+        match snapshot.listener_at(info.bound).map(|l| &l.spec) {
             Some(listener) => Self {
                 header_timeout: listener.header_timeout,
                 idle_timeout: listener.idle_timeout,
@@ -312,7 +307,14 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     policy: &Policy,
 ) -> Next {
     let gateway = &engine.gateway;
-    let mut ctx = RequestContext::new(gateway.snapshot.load_full(), info.listener.clone());
+    let snapshot = gateway.snapshot.load_full();
+    // Named by this request's snapshot: a listener renamed by a reload is matched
+    // against the new routes under its new name, never the old one.
+    let listener = snapshot
+        .listener_name(info.bound)
+        .unwrap_or_else(|| info.listener.clone());
+    let logging = snapshot.edges.access_log.is_some();
+    let mut ctx = RequestContext::new(snapshot, listener);
     ctx.downstream_tls = info.tls;
     let tls = client.tls_digest();
     let mut logged = Logged {
@@ -326,7 +328,7 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
         info,
         policy,
         tls.as_ref(),
-        gateway.access_log.enabled().then_some(&mut logged.path),
+        logging.then_some(&mut logged.path),
     );
     let outcome = match decision {
         Decision::HandOver => return Next::HandOver,

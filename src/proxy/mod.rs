@@ -22,7 +22,7 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::access_log::{AccessLog, AccessRecord};
+use crate::access_log::AccessRecord;
 use crate::config::model::{Action, Name};
 use crate::metrics::Metrics;
 use crate::snapshot::router::{normalize_host, rewritten_path, RequestFacts};
@@ -30,10 +30,6 @@ use crate::snapshot::Snapshot;
 pub use context::RequestContext;
 pub use respond::redirect_location;
 use respond::{error_response, Reply};
-
-/// Which listener an accepted connection belongs to, keyed by the listening address the
-/// accept loop records in the connection's socket digest.
-pub type ListenerDirectory = ArcSwap<std::collections::HashMap<SocketAddr, Name>>;
 
 /// State shared by every request; each field is read without locks.
 /// One draw for a weighted route: each request independently, so the split holds across
@@ -45,18 +41,16 @@ pub fn pick_backend(backends: &[crate::config::model::WeightedUpstream]) -> Opti
 #[derive(Clone)]
 pub struct Gateway {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
-    pub listeners: Arc<ListenerDirectory>,
     pub metrics: Arc<Metrics>,
-    pub access_log: Arc<AccessLog>,
 }
 
 impl Gateway {
-    fn listener_of(&self, session: &Session) -> Option<Name> {
-        let addr = match session.server_addr()? {
-            PingoraAddr::Inet(addr) => *addr,
-            _ => return None,
-        };
-        self.listeners.load().get(&addr).cloned()
+    /// The listener a request arrived on, named by the request's own snapshot.
+    fn listener_of(session: &Session, snapshot: &Snapshot) -> Option<Name> {
+        match session.server_addr()? {
+            PingoraAddr::Inet(addr) => snapshot.listener_name(*addr),
+            _ => None,
+        }
     }
 
     /// Spends a retry if the upstream's retry budget allows, counting the failed attempt
@@ -115,7 +109,7 @@ impl ProxyHttp for Gateway {
         // Pipelined requests are answered one by one, in order, instead of the connection
         // being closed after the first.
         session.as_downstream_mut().set_pipelining_enabled(true);
-        if let Some(listener) = self.listener_of(session) {
+        if let Some(listener) = Self::listener_of(session, &ctx.snapshot) {
             ctx.listener = listener;
         }
         ctx.downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
@@ -296,17 +290,18 @@ impl ProxyHttp for Gateway {
             .pool
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool chosen"))?;
-        if pool.upstream.http2 {
-            // pingora takes a shared h2 connection out of its pool while it opens a stream
-            // on it; a concurrent request arriving meanwhile would open another connection.
-            ctx.h2_checkout = Some(pool.h2_checkout.clone().lock_owned().await);
-        }
         let Some(member) = pool.select(&ctx.tried, ctx.hash_key) else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 "no healthy endpoint",
             ));
         };
+        if pool.upstream.http2 {
+            // pingora takes a shared h2 connection out of its pool while it opens a stream
+            // on it; a concurrent request to the same member arriving meanwhile would
+            // open another connection.
+            ctx.h2_checkout = Some(member.h2_checkout.clone().lock_owned().await);
+        }
         let address = member.endpoint.address;
         ctx.tried.push(address);
         ctx.endpoint = Some(address);
@@ -646,8 +641,8 @@ impl Gateway {
             .request_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
-        if self.access_log.enabled() {
-            self.access_log.write(AccessRecord {
+        if let Some(access_log) = &ctx.snapshot.edges.access_log {
+            access_log.write(AccessRecord {
                 listener: ctx.listener.clone(),
                 client: exchange.client.map(|a| a.to_string()).unwrap_or_default(),
                 method: exchange.method.to_string(),

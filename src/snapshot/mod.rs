@@ -5,11 +5,15 @@ pub mod pool;
 pub mod router;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::access_log::AccessLog;
+use crate::config::model::Listener;
 use crate::config::model::{Endpoint, KubernetesService, Members, Name, Upstream};
 use crate::config::Config;
+use crate::tls::TlsAcceptor;
 use pool::{MemberStates, Pool};
 use router::Router;
 
@@ -59,6 +63,36 @@ pub fn members_of<'a>(
     }
 }
 
+/// A listener as the request path sees it: where it is bound (port 0 resolved), its
+/// settings, and the TLS acceptor new handshakes use.
+pub struct ServedListener {
+    pub bound: SocketAddr,
+    pub spec: Listener,
+    pub tls: Option<Arc<TlsAcceptor>>,
+}
+
+impl std::fmt::Debug for ServedListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at {} (tls: {})",
+            self.spec.name,
+            self.bound,
+            self.tls.is_some()
+        )
+    }
+}
+
+/// What the request path reads besides routes and pools. It is part of the snapshot, so
+/// a connection's listener name, TLS settings and access log always come from the same
+/// config as the routes its requests are matched against: a renamed listener has no
+/// moment where its new routes meet its old name.
+#[derive(Debug, Clone, Default)]
+pub struct Edges {
+    pub listeners: Arc<[ServedListener]>,
+    pub access_log: Option<Arc<AccessLog>>,
+}
+
 #[derive(Debug)]
 pub struct Snapshot {
     pub generation: u64,
@@ -66,6 +100,7 @@ pub struct Snapshot {
     pub source: SourceInfo,
     pub router: Arc<Router>,
     pub pools: HashMap<Name, Arc<Pool>>,
+    pub edges: Edges,
 }
 
 impl Snapshot {
@@ -78,6 +113,7 @@ impl Snapshot {
         discovered: &Discovered,
         previous: Option<&Snapshot>,
         states: &MemberStates,
+        edges: Edges,
     ) -> Snapshot {
         let listener_names: Vec<Name> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let router = Router::compile(&config.routes, &listener_names);
@@ -107,7 +143,18 @@ impl Snapshot {
             source,
             router: Arc::new(router),
             pools,
+            edges,
         }
+    }
+
+    /// The listener whose socket is bound at `bound` (the listening address a
+    /// connection arrived on).
+    pub fn listener_at(&self, bound: SocketAddr) -> Option<&ServedListener> {
+        self.edges.listeners.iter().find(|l| l.bound == bound)
+    }
+
+    pub fn listener_name(&self, bound: SocketAddr) -> Option<Name> {
+        self.listener_at(bound).map(|l| l.spec.name.clone())
     }
 
     /// The same snapshot with one discovered upstream's members replaced: only that pool
@@ -136,6 +183,7 @@ impl Snapshot {
             source: self.source.clone(),
             router: self.router.clone(),
             pools,
+            edges: self.edges.clone(),
         })
     }
 }

@@ -151,6 +151,10 @@ impl MemberStates {
 pub struct Member {
     pub endpoint: Endpoint,
     pub state: Arc<MemberState>,
+    /// Serialises HTTP/2 connection checkout to this member (see
+    /// `RequestContext::h2_checkout`). Per member, not per upstream: an endpoint that
+    /// blackholes connects holds up only the requests that picked it.
+    pub h2_checkout: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// One compiled upstream.
@@ -161,8 +165,6 @@ pub struct Pool {
     pub tls_ca: Option<Arc<pingora::protocols::tls::CaType>>,
     /// Isolates this upstream's pooled connections from other upstreams'.
     pub group_key: u64,
-    /// Serialises HTTP/2 connection checkout (see `RequestContext::h2_checkout`).
-    pub h2_checkout: Arc<tokio::sync::Mutex<()>>,
     pub members: Vec<Member>,
     /// Smooth weighted round-robin order of member indices (nginx's algorithm), so weights
     /// interleave instead of arriving in bursts.
@@ -196,6 +198,7 @@ impl Pool {
             .map(|e| Member {
                 endpoint: *e,
                 state: states.get(&upstream.name, e.address),
+                h2_checkout: Arc::default(),
             })
             .collect();
         let schedule = smooth_weighted_schedule(endpoints);
@@ -203,7 +206,7 @@ impl Pool {
             .tls
             .as_ref()
             .and_then(|t| t.ca.as_ref())
-            .and_then(|path| match load_upstream_ca(path) {
+            .and_then(|file| match upstream_ca(file) {
                 Ok(ca) => Some(ca),
                 Err(e) => {
                     tracing::error!(upstream = %upstream.name, error = %e, "cannot load upstream CA; connections will fail verification");
@@ -220,7 +223,6 @@ impl Pool {
         Self {
             tls_ca,
             group_key,
-            h2_checkout: Arc::new(tokio::sync::Mutex::new(())),
             upstream,
             members,
             schedule,
@@ -365,19 +367,16 @@ impl Pool {
     }
 }
 
-/// CA certificates for verifying an upstream, in the form pingora's connector takes.
-pub fn load_upstream_ca(
-    path: &std::path::Path,
+/// CA certificates for verifying an upstream, in the form pingora's connector takes,
+/// from the bytes the config loaded (validated there: never empty).
+pub fn upstream_ca(
+    file: &crate::config::model::TlsFile,
 ) -> Result<Arc<pingora::protocols::tls::CaType>, String> {
     use pingora::utils::tls::{parse_x509, WrappedX509};
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read CA {}: {e}", path.display()))?;
-    let certs: Vec<WrappedX509> = rustls_pemfile::certs(&mut pem.as_slice())
-        .map(|c| c.map(|der| WrappedX509::new(der.to_vec(), parse_x509)))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("invalid CA PEM {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("no certificate in CA file {}", path.display()));
-    }
+    let certs: Vec<WrappedX509> = crate::config::tls_files::certificates(file)?
+        .into_iter()
+        .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
+        .collect();
     Ok(Arc::from(certs))
 }
 

@@ -437,3 +437,47 @@ async fn a_second_process_cannot_take_a_listening_address() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot bind"), "{stderr}");
 }
+
+const EDGE_HEAD: &str =
+    "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n[[routes]]\nname = \"a\"\nupstream = \"api\"\n";
+
+/// Issue 10, fault 8: each config edge as a golden `check` output.
+#[test]
+fn check_golden_config_edges() {
+    let cases: &[(&str, &str)] = &[
+        // A misspelt key in an endpoint table was read as weight 1.
+        (
+            "[upstreams.api]\nendpoints = [{ address = \"127.0.0.1:1\", wieght = 3 }]\n",
+            "error: F:8:14: unknown key \"wieght\" in endpoint: expected `address` and optionally `weight`\n",
+        ),
+        // An inline upstream table's problems were reported at 1:1.
+        (
+            "[upstreams]\napi = { retries = 1 }\n",
+            "error: F:6:12: route \"a\" names unknown upstream \"api\"\n\
+             error: F:8:1: upstream \"api\" needs `endpoints` or a `kubernetes` block\n",
+        ),
+        // So were a dotted one's.
+        (
+            "[upstreams]\napi.retries = 1\n",
+            "error: F:6:12: route \"a\" names unknown upstream \"api\"\n\
+             error: F:8:1: upstream \"api\" needs `endpoints` or a `kubernetes` block\n",
+        ),
+        // An empty list was only reported when nothing else was wrong.
+        (
+            "[upstreams.api]\nendpoints = []\nretries = 99\n",
+            "error: F:8:13: endpoints must list at least one address\n\
+             error: F:9:11: retries must be between 0 and 10\n",
+        ),
+        // A zero route timeout made every request a 504.
+        (
+            "timeout = \"0s\"\n[upstreams.api]\nendpoints = [\"127.0.0.1:1\"]\nconnect_timeout = \"0ms\"\n",
+            "error: F:7:11: timeout must be greater than zero\n\
+             error: F:10:19: connect_timeout must be greater than zero\n",
+        ),
+    ];
+    for (rest, expected) in cases {
+        let (code, out) = check(&format!("{EDGE_HEAD}{rest}"));
+        assert_eq!(code, 1, "{rest}");
+        assert_eq!(out, *expected, "{rest}");
+    }
+}

@@ -412,3 +412,112 @@ async fn a_reload_starts_and_stops_watches() {
         .await;
     assert_eq!(spread(&gw, 2).await, BTreeMap::from([("pod-2".into(), 2)]));
 }
+
+/// Issue 10, fault 1: while the publisher was busy, a reload request and a members update
+/// queued behind it were merged by a loop that only understood reloads: the members
+/// were dropped, and the pool stayed stale until the Service changed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_queued_behind_a_reload_are_applied() {
+    let api = KubeApi::start().await;
+    let pods = Pods::start(2).await;
+    http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(0))]);
+    let text = config("");
+    let gw = start_gateway(&api, &text);
+    gw.wait_ready().await;
+    wait_spread(&gw, &["pod-2"]).await;
+
+    // Hold the publisher in a reload that reads a FIFO nobody writes yet.
+    let fifo = gw.dir.path().join("slow.toml");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    std::fs::rename(&fifo, &gw.config_path).expect("swap in the fifo");
+    gw.signal("HUP");
+    gw.wait_for_log("SIGHUP: reloading", Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Queued behind it: another reload, then the Service's new member.
+    gw.signal("HUP");
+    http_slice(
+        &api,
+        "web-a",
+        pods.port,
+        &[Endpoint::ready(&pods.ip(0)), Endpoint::ready(&pods.ip(1))],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Feed both reloads the same text; each open of the FIFO waits for its reader.
+    let (path, feed) = (gw.config_path.clone(), text.clone());
+    let feeder = std::thread::spawn(move || {
+        for _ in 0..2 {
+            std::fs::write(&path, &feed).expect("feed the fifo");
+        }
+    });
+    wait_spread(&gw, &["pod-2", "pod-3"]).await;
+    feeder.join().expect("feeder");
+}
+
+/// Fault 4: an upstream re-pointed to another Service kept the old Service's pods until
+/// the new watch synced (forever while it could not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_repointed_to_another_service_never_reaches_the_old_pods() {
+    let api = KubeApi::start().await;
+    let pods = Pods::start(2).await;
+    http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(0))]);
+    api.apply_endpoint_slice(
+        "shop",
+        "api-a",
+        "api",
+        &[(Some("http"), pods.port)],
+        &[Endpoint::ready(&pods.ip(1))],
+    );
+    let gw = start_gateway(&api, &config(""));
+    gw.wait_ready().await;
+    wait_spread(&gw, &["pod-2"]).await;
+
+    // The API server goes away, then the upstream is re-pointed: the new Service's
+    // members cannot be read yet, and the old Service's must not be used meanwhile.
+    api.stop().await;
+    gw.write_config(&config("").replace("service = \"web\"", "service = \"api\""));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while gw.config_json().await["generation"].as_u64() != Some(2) {
+        assert!(Instant::now() < deadline, "re-pointing was not applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = spread(&gw, 20).await;
+    assert_eq!(
+        seen,
+        BTreeMap::from([("status 503 Service Unavailable".into(), 20)]),
+        "{seen:?}"
+    );
+    assert_eq!(
+        gw.admin_status("/readyz").await,
+        503,
+        "not synced with its new Service"
+    );
+
+    api.restart().await;
+    wait_spread(&gw, &["pod-3"]).await;
+    assert_eq!(gw.admin_status("/readyz").await, 200);
+}
+
+/// Fault 4: a failed client was cached, so discovery stayed off until a restart when the
+/// credentials appeared later (a kubeconfig mounted after start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_that_appear_after_start_are_picked_up() {
+    let api = KubeApi::start().await;
+    let pods = Pods::start(1).await;
+    http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(0))]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(&path, config("")).expect("write");
+    let later = dir.path().join("later").join("kubeconfig");
+    let gw = Gateway::spawn(dir, path, &[("KUBECONFIG", &later.display().to_string())]);
+    gw.wait_for_log("no Kubernetes credentials", Duration::from_secs(3));
+    assert_eq!(gw.admin_status("/readyz").await, 503);
+
+    std::fs::create_dir_all(later.parent().expect("dir")).expect("mkdir");
+    std::fs::copy(api.kubeconfig_path(), &later).expect("kubeconfig appears");
+    wait_spread(&gw, &["pod-2"]).await;
+    assert_eq!(gw.admin_status("/readyz").await, 200);
+}

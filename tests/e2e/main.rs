@@ -5,6 +5,7 @@ mod support;
 mod admin;
 mod cli;
 mod cluster_routes;
+mod consistency;
 mod framing;
 mod grpc;
 mod h1_loop;

@@ -404,7 +404,7 @@ fn check_refuses_unreadable_files_and_mismatched_keys() {
     });
     assert_eq!(code, 1);
     assert!(
-        out.starts_with("error: D/gw.toml:7:3: cannot read certificate D/b.pem"),
+        out.starts_with("error: D/gw.toml:7:12: cannot read certificate D/b.pem"),
         "{out}"
     );
 

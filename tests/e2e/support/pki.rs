@@ -1,5 +1,6 @@
 //! Certificates made at test time (rcgen), and a TLS client that reports what it got.
 
+use rustls::pki_types::pem::PemObject;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -22,10 +23,7 @@ pub struct Issued {
 
 impl Issued {
     pub fn der(&self) -> CertificateDer<'static> {
-        rustls_pemfile::certs(&mut self.cert_pem.as_bytes())
-            .next()
-            .expect("one cert")
-            .expect("pem")
+        CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).expect("one cert")
     }
 
     pub fn write(&self, dir: &std::path::Path, stem: &str) {
@@ -107,7 +105,7 @@ pub async fn connect(
     options: &ClientOptions<'_>,
 ) -> std::io::Result<ClientStream> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut options.ca_pem.as_bytes()) {
+    for cert in CertificateDer::pem_slice_iter(options.ca_pem.as_bytes()) {
         roots.add(cert.expect("ca pem")).expect("root");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -134,8 +132,7 @@ pub async fn connect(
     let mut config = match options.client_cert {
         None => builder.with_no_client_auth(),
         Some(issued) => {
-            let key = rustls_pemfile::private_key(&mut issued.key_pem.as_bytes())
-                .expect("key")
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes())
                 .expect("a key");
             builder
                 .with_client_auth_cert(vec![issued.der()], key)

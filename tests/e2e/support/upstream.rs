@@ -50,12 +50,12 @@ impl Upstream {
 
     /// An HTTPS upstream (HTTP/1.1 and h2 by ALPN) with the given certificate.
     pub async fn start_tls(name: &str, cert_pem: &str, key_pem: &str) -> Upstream {
-        let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        use rustls::pki_types::pem::PemObject;
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .collect::<Result<_, _>>()
             .expect("cert pem");
-        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-            .expect("key pem")
-            .expect("a key");
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("a key");
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
