@@ -28,10 +28,16 @@ use kube_api::{Endpoint, KubeApi, TargetPort};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_edgegate");
-const ROUTES: usize = 1_000;
 const RULES: usize = 10;
-const INGRESSES: usize = 100;
 const SERVICES: usize = 100;
+
+/// How many objects: 1,000 HTTPRoutes and 100 Ingresses for `cargo bench`, a few for
+/// `cargo test --benches` (which passes no `--bench`).
+#[derive(Clone, Copy)]
+struct Size {
+    routes: usize,
+    ingresses: usize,
+}
 
 fn route_spec(i: usize, prefix: &str) -> Value {
     let rules: Vec<Value> = (0..RULES)
@@ -118,7 +124,8 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn end_to_end(edits: usize) {
+async fn end_to_end(size: Size, edits: usize) {
+    let Size { routes, ingresses } = size;
     // One real backend: every Service's single endpoint is it.
     let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -169,7 +176,7 @@ async fn end_to_end(edits: usize) {
         json!({"spec": {"gatewayClassName": "edgegate",
                         "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}]}}),
     );
-    for i in 0..ROUTES {
+    for i in 0..routes {
         api.apply_object(
             "HTTPRoute",
             "bench",
@@ -177,7 +184,7 @@ async fn end_to_end(edits: usize) {
             json!({"spec": route_spec(i, "p")}),
         );
     }
-    for k in 0..INGRESSES {
+    for k in 0..ingresses {
         api.apply_object(
             "Ingress",
             "bench",
@@ -193,8 +200,8 @@ async fn end_to_end(edits: usize) {
     let started = Instant::now();
     let gw = start_gateway(&api, port);
     // Served when the last route's last rule and the last Ingress answer from the backend.
-    let last_route = format!("r{}.example.com", ROUTES - 1);
-    let last_ingress = format!("ing{}.example.com", INGRESSES - 1);
+    let last_route = format!("r{}.example.com", routes - 1);
+    let last_ingress = format!("ing{}.example.com", ingresses - 1);
     loop {
         let route = status(&client, addr, &last_route, &format!("/p{}/x", RULES - 1)).await;
         let ingress = status(&client, addr, &last_ingress, "/").await;
@@ -209,32 +216,34 @@ async fn end_to_end(edits: usize) {
     }
     let all_served = started.elapsed();
     // Every route, spot-checked: one rule of every 10th route.
-    for i in (0..ROUTES).step_by(10) {
+    for i in (0..routes).step_by(10) {
         let host = format!("r{i}.example.com");
         assert_eq!(status(&client, addr, &host, "/p3").await, 200, "{host}");
     }
     let rss = rss_kib(gw.child.id());
     println!(
-        "{ROUTES} HTTPRoutes ({} rules) + {INGRESSES} Ingresses, {SERVICES} Services: all served {:.0} ms after the gateway started; RSS {:.1} MiB",
-        ROUTES * RULES,
+        "{routes} HTTPRoutes ({} rules) + {ingresses} Ingresses, {SERVICES} Services: all served {:.0} ms after the gateway started; RSS {:.1} MiB",
+        routes * RULES,
         all_served.as_secs_f64() * 1000.0,
         rss as f64 / 1024.0
     );
 
-    // One edit at a time: route-0500's prefixes move from /pN to /eK-N; the time from the
+    // One edit at a time: the middle route's prefixes move from /pN to /eK-N; the time from the
     // write (the double emits the watch event as it stores) to the new prefix answering.
+    let edited = routes / 2;
+    let edited_host = format!("r{edited}.example.com");
     let mut samples = Vec::with_capacity(edits);
     for k in 0..edits {
         let prefix = format!("e{k}-");
         api.apply_object(
             "HTTPRoute",
             "bench",
-            "route-0500",
-            json!({"spec": route_spec(500, &prefix)}),
+            &format!("route-{edited:04}"),
+            json!({"spec": route_spec(edited, &prefix)}),
         );
         let written = Instant::now();
         let path = format!("/{prefix}0");
-        while status(&client, addr, "r500.example.com", &path).await != 200 {
+        while status(&client, addr, &edited_host, &path).await != 200 {
             assert!(
                 written.elapsed() < Duration::from_secs(10),
                 "edit {k} never served"
@@ -295,7 +304,7 @@ fn objects(routes: usize, rules: usize, ingresses: usize) -> ClusterObjects {
     objects
 }
 
-fn matching() {
+fn matching(size: Size) {
     let settings = Settings {
         gateway_class: Some("edgegate".into()),
         ingress_class: Some("edgegate".into()),
@@ -312,10 +321,10 @@ fn matching() {
     for (label, routes, rules, ingresses) in [
         ("10 routes", 10, 1, 0),
         (
-            "1,000 HTTPRoutes x 10 rules + 100 Ingresses",
-            ROUTES,
+            "HTTPRoutes x 10 rules + Ingresses",
+            size.routes,
             RULES,
-            INGRESSES,
+            size.ingresses,
         ),
     ] {
         let objects = objects(routes, rules, ingresses);
@@ -360,16 +369,28 @@ fn matching() {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; filters are not supported here.
+    // `cargo test --benches` runs benches with `--bench` absent; keep that run tiny.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let size = if quick {
+        Size {
+            routes: 20,
+            ingresses: 5,
+        }
+    } else {
+        Size {
+            routes: 1_000,
+            ingresses: 100,
+        }
+    };
     let edits: usize = std::env::var("EDITS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    matching();
+        .unwrap_or(if quick { 3 } else { 50 });
+    matching(size);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime")
-        .block_on(end_to_end(edits));
+        .block_on(end_to_end(size, edits));
 }
