@@ -442,6 +442,21 @@ async fn ingresses_of_our_class_are_served_and_new_pods_get_traffic() {
     })
     .await;
     assert_eq!(get(&gw, "theirs.example.com", "/a", &[]).await.0, 404);
+    // status.loadBalancer names the listener's address; the other class's is untouched.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ours = api.object("Ingress", "shop", "ours").expect("ours");
+        if ours["status"]["loadBalancer"]["ingress"] == json!([{"ip": "127.0.0.1"}]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Ingress status: {}",
+            ours["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(api.object("Ingress", "shop", "theirs").expect("theirs")["status"].is_null());
 
     web.add("web", 14).await;
     web.publish(&api, "shop", "web");

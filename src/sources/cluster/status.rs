@@ -1,10 +1,13 @@
 //! Status written back to the objects (spec section 10): HTTPRoute parents' `Accepted`
-//! and `ResolvedRefs`, Gateway `Accepted` and `Programmed`. A patch on the status
-//! subresource, so the narrowest RBAC (`patch` on `httproutes/status`,
-//! `gateways/status`) suffices. A refused write is logged and changes nothing else:
+//! and `ResolvedRefs`, Gateway `Accepted` and `Programmed`, Ingress
+//! `status.loadBalancer`. A patch on the status subresource, so the narrowest RBAC
+//! (`patch` on `httproutes/status`, `gateways/status`, `ingresses/status`) suffices. A refused write is logged and changes nothing else:
 //! routing never waits for, or depends on, status.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::networking::v1::Ingress;
 
 use kube::api::{Patch, PatchParams};
 use kube::core::ApiResource;
@@ -13,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::objects::{self, Gateway, HttpRoute, GATEWAY_GROUP};
 use super::translate::{ClusterObjects, Condition, Key, Status};
+use crate::config::model::Listener;
 
 /// The `controllerName` a GatewayClass names to be served by edgegate
 /// (`packaging/kubernetes/gatewayclass.yaml`).
@@ -20,15 +24,18 @@ pub const CONTROLLER_NAME: &str = "edgegate.dev/gateway-controller";
 
 pub struct StatusWriter {
     client: Client,
+    /// The addresses Ingresses report (`status.loadBalancer.ingress[].ip`).
+    addresses: Vec<IpAddr>,
     /// What was last attempted per object, without timestamps: an unchanged status is
     /// not written again, and a refused one is not retried (and logged) on every change.
     attempted: BTreeMap<(&'static str, Key), Value>,
 }
 
 impl StatusWriter {
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: Client, addresses: Vec<IpAddr>) -> Self {
         Self {
             client,
+            addresses,
             attempted: BTreeMap::new(),
         }
     }
@@ -80,6 +87,28 @@ impl StatusWriter {
             self.patch::<Gateway>("Gateway", objects::gateway_resource(), key, body)
                 .await;
         }
+        if self.addresses.is_empty() {
+            return; // nothing true to say: listeners on every address and no POD_IP
+        }
+        let ips: Vec<Value> = self
+            .addresses
+            .iter()
+            .map(|ip| json!({"ip": ip.to_string()}))
+            .collect();
+        for key in &status.ingresses {
+            let body = json!({"loadBalancer": {"ingress": ips}});
+            let id = ("Ingress", key.clone());
+            if self.attempted.get(&id) == Some(&body) {
+                continue;
+            }
+            let api: Api<Ingress> = Api::namespaced(self.client.clone(), &key.0);
+            let patch = Patch::Merge(json!({ "status": body }));
+            let result = api
+                .patch_status(&key.1, &PatchParams::default(), &patch)
+                .await;
+            log_outcome("Ingress", key, result.map(|_| ()));
+            self.attempted.insert(id, body);
+        }
     }
 
     async fn patch<K>(&mut self, kind: &'static str, resource: ApiResource, key: &Key, body: Value)
@@ -97,19 +126,10 @@ impl StatusWriter {
         stamp(&mut stamped);
         let api: Api<K> = Api::namespaced_with(self.client.clone(), &key.0, &resource);
         let patch = Patch::Merge(json!({ "status": stamped }));
-        match api
+        let result = api
             .patch_status(&key.1, &PatchParams::default(), &patch)
-            .await
-        {
-            Ok(_) => tracing::debug!(kind, namespace = %key.0, name = %key.1, "status written"),
-            Err(e) => tracing::warn!(
-                kind,
-                namespace = %key.0,
-                name = %key.1,
-                error = %e,
-                "cannot write status (RBAC needs patch on the status subresource); routing is unaffected"
-            ),
-        }
+            .await;
+        log_outcome(kind, key, result.map(|_| ()));
         self.attempted.insert(id, body);
     }
 }
@@ -145,4 +165,68 @@ fn stamp(value: &mut Value) {
         }
     }
     visit(value, &now);
+}
+
+fn log_outcome(kind: &str, key: &Key, result: Result<(), kube::Error>) {
+    match result {
+        Ok(()) => tracing::debug!(kind, namespace = %key.0, name = %key.1, "status written"),
+        Err(e) => tracing::warn!(
+            kind,
+            namespace = %key.0,
+            name = %key.1,
+            error = %e,
+            "cannot write status (RBAC needs patch on the status subresource); routing is unaffected"
+        ),
+    }
+}
+
+/// The addresses an Ingress reports: the listeners' own when they name one, else the
+/// pod's (`POD_IP`, from the downward API), else none. Loopback is reported only when
+/// every named address is loopback (a test, or a sidecar).
+pub fn ingress_addresses(listeners: &[Listener], pod_ip: Option<&str>) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = listeners
+        .iter()
+        .map(|l| l.address.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    if ips.iter().any(|ip| !ip.is_loopback()) {
+        ips.retain(|ip| !ip.is_loopback());
+    }
+    if ips.is_empty() || listeners.iter().any(|l| l.address.ip().is_unspecified()) {
+        if let Some(pod) = pod_ip.and_then(|p| p.parse().ok()) {
+            ips = vec![pod];
+        }
+    }
+    ips
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(address: &str) -> Listener {
+        Listener::new("l", address.parse().expect("address"))
+    }
+
+    #[test]
+    fn ingress_addresses_prefer_named_listener_addresses_then_the_pod() {
+        let named = [listener("10.0.0.5:80"), listener("127.0.0.1:81")];
+        assert_eq!(
+            ingress_addresses(&named, None),
+            vec![IpAddr::from([10, 0, 0, 5])]
+        );
+        let any = [listener("0.0.0.0:80")];
+        assert_eq!(ingress_addresses(&any, None), Vec::<IpAddr>::new());
+        assert_eq!(
+            ingress_addresses(&any, Some("10.1.2.3")),
+            vec![IpAddr::from([10, 1, 2, 3])]
+        );
+        let local = [listener("127.0.0.1:80")];
+        assert_eq!(
+            ingress_addresses(&local, None),
+            vec![IpAddr::from([127, 0, 0, 1])]
+        );
+    }
 }

@@ -37,6 +37,8 @@ use crate::update::Update;
 struct Inputs {
     settings: model::ClusterRoutes,
     listeners: Vec<ListenerFacts>,
+    /// What Ingress `status.loadBalancer` reports: where clients reach the listeners.
+    addresses: Vec<std::net::IpAddr>,
 }
 
 /// Follows the applied config: starts the watches when `[kubernetes]` appears, restarts
@@ -52,6 +54,10 @@ pub async fn follow(
         let inputs = config.kubernetes.clone().map(|settings| Inputs {
             settings,
             listeners: ListenerFacts::of(&config.listeners),
+            addresses: super::status::ingress_addresses(
+                &config.listeners,
+                std::env::var("POD_IP").ok().as_deref(),
+            ),
         });
         if inputs.as_ref() != running.as_ref().map(|(i, _)| i) {
             let was_running = running.take().is_some();
@@ -195,7 +201,10 @@ async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
     // Status is written by its own task, always the newest: thousands of patches after
     // a start never delay the next translation.
     let (status_tx, status_rx) = tokio::sync::watch::channel(None);
-    let _writer = AbortAll(vec![tokio::spawn(write_status(client.clone(), status_rx))]);
+    let _writer = AbortAll(vec![tokio::spawn(write_status(
+        StatusWriter::new(client.clone(), inputs.addresses.clone()),
+        status_rx,
+    ))]);
     let mut last: Option<Arc<ClusterRoutes>> = None;
     let mut logged: BTreeSet<String> = BTreeSet::new();
     loop {
@@ -234,8 +243,7 @@ async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
 /// The newest objects and their translation, for the status writer.
 type Latest = Option<(Arc<ClusterObjects>, Arc<ClusterRoutes>)>;
 
-async fn write_status(client: Client, mut latest: tokio::sync::watch::Receiver<Latest>) {
-    let mut writer = StatusWriter::new(client);
+async fn write_status(mut writer: StatusWriter, mut latest: tokio::sync::watch::Receiver<Latest>) {
     while latest.changed().await.is_ok() {
         let current = latest.borrow_and_update().clone();
         if let Some((objects, routes)) = current {
