@@ -1,4 +1,4 @@
-//! Producers of [`crate::publish::Update`]s. They only notice change and say so; the
+//! Producers of [`crate::update::Update`]s. They only notice change and say so; the
 //! publisher decides what it means.
 
 pub mod cluster;
