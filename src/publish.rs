@@ -41,6 +41,9 @@ pub struct Publisher<A> {
     pub file_config: Arc<Config>,
     /// The cluster's routes as last received (spec section 10); empty until then.
     pub cluster: Arc<ClusterRoutes>,
+    /// Whether cluster routes were received once: `/readyz` waits for it when the
+    /// config has `[kubernetes]`, as it waits for discovered upstreams.
+    pub cluster_synced: bool,
 }
 
 /// What a reload compares to decide whether anything changed: the config text, and the
@@ -132,7 +135,9 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             .iter()
             .filter(|u| members_of(u, &self.discovered).is_none())
             .count();
-        self.readiness.set_unsynced(unsynced);
+        // Cluster routes count as one more source to sync, like a discovered upstream.
+        let cluster = usize::from(config.kubernetes.is_some() && !self.cluster_synced);
+        self.readiness.set_unsynced(unsynced + cluster);
     }
 
     pub async fn run(mut self, mut updates: mpsc::Receiver<Update>) {
@@ -182,7 +187,12 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
     /// Publishes the cluster's routes merged onto the file's config: the generation (the
     /// file's) stays, pools whose Service and members did not change are reused.
     fn apply_cluster(&mut self, cluster: Arc<ClusterRoutes>) {
+        let first = !self.cluster_synced;
+        self.cluster_synced = true;
         if *cluster == *self.cluster {
+            if first {
+                self.update_readiness(&self.handle.load().config);
+            }
             return;
         }
         self.cluster = cluster;

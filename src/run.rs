@@ -302,6 +302,7 @@ async fn serve(
         configs,
         file_config: config.clone(),
         cluster: Default::default(),
+        cluster_synced: false,
         admin: admin.clone(),
     };
     publisher.update_readiness(&config);
