@@ -40,7 +40,7 @@ pub struct ConfigArg {
 pub struct RunArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// Log format; overrides `log_format` under [gateway].
+    /// Log format; overrides `log_format` under `[gateway]`.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormatArg>,
 }

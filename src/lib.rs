@@ -4,17 +4,23 @@
 //!
 //! ```text
 //! edgegate.toml ─read─▶ SourceFile ─serde─▶ config::raw ─validate─▶ config::Config
-//!                                                                      │
-//!   file watcher / SIGHUP ── Update::Reload ──┐                        │ (startup: same path)
-//!   discovery ─────────────── Update::Endpoints┤                        ▼
-//!   cluster routes ─── Update::ClusterRoutes ──┤   file config + cluster routes, merged
-//!                                              ▼                 Snapshot::compile
-//!                                         Publisher ───────────▶ (router, pools)
-//!                                     (the only writer)              │ ArcSwap::store
+//!   (+ the TLS files it names, read and checked here)                  │
+//!                                                                      │ (startup: same path)
+//!   file watcher / SIGHUP ── Update::Reload ──┐                        ▼
+//!   discovery ─────────────── Update::Endpoints┤ ─▶ Publisher ─▶ Snapshot::compile
+//!   cluster routes ─── Update::ClusterRoutes ──┤    (merges file config + cluster routes)
+//!                                              │  (the only writer;   (router, pools, edges:
+//!   producers follow applied configs ◀─ watch ─┘   control runtime)    listeners, TLS, log)
+//!                                                                    │ ArcSwap::store (once)
 //!                                                                    ▼
 //!   request ─▶ ctx.snapshot = handle.load_full()  (once per request; never mixed)
 //!              router.route(listener, host, path, …) ─▶ pool.select() ─▶ HttpPeer
 //! ```
+//!
+//! Producers only send [`update::Update`]s; the publisher never calls them (they follow
+//! the configs it applies on a `watch` channel). It runs with reloads, discovery, health
+//! checks and admin on a control runtime of its own, apart from the workers that serve,
+//! and reads files off that runtime too.
 //!
 //! # Listeners are part of the config
 //!
@@ -32,8 +38,8 @@
 //!
 //! - [`config`]: text -> validated model, with `file:line:col` diagnostics.
 //! - [`snapshot`]: model -> immutable router and pools (pure, no sockets).
-//! - [`publish`]: the single writer; [`sources`]: producers of updates (the file, SIGHUP,
-//!   discovery, and routes from Gateway API and Ingress objects: `sources::cluster`).
+//! - [`publish`]: the single writer; [`update`]: its messages; [`sources`]: producers (the file,
+//!   SIGHUP, discovery, and routes from Gateway API and Ingress objects: `sources::cluster`).
 //! - [`proxy`]: the pingora `ProxyHttp` implementation; [`listeners`]: accept loops;
 //!   [`tls`]: rustls acceptors.
 //! - [`http_path`]: request-path normalisation before routing (pure).
@@ -60,3 +66,6 @@ pub mod snapshot;
 pub mod sources;
 pub mod tls;
 pub mod update;
+
+#[cfg(test)]
+mod properties;

@@ -232,9 +232,44 @@ pub enum HostMatch {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PathMatch {
     Exact(String),
-    Regex(String),
+    Regex(PathRegex),
     /// Normalised without a trailing slash; the root prefix is `/`.
     Prefix(String),
+}
+
+/// A `path_regex`, compiled once while validating: the router, `route` and `check` use
+/// this one, so a pattern that passed validation can never fail (or be dropped) later.
+#[derive(Debug, Clone)]
+pub struct PathRegex(pub regex::Regex);
+
+impl PathRegex {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn is_match(&self, path: &str) -> bool {
+        self.0.is_match(path)
+    }
+}
+
+impl PartialEq for PathRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for PathRegex {}
+
+impl std::hash::Hash for PathRegex {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl std::fmt::Display for PathRegex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

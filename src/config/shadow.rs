@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use super::model::{Config, HostMatch, PathMatch, Route};
 use super::source::{Diagnostic, Severity};
 
+// A compiled regex has an internal cache, but `PathRegex` hashes and compares by its
+// pattern text, which never changes: the key is immutable where it matters.
+#[allow(clippy::mutable_key_type)]
 pub fn shadowed_routes(config: &Config) -> Vec<Diagnostic> {
     // A route can only be shadowed by one with the same path matcher that also has its
     // first host (or, like it, no host): index by that, so 10,000 routes stay cheap.

@@ -241,7 +241,7 @@ impl Pool {
     }
 
     /// A retry, if the budget allows one now: retries in flight stay below
-    /// `retry_budget` of the requests in flight (at least [`RETRY_FLOOR`]).
+    /// `retry_budget` of the requests in flight (at least `RETRY_FLOOR`).
     pub fn try_retry(&self) -> Option<BudgetGuard> {
         let requests = self.requests_in_flight.load(Ordering::Relaxed);
         let allowed = ((requests as f64 * self.retry_budget) as usize).max(RETRY_FLOOR);

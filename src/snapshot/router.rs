@@ -135,11 +135,7 @@ impl PathTable {
                 .entry(p.clone())
                 .or_default()
                 .push(route.clone()),
-            PathMatch::Regex(r) => {
-                if let Ok(regex) = Regex::new(r) {
-                    self.regex.push((regex, route.clone()));
-                }
-            }
+            PathMatch::Regex(r) => self.regex.push((r.0.clone(), route.clone())),
         }
     }
 
@@ -279,10 +275,7 @@ pub fn matches_directly(route: &Route, request: &RequestFacts<'_>) -> Option<Pre
     }?;
     let path_rank = match &route.path {
         PathMatch::Exact(p) => (p == request.path).then_some((3, 0)),
-        PathMatch::Regex(r) => Regex::new(r)
-            .ok()
-            .filter(|re| re.is_match(request.path))
-            .map(|_| (2, 0)),
+        PathMatch::Regex(r) => r.is_match(request.path).then_some((2, 0)),
         PathMatch::Prefix(p) => prefix_matches(p, request.path).then_some((1, p.len())),
     }?;
     conditions_match(route, request).then(|| Precedence {

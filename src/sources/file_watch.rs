@@ -7,7 +7,7 @@
 //! first step of its symlink target, such as `..data`), so a log written steadily in the
 //! same directory neither triggers reloads nor holds them back. A burst of events (an
 //! editor's save, a symlink swap) becomes one reload after a short quiet period, and never
-//! later than [`MAX_DELAY`] after its first event (spec: applied within 2 seconds).
+//! later than `MAX_DELAY` (500 ms) after its first event (spec: applied within 2 seconds).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;

@@ -6,8 +6,7 @@
 //! 410 for an expired resourceVersion, a closed stream) never ends it: kube-runtime
 //! re-lists and resumes while the last known members stay in use.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,10 +20,12 @@ use kube::{Api, Client};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::model::{DiscoveryApi, Endpoint, KubernetesService, Members, Name, ServicePort};
+use crate::config::model::{DiscoveryApi, KubernetesService, Members, Name, ServicePort};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::update::Update;
+
+use super::endpoint_slices::{from_endpoints, from_slice, members, SliceEndpoints};
 
 /// Retries of a broken watch start at this delay and double up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -48,22 +49,6 @@ struct WatchState {
     service_ports: Vec<(String, u16)>,
     slices: BTreeMap<String, Vec<SliceEndpoints>>,
     synced: bool,
-}
-
-/// One slice's (or Endpoints subset's) endpoints, reduced to what selection needs.
-#[derive(Debug, Clone, Default)]
-struct SliceEndpoints {
-    /// Port name (as in the Service) -> port number for these endpoints.
-    ports: Vec<(String, u16)>,
-    endpoints: Vec<DiscoveredEndpoint>,
-}
-
-#[derive(Debug, Clone)]
-struct DiscoveredEndpoint {
-    address: IpAddr,
-    ready: bool,
-    serving: bool,
-    terminating: bool,
 }
 
 struct Watch {
@@ -163,7 +148,8 @@ impl Discovery {
                     state.subscribers = subscribers;
                     if state.synced {
                         for (upstream, source) in added {
-                            let endpoints = members(&state, &source.port);
+                            let endpoints =
+                                members(&state.slices, &state.service_ports, &source.port);
                             messages.push(Update::Endpoints {
                                 upstream,
                                 source,
@@ -359,7 +345,7 @@ async fn run_watch(
                 .map(|(upstream, source)| Update::Endpoints {
                     upstream: upstream.clone(),
                     source: source.clone(),
-                    endpoints: members(&s, &source.port),
+                    endpoints: members(&s.slices, &s.service_ports, &source.port),
                 })
                 .collect()
         };
@@ -403,210 +389,4 @@ fn map_event<K, T>(event: Event<K>, f: impl Fn(K) -> T) -> Event<T> {
 
 fn slice_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
     meta.name.clone().unwrap_or_default()
-}
-
-fn from_slice(slice: &EndpointSlice) -> SliceEndpoints {
-    let ports = slice
-        .ports
-        .iter()
-        .flatten()
-        .filter_map(|p| {
-            Some((
-                p.name.clone().unwrap_or_default(),
-                u16::try_from(p.port?).ok()?,
-            ))
-        })
-        .collect();
-    let endpoints = slice
-        .endpoints
-        .iter()
-        .flat_map(|e| {
-            let conditions = e.conditions.clone().unwrap_or_default();
-            // Absent `ready` counts as ready; absent `serving` follows `ready`.
-            let ready = conditions.ready.unwrap_or(true);
-            let serving = conditions.serving.unwrap_or(ready);
-            let terminating = conditions.terminating.unwrap_or(false);
-            e.addresses.iter().filter_map(move |a| {
-                Some(DiscoveredEndpoint {
-                    address: a.parse().ok()?,
-                    ready,
-                    serving,
-                    terminating,
-                })
-            })
-        })
-        .collect();
-    SliceEndpoints { ports, endpoints }
-}
-
-/// Legacy Endpoints know only ready or not: no serving/terminating conditions.
-fn listed(
-    addresses: &Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>,
-    ready: bool,
-) -> impl Iterator<Item = DiscoveredEndpoint> + '_ {
-    addresses.iter().flatten().filter_map(move |a| {
-        Some(DiscoveredEndpoint {
-            address: a.ip.parse().ok()?,
-            ready,
-            serving: ready,
-            terminating: false,
-        })
-    })
-}
-
-fn from_endpoints(endpoints: &Endpoints) -> Vec<SliceEndpoints> {
-    endpoints
-        .subsets
-        .iter()
-        .flatten()
-        .map(|subset| {
-            let ports = subset
-                .ports
-                .iter()
-                .flatten()
-                .filter_map(|p| {
-                    Some((
-                        p.name.clone().unwrap_or_default(),
-                        u16::try_from(p.port).ok()?,
-                    ))
-                })
-                .collect();
-            let ready = listed(&subset.addresses, true);
-            let not_ready = listed(&subset.not_ready_addresses, false);
-            SliceEndpoints {
-                ports,
-                endpoints: ready.chain(not_ready).collect(),
-            }
-        })
-        .collect()
-}
-
-/// Members for one upstream: ready endpoints of every slice, merged and deduplicated; when
-/// none is ready, those serving while terminating (what ingress controllers do so a
-/// rollout's last pods still take traffic rather than none).
-fn members(state: &WatchState, port: &ServicePort) -> Vec<Endpoint> {
-    let port_name = match port {
-        ServicePort::Name(name) => Some(name.clone()),
-        ServicePort::Number(n) => state
-            .service_ports
-            .iter()
-            .find(|(_, p)| p == n)
-            .map(|(name, _)| name.clone()),
-    };
-    let candidates = || {
-        state.slices.values().flatten().filter_map(|slice| {
-            let number = match &port_name {
-                Some(name) => slice.ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p),
-                // Without the Service, a lone unnamed port is the only sensible reading.
-                None => match (port, slice.ports.as_slice()) {
-                    (ServicePort::Number(n), [(_, p)]) if slice.ports.len() == 1 => {
-                        Some(*p).filter(|_| *n > 0)
-                    }
-                    _ => None,
-                },
-            }?;
-            Some((slice, number))
-        })
-    };
-    let pick = |wanted: &dyn Fn(&DiscoveredEndpoint) -> bool| -> BTreeSet<SocketAddr> {
-        candidates()
-            .flat_map(|(slice, number)| {
-                slice
-                    .endpoints
-                    .iter()
-                    .filter(|e| wanted(e))
-                    .map(move |e| SocketAddr::new(e.address, number))
-            })
-            .collect()
-    };
-    let mut chosen = pick(&|e| e.ready);
-    if chosen.is_empty() {
-        chosen = pick(&|e| e.serving && e.terminating);
-    }
-    chosen
-        .into_iter()
-        .map(|address| Endpoint { address, weight: 1 })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ep(ip: &str, ready: bool, serving: bool, terminating: bool) -> DiscoveredEndpoint {
-        DiscoveredEndpoint {
-            address: ip.parse().expect("ip"),
-            ready,
-            serving,
-            terminating,
-        }
-    }
-
-    fn addresses(state: &WatchState, port: &ServicePort) -> Vec<String> {
-        members(state, port)
-            .iter()
-            .map(|e| e.address.to_string())
-            .collect()
-    }
-
-    fn state(slices: Vec<SliceEndpoints>) -> WatchState {
-        WatchState {
-            slices: slices
-                .into_iter()
-                .enumerate()
-                .map(|(i, s)| (format!("s{i}"), vec![s]))
-                .collect(),
-            service_ports: vec![("http".into(), 80)],
-            ..WatchState::default()
-        }
-    }
-
-    #[test]
-    fn merges_slices_maps_named_ports_and_deduplicates() {
-        let s = state(vec![
-            SliceEndpoints {
-                ports: vec![("http".into(), 8080)],
-                endpoints: vec![
-                    ep("127.0.10.1", true, true, false),
-                    ep("127.0.10.2", false, false, false),
-                ],
-            },
-            SliceEndpoints {
-                ports: vec![("http".into(), 9090)],
-                endpoints: vec![ep("127.0.10.3", true, true, false)],
-            },
-            SliceEndpoints {
-                ports: vec![("http".into(), 8080)],
-                endpoints: vec![ep("127.0.10.1", true, true, false)],
-            },
-        ]);
-        let got = addresses(&s, &ServicePort::Name("http".into()));
-        assert_eq!(got, vec!["127.0.10.1:8080", "127.0.10.3:9090"]);
-        // By number: the Service says port 80 is named "http".
-        assert_eq!(members(&s, &ServicePort::Number(80)).len(), 2);
-    }
-
-    #[test]
-    fn ipv6_endpoints_become_bracketed_socket_addresses() {
-        let s = state(vec![SliceEndpoints {
-            ports: vec![("http".into(), 8080)],
-            endpoints: vec![ep("fd00::1", true, true, false)],
-        }]);
-        let got = addresses(&s, &ServicePort::Name("http".into()));
-        assert_eq!(got, vec!["[fd00::1]:8080"]);
-    }
-
-    #[test]
-    fn falls_back_to_serving_terminating_when_none_is_ready() {
-        let s = state(vec![SliceEndpoints {
-            ports: vec![("http".into(), 8080)],
-            endpoints: vec![
-                ep("127.0.10.1", false, true, true),
-                ep("127.0.10.2", false, false, true),
-                ep("127.0.10.3", false, true, false),
-            ],
-        }]);
-        let got = addresses(&s, &ServicePort::Name("http".into()));
-        assert_eq!(got, vec!["127.0.10.1:8080"]);
-    }
 }

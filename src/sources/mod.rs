@@ -2,5 +2,6 @@
 //! publisher decides what it means.
 
 pub mod cluster;
+pub mod endpoint_slices;
 pub mod file_watch;
 pub mod kube;

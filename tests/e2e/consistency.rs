@@ -33,6 +33,11 @@ where
     started.elapsed()
 }
 
+async fn body_of(url: &str) -> String {
+    let resp = client().get(url).send().await.expect("request");
+    resp.text().await.expect("body")
+}
+
 fn ca_config(backend: std::net::SocketAddr) -> String {
     config(
         &["web"],
@@ -167,17 +172,7 @@ async fn a_reload_stuck_on_a_slow_file_does_not_stall_requests() {
         || async { generation(&gw).await == 2 },
     )
     .await;
-    assert_eq!(
-        client()
-            .get(&url)
-            .send()
-            .await
-            .expect("request")
-            .text()
-            .await
-            .expect("body"),
-        "ok2"
-    );
+    assert_eq!(body_of(&url).await, "ok2");
 }
 
 /// Fault 5: any event in the config's directory restarted the quiet period, so a log
@@ -271,17 +266,7 @@ async fn a_renamed_listener_serves_every_request_through_the_reload() {
     within(
         Duration::from_secs(3),
         "served under the new name",
-        || async {
-            client()
-                .get(&url)
-                .send()
-                .await
-                .expect("request")
-                .text()
-                .await
-                .expect("body")
-                == "beta"
-        },
+        || async { body_of(&url).await == "beta" },
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -80,6 +80,11 @@ async fn wait_spread(gw: &Gateway, expected: &[&str]) -> BTreeMap<String, usize>
     }
 }
 
+/// The `api` Service's one slice, beside `web`'s.
+fn api_slice(api: &KubeApi, port: u16, endpoints: &[Endpoint]) {
+    api.apply_endpoint_slice("shop", "api-a", "api", &[(Some("http"), port)], endpoints);
+}
+
 fn http_slice(api: &KubeApi, name: &str, port: u16, endpoints: &[Endpoint]) {
     api.apply_endpoint_slice("shop", name, "web", &[(Some("http"), port)], endpoints);
 }
@@ -378,13 +383,7 @@ async fn a_reload_starts_and_stops_watches() {
     let api = KubeApi::start().await;
     let pods = Pods::start(1).await;
     http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(0))]);
-    api.apply_endpoint_slice(
-        "shop",
-        "api-a",
-        "api",
-        &[(Some("http"), pods.port)],
-        &[Endpoint::ready(&pods.ip(0))],
-    );
+    api_slice(&api, pods.port, &[Endpoint::ready(&pods.ip(0))]);
     let gw = start_gateway(&api, &config(""));
     gw.wait_ready().await;
     api.wait_for_watchers(1, Duration::from_secs(5)).await;
@@ -464,13 +463,7 @@ async fn an_upstream_repointed_to_another_service_never_reaches_the_old_pods() {
     let api = KubeApi::start().await;
     let pods = Pods::start(2).await;
     http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(0))]);
-    api.apply_endpoint_slice(
-        "shop",
-        "api-a",
-        "api",
-        &[(Some("http"), pods.port)],
-        &[Endpoint::ready(&pods.ip(1))],
-    );
+    api_slice(&api, pods.port, &[Endpoint::ready(&pods.ip(1))]);
     let gw = start_gateway(&api, &config(""));
     gw.wait_ready().await;
     wait_spread(&gw, &["pod-2"]).await;

@@ -11,7 +11,7 @@ use super::hostnames::{host_match, on_listener};
 use super::{condition, empty_route, prefix, respond_500, Key, Translation};
 use super::{ClusterCertificate, GatewayStatus, RouteStatus};
 use crate::config::model::{
-    Action, HeaderEdits, Name, PathMatch, Redirect, Route, ServicePort, WeightedUpstream,
+    Action, HeaderEdits, Name, PathMatch, PathRegex, Redirect, Route, ServicePort, WeightedUpstream,
 };
 use crate::sources::cluster::objects::{
     GatewayListener, HeaderModifier, HttpRoute, HttpRouteFilter, HttpRouteMatch, HttpRouteRule,
@@ -572,8 +572,9 @@ fn match_conditions(m: &HttpRouteMatch, route: &mut Route) -> Result<(), String>
             "RegularExpression" => {
                 // Whole-path match, as the Gateway API's conformance tests expect.
                 let anchored = format!("^(?:{value})$");
-                Regex::new(&anchored).map_err(|e| format!("invalid path regex: {e}"))?;
-                PathMatch::Regex(anchored)
+                let regex =
+                    Regex::new(&anchored).map_err(|e| format!("invalid path regex: {e}"))?;
+                PathMatch::Regex(PathRegex(regex))
             }
             other => return Err(format!("path match type {other} is not served")),
         };

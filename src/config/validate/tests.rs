@@ -1,0 +1,339 @@
+use super::*;
+
+fn errors(text: &str) -> Vec<String> {
+    let src = SourceFile::new("t.toml", text);
+    match load(&src) {
+        Ok(_) => vec![],
+        Err(d) => d.0.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+fn loaded(text: &str) -> Loaded {
+    match load(&SourceFile::new("t.toml", text)) {
+        Ok(loaded) => loaded,
+        Err(d) => panic!("{d}"),
+    }
+}
+
+fn warnings(text: &str) -> Vec<String> {
+    loaded(text)
+        .warnings
+        .iter()
+        .map(|d| d.to_string())
+        .collect()
+}
+
+const LISTENER: &str = "[[listeners]]\nname = \"a\"\naddress = \"127.0.0.1:0\"\n";
+
+fn listener(extra: &str) -> String {
+    format!("{LISTENER}{extra}")
+}
+
+fn one_listener(extra: &str) -> Listener {
+    loaded(&listener(extra)).config.listeners.remove(0)
+}
+
+/// One upstream `u` with the given lines added to its table.
+fn upstream_text(extra: &str) -> String {
+    format!("[upstreams.u]\nendpoints = [\"127.0.0.1:1\"]\n{extra}")
+}
+
+fn one_upstream(extra: &str) -> Upstream {
+    loaded(&upstream_text(extra)).config.upstreams.remove(0)
+}
+
+fn route_text(extra: &str) -> String {
+    format!("[[routes]]\nname = \"r\"\nrespond = {{ status = 200 }}\n{extra}")
+}
+
+#[test]
+fn listener_limits_have_safe_defaults() {
+    let l = one_listener("");
+    assert_eq!(l.header_timeout, Duration::from_secs(10));
+    assert_eq!(l.idle_timeout, Duration::from_secs(60));
+    assert_eq!(l.max_connections, 10_000);
+    assert!(l.trusted_proxies.is_empty());
+    assert!(!l.is_trusted(std::net::IpAddr::from([127, 0, 0, 1])));
+}
+
+#[test]
+fn listener_limits_are_read() {
+    let l = one_listener(
+        "header_timeout = \"2s\"\nidle_timeout = \"250ms\"\nmax_connections = 3\n\
+         trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\", \"::1\"]\n",
+    );
+    assert_eq!(l.header_timeout, Duration::from_secs(2));
+    assert_eq!(l.idle_timeout, Duration::from_millis(250));
+    assert_eq!(l.max_connections, 3);
+    let nets: Vec<String> = l.trusted_proxies.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        nets,
+        ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32", "::1/128"]
+    );
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().ok();
+    for (addr, trusted) in [
+        ("10.1.2.3", true),
+        ("11.0.0.1", false),
+        ("192.0.2.7", true),
+        ("192.0.2.8", false),
+        ("2001:db8::5", true),
+        ("::1", true),
+        // An IPv4 peer on a dual-stack socket.
+        ("::ffff:10.9.9.9", true),
+        ("::ffff:11.0.0.1", false),
+    ] {
+        let Some(addr_ip) = ip(addr) else {
+            panic!("bad test address {addr}")
+        };
+        assert_eq!(l.is_trusted(addr_ip), trusted, "{addr}");
+    }
+}
+
+#[test]
+fn bad_listener_limits_are_reported_at_their_values() {
+    let e = errors(&listener(
+        "header_timeout = \"0s\"\nidle_timeout = \"soon\"\nmax_connections = 0\n\
+         trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\", \"proxy.local\"]\n",
+    ));
+    assert_eq!(
+        e,
+        [
+            "error: t.toml:4:18: header_timeout must be greater than zero",
+            "error: t.toml:5:16: invalid duration \"soon\": expected number at 0 (write e.g. \"250ms\", \"5s\", \"1m\")",
+            "error: t.toml:6:19: max_connections must be at least 1",
+            "error: t.toml:7:34: invalid trusted_proxies entry \"10.0.0.0/33\": expected a CIDR like \"10.0.0.0/8\" or an address like \"192.0.2.1\"",
+            "error: t.toml:7:49: invalid trusted_proxies entry \"proxy.local\": expected a CIDR like \"10.0.0.0/8\" or an address like \"192.0.2.1\"",
+        ],
+    );
+    // Reported even when the listener's address is bad too.
+    let e = errors("[[listeners]]\nname = \"a\"\naddress = \"nowhere\"\nmax_connections = -1\n");
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e.iter()
+            .any(|e| e.starts_with("error: t.toml:4:19: max_connections")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn trusted_proxy_with_host_bits_is_a_warning_and_truncated() {
+    let text = listener("trusted_proxies = [\"10.1.2.3/8\"]\n");
+    assert_eq!(
+        warnings(&text),
+        ["warning: t.toml:4:20: trusted_proxies entry \"10.1.2.3/8\" has host bits set; it means 10.0.0.0/8"]
+    );
+    let l = loaded(&text).config.listeners.remove(0);
+    assert_eq!(l.trusted_proxies[0].to_string(), "10.0.0.0/8");
+}
+
+#[test]
+fn max_body_size_is_read_in_bytes() {
+    let route = |extra: &str| loaded(&route_text(extra)).config.routes[0].max_body_size;
+    assert_eq!(route(""), None);
+    assert_eq!(route("max_body_size = \"10MiB\"\n"), Some(10 * 1024 * 1024));
+    assert_eq!(route("max_body_size = \"512KiB\"\n"), Some(512 * 1024));
+    assert_eq!(route("max_body_size = \"1GB\"\n"), Some(1_000_000_000));
+    assert_eq!(route("max_body_size = \"1024\"\n"), Some(1024));
+    assert_eq!(route("max_body_size = \"0\"\n"), Some(0));
+}
+
+#[test]
+fn bad_max_body_size_is_reported_at_its_value() {
+    let e = errors(&route_text("max_body_size = \"10M\"\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("error: t.toml:4:17: invalid max_body_size \"10M\": unknown unit \"M\""),
+        "{e:?}"
+    );
+    let e = errors(&route_text("max_body_size = 1024\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("error: t.toml:4:17: "), "{e:?}");
+}
+
+#[test]
+fn sizes_parse_exactly() {
+    for (text, bytes) in [
+        ("0", 0),
+        ("1024", 1024),
+        ("1024B", 1024),
+        ("1KB", 1000),
+        ("1kb", 1000),
+        ("3 MB", 3_000_000),
+        ("2GB", 2_000_000_000),
+        ("1TB", 1_000_000_000_000),
+        ("1KiB", 1024),
+        ("10MiB", 10 << 20),
+        ("10mib", 10 << 20),
+        ("4GiB", 4 << 30),
+        ("2TiB", 2 << 40),
+        (" 7 KiB ", 7 * 1024),
+        ("16777215TiB", 16_777_215 << 40),
+    ] {
+        assert_eq!(parse_size(text), Ok(bytes), "{text:?}");
+    }
+    for text in [
+        "",
+        "MiB",
+        "-1",
+        "1.5MiB",
+        "10M",
+        "10 K",
+        "1 KiBs",
+        "1e3",
+        "16777216TiB",
+        "99999999999999999999",
+    ] {
+        assert!(parse_size(text).is_err(), "{text:?}");
+    }
+}
+
+#[test]
+fn shares_parse_as_fractions() {
+    for (text, share) in [
+        ("0%", 0.0),
+        ("20%", 0.2),
+        ("50%", 0.5),
+        ("100%", 1.0),
+        ("12.5%", 0.125),
+    ] {
+        assert_eq!(parse_share(text), Ok(share), "{text:?}");
+    }
+    for text in [
+        "", "%", "50", "0.5", "-5%", "101%", "1e2%", "inf%", "NaN%", "5 0%",
+    ] {
+        assert!(parse_share(text).is_err(), "{text:?}");
+    }
+}
+
+#[test]
+fn upstream_hardening_defaults() {
+    let u = one_upstream("");
+    assert_eq!(u.passive_health, None);
+    assert_eq!(u.retry_budget, 0.2);
+    assert_eq!(u.hash_on, HashOn::ClientAddress);
+    assert!(warnings(&upstream_text("")).is_empty());
+}
+
+#[test]
+fn passive_health_is_read_with_defaults_for_missing_keys() {
+    let u = one_upstream("[upstreams.u.passive_health]\n");
+    assert_eq!(u.passive_health, Some(PassiveHealth::default()));
+    let defaults = PassiveHealth::default();
+    assert_eq!(defaults.consecutive_failures, 5);
+    assert_eq!(defaults.ejection_time, Duration::from_secs(30));
+    assert_eq!(defaults.max_ejected, 0.5);
+    let u = one_upstream(
+        "[upstreams.u.passive_health]\nconsecutive_failures = 3\nejection_time = \"10s\"\nmax_ejected = \"25%\"\n",
+    );
+    assert_eq!(
+        u.passive_health,
+        Some(PassiveHealth {
+            consecutive_failures: 3,
+            ejection_time: Duration::from_secs(10),
+            max_ejected: 0.25,
+        })
+    );
+}
+
+#[test]
+fn bad_passive_health_is_reported_at_its_values() {
+    let e = errors(&upstream_text(
+        "[upstreams.u.passive_health]\nconsecutive_failures = 0\nejection_time = \"0s\"\nmax_ejected = \"150%\"\n",
+    ));
+    assert_eq!(
+        e,
+        [
+            "error: t.toml:4:24: consecutive_failures must be between 1 and 1000",
+            "error: t.toml:5:17: ejection_time must be greater than zero",
+            "error: t.toml:6:15: invalid max_ejected \"150%\": expected a percentage between \"0%\" and \"100%\", e.g. \"20%\"",
+        ]
+    );
+    let e = errors(&upstream_text(
+        "[upstreams.u.passive_health]\nfailures = 3\n",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("error: t.toml:4:1: unknown field `failures`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn retry_budget_is_a_share() {
+    assert_eq!(one_upstream("retry_budget = \"5%\"\n").retry_budget, 0.05);
+    let e = errors(&upstream_text("retry_budget = \"0.2\"\n"));
+    assert_eq!(
+        e,
+        ["error: t.toml:3:16: invalid retry_budget \"0.2\": expected a percentage between \"0%\" and \"100%\", e.g. \"20%\""]
+    );
+}
+
+#[test]
+fn hash_on_takes_the_client_address_a_header_or_a_cookie() {
+    let hash_on =
+        |value: &str| one_upstream(&format!("balance = \"hash\"\nhash_on = {value}\n")).hash_on;
+    assert_eq!(hash_on("\"client_address\""), HashOn::ClientAddress);
+    assert_eq!(
+        hash_on("{ header = \"X-User\" }"),
+        HashOn::Header(HeaderName::from_static("x-user"))
+    );
+    assert_eq!(
+        hash_on("{ cookie = \"session\" }"),
+        HashOn::Cookie("session".to_string())
+    );
+    assert!(warnings(&upstream_text(
+        "balance = \"hash\"\nhash_on = { cookie = \"s\" }\n"
+    ))
+    .is_empty());
+}
+
+#[test]
+fn bad_hash_on_is_reported_at_its_value() {
+    for value in [
+        "\"client_ip\"",
+        "{ header = \"x user\" }",
+        "{ cookie = \"a;b\" }",
+        "{ header = \"x\", cookie = \"y\" }",
+        "{ query = \"x\" }",
+        "{}",
+        "3",
+    ] {
+        let e = errors(&upstream_text(&format!(
+            "balance = \"hash\"\nhash_on = {value}\n"
+        )));
+        assert_eq!(e.len(), 1, "{value}: {e:?}");
+        assert!(e[0].starts_with("error: t.toml:4:11: "), "{value}: {e:?}");
+    }
+}
+
+#[test]
+fn hash_on_without_hash_balance_is_a_warning() {
+    let text = upstream_text("hash_on = { header = \"x-user\" }\n");
+    assert_eq!(
+        warnings(&text),
+        ["warning: t.toml:3:11: upstream \"u\": hash_on has no effect unless balance = \"hash\""]
+    );
+}
+
+#[test]
+fn minimal_config_is_valid() {
+    assert!(errors("[[listeners]]\nname = \"a\"\naddress = \"127.0.0.1:0\"\n").is_empty());
+}
+
+#[test]
+fn unknown_key_is_reported_at_its_location() {
+    let e = errors("[gateway]\nthreadz = 1\n");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("error: t.toml:2:1: unknown field `threadz`"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn every_problem_is_collected() {
+    let e = errors(
+        "[[routes]]\nname = \"a\"\nupstream = \"nope\"\n[[routes]]\nname = \"a\"\ntimeout = \"soon\"\nrespond = { status = 200 }\n",
+    );
+    assert_eq!(e.len(), 3, "{e:?}");
+}
