@@ -90,18 +90,22 @@ def matches(selector, labels):
 
 try:
     # A manifest left out of kustomization.yaml is never applied.
-    with open(f"{K}/kustomization.yaml") as fh:
-        listed = set(yaml.safe_load(fh).get("resources", []))
-    for path in sorted(glob.glob(f"{K}/*.yaml")):
-        name = os.path.basename(path)
-        if name != "kustomization.yaml" and name not in listed:
-            err(f"{path}: not listed in kustomization.yaml resources")
+    GA = f"{K}/gateway-api"
+    for directory in (K, GA):
+        with open(f"{directory}/kustomization.yaml") as fh:
+            listed = set(yaml.safe_load(fh).get("resources", []))
+        for path in sorted(glob.glob(f"{directory}/*.yaml")):
+            name = os.path.basename(path)
+            if name != "kustomization.yaml" and name not in listed:
+                err(f"{path}: not listed in kustomization.yaml resources")
 
-    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "IngressClass",
+                      "GatewayClass"}
     for kind, items in objects.items():
         for path, d in items:
             ns = d["metadata"].get("namespace")
-            if kind not in cluster_scoped and ns != "edgegate":
+            # The Gateway API examples show routes living in the apps' namespaces.
+            if kind not in cluster_scoped and ns != "edgegate" and not path.startswith(GA + "/"):
                 err(f"{path}: {kind} {d['metadata']['name']} is not in namespace edgegate")
 
     dep = one("Deployment")
@@ -171,6 +175,50 @@ try:
     for need in [("discovery.k8s.io", "endpointslices"), ("", "services"), ("", "endpoints")]:
         if need not in granted:
             err(f"clusterrole.yaml: no get/list/watch on {need[0] or 'core'}/{need[1]}")
+
+    # Cluster routes: what `[kubernetes]` reads must be readable, the status it writes
+    # patchable, and the classes it serves must be the ones the manifests declare.
+    kube_cfg = cfg.get("kubernetes")
+    if kube_cfg is not None:
+        G = "gateway.networking.k8s.io"
+        patchable = {(g, r) for rule in role["rules"] for g in rule["apiGroups"]
+                     for r in rule["resources"] if "patch" in rule["verbs"]}
+        needs, status = [("", "services"), ("", "secrets")], []
+        if "gateway_class" in kube_cfg:
+            needs += [(G, "gateways"), (G, "httproutes"), (G, "referencegrants")]
+            status += [(G, "gateways/status"), (G, "httproutes/status")]
+            classes = [d for _, d in objects.get("GatewayClass", [])]
+            if [gc["metadata"]["name"] for gc in classes] != [kube_cfg["gateway_class"]]:
+                err(f"gateway-api/: expected one GatewayClass named {kube_cfg['gateway_class']!r} (the config's gateway_class)")
+            for gc in classes:
+                if gc["spec"].get("controllerName") != "edgegate.dev/gateway-controller":
+                    err("gatewayclass.yaml: controllerName is not edgegate.dev/gateway-controller")
+            gateways = {(d["metadata"].get("namespace"), d["metadata"]["name"]): d
+                        for _, d in objects.get("Gateway", [])}
+            listener_ports = {port_of(l["address"]) for l in cfg.get("listeners", [])}
+            for (ns, name), g in gateways.items():
+                if g["spec"].get("gatewayClassName") != kube_cfg["gateway_class"]:
+                    err(f"gateway.yaml: Gateway {name} is not of class {kube_cfg['gateway_class']!r}")
+                for l in g["spec"].get("listeners", []):
+                    if l["port"] not in listener_ports:
+                        err(f"gateway.yaml: listener {l['name']} port {l['port']} has no edgegate listener (ports {sorted(listener_ports)})")
+            for path, r in objects.get("HTTPRoute", []):
+                for p in r["spec"].get("parentRefs", []):
+                    key = (p.get("namespace", r["metadata"].get("namespace")), p["name"])
+                    if key not in gateways:
+                        err(f"{path}: parentRef {key[0]}/{key[1]} names no Gateway here")
+        if "ingress_class" in kube_cfg:
+            needs += [("networking.k8s.io", "ingresses")]
+            status += [("networking.k8s.io", "ingresses/status")]
+            names = [d["metadata"]["name"] for _, d in objects.get("IngressClass", [])]
+            if kube_cfg["ingress_class"] not in names:
+                err(f"ingressclass.yaml: no IngressClass named {kube_cfg['ingress_class']!r} (the config's ingress_class)")
+        for need in needs:
+            if need not in granted:
+                err(f"clusterrole.yaml: no get/list/watch on {need[0] or 'core'}/{need[1]}")
+        for need in status:
+            if need not in patchable:
+                err(f"clusterrole.yaml: no patch on {need[0]}/{need[1]}")
 
     # Hot reload: the ConfigMap must be mounted as a directory, at the --config path.
     args = c.get("args", [])
@@ -334,6 +382,8 @@ if command -v kubectl >/dev/null; then
     exit 1
   fi
   echo "ok: all $objects objects validate strictly (Kubernetes 1.33)"
+  kubectl kustomize packaging/kubernetes/gateway-api >/dev/null
+  echo "ok: kubectl kustomize packaging/kubernetes/gateway-api"
 else
   skip "kubectl not installed"
 fi

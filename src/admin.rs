@@ -188,6 +188,9 @@ impl ServeHttp for Admin {
                         "name": &*l.name, "address": l.address.to_string(), "tls": l.tls.is_some(),
                     })).collect::<Vec<_>>(),
                     "routes": snapshot.config.routes.iter().map(|r| &*r.name).collect::<Vec<_>>(),
+                    // Routes from Gateway API and Ingress objects, each with the object
+                    // it came from (one entry per rule, however many matches it has).
+                    "cluster_routes": cluster_routes(&snapshot.config.routes),
                     "upstreams": snapshot.pools.iter().map(|(name, pool)| (name.to_string(), serde_json::json!({
                         "endpoints": pool.members.iter().map(|m| serde_json::json!({
                             "address": m.endpoint.address.to_string(),
@@ -208,4 +211,14 @@ impl ServeHttp for Admin {
             ),
         }
     }
+}
+
+/// `[{name, source}]` of the cluster's routes, in precedence order of their objects.
+fn cluster_routes(routes: &[std::sync::Arc<crate::config::model::Route>]) -> serde_json::Value {
+    let mut seen = std::collections::HashSet::new();
+    routes
+        .iter()
+        .filter(|r| r.is_from_cluster() && seen.insert(r.name.clone()))
+        .map(|r| serde_json::json!({"name": &*r.name, "source": r.location.path.display().to_string()}))
+        .collect()
 }

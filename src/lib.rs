@@ -8,6 +8,7 @@
 //!                                                                      │ (startup: same path)
 //!   file watcher / SIGHUP ── Update::Reload ──┐                        ▼
 //!   discovery ─────────────── Update::Endpoints┤ ─▶ Publisher ─▶ Snapshot::compile
+//!   cluster routes ─── Update::ClusterRoutes ──┤    (merges file config + cluster routes)
 //!                                              │  (the only writer;   (router, pools, edges:
 //!   producers follow applied configs ◀─ watch ─┘   control runtime)    listeners, TLS, log)
 //!                                                                    │ ArcSwap::store (once)
@@ -37,7 +38,8 @@
 //!
 //! - [`config`]: text -> validated model, with `file:line:col` diagnostics.
 //! - [`snapshot`]: model -> immutable router and pools (pure, no sockets).
-//! - [`publish`]: the single writer; [`update`]: its messages; [`sources`]: producers.
+//! - [`publish`]: the single writer; [`update`]: its messages; [`sources`]: producers (the file,
+//!   SIGHUP, discovery, and routes from Gateway API and Ingress objects: `sources::cluster`).
 //! - [`proxy`]: the pingora `ProxyHttp` implementation; [`listeners`]: accept loops;
 //!   [`tls`]: rustls acceptors.
 //! - [`http_path`]: request-path normalisation before routing (pure).

@@ -379,6 +379,8 @@ pub struct ListenerSet<A> {
     serving: Serving<A>,
     workers: Workers,
     running: Mutex<HashMap<Name, Running>>,
+    /// Certificates from cluster Secrets, read by every TLS listener's resolver.
+    pub cluster_certificates: Arc<crate::tls::ClusterCertificates>,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
@@ -387,6 +389,7 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
             serving,
             workers,
             running: Mutex::new(HashMap::new()),
+            cluster_certificates: Arc::default(),
         }
     }
 
@@ -413,7 +416,8 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
         for spec in listeners {
             let acceptor = match &spec.tls {
                 Some(settings) => {
-                    let (acceptor, expiries) = build_acceptor(settings)
+                    let cluster = (spec.name.clone(), self.cluster_certificates.clone());
+                    let (acceptor, expiries) = build_acceptor(settings, Some(cluster))
                         .map_err(|e| format!("listener {:?}: {e}", &*spec.name))?;
                     prepared.expiries.extend(
                         expiries

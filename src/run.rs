@@ -299,6 +299,10 @@ async fn serve(
     let discovery = Discovery::new(updates_tx.clone(), metrics.clone());
     let complete = discovery.reconcile(&config).await;
     tokio::spawn(discovery.follow(configs.subscribe(), complete));
+    tokio::spawn(crate::sources::cluster::watch::follow(
+        updates_tx.clone(),
+        configs.subscribe(),
+    ));
     let publisher = Publisher {
         readiness: readiness.clone(),
         fingerprint: Fingerprint::of(&text, &config),
@@ -310,6 +314,9 @@ async fn serve(
         health,
         metrics: metrics.clone(),
         configs,
+        file_config: config.clone(),
+        cluster: Default::default(),
+        cluster_synced: false,
         admin: admin.clone(),
     };
     publisher.update_readiness(&config);

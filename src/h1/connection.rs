@@ -517,6 +517,10 @@ fn decide(
             return answer(reply);
         }
         Action::Upstream(name) => name,
+        Action::Weighted(backends) => match crate::proxy::pick_backend(backends) {
+            Some(name) => name,
+            None => return answer(Answer::plain(500, &b"backend not resolved\n"[..])),
+        },
     };
     let Some(pool) = snapshot.pools.get(name).cloned() else {
         return answer(Answer::plain(503, &b"no such upstream\n"[..]));

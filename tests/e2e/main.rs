@@ -4,6 +4,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod cluster_routes;
 mod consistency;
 mod framing;
 mod grpc;
