@@ -11,6 +11,12 @@ for pkg in "$@"; do
 done
 # The gRPC end-to-end tests drive a real gRPC server and client (grpcio, from PyPI).
 python3 -c "import grpc" 2>/dev/null || python3 -m pip install -q --disable-pip-version-check grpcio
+# packaging/check.sh validates the rendered Kubernetes manifests against the schemas.
+command -v kubernetes-validate >/dev/null 2>&1 ||
+  python3 -m pip install -q --disable-pip-version-check kubernetes-validate
+# packaging/check.sh builds the Debian package (from the debug build; about a minute
+# to install once).
+command -v cargo-deb >/dev/null 2>&1 || cargo install --locked --quiet cargo-deb
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -5,11 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --locked --bins --tests
+bin="${CARGO_TARGET_DIR:-target}/debug/edgegate"
 for f in config/*.toml; do
   echo "check $f"
-  target/debug/edgegate check --config "$f"
+  "$bin" check --config "$f"
 done
-EDGEGATE_BIN=target/debug/edgegate bash packaging/check.sh
+EDGEGATE_BIN="$bin" bash packaging/check.sh
 # Benchmarks once each in test mode (a smoke run), then every test; the end-to-end tests
 # come last, so their summary is the run's closing line.
 cargo test --locked --benches

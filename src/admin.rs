@@ -61,6 +61,8 @@ pub struct AdminListener {
     address: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// The socket the accept loop owns, kept to hand to a new binary on upgrade.
+    socket: Option<std::os::fd::OwnedFd>,
 }
 
 impl AdminListener {
@@ -75,12 +77,14 @@ impl AdminListener {
         address: SocketAddr,
         socket: std::net::TcpListener,
     ) -> Self {
+        let kept = socket.try_clone().ok().map(std::os::fd::OwnedFd::from);
         let (stop, task) = Self::spawn(&serving, socket);
         Self {
             serving,
             address,
             stop,
             task,
+            socket: kept,
         }
     }
 
@@ -111,10 +115,25 @@ impl AdminListener {
 
     /// Moves to a socket bound by [`Self::bind`] for `address`.
     pub fn move_to(&mut self, address: SocketAddr, socket: std::net::TcpListener) {
+        self.socket = socket.try_clone().ok().map(std::os::fd::OwnedFd::from);
         let (stop, task) = Self::spawn(&self.serving, socket);
         let _ = std::mem::replace(&mut self.stop, stop).send(true);
         drop(std::mem::replace(&mut self.task, task));
         self.address = address;
+    }
+
+    /// A copy of the listening socket, for a binary upgrade.
+    pub fn handover_socket(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        match &self.socket {
+            Some(socket) => socket.try_clone(),
+            None => Err(std::io::Error::other("the admin socket could not be kept")),
+        }
+    }
+
+    /// Stops accepting without waiting for the accept loop (a binary upgrade: the new
+    /// process accepts on the same socket).
+    pub fn stop_accepting(&self) {
+        let _ = self.stop.send(true);
     }
 
     pub async fn stop(self) {
@@ -169,6 +188,9 @@ impl ServeHttp for Admin {
                         "name": &*l.name, "address": l.address.to_string(), "tls": l.tls.is_some(),
                     })).collect::<Vec<_>>(),
                     "routes": snapshot.config.routes.iter().map(|r| &*r.name).collect::<Vec<_>>(),
+                    // Routes from Gateway API and Ingress objects, each with the object
+                    // it came from (one entry per rule, however many matches it has).
+                    "cluster_routes": cluster_routes(&snapshot.config.routes),
                     "upstreams": snapshot.pools.iter().map(|(name, pool)| (name.to_string(), serde_json::json!({
                         "endpoints": pool.members.iter().map(|m| serde_json::json!({
                             "address": m.endpoint.address.to_string(),
@@ -189,4 +211,14 @@ impl ServeHttp for Admin {
             ),
         }
     }
+}
+
+/// `[{name, source}]` of the cluster's routes, in precedence order of their objects.
+fn cluster_routes(routes: &[std::sync::Arc<crate::config::model::Route>]) -> serde_json::Value {
+    let mut seen = std::collections::HashSet::new();
+    routes
+        .iter()
+        .filter(|r| r.is_from_cluster() && seen.insert(r.name.clone()))
+        .map(|r| serde_json::json!({"name": &*r.name, "source": r.location.path.display().to_string()}))
+        .collect()
 }

@@ -26,6 +26,22 @@ pub enum Command {
     Check(ConfigArg),
     /// Explain which route a request would take, without sending it.
     Route(RouteArgs),
+    /// Replace a running gateway with the binary now on disk, without refusing or
+    /// dropping a connection: sends it SIGUSR2 and waits until it has handed its listening
+    /// sockets to the new process and drained.
+    Upgrade(UpgradeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// The running gateway's process id (under systemd:
+    /// `systemctl show -p MainPID --value edgegate`).
+    #[arg(long)]
+    pub pid: i32,
+    /// How long to wait for the old process to exit: the new one's start plus the old
+    /// one's `grace_period`.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -20,6 +20,16 @@ pub fn main(cli: Cli) -> ExitCode {
         Some(Command::Run(args)) => crate::run::run(args),
         Some(Command::Check(args)) => check(&args),
         Some(Command::Route(args)) => route(&args),
+        Some(Command::Upgrade(args)) => match crate::upgrade::request(args.pid, args.timeout) {
+            Ok(()) => {
+                println!("ok: process {} handed over and exited", args.pid);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -53,7 +63,7 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
     let mut problems = Vec::new();
     for listener in &config.listeners {
         if let Some(tls) = &listener.tls {
-            if let Err(e) = crate::tls::build_acceptor(tls) {
+            if let Err(e) = crate::tls::build_acceptor(tls, None) {
                 let place = tls
                     .certificates
                     .first()
@@ -72,13 +82,46 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
     }
 }
 
+/// One list of each kind, within 10 seconds, on a runtime of its own (`route` is sync).
+fn read_cluster_routes(
+    settings: &crate::config::model::ClusterRoutes,
+    listeners: &[crate::sources::cluster::translate::ListenerFacts],
+) -> Result<crate::sources::cluster::translate::ClusterRoutes, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            crate::sources::cluster::watch::list_once(settings, listeners),
+        )
+        .await
+        .map_err(|_| "the API server did not answer within 10 s".to_string())?
+    })
+}
+
 fn route(args: &RouteArgs) -> ExitCode {
     let origin = resolve_config(args.config.config.as_deref());
     let (source, loaded) = match load_or_report(&origin, Report::Stdout) {
         Ok(ok) => ok,
         Err(code) => return code,
     };
-    let config = Arc::new(loaded.config);
+    let mut config = Arc::new(loaded.config);
+    if let Some(settings) = config.kubernetes.clone() {
+        // Cluster routes too, read once from the API server the gateway would watch.
+        let listeners = crate::sources::cluster::translate::ListenerFacts::of(&config.listeners);
+        match read_cluster_routes(&settings, &listeners) {
+            Ok(cluster) => {
+                println!(
+                    "cluster: {} routes from Gateway API and Ingress objects",
+                    cluster.routes.len()
+                );
+                config = Arc::new(cluster.merged_onto(&config));
+            }
+            Err(e) => println!("warning: cluster routes not read ({e}); file routes only"),
+        }
+    }
     let snapshot = Snapshot::compile(
         config.clone(),
         SourceInfo::new(origin.describe(), &source.text),
@@ -171,6 +214,9 @@ fn route(args: &RouteArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     println!("route: {}", winner.name);
+    if winner.is_from_cluster() {
+        println!("source: {}", winner.location.path.display());
+    }
     match &winner.action {
         Action::Upstream(name) => {
             let members = match config.upstream(name).map(|u| &u.members) {
@@ -197,6 +243,16 @@ fn route(args: &RouteArgs) -> ExitCode {
             redirect.status.as_u16()
         ),
         Action::Respond(respond) => println!("respond: {}", respond.status.as_u16()),
+        Action::Weighted(backends) => {
+            let shares: Vec<String> = backends
+                .iter()
+                .map(|b| match &b.upstream {
+                    Some(name) => format!("{name}={}", b.weight),
+                    None => format!("(unresolved: 500)={}", b.weight),
+                })
+                .collect();
+            println!("upstreams (weighted): {}", shares.join(" "));
+        }
     }
     let rewritten =
         rewritten_path(winner, path, uri.query()).unwrap_or_else(|| match uri.query() {

@@ -8,6 +8,7 @@
 //!                                                                      │ (startup: same path)
 //!   file watcher / SIGHUP ── Update::Reload ──┐                        ▼
 //!   discovery ─────────────── Update::Endpoints┤ ─▶ Publisher ─▶ Snapshot::compile
+//!   cluster routes ─── Update::ClusterRoutes ──┤    (merges file config + cluster routes)
 //!                                              │  (the only writer;   (router, pools, edges:
 //!   producers follow applied configs ◀─ watch ─┘   control runtime)    listeners, TLS, log)
 //!                                                                    │ ArcSwap::store (once)
@@ -30,18 +31,20 @@
 //! then starts the new accept loops and stops the removed ones. Listeners that did not
 //! change keep their socket and accept loop: no connection on them is refused or dropped.
 //! Each connection records the address of the listener that accepted it, which is how a
-//! request finds its listener's routes. A zero-downtime *binary* upgrade (a new process)
-//! would need descriptor hand-over (systemd socket activation); config changes never do.
+//! request finds its listener's routes. A zero-downtime *binary* upgrade hands the
+//! listening sockets to a new process ([`upgrade`]); config changes never need one.
 //!
 //! # Modules
 //!
 //! - [`config`]: text -> validated model, with `file:line:col` diagnostics.
 //! - [`snapshot`]: model -> immutable router and pools (pure, no sockets).
-//! - [`publish`]: the single writer; [`update`]: its messages; [`sources`]: producers.
+//! - [`publish`]: the single writer; [`update`]: its messages; [`sources`]: producers (the file,
+//!   SIGHUP, discovery, and routes from Gateway API and Ingress objects: `sources::cluster`).
 //! - [`proxy`]: the pingora `ProxyHttp` implementation; [`listeners`]: accept loops;
 //!   [`tls`]: rustls acceptors.
 //! - [`http_path`]: request-path normalisation before routing (pure).
-//! - [`health`], [`admin`], [`metrics`], [`access_log`]: operations.
+//! - [`health`], [`admin`], [`metrics`], [`access_log`]: operations; [`notify`]: systemd
+//!   readiness; [`upgrade`]: binary upgrades.
 //! - [`cli`], [`commands`], [`run`]: the binary's commands.
 
 #![forbid(unsafe_code)]
@@ -57,14 +60,18 @@ pub mod health;
 pub mod http_path;
 pub mod listeners;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod publish;
+#[cfg(test)]
+mod reference_docs;
 pub mod run;
 pub mod snapshot;
 pub mod sources;
 pub mod tls;
 pub mod trace_export;
 pub mod update;
+pub mod upgrade;
 
 #[cfg(test)]
 mod properties;

@@ -358,6 +358,8 @@ struct Running {
     slots: Arc<Semaphore>,
     /// One accept loop per worker.
     tasks: Vec<JoinHandle<()>>,
+    /// The sockets the accept loops own, kept to hand to a new binary on upgrade.
+    sockets: Vec<std::os::fd::OwnedFd>,
 }
 
 /// Sockets and TLS acceptors built for a reload that has not been published yet.
@@ -377,6 +379,8 @@ pub struct ListenerSet<A> {
     serving: Serving<A>,
     workers: Workers,
     running: Mutex<HashMap<Name, Running>>,
+    /// Certificates from cluster Secrets, read by every TLS listener's resolver.
+    pub cluster_certificates: Arc<crate::tls::ClusterCertificates>,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
@@ -385,6 +389,7 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
             serving,
             workers,
             running: Mutex::new(HashMap::new()),
+            cluster_certificates: Arc::default(),
         }
     }
 
@@ -411,7 +416,8 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
         for spec in listeners {
             let acceptor = match &spec.tls {
                 Some(settings) => {
-                    let (acceptor, expiries) = build_acceptor(settings)
+                    let cluster = (spec.name.clone(), self.cluster_certificates.clone());
+                    let (acceptor, expiries) = build_acceptor(settings, Some(cluster))
                         .map_err(|e| format!("listener {:?}: {e}", &*spec.name))?;
                     prepared.expiries.extend(
                         expiries
@@ -443,13 +449,23 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
                     *bound
                 }
                 (None, None) => {
-                    let sockets =
-                        bind_per_worker(spec.address, self.workers.count()).map_err(|e| {
-                            format!(
-                                "listener {:?}: cannot bind {}: {e}",
-                                &*spec.name, spec.address
-                            )
-                        })?;
+                    // After a binary upgrade: the previous process's sockets, used as they
+                    // are (no probe bind: these very sockets hold the port).
+                    let inherited = crate::upgrade::take(
+                        &crate::upgrade::listener_key(&spec.name),
+                        spec.address,
+                    );
+                    let sockets = match inherited {
+                        Some(sockets) => sockets,
+                        None => {
+                            bind_per_worker(spec.address, self.workers.count()).map_err(|e| {
+                                format!(
+                                    "listener {:?}: cannot bind {}: {e}",
+                                    &*spec.name, spec.address
+                                )
+                            })?
+                        }
+                    };
                     let bound = sockets
                         .first()
                         .and_then(|s| s.local_addr().ok())
@@ -494,6 +510,10 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
             let (stop, stop_rx) = watch::channel(false);
             // One cap for the listener, shared by its workers' accept loops.
             let slots = Arc::new(Semaphore::new(spec.max_connections));
+            let sockets = socket
+                .iter()
+                .filter_map(|s| s.try_clone().ok().map(std::os::fd::OwnedFd::from))
+                .collect();
             let tasks = socket
                 .into_iter()
                 .zip(self.workers.0.iter().cycle())
@@ -517,6 +537,7 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
                     stop,
                     slots,
                     tasks,
+                    sockets,
                 },
             );
             if let Some(old) = replaced {
@@ -543,6 +564,25 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
     pub fn bound_addresses(&self) -> HashMap<Name, SocketAddr> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running.iter().map(|(n, r)| (n.clone(), r.bound)).collect()
+    }
+
+    /// Copies of every listening socket, for a binary upgrade.
+    pub fn handover_groups(&self) -> std::io::Result<Vec<crate::upgrade::Group>> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .iter()
+            .map(|(name, r)| {
+                Ok(crate::upgrade::Group {
+                    key: crate::upgrade::listener_key(name),
+                    address: r.spec.address,
+                    sockets: r
+                        .sockets
+                        .iter()
+                        .map(|s| s.try_clone())
+                        .collect::<std::io::Result<_>>()?,
+                })
+            })
+            .collect()
     }
 
     /// Stops every accept loop; open connections go on until they finish.

@@ -18,6 +18,7 @@ use crate::listeners::ListenerSet;
 use crate::metrics::Metrics;
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::{members_of, Discovered, DiscoveredMembers, Edges, Snapshot, SourceInfo};
+use crate::sources::cluster::translate::ClusterRoutes;
 use crate::update::{Batch, Update};
 
 pub struct Publisher<A> {
@@ -35,6 +36,14 @@ pub struct Publisher<A> {
     pub readiness: Arc<Readiness>,
     /// Hash of the config text and TLS files last loaded (or refused).
     pub fingerprint: Fingerprint,
+    /// The file's config as last applied. Cluster routes are merged onto it, so a cluster
+    /// change never re-reads the file (and never counts as a reload).
+    pub file_config: Arc<Config>,
+    /// The cluster's routes as last received (spec section 10); empty until then.
+    pub cluster: Arc<ClusterRoutes>,
+    /// Whether cluster routes were received once: `/readyz` waits for it when the
+    /// config has `[kubernetes]`, as it waits for discovered upstreams.
+    pub cluster_synced: bool,
 }
 
 /// What a reload compares to decide whether anything changed: the config text, and the
@@ -126,17 +135,23 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             .iter()
             .filter(|u| members_of(u, &self.discovered).is_none())
             .count();
-        self.readiness.set_unsynced(unsynced);
+        // Cluster routes count as one more source to sync, like a discovered upstream.
+        let cluster = usize::from(config.kubernetes.is_some() && !self.cluster_synced);
+        self.readiness.set_unsynced(unsynced + cluster);
     }
 
     pub async fn run(mut self, mut updates: mpsc::Receiver<Update>) {
         while let Some(first) = updates.recv().await {
             let batch = Batch::drain(first, &mut updates);
+            if let Some(cluster) = batch.cluster {
+                self.apply_cluster(cluster);
+            }
             for (upstream, source, endpoints) in batch.endpoints {
                 self.apply_members(upstream, source, endpoints);
             }
             if let Some((cause, force)) = batch.reload {
                 self.reload(cause, force).await;
+                crate::notify::reload_finished();
             }
         }
     }
@@ -168,6 +183,55 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         self.discovered
             .insert(upstream, DiscoveredMembers { source, endpoints });
         self.update_readiness(&current.config);
+    }
+
+    /// Publishes the cluster's routes merged onto the file's config: the generation (the
+    /// file's) stays, pools whose Service and members did not change are reused.
+    fn apply_cluster(&mut self, cluster: Arc<ClusterRoutes>) {
+        let first = !self.cluster_synced;
+        self.cluster_synced = true;
+        if *cluster == *self.cluster {
+            if first {
+                self.update_readiness(&self.handle.load().config);
+            }
+            return;
+        }
+        self.cluster = cluster;
+        let current = self.handle.load_full();
+        let config = Arc::new(self.cluster.merged_onto(&self.file_config));
+        let next = Arc::new(Snapshot::compile(
+            config.clone(),
+            current.source.clone(),
+            current.generation,
+            &self.discovered,
+            Some(&current),
+            &self.states,
+            current.edges.clone(),
+        ));
+        self.handle.store(next.clone());
+        self.listeners
+            .cluster_certificates
+            .store(load_cluster_certificates(&self.cluster));
+        self.health.reconcile(&next);
+        self.metrics.forget_removed(&config);
+        self.forget_unnamed_services(&config);
+        self.update_readiness(&config);
+        tracing::info!(
+            routes = self.cluster.routes.len(),
+            upstreams = self.cluster.upstreams.len(),
+            certificates = self.cluster.certificates.len(),
+            "cluster routes applied"
+        );
+        self.configs.send_replace(config);
+    }
+
+    /// Members read from a Service an upstream no longer names are forgotten at once.
+    fn forget_unnamed_services(&mut self, config: &Config) {
+        self.discovered.retain(|name, members| {
+            config.upstream(name).is_some_and(
+                |u| matches!(&u.members, Members::Kubernetes(s) if *s == members.source),
+            )
+        });
     }
 
     /// Validates and applies the config file, or refuses it and keeps the running one.
@@ -232,7 +296,8 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                 .map_err(|e| format!("[admin] cannot bind {admin_address}: {e}"))?;
             Some(socket)
         };
-        let config = Arc::new(loaded.config);
+        let file_config = Arc::new(loaded.config);
+        let config = Arc::new(self.cluster.merged_onto(&file_config));
         for warning in not_applied_in_place(&current.config, &config) {
             tracing::warn!("{warning}");
         }
@@ -278,17 +343,41 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         }
         self.health.reconcile(&next);
         self.metrics.forget_removed(&config);
-        // Members read from a Service an upstream no longer names are forgotten at once.
-        self.discovered.retain(|name, members| {
-            config.upstream(name).is_some_and(
-                |u| matches!(&u.members, Members::Kubernetes(s) if *s == members.source),
-            )
-        });
+        self.forget_unnamed_services(&config);
+        self.file_config = file_config;
         self.update_readiness(&config);
         self.fingerprint = Fingerprint::of(&source.text, &config);
         self.configs.send_replace(config.clone());
         Ok(Some(summary))
     }
+}
+
+/// Parses the cluster's certificates (Secrets) per listener; a bad one is logged and
+/// left out, never failing the routes that came with it.
+fn load_cluster_certificates(
+    cluster: &ClusterRoutes,
+) -> std::collections::HashMap<Name, Vec<crate::tls::LoadedCertificate>> {
+    let mut by_listener: std::collections::HashMap<Name, Vec<_>> = Default::default();
+    for certificate in &cluster.certificates {
+        match crate::tls::certificate_from_pem(
+            &certificate.cert,
+            &certificate.key,
+            &certificate.source,
+        ) {
+            Ok(loaded) => {
+                for listener in &certificate.listeners {
+                    by_listener
+                        .entry(listener.clone())
+                        .or_default()
+                        .push(loaded.clone());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(secret = %certificate.source, error = %e, "cannot use the certificate")
+            }
+        }
+    }
+    by_listener
 }
 
 /// Settings a reload cannot apply to the running process, each named so that nothing in a

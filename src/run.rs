@@ -29,6 +29,8 @@ use crate::sources::kube::Discovery;
 use crate::update::Update;
 
 pub fn run(args: RunArgs) -> ExitCode {
+    // Before anything can replace the binary on disk (see `Launch::capture`).
+    let launch = crate::upgrade::Launch::capture();
     let origin = resolve_config(args.config.config.as_deref());
     let (source, loaded) = match load_or_report(&origin, Report::Stderr) {
         Ok(ok) => ok,
@@ -85,6 +87,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         source.text,
         threads,
         workers,
+        launch,
     ));
     // Connections still open after the grace period are abandoned, not awaited.
     drop(workers_exit);
@@ -141,6 +144,7 @@ async fn serve(
     text: String,
     threads: usize,
     workers: Workers,
+    launch: std::io::Result<crate::upgrade::Launch>,
 ) -> ExitCode {
     // Installed before anything is announced, so a SIGHUP right after "ready" reloads
     // instead of killing the process with the default action.
@@ -223,6 +227,13 @@ async fn serve(
         },
         workers,
     ));
+    let upgraded = match crate::upgrade::receive() {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::error!("binary upgrade: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let snapshot = match listener_set.prepare(&config.listeners).await {
         Ok(prepared) => {
             let snapshot = compile(Edges {
@@ -241,7 +252,10 @@ async fn serve(
     };
 
     let readiness = Arc::new(Readiness::default());
-    let admin_socket = match AdminListener::bind(config.admin.address) {
+    let inherited = crate::upgrade::take(crate::upgrade::ADMIN_KEY, config.admin.address)
+        .and_then(|mut sockets| sockets.pop());
+    let admin_socket = match inherited.map_or_else(|| AdminListener::bind(config.admin.address), Ok)
+    {
         Ok(socket) => socket,
         Err(e) => {
             tracing::error!(address = %config.admin.address, error = %e, "cannot bind the admin listener");
@@ -286,6 +300,10 @@ async fn serve(
     let discovery = Discovery::new(updates_tx.clone(), metrics.clone());
     let complete = discovery.reconcile(&config).await;
     tokio::spawn(discovery.follow(configs.subscribe(), complete));
+    tokio::spawn(crate::sources::cluster::watch::follow(
+        updates_tx.clone(),
+        configs.subscribe(),
+    ));
     let publisher = Publisher {
         readiness: readiness.clone(),
         fingerprint: Fingerprint::of(&text, &config),
@@ -297,6 +315,9 @@ async fn serve(
         health,
         metrics: metrics.clone(),
         configs,
+        file_config: config.clone(),
+        cluster: Default::default(),
+        cluster_synced: false,
         admin: admin.clone(),
     };
     publisher.update_readiness(&config);
@@ -307,8 +328,51 @@ async fn serve(
         listeners = ?listener_set.bound_addresses().iter().map(|(n, a)| format!("{n}={a}")).collect::<Vec<_>>(),
         "edgegate ready"
     );
+    if upgraded {
+        // The previous process keeps serving until this one would pass /readyz, so
+        // routes to Kubernetes upstreams never answer 503 during the hand-over.
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            while readiness.is_ready().is_err() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            crate::upgrade::announce_ready();
+        });
+    } else {
+        crate::notify::ready();
+    }
 
-    signals.wait_for_termination(updates_tx).await;
+    let handover = Handover {
+        launch,
+        listeners: &*listener_set,
+        admin: admin.clone(),
+    };
+    if let Ended::Upgraded = signals.wait_for_termination(updates_tx, handover).await {
+        // The new process accepts on the same sockets and answers /readyz: stop
+        // accepting at once (no shutdown_delay, no 503), then drain as on SIGTERM.
+        let gateway = handle.load().config.gateway.clone();
+        admin.lock().await.stop_accepting();
+        listener_set.stop_accepting().await;
+        let _ = shutdown_tx.send(true);
+        proxy.cleanup().await;
+        tracing::info!(open = tracker.open(), grace = ?gateway.grace_period, "binary upgrade: stopped accepting; draining connections");
+        if tokio::time::timeout(gateway.grace_period, tracker.all_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = tracker.open(),
+                "grace period over; closing remaining connections"
+            );
+        }
+        if let Ok(admin) = Arc::try_unwrap(admin) {
+            admin.into_inner().stop().await;
+        }
+        tracing::info!("stopped (upgraded)");
+        return ExitCode::SUCCESS;
+    }
+    crate::notify::stopping();
 
     // Drain: /readyz fails first so load balancers stop sending, then the listeners close,
     // then open connections get the grace period to finish. The timings are the running
@@ -341,6 +405,34 @@ struct Signals {
     hup: Signal,
     term: Signal,
     int: Signal,
+    usr2: Signal,
+}
+
+enum Ended {
+    /// SIGTERM or SIGINT: drain and exit.
+    Signal,
+    /// A new process serves the listening sockets: drain and exit, quietly.
+    Upgraded,
+}
+
+/// What a binary upgrade (SIGUSR2) hands to the new process.
+struct Handover<'a, A> {
+    launch: std::io::Result<crate::upgrade::Launch>,
+    listeners: &'a ListenerSet<A>,
+    admin: Arc<tokio::sync::Mutex<AdminListener>>,
+}
+
+impl<A: ServerApp + Send + Sync + 'static> Handover<'_, A> {
+    async fn groups(&self) -> std::io::Result<Vec<crate::upgrade::Group>> {
+        let mut groups = self.listeners.handover_groups()?;
+        let admin = self.admin.lock().await;
+        groups.push(crate::upgrade::Group {
+            key: crate::upgrade::ADMIN_KEY.into(),
+            address: admin.address(),
+            sockets: vec![admin.handover_socket()?],
+        });
+        Ok(groups)
+    }
 }
 
 impl Signals {
@@ -349,19 +441,60 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 
-    /// Serves SIGHUP as reloads until SIGTERM or SIGINT arrives.
-    async fn wait_for_termination(mut self, updates: mpsc::Sender<Update>) {
+    /// Serves SIGHUP as reloads and SIGUSR2 as binary upgrades until SIGTERM or SIGINT
+    /// arrives, or an upgrade succeeds.
+    async fn wait_for_termination<A: ServerApp + Send + Sync + 'static>(
+        mut self,
+        updates: mpsc::Sender<Update>,
+        handover: Handover<'_, A>,
+    ) -> Ended {
+        let mut upgrading: Option<tokio::task::JoinHandle<Result<u32, String>>> = None;
         loop {
             tokio::select! {
                 _ = self.hup.recv() => {
                     tracing::info!("SIGHUP: reloading");
+                    crate::notify::reloading();
                     let _ = updates.send(Update::Reload { cause: "SIGHUP", force: true }).await;
                 }
-                _ = self.term.recv() => { tracing::info!("SIGTERM"); return; }
-                _ = self.int.recv() => { tracing::info!("SIGINT"); return; }
+                _ = self.usr2.recv() => {
+                    if upgrading.is_some() {
+                        tracing::warn!("SIGUSR2: a binary upgrade is already under way");
+                        continue;
+                    }
+                    let launch = match &handover.launch {
+                        Ok(launch) => launch.clone(),
+                        Err(e) => {
+                            tracing::error!(error = %e, "SIGUSR2: cannot upgrade: the binary's path is unknown");
+                            continue;
+                        }
+                    };
+                    match handover.groups().await {
+                        Ok(groups) => {
+                            tracing::info!("SIGUSR2: binary upgrade: starting the new process");
+                            upgrading = Some(tokio::task::spawn_blocking(move || {
+                                crate::upgrade::hand_over(&launch, &groups)
+                            }));
+                        }
+                        Err(e) => tracing::error!(error = %e, "SIGUSR2: cannot copy the listening sockets"),
+                    }
+                }
+                done = async { upgrading.as_mut().expect("guarded").await }, if upgrading.is_some() => {
+                    upgrading = None;
+                    match done {
+                        Ok(Ok(pid)) => {
+                            tracing::info!(new_pid = pid, "binary upgrade: the new process serves");
+                            return Ended::Upgraded;
+                        }
+                        Ok(Err(e)) => tracing::error!("binary upgrade failed; still serving: {e}"),
+                        Err(e) => tracing::error!(error = %e, "binary upgrade failed; still serving"),
+                    }
+                }
+                _ = self.term.recv() => { tracing::info!("SIGTERM"); return Ended::Signal; }
+                _ = self.int.recv() => { tracing::info!("SIGINT"); return Ended::Signal; }
             }
         }
     }

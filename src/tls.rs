@@ -5,13 +5,15 @@
 //! the snapshot, so new handshakes get the new certificates while established connections
 //! keep the ones they negotiated.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-use crate::config::model::{ListenerTls, TlsVersion};
+use crate::config::model::{ListenerTls, Name, TlsVersion};
 use crate::config::tls_files;
 
 pub type TlsAcceptor = pingora::listeners::tls::Acceptor;
@@ -23,21 +25,54 @@ pub use crate::config::tls_files::LoadedCertificate;
 #[derive(Debug)]
 pub struct SniResolver {
     certificates: Vec<LoadedCertificate>,
+    /// Certificates from cluster Secrets for this listener, after the file's by name.
+    cluster: Option<(Name, Arc<ClusterCertificates>)>,
+}
+
+/// Certificates from the cluster's `kubernetes.io/tls` Secrets (spec section 10), by
+/// listener. The publisher swaps the whole map when the Secrets or the objects naming
+/// them change; every resolver reads it at each handshake, so a renewed Secret is served
+/// to new handshakes without rebuilding an acceptor.
+#[derive(Debug, Default)]
+pub struct ClusterCertificates(ArcSwap<HashMap<Name, Vec<LoadedCertificate>>>);
+
+impl ClusterCertificates {
+    pub fn store(&self, by_listener: HashMap<Name, Vec<LoadedCertificate>>) {
+        self.0.store(Arc::new(by_listener));
+    }
 }
 
 impl SniResolver {
     pub fn new(certificates: Vec<LoadedCertificate>) -> Self {
-        Self { certificates }
+        Self {
+            certificates,
+            cluster: None,
+        }
+    }
+
+    pub fn with_cluster(mut self, listener: Name, cluster: Arc<ClusterCertificates>) -> Self {
+        self.cluster = Some((listener, cluster));
+        self
     }
 
     pub fn choose(&self, server_name: Option<&str>) -> Option<&LoadedCertificate> {
-        let by_name = server_name.and_then(|name| {
+        by_name(&self.certificates, server_name).or_else(|| self.certificates.first())
+    }
+}
+
+/// An exact name, then the longest wildcard.
+fn by_name<'a>(
+    certificates: &'a [LoadedCertificate],
+    server_name: Option<&str>,
+) -> Option<&'a LoadedCertificate> {
+    {
+        server_name.and_then(|name| {
             let name = name.to_ascii_lowercase();
-            self.certificates
+            certificates
                 .iter()
                 .find(|c| c.names.contains(&name))
                 .or_else(|| {
-                    self.certificates
+                    certificates
                         .iter()
                         .filter_map(|c| {
                             c.names
@@ -53,20 +88,49 @@ impl SniResolver {
                         .max_by_key(|(len, _)| *len)
                         .map(|(_, c)| c)
                 })
-        });
-        by_name.or_else(|| self.certificates.first())
+        })
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.choose(hello.server_name()).map(|c| c.key.clone())
+        let name = hello.server_name();
+        if let Some(own) = by_name(&self.certificates, name) {
+            return Some(own.key.clone());
+        }
+        if let Some((listener, cluster)) = &self.cluster {
+            let all = cluster.0.load();
+            let mine = all.get(listener).map(Vec::as_slice).unwrap_or_default();
+            if let Some(found) = by_name(mine, name)
+                .or_else(|| self.certificates.is_empty().then(|| mine.first()).flatten())
+            {
+                return Some(found.key.clone());
+            }
+        }
+        self.certificates.first().map(|c| c.key.clone())
     }
+}
+
+/// Checks a certificate chain and its key given as PEM from a Secret; `source` names it
+/// in errors (`secret/NS/NAME`).
+pub fn certificate_from_pem(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+    source: &str,
+) -> Result<LoadedCertificate, String> {
+    let file = |key: &str, pem: &[u8]| tls_files::TlsFile {
+        path: format!("{source} {key}").into(),
+        pem: pem.into(),
+    };
+    tls_files::certificate(&file("tls.crt", chain_pem), &file("tls.key", key_pem))
 }
 
 /// Builds a listener's acceptor from the files its config loaded (no disk access); every
 /// failure names the file.
-pub fn build_acceptor(settings: &ListenerTls) -> Result<(TlsAcceptor, Vec<(String, i64)>), String> {
+pub fn build_acceptor(
+    settings: &ListenerTls,
+    cluster: Option<(Name, Arc<ClusterCertificates>)>,
+) -> Result<(TlsAcceptor, Vec<(String, i64)>), String> {
     let certificates = settings
         .certificates
         .iter()
@@ -101,7 +165,11 @@ pub fn build_acceptor(settings: &ListenerTls) -> Result<(TlsAcceptor, Vec<(Strin
             )
         }
     };
-    let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(certificates)));
+    let mut resolver = SniResolver::new(certificates);
+    if let Some((listener, cluster)) = cluster {
+        resolver = resolver.with_cluster(listener, cluster);
+    }
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = settings
         .alpn
         .iter()

@@ -3,8 +3,10 @@
 //! so this type lives apart from both and neither side imports the other.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::config::model::{Endpoint, KubernetesService, Name};
+use crate::sources::cluster::translate::ClusterRoutes;
 
 #[derive(Debug, Clone)]
 pub enum Update {
@@ -19,6 +21,9 @@ pub enum Update {
         source: KubernetesService,
         endpoints: Vec<Endpoint>,
     },
+    /// Everything the cluster's Gateway API and Ingress objects now say (spec section
+    /// 10): it replaces the previous cluster routes whole; the file is not re-read.
+    ClusterRoutes(Arc<ClusterRoutes>),
 }
 
 /// Everything queued when the publisher gets to work, reduced to what must be done:
@@ -30,6 +35,8 @@ pub struct Batch {
     pub endpoints: Vec<(Name, KubernetesService, Vec<Endpoint>)>,
     /// `(first cause, any forced)`.
     pub reload: Option<(&'static str, bool)>,
+    /// The newest cluster routes; each message is complete, so older ones are moot.
+    pub cluster: Option<Arc<ClusterRoutes>>,
     positions: HashMap<Name, usize>,
 }
 
@@ -40,6 +47,7 @@ impl Batch {
                 let (_, forced) = self.reload.get_or_insert((cause, false));
                 *forced |= force;
             }
+            Update::ClusterRoutes(routes) => self.cluster = Some(routes),
             Update::Endpoints {
                 upstream,
                 source,

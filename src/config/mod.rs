@@ -1,6 +1,7 @@
 //! Config text -> validated model. Depends on nothing else in the crate, so that `check`,
 //! startup and reloads share one definition of "valid".
 
+mod cluster;
 pub mod model;
 pub mod origin;
 pub mod raw;

@@ -46,6 +46,19 @@ pub struct Config {
     /// Shared with the compiled router, so compiling a snapshot copies no route.
     pub routes: Vec<Arc<Route>>,
     pub upstreams: Vec<Upstream>,
+    /// `[kubernetes]`: routes from the cluster; `None` watches nothing.
+    pub kubernetes: Option<ClusterRoutes>,
+}
+
+/// Which cluster objects become routes (spec section 10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterRoutes {
+    /// Gateways whose `gatewayClassName` is this are served, with their HTTPRoutes.
+    pub gateway_class: Option<String>,
+    /// Ingresses whose `spec.ingressClassName` is this are served.
+    pub ingress_class: Option<String>,
+    /// Namespaces watched; empty watches every namespace.
+    pub namespaces: Vec<String>,
 }
 
 impl Config {
@@ -204,6 +217,8 @@ pub struct Route {
     pub query: Vec<(String, String)>,
     pub action: Action,
     pub rewrite_prefix: Option<String>,
+    /// Replaces the whole path sent upstream (the Gateway API's `ReplaceFullPath`).
+    pub rewrite_path: Option<String>,
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
     pub timeout: Option<Duration>,
@@ -213,6 +228,16 @@ pub struct Route {
 }
 
 impl Route {
+    /// Cluster routes are ordered after every file route (a file has fewer routes than
+    /// this), so among otherwise equal routes the file's come first (spec section 10).
+    pub const CLUSTER_ORDER_BASE: usize = 1 << 32;
+
+    /// Whether the route came from a cluster object rather than the file; its
+    /// `location.path` then names the object (`httproute/NS/NAME`).
+    pub fn is_from_cluster(&self) -> bool {
+        self.order >= Self::CLUSTER_ORDER_BASE
+    }
+
     pub fn applies_to_listener(&self, listener: &str) -> bool {
         self.listeners
             .as_ref()
@@ -274,8 +299,36 @@ impl std::fmt::Display for PathRegex {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Upstream(Name),
+    /// A share of requests to each upstream, by weight (Gateway API backendRefs across
+    /// Services). A backend that did not resolve keeps its share and answers 500.
+    Weighted(Vec<WeightedUpstream>),
     Redirect(Redirect),
     Respond(Respond),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedUpstream {
+    /// `None`: the backend did not resolve; its share of requests answers 500.
+    pub upstream: Option<Name>,
+    pub weight: u32,
+}
+
+/// Picks a backend for a draw in `0..total weight`; `None` when the drawn backend did not
+/// resolve (or no backend has weight). Pure, so the split is testable without traffic.
+pub fn pick_weighted(backends: &[WeightedUpstream], draw: u64) -> Option<&Name> {
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut left = draw % total;
+    for backend in backends {
+        let weight = u64::from(backend.weight);
+        if left < weight {
+            return backend.upstream.as_ref();
+        }
+        left -= weight;
+    }
+    None
 }
 
 #[derive(Debug, Clone, PartialEq)]

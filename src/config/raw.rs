@@ -23,6 +23,17 @@ pub struct Config {
     /// validation finds an upstream's place in the text itself.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Upstream>,
+    /// Routes from the cluster's Gateway API and Ingress objects; off unless written.
+    pub kubernetes: Option<Spanned<ClusterRoutes>>,
+}
+
+/// `[kubernetes]`: which Gateways and Ingresses are ours, and where to look for them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterRoutes {
+    pub gateway_class: Option<Text>,
+    pub ingress_class: Option<Text>,
+    pub namespaces: Option<Vec<Text>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

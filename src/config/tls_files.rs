@@ -52,7 +52,7 @@ impl AsRef<Path> for TlsFile {
 
 /// One certificate chain with its key, checked to belong together, and the names it
 /// answers for.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LoadedCertificate {
     pub key: Arc<CertifiedKey>,
     /// Lowercased SAN DNS names (wildcards kept as `*.example.com`), or the subject CN.

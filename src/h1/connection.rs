@@ -146,8 +146,10 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
         )
         .await
         {
-            Next::KeepAlive if !*shutdown.borrow() => continue,
-            Next::KeepAlive | Next::Close => {
+            // Even when the drain began while this response was on its way (without
+            // `connection: close`): read_head lingers for the client's next request.
+            Next::KeepAlive => continue,
+            Next::Close => {
                 close(&mut client).await;
                 return;
             }
@@ -166,6 +168,11 @@ async fn close<C: ClientIo>(client: &mut C) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.shutdown()).await;
 }
 
+/// How long a draining process keeps an idle keep-alive connection open for a request
+/// that may be in flight: longer than a loopback or LAN round trip, short enough not to
+/// hold the drain.
+const DRAIN_LINGER: Duration = Duration::from_millis(500);
+
 /// How long closing a connection may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -176,8 +183,14 @@ async fn read_head<C: ClientIo>(
     policy: &Policy,
     first: bool,
 ) -> HeadRead {
-    let idle_deadline = Instant::now() + policy.idle_timeout;
+    let mut idle_deadline = Instant::now() + policy.idle_timeout;
     let mut head_deadline: Option<Instant> = None;
+    // Draining already (the drain began during the last response, or before this
+    // connection's first read): linger from the start.
+    let mut lingering = *shutdown.borrow();
+    if lingering {
+        idle_deadline = idle_deadline.min(Instant::now() + DRAIN_LINGER);
+    }
     loop {
         let seen = buffers.request.len().min(H2_PREFACE.len());
         let maybe_h2c = first && seen > 0 && buffers.request[..seen] == H2_PREFACE[..seen];
@@ -210,7 +223,14 @@ async fn read_head<C: ClientIo>(
         let read = tokio::select! {
             biased;
             read = client.read_buf(&mut buffers.request) => read,
-            _ = shutdown.changed(), if head_deadline.is_none() => return HeadRead::Gone,
+            // Draining: an idle keep-alive connection may already have a request on the
+            // wire, and closing now would fail it. Wait a little for one, answer it with
+            // `connection: close`, and close only a connection that stays silent.
+            _ = shutdown.changed(), if head_deadline.is_none() && !lingering => {
+                lingering = true;
+                idle_deadline = idle_deadline.min(Instant::now() + DRAIN_LINGER);
+                continue;
+            }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 return match head_deadline {
                     None => HeadRead::Gone,
@@ -360,14 +380,19 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
         tls.as_ref(),
         wants_path.then_some(&mut logged.path),
     );
+    // Draining: the answer says `connection: close`, so the client opens its next
+    // connection (to a live process) instead of racing a close.
+    let draining = *engine.shutdown.borrow();
     let outcome = match decision {
         Decision::HandOver => return Next::HandOver,
-        Decision::Answer(answer) => {
+        Decision::Answer(mut answer) => {
+            answer.close |= draining;
             let outcome = answer_locally(client, buffers, &ctx, &head, answer).await;
             buffers.request.advance(head.len.min(buffers.request.len()));
             outcome
         }
-        Decision::Forward(pool, meta) => {
+        Decision::Forward(pool, mut meta) => {
+            meta.client_keepalive &= !draining;
             let outcome = forward::proxy(gateway, client, buffers, &mut ctx, &pool, &meta).await;
             ctx.in_flight = None;
             outcome
@@ -523,6 +548,10 @@ fn decide(
             return answer(reply);
         }
         Action::Upstream(name) => name,
+        Action::Weighted(backends) => match crate::proxy::pick_backend(backends) {
+            Some(name) => name,
+            None => return answer(Answer::plain(500, &b"backend not resolved\n"[..])),
+        },
     };
     let Some(pool) = snapshot.pools.get(name).cloned() else {
         return answer(Answer::plain(503, &b"no such upstream\n"[..]));

@@ -33,6 +33,12 @@ pub use respond::redirect_location;
 use respond::{error_response, Reply};
 
 /// State shared by every request; each field is read without locks.
+/// One draw for a weighted route: each request independently, so the split holds across
+/// workers and connections without shared state.
+pub fn pick_backend(backends: &[crate::config::model::WeightedUpstream]) -> Option<&Name> {
+    crate::config::model::pick_weighted(backends, rand::random::<u64>())
+}
+
 #[derive(Clone)]
 pub struct Gateway {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
@@ -221,7 +227,17 @@ impl ProxyHttp for Gateway {
                 };
                 self.reply(session, ctx, reply).await
             }
-            Action::Upstream(name) => {
+            Action::Upstream(_) | Action::Weighted(_) => {
+                let picked = match &route.action {
+                    Action::Upstream(name) => Some(name),
+                    Action::Weighted(backends) => pick_backend(backends),
+                    Action::Redirect(_) | Action::Respond(_) => None,
+                };
+                let Some(name) = picked else {
+                    return self
+                        .reply(session, ctx, Reply::plain(500, "backend not resolved\n"))
+                        .await;
+                };
                 let Some(pool) = snapshot.pools.get(name).cloned() else {
                     return self
                         .reply(session, ctx, Reply::plain(503, "no such upstream\n"))

@@ -336,6 +336,12 @@ impl Precedence {
 /// The path sent upstream after `rewrite_prefix`, query included; `None` when the route
 /// does not rewrite. `/api/x` with prefix `/api` rewritten to `/` becomes `/x`.
 pub fn rewritten_path(route: &Route, path: &str, query: Option<&str>) -> Option<String> {
+    if let Some(full) = &route.rewrite_path {
+        return Some(match query {
+            Some(q) => format!("{full}?{q}"),
+            None => full.clone(),
+        });
+    }
     let (Some(rewrite), PathMatch::Prefix(prefix)) = (&route.rewrite_prefix, &route.path) else {
         return None;
     };

@@ -186,7 +186,7 @@ impl Discovery {
     }
 }
 
-async fn connect() -> Option<Client> {
+pub(crate) async fn connect() -> Option<Client> {
     let mut config = match kube::Config::infer().await {
         Ok(config) => config,
         Err(e) => {
@@ -217,7 +217,7 @@ fn key_of(k: &KubernetesService) -> WatchKey {
 
 /// kube-runtime's exponential backoff from [`MIN_BACKOFF`] doubling to [`MAX_BACKOFF`],
 /// reset by every successful event.
-fn capped_backoff() -> ExponentialBackoff {
+pub(crate) fn capped_backoff() -> ExponentialBackoff {
     backon::ExponentialBuilder::default()
         .with_min_delay(MIN_BACKOFF)
         .with_max_delay(MAX_BACKOFF)

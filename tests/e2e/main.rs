@@ -4,6 +4,7 @@ mod support;
 
 mod admin;
 mod cli;
+mod cluster_routes;
 mod consistency;
 mod framing;
 mod grpc;
@@ -17,8 +18,10 @@ mod reload;
 mod routing;
 mod signals;
 mod smuggling;
+mod systemd;
 mod tls;
 mod tracing;
+mod upgrade;
 mod upstream_metrics;
 
 /// A config with the admin listener and the named plain listeners on ephemeral ports,

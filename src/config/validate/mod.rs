@@ -223,12 +223,18 @@ impl Checker<'_> {
         let listener_names: HashSet<&str> = listeners.iter().map(|l| &*l.name).collect();
         let upstream_names: HashSet<&str> = upstreams.iter().map(|u| &*u.name).collect();
         let routes = self.routes(raw.routes, &listener_names, &upstream_names);
+        let kubernetes = raw.kubernetes.map(|raw| {
+            super::cluster::validate(raw, &mut |severity, span, message| {
+                self.push(severity, &span, message)
+            })
+        });
         model::Config {
             gateway,
             admin,
             listeners,
             routes,
             upstreams,
+            kubernetes,
         }
     }
 }

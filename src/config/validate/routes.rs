@@ -179,6 +179,7 @@ impl Checker<'_> {
             query,
             action: action?,
             rewrite_prefix,
+            rewrite_path: None,
             request_headers,
             response_headers,
             timeout,

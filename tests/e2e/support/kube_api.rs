@@ -35,6 +35,9 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
+
+#[path = "kube_api/objects.rs"]
+mod objects;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -597,8 +600,18 @@ async fn serve_connection(tcp: TcpStream, inner: Arc<Inner>) {
         return;
     };
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let response = inner.handle(&req);
-        async move { Ok::<_, Infallible>(response) }
+        let inner = inner.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let (parts, body) = req.into_parts();
+            // Only status patches have a body; anything unreadable is an empty one.
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Ok::<_, Infallible>(inner.handle(&parts, &body))
+        }
     });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(tls), service)
@@ -686,30 +699,70 @@ enum Kind {
     Service,
     Endpoints,
     EndpointSlice,
+    Secret,
+    Ingress,
+    Gateway,
+    HttpRoute,
+    ReferenceGrant,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Service, Kind::Endpoints, Kind::EndpointSlice];
+    const ALL: [Kind; 8] = [
+        Kind::Service,
+        Kind::Endpoints,
+        Kind::EndpointSlice,
+        Kind::Secret,
+        Kind::Ingress,
+        Kind::Gateway,
+        Kind::HttpRoute,
+        Kind::ReferenceGrant,
+    ];
+
+    /// `(group, version)` pairs served under `/apis`, in discovery order.
+    const GROUP_VERSIONS: [(&'static str, &'static str); 4] = [
+        ("discovery.k8s.io", "v1"),
+        ("networking.k8s.io", "v1"),
+        ("gateway.networking.k8s.io", "v1"),
+        ("gateway.networking.k8s.io", "v1beta1"),
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Kind::Service => "Service",
             Kind::Endpoints => "Endpoints",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Secret => "Secret",
+            Kind::Ingress => "Ingress",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
         }
+    }
+
+    fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
     }
 
     fn group(self) -> &'static str {
         match self {
-            Kind::Service | Kind::Endpoints => "",
+            Kind::Service | Kind::Endpoints | Kind::Secret => "",
             Kind::EndpointSlice => "discovery.k8s.io",
+            Kind::Ingress => "networking.k8s.io",
+            Kind::Gateway | Kind::HttpRoute | Kind::ReferenceGrant => "gateway.networking.k8s.io",
         }
     }
 
-    fn api_version(self) -> &'static str {
+    fn version(self) -> &'static str {
         match self {
-            Kind::Service | Kind::Endpoints => "v1",
-            Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::ReferenceGrant => "v1beta1",
+            _ => "v1",
+        }
+    }
+
+    fn api_version(self) -> String {
+        match self.group() {
+            "" => self.version().to_owned(),
+            group => format!("{group}/{}", self.version()),
         }
     }
 
@@ -718,29 +771,38 @@ impl Kind {
             Kind::Service => "services",
             Kind::Endpoints => "endpoints",
             Kind::EndpointSlice => "endpointslices",
+            Kind::Secret => "secrets",
+            Kind::Ingress => "ingresses",
+            Kind::Gateway => "gateways",
+            Kind::HttpRoute => "httproutes",
+            Kind::ReferenceGrant => "referencegrants",
         }
     }
 
-    fn singular(self) -> &'static str {
-        match self {
-            Kind::Service => "service",
-            Kind::Endpoints => "endpoints",
-            Kind::EndpointSlice => "endpointslice",
-        }
+    fn singular(self) -> String {
+        self.name().to_ascii_lowercase()
     }
 
     fn short_names(self) -> &'static [&'static str] {
         match self {
             Kind::Service => &["svc"],
             Kind::Endpoints => &["ep"],
-            Kind::EndpointSlice => &[],
+            Kind::Ingress => &["ing"],
+            Kind::Gateway => &["gtw"],
+            Kind::ReferenceGrant => &["refgrant"],
+            _ => &[],
         }
     }
 
-    fn from_path(group: &str, plural: &str) -> Option<Kind> {
+    /// Whether the kind has a `status` subresource the double accepts patches on.
+    fn has_status(self) -> bool {
+        matches!(self, Kind::Ingress | Kind::Gateway | Kind::HttpRoute)
+    }
+
+    fn from_path(group: &str, version: &str, plural: &str) -> Option<Kind> {
         Kind::ALL
             .into_iter()
-            .find(|k| k.group() == group && k.plural() == plural)
+            .find(|k| k.group() == group && k.version() == version && k.plural() == plural)
     }
 }
 
@@ -808,6 +870,10 @@ struct Store {
     user_agents: Vec<String>,
     next_uid: u64,
     uid_prefix: u32,
+    /// Status patches answer 403, as without RBAC for the status subresource.
+    refuse_status: bool,
+    /// Status patches received (refused ones included), as `KIND NS/NAME`.
+    status_patches: Vec<String>,
 }
 
 impl Inner {
@@ -829,6 +895,8 @@ impl Store {
             user_agents: Vec::new(),
             next_uid: 1,
             uid_prefix: rand::random(),
+            refuse_status: false,
+            status_patches: Vec::new(),
         }
     }
 
@@ -853,6 +921,17 @@ impl Store {
                 })
             }
         };
+        if key.kind.has_status() {
+            // Like a real server: the generation counts changes of the spec only.
+            let generation = match &old {
+                None => 1,
+                Some(old) => {
+                    let before = old["metadata"]["generation"].as_u64().unwrap_or(1);
+                    before + u64::from(old.get("spec") != body.get("spec"))
+                }
+            };
+            metadata["generation"] = json!(generation);
+        }
         if labels.is_empty() {
             if let Some(m) = metadata.as_object_mut() {
                 m.remove("labels");
@@ -976,6 +1055,8 @@ struct FieldRequirement {
     name: bool,
     value: String,
     equal: bool,
+    /// The top-level `type` field instead (Secrets only, as on a real server).
+    top_level_type: bool,
 }
 
 impl Filter {
@@ -984,7 +1065,7 @@ impl Filter {
             kind,
             namespace,
             labels: parse_label_selector(query.get("labelSelector").unwrap_or(""))?,
-            fields: parse_field_selector(query.get("fieldSelector").unwrap_or(""))?,
+            fields: parse_field_selector(kind, query.get("fieldSelector").unwrap_or(""))?,
         })
     }
 
@@ -1013,8 +1094,13 @@ impl Filter {
         });
         labels_ok
             && self.fields.iter().all(|f| {
-                let field = if f.name { "name" } else { "namespace" };
-                (metadata[field].as_str() == Some(f.value.as_str())) == f.equal
+                let actual = if f.top_level_type {
+                    object["type"].as_str()
+                } else {
+                    let field = if f.name { "name" } else { "namespace" };
+                    metadata[field].as_str()
+                };
+                (actual == Some(f.value.as_str())) == f.equal
             })
     }
 
@@ -1129,7 +1215,7 @@ fn parse_label_selector(selector: &str) -> Result<Vec<LabelRequirement>, String>
     Ok(out)
 }
 
-fn parse_field_selector(selector: &str) -> Result<Vec<FieldRequirement>, String> {
+fn parse_field_selector(kind: Kind, selector: &str) -> Result<Vec<FieldRequirement>, String> {
     let mut out = Vec::new();
     for r in requirements(selector) {
         let (field, value, equal) = if let Some((f, v)) = r.split_once("!=") {
@@ -1139,15 +1225,17 @@ fn parse_field_selector(selector: &str) -> Result<Vec<FieldRequirement>, String>
         } else {
             return Err(format!("invalid selector: '{r}'; can't understand '{r}'"));
         };
-        let name = match field.trim() {
-            "metadata.name" => true,
-            "metadata.namespace" => false,
+        let (name, top_level_type) = match field.trim() {
+            "metadata.name" => (true, false),
+            "metadata.namespace" => (false, false),
+            "type" if kind == Kind::Secret => (false, true),
             other => return Err(format!("field label not supported: {other}")),
         };
         out.push(FieldRequirement {
             name,
             value: value.trim().to_owned(),
             equal,
+            top_level_type,
         });
     }
     Ok(out)
@@ -1294,17 +1382,23 @@ enum Route {
         namespace: String,
         name: String,
     },
+    /// An object's status subresource: GET, or PATCH with a merge patch.
+    Status {
+        kind: Kind,
+        namespace: String,
+        name: String,
+    },
     NotFound,
 }
 
 impl Inner {
-    fn handle(&self, req: &Request<Incoming>) -> ApiResponse {
-        let uri = req.uri();
+    fn handle(&self, req: &http::request::Parts, body: &[u8]) -> ApiResponse {
+        let uri = &req.uri;
         let target = uri
             .path_and_query()
             .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
         let user_agent = req
-            .headers()
+            .headers
             .get(http::header::USER_AGENT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .unwrap_or_default();
@@ -1315,14 +1409,42 @@ impl Inner {
         }
 
         let bearer = req
-            .headers()
+            .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if bearer != Some(self.token.as_str()) {
             return status(401, "Unauthorized", "Unauthorized", None);
         }
-        if req.method() != http::Method::GET {
+        let route = self.route(uri.path());
+        if let Route::Status {
+            kind,
+            namespace,
+            name,
+        } = &route
+        {
+            let key = Key::new(*kind, namespace, name);
+            return match req.method {
+                http::Method::GET => self.get(&key),
+                http::Method::PATCH => self.patch_status(&key, &req.headers, body),
+                _ => status(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
+                    None,
+                ),
+            };
+        }
+        if req.method == http::Method::POST {
+            if let Route::Collection {
+                kind,
+                namespace: Some(namespace),
+            } = &route
+            {
+                return self.create(*kind, namespace, body);
+            }
+        }
+        if req.method != http::Method::GET {
             return status(
                 405,
                 "MethodNotAllowed",
@@ -1331,7 +1453,8 @@ impl Inner {
             );
         }
         let query = Query::parse(uri.query());
-        match self.route(uri.path()) {
+        match route {
+            Route::Status { .. } => status(500, "InternalError", "status routed above", None),
             Route::Document(doc) => json_response(200, &doc),
             Route::Text(text) => Response::builder()
                 .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -1358,6 +1481,7 @@ impl Inner {
                         name: true,
                         value: name,
                         equal: true,
+                        top_level_type: false,
                     });
                     self.watch(filter, &query)
                 });
@@ -1384,27 +1508,36 @@ impl Inner {
             ["healthz" | "livez" | "readyz"] => return Route::Text("ok"),
             ["api"] => return Route::Document(self.api_versions()),
             ["apis"] => {
+                let groups: Vec<Value> = groups().into_iter().map(|(_, g)| g).collect();
                 return Route::Document(json!({
                     "kind": "APIGroupList",
                     "apiVersion": "v1",
-                    "groups": [discovery_group()],
-                }))
+                    "groups": groups,
+                }));
             }
-            ["apis", "discovery.k8s.io"] => {
-                let mut group = discovery_group();
-                group["kind"] = json!("APIGroup");
-                group["apiVersion"] = json!("v1");
-                return Route::Document(group);
+            ["apis", name] => {
+                return match groups().into_iter().find(|(n, _)| n == name) {
+                    Some((_, mut group)) => {
+                        group["kind"] = json!("APIGroup");
+                        group["apiVersion"] = json!("v1");
+                        Route::Document(group)
+                    }
+                    None => Route::NotFound,
+                }
             }
-            ["api", "v1"] => return Route::Document(resource_list("")),
-            ["apis", "discovery.k8s.io", "v1"] => {
-                return Route::Document(resource_list("discovery.k8s.io"))
+            ["api", "v1"] => return Route::Document(resource_list("", "v1")),
+            ["apis", group, version] if Kind::GROUP_VERSIONS.contains(&(group, version)) => {
+                return Route::Document(resource_list(group, version))
             }
-            ["api", "v1", rest @ ..] => ("", rest),
-            ["apis", "discovery.k8s.io", "v1", rest @ ..] => ("discovery.k8s.io", rest),
+            ["api", "v1", rest @ ..] => (("", "v1"), rest),
+            ["apis", group, version, rest @ ..]
+                if Kind::GROUP_VERSIONS.contains(&(group, version)) =>
+            {
+                ((*group, *version), rest)
+            }
             _ => return Route::NotFound,
         };
-        let resource = |plural: &str| Kind::from_path(group, plural);
+        let resource = |plural: &str| Kind::from_path(group.0, group.1, plural);
         match rest {
             [plural] => resource(plural).map(|kind| Route::Collection {
                 kind,
@@ -1419,6 +1552,13 @@ impl Inner {
                 namespace: (*ns).to_owned(),
                 name: (*name).to_owned(),
             }),
+            ["namespaces", ns, plural, name, "status"] => resource(plural)
+                .filter(|k| k.has_status())
+                .map(|kind| Route::Status {
+                    kind,
+                    namespace: (*ns).to_owned(),
+                    name: (*name).to_owned(),
+                }),
             _ => None,
         }
         .unwrap_or(Route::NotFound)
@@ -1739,31 +1879,59 @@ fn version() -> Value {
     })
 }
 
-fn discovery_group() -> Value {
-    let version = json!({"groupVersion": "discovery.k8s.io/v1", "version": "v1"});
-    json!({"name": "discovery.k8s.io", "versions": [version], "preferredVersion": version})
+/// Every API group under `/apis`, by name, with its versions (the first preferred).
+fn groups() -> Vec<(&'static str, Value)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for (group, version) in Kind::GROUP_VERSIONS {
+        match out.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, versions)) => versions.push(version),
+            None => out.push((group, vec![version])),
+        }
+    }
+    out.into_iter()
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+                .collect();
+            let preferred = versions[0].clone();
+            (
+                group,
+                json!({"name": group, "versions": versions, "preferredVersion": preferred}),
+            )
+        })
+        .collect()
 }
 
 /// The APIResourceList of one group version; only the verbs the double serves.
-fn resource_list(group: &str) -> Value {
-    let resources: Vec<Value> = Kind::ALL
+fn resource_list(group: &str, version: &str) -> Value {
+    let mut resources: Vec<Value> = Vec::new();
+    for k in Kind::ALL
         .into_iter()
-        .filter(|k| k.group() == group)
-        .map(|k| {
-            json!({
-                "name": k.plural(),
-                "singularName": k.singular(),
+        .filter(|k| k.group() == group && k.version() == version)
+    {
+        resources.push(json!({
+            "name": k.plural(),
+            "singularName": k.singular(),
+            "namespaced": true,
+            "kind": k.name(),
+            "verbs": ["get", "list", "watch"],
+            "shortNames": k.short_names(),
+        }));
+        if k.has_status() {
+            resources.push(json!({
+                "name": format!("{}/status", k.plural()),
+                "singularName": "",
                 "namespaced": true,
                 "kind": k.name(),
-                "verbs": ["get", "list", "watch"],
-                "shortNames": k.short_names(),
-            })
-        })
-        .collect();
+                "verbs": ["get", "patch"],
+            }));
+        }
+    }
     let group_version = if group.is_empty() {
-        "v1".to_owned()
+        version.to_owned()
     } else {
-        format!("{group}/v1")
+        format!("{group}/{version}")
     };
     json!({
         "kind": "APIResourceList",

@@ -1,0 +1,791 @@
+//! Routes from the cluster (spec section 10) end to end: the real binary watches the API
+//! server double through kube-rs; pods are real servers on loopback addresses.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::kube_api::{Endpoint, KubeApi, TargetPort};
+use crate::support::{client, Gateway, Upstream};
+
+/// Pods of one Service: servers on distinct loopback addresses sharing a port.
+struct Pods {
+    port: u16,
+    servers: Vec<Upstream>,
+}
+
+impl Pods {
+    /// `count` pods named `NAME-0`.. on 127.0.`net`.1, .2, ...
+    async fn start(name: &str, net: u8, count: u8) -> Pods {
+        let first = Upstream::start_on(
+            format!("127.0.{net}.1:0").parse().expect("addr"),
+            &format!("{name}-0"),
+        )
+        .await;
+        let port = first.addr.port();
+        let mut servers = vec![first];
+        for i in 1..count {
+            let addr: SocketAddr = format!("127.0.{net}.{}:{port}", i + 1)
+                .parse()
+                .expect("addr");
+            servers.push(Upstream::start_on(addr, &format!("{name}-{i}")).await);
+        }
+        Pods { port, servers }
+    }
+
+    async fn add(&mut self, name: &str, net: u8) {
+        let i = self.servers.len();
+        let addr: SocketAddr = format!("127.0.{net}.{}:{}", i + 1, self.port)
+            .parse()
+            .expect("addr");
+        self.servers
+            .push(Upstream::start_on(addr, &format!("{name}-{i}")).await);
+    }
+
+    /// Publishes the Service (port 80 named `http`) and one EndpointSlice of every pod.
+    fn publish(&self, api: &KubeApi, namespace: &str, service: &str) {
+        api.apply_service(
+            namespace,
+            service,
+            &[(Some("http"), 80, TargetPort::Number(self.port))],
+        );
+        let endpoints: Vec<Endpoint> = self
+            .servers
+            .iter()
+            .map(|s| Endpoint::ready(&s.addr.ip().to_string()))
+            .collect();
+        api.apply_endpoint_slice(
+            namespace,
+            &format!("{service}-a"),
+            service,
+            &[(Some("http"), self.port)],
+            &endpoints,
+        );
+    }
+}
+
+/// A port free right now, for listeners Gateway listeners attach to by number.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A gateway with listener `web` on `port`, one file route (`/file`) and `[kubernetes]`.
+fn start_gateway(api: &KubeApi, port: u16, extra: &str) -> Gateway {
+    let text = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:{port}\"\n\n\
+         [[routes]]\nname = \"from-file\"\npath = \"/file\"\nrespond = {{ status = 200, body = \"file\" }}\n\n\
+         [kubernetes]\ngateway_class = \"edgegate\"\ningress_class = \"edgegate\"\n{extra}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(&path, text).expect("write");
+    let kubeconfig = api.kubeconfig_path().display().to_string();
+    Gateway::spawn(dir, path, &[("KUBECONFIG", &kubeconfig)])
+}
+
+fn gateway_object(api: &KubeApi, namespace: &str, name: &str, class: &str, port: u16) {
+    api.apply_object(
+        "Gateway",
+        namespace,
+        name,
+        json!({"spec": {"gatewayClassName": class, "listeners": [
+            {"name": "http", "port": port, "protocol": "HTTP",
+             "allowedRoutes": {"namespaces": {"from": "All"}}}
+        ]}}),
+    );
+}
+
+fn http_route(api: &KubeApi, namespace: &str, name: &str, spec: Value) {
+    api.apply_object("HTTPRoute", namespace, name, json!({ "spec": spec }));
+}
+
+/// One request: (status, the pod that answered or "-", the body).
+async fn get(
+    gw: &Gateway,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut request = client().get(gw.url("web", path)).header("host", host);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let who = response
+        .headers()
+        .get("x-upstream")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response.text().await.unwrap_or_default();
+    (status, who, location.unwrap_or(body))
+}
+
+/// Polls until `check` holds for a request, within `limit`; returns how long it took.
+async fn within(
+    limit: Duration,
+    gw: &Gateway,
+    host: &str,
+    path: &str,
+    check: impl Fn(&(u16, String, String)) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = get(gw, host, path, &[]).await;
+        if check(&got) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{host}{path}: still {got:?} after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn generation(gw: &Gateway) -> u64 {
+    gw.config_json().await["generation"]
+        .as_u64()
+        .expect("generation")
+}
+
+/// The condition `kind` of the route's first parent status, as (status, reason).
+fn route_condition(
+    api: &KubeApi,
+    namespace: &str,
+    name: &str,
+    kind: &str,
+) -> Option<(String, String)> {
+    let route = api.object("HTTPRoute", namespace, name)?;
+    let conditions = route["status"]["parents"][0]["conditions"]
+        .as_array()?
+        .clone();
+    conditions.iter().find(|c| c["type"] == kind).map(|c| {
+        (
+            c["status"].as_str().unwrap_or_default().to_string(),
+            c["reason"].as_str().unwrap_or_default().to_string(),
+        )
+    })
+}
+
+async fn wait_condition(
+    api: &KubeApi,
+    namespace: &str,
+    name: &str,
+    kind: &str,
+    want: (&str, &str),
+) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = route_condition(api, namespace, name, kind);
+        if got.as_ref().map(|(s, r)| (s.as_str(), r.as_str())) == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{kind} of {namespace}/{name}: {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_routes_serve_their_hosts_edit_and_delete_live_and_report_status() {
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 11, 1).await;
+    web.publish(&api, "shop", "web");
+    let port = free_port();
+    gateway_object(&api, "shop", "edge", "edgegate", port);
+    gateway_object(&api, "shop", "theirs", "nginx", port);
+    http_route(
+        &api,
+        "shop",
+        "storefront",
+        json!({"parentRefs": [{"name": "edge"}], "hostnames": ["shop.example.com"],
+               "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/cart"}}],
+                          "backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    http_route(
+        &api,
+        "shop",
+        "foreign",
+        json!({"parentRefs": [{"name": "theirs"}], "hostnames": ["foreign.example.com"],
+               "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    let gw = start_gateway(&api, port, "");
+    // Ready means the cluster's routes are served, as it means discovery has synced.
+    gw.wait_ready().await;
+    let first = get(&gw, "shop.example.com", "/cart/1", &[]).await;
+    assert_eq!((first.0, first.1.as_str()), (200, "web-0"));
+    assert_eq!(get(&gw, "shop.example.com", "/cartx", &[]).await.0, 404);
+    assert_eq!(get(&gw, "other.example.com", "/cart", &[]).await.0, 404);
+    assert_eq!(
+        get(&gw, "foreign.example.com", "/", &[]).await.0,
+        404,
+        "another class's route"
+    );
+    assert_eq!(
+        get(&gw, "x", "/file", &[]).await.2,
+        "file",
+        "file routes stay"
+    );
+    wait_condition(&api, "shop", "storefront", "Accepted", ("True", "Accepted")).await;
+    wait_condition(
+        &api,
+        "shop",
+        "storefront",
+        "ResolvedRefs",
+        ("True", "ResolvedRefs"),
+    )
+    .await;
+    assert!(api.object("HTTPRoute", "shop", "foreign").expect("foreign")["status"].is_null());
+    let gateway = api.object("Gateway", "shop", "edge").expect("gateway");
+    let programmed = gateway["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Programmed")
+        .expect("programmed")
+        .clone();
+    assert_eq!(programmed["status"], "True");
+    let names: Vec<String> = gw.config_json().await["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_string))
+        .collect();
+    assert!(
+        names.contains(&"httproute/shop/storefront/0".to_string()),
+        "{names:?}"
+    );
+
+    // `edgegate route` explains cluster routes too, given the kubeconfig.
+    let explained = std::process::Command::new(crate::support::gateway::BIN)
+        .arg("route")
+        .arg("--config")
+        .arg(&gw.config_path)
+        .arg("GET")
+        .arg(format!("http://shop.example.com:{port}/cart/1"))
+        .env("KUBECONFIG", api.kubeconfig_path())
+        .output()
+        .expect("edgegate route");
+    let explained = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        explained.contains("route: httproute/shop/storefront/0"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("source: httproute/shop/storefront"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("upstream: service/shop/web/80"),
+        "{explained}"
+    );
+
+    // An edit is served within 2 s, a deletion 404s within 2 s; the file's generation
+    // stays what it was (no reload).
+    let before = generation(&gw).await;
+    http_route(
+        &api,
+        "shop",
+        "storefront",
+        json!({"parentRefs": [{"name": "edge"}], "hostnames": ["shop.example.com"],
+               "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/basket"}}],
+                          "backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    let took = within(
+        Duration::from_secs(2),
+        &gw,
+        "shop.example.com",
+        "/basket",
+        |r| r.0 == 200,
+    )
+    .await;
+    eprintln!("edit served after {took:?}");
+    assert_eq!(get(&gw, "shop.example.com", "/cart", &[]).await.0, 404);
+    api.delete_object("HTTPRoute", "shop", "storefront");
+    let took = within(
+        Duration::from_secs(2),
+        &gw,
+        "shop.example.com",
+        "/basket",
+        |r| r.0 == 404,
+    )
+    .await;
+    eprintln!("deletion applied after {took:?}");
+    assert_eq!(generation(&gw).await, before);
+    assert_eq!(
+        gw.metric("edgegate_config_reloads_total{result=\"success\"}")
+            .await
+            .unwrap_or(0.0),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_backends_split_about_one_to_three_and_filters_apply() {
+    let api = KubeApi::start().await;
+    let blue = Pods::start("blue", 12, 1).await;
+    let green = Pods::start("green", 13, 1).await;
+    blue.publish(&api, "app", "blue");
+    green.publish(&api, "app", "green");
+    let port = free_port();
+    gateway_object(&api, "app", "edge", "edgegate", port);
+    http_route(
+        &api,
+        "app",
+        "split",
+        json!({"parentRefs": [{"name": "edge"}],
+        "rules": [
+          {"matches": [{"path": {"value": "/split"}}],
+           "backendRefs": [{"name": "blue", "port": 80, "weight": 1},
+                           {"name": "green", "port": 80, "weight": 3}]},
+          {"matches": [{"path": {"value": "/api"}, "headers": [{"name": "x-canary", "value": "yes"}]}],
+           "filters": [
+             {"type": "RequestHeaderModifier",
+              "requestHeaderModifier": {"set": [{"name": "x-env", "value": "canary"}]}},
+             {"type": "URLRewrite",
+              "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/v2"}}}],
+           "backendRefs": [{"name": "green", "port": 80}]},
+          {"matches": [{"path": {"value": "/api"}}],
+           "backendRefs": [{"name": "blue", "port": 80}]},
+          {"matches": [{"path": {"type": "Exact", "value": "/old"}}],
+           "filters": [{"type": "RequestRedirect",
+                        "requestRedirect": {"scheme": "https", "statusCode": 301}}]}
+        ]}),
+    );
+    // Exact over PathPrefix across two routes.
+    http_route(
+        &api,
+        "app",
+        "exact",
+        json!({"parentRefs": [{"name": "edge"}],
+               "rules": [{"matches": [{"path": {"type": "Exact", "value": "/split/exact"}}],
+                          "backendRefs": [{"name": "blue", "port": 80}]}]}),
+    );
+    let gw = start_gateway(&api, port, "");
+    gw.wait_ready().await;
+    within(Duration::from_secs(5), &gw, "x", "/split", |r| r.0 == 200).await;
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..400 {
+        *seen
+            .entry(get(&gw, "x", "/split", &[]).await.1)
+            .or_default() += 1;
+    }
+    let blue_share = f64::from(seen.get("blue-0").copied().unwrap_or(0)) / 400.0;
+    assert!(
+        (0.17..=0.33).contains(&blue_share),
+        "1:3 split, got {seen:?}"
+    );
+    assert_eq!(seen.len(), 2, "{seen:?}");
+
+    let (status, who, _) = get(&gw, "x", "/api/users", &[("x-canary", "yes")]).await;
+    assert_eq!((status, who.as_str()), (200, "green-0"));
+    let seen = green.servers[0].last();
+    assert_eq!(seen.path, "/v2/users");
+    assert_eq!(
+        seen.headers.get("x-env").map(|v| v.as_bytes()),
+        Some(&b"canary"[..])
+    );
+    assert_eq!(get(&gw, "x", "/api/users", &[]).await.1, "blue-0");
+
+    let (status, _, location) = get(&gw, "x.example.com", "/old", &[]).await;
+    assert_eq!(status, 301);
+    assert_eq!(location, "https://x.example.com/old");
+
+    assert_eq!(get(&gw, "x", "/split/exact", &[]).await.1, "blue-0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingresses_of_our_class_are_served_and_new_pods_get_traffic() {
+    let api = KubeApi::start().await;
+    let mut web = Pods::start("web", 14, 1).await;
+    web.publish(&api, "shop", "web");
+    let ingress = |class: &str, host: &str| {
+        json!({"spec": {"ingressClassName": class, "rules": [{"host": host, "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": "web", "port": {"name": "http"}}}}]}}]}})
+    };
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "ours",
+        ingress("edgegate", "ours.example.com"),
+    );
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "theirs",
+        ingress("nginx", "theirs.example.com"),
+    );
+    let gw = start_gateway(&api, free_port(), "");
+    gw.wait_ready().await;
+    within(Duration::from_secs(5), &gw, "ours.example.com", "/a", |r| {
+        r.0 == 200
+    })
+    .await;
+    assert_eq!(get(&gw, "theirs.example.com", "/a", &[]).await.0, 404);
+    // status.loadBalancer names the listener's address; the other class's is untouched.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ours = api.object("Ingress", "shop", "ours").expect("ours");
+        if ours["status"]["loadBalancer"]["ingress"] == json!([{"ip": "127.0.0.1"}]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Ingress status: {}",
+            ours["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(api.object("Ingress", "shop", "theirs").expect("theirs")["status"].is_null());
+
+    web.add("web", 14).await;
+    web.publish(&api, "shop", "web");
+    let start = Instant::now();
+    loop {
+        let who = get(&gw, "ours.example.com", "/", &[]).await.1;
+        if who == "web-1" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "new pod never served"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("new pod served after {:?}", start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_namespace_backends_need_a_reference_grant() {
+    let api = KubeApi::start().await;
+    let db = Pods::start("db", 15, 1).await;
+    db.publish(&api, "data", "db");
+    let port = free_port();
+    gateway_object(&api, "app", "edge", "edgegate", port);
+    http_route(
+        &api,
+        "app",
+        "reach",
+        json!({"parentRefs": [{"name": "edge"}],
+               "rules": [{"backendRefs": [{"name": "db", "namespace": "data", "port": 80}]}]}),
+    );
+    let gw = start_gateway(&api, port, "");
+    gw.wait_ready().await;
+    within(Duration::from_secs(5), &gw, "x", "/", |r| r.0 == 500).await;
+    wait_condition(
+        &api,
+        "app",
+        "reach",
+        "ResolvedRefs",
+        ("False", "RefNotPermitted"),
+    )
+    .await;
+    api.apply_object(
+        "ReferenceGrant",
+        "data",
+        "allow-app",
+        json!({"spec": {
+            "from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "app"}],
+            "to": [{"group": "", "kind": "Service"}]}}),
+    );
+    within(Duration::from_secs(3), &gw, "x", "/", |r| {
+        r.0 == 200 && r.1 == "db-0"
+    })
+    .await;
+    wait_condition(
+        &api,
+        "app",
+        "reach",
+        "ResolvedRefs",
+        ("True", "ResolvedRefs"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_status_writes_and_a_lost_api_server_keep_routes_serving() {
+    let api = KubeApi::start().await;
+    api.refuse_status_writes(true);
+    let web = Pods::start("web", 16, 1).await;
+    web.publish(&api, "shop", "web");
+    let port = free_port();
+    gateway_object(&api, "shop", "edge", "edgegate", port);
+    http_route(
+        &api,
+        "shop",
+        "r",
+        json!({"parentRefs": [{"name": "edge"}],
+               "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    let gw = start_gateway(&api, port, "");
+    gw.wait_ready().await;
+    within(Duration::from_secs(5), &gw, "x", "/", |r| r.0 == 200).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !api.status_patches().iter().any(|p| p == "HTTPRoute shop/r") {
+        assert!(Instant::now() < deadline, "no status write attempted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.wait_for_log("cannot write status", Duration::from_secs(5));
+    assert!(api.object("HTTPRoute", "shop", "r").expect("r")["status"].is_null());
+    assert_eq!(
+        get(&gw, "x", "/", &[]).await.0,
+        200,
+        "a refused write changes nothing"
+    );
+
+    api.stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..10 {
+        assert_eq!(
+            get(&gw, "x", "/", &[]).await.1,
+            "web-0",
+            "last known routes stay"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listeners_serve_secret_certificates_by_sni_and_renewals_live() {
+    use crate::support::pki::{self, ClientOptions, Pki};
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 17, 1).await;
+    web.publish(&api, "shop", "web");
+    let ca = Pki::new("cluster test ca");
+    let file_cert = ca.issue(&["default.example.com"]);
+    let first = ca.issue(&["secure.example.com"]);
+    api.apply_tls_secret("shop", "site-tls", &first.cert_pem, &first.key_pem);
+    let (web_port, tls_port) = (free_port(), free_port());
+    api.apply_object(
+        "Gateway",
+        "shop",
+        "edge",
+        json!({"spec": {"gatewayClassName": "edgegate", "listeners": [
+            {"name": "https", "port": tls_port, "protocol": "HTTPS", "hostname": "secure.example.com",
+             "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": "site-tls"}]}}]}}),
+    );
+    http_route(
+        &api,
+        "shop",
+        "secure",
+        json!({"parentRefs": [{"name": "edge", "sectionName": "https"}],
+               "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    let extra = format!(
+        "\n[[listeners]]\nname = \"websecure\"\naddress = \"127.0.0.1:{tls_port}\"\n[listeners.tls]\n\
+         certificates = [{{ cert = \"default.pem\", key = \"default.key\" }}]\n"
+    );
+    let text = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:{web_port}\"\n{extra}\n\
+         [kubernetes]\ngateway_class = \"edgegate\"\n"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    file_cert.write(dir.path(), "default");
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(&path, text).expect("write");
+    let kubeconfig = api.kubeconfig_path().display().to_string();
+    let gw = Gateway::spawn(dir, path, &[("KUBECONFIG", &kubeconfig)]);
+    gw.wait_ready().await;
+    let addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().expect("addr");
+    let served = |sni: &'static str| {
+        let ca_pem = ca.ca_pem.clone();
+        async move {
+            let mut options = ClientOptions::new(sni, &ca_pem);
+            options.observe_only = true;
+            let stream = pki::connect(addr, &options).await.expect("handshake");
+            let cert = pki::served_certificate(&stream);
+            (cert, pki::get(stream, sni, "/").await.unwrap_or_default())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (cert, response) = served("secure.example.com").await;
+        if cert == first.der() && response.contains("x-upstream: web-0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Secret certificate not served: {response}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Other names get the file's certificate; the route serves only its listener's host.
+    let (cert, response) = served("default.example.com").await;
+    assert_eq!(cert, file_cert.der());
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+
+    // A renewed Secret is served to new handshakes without a restart or reload.
+    let renewed = ca.issue(&["secure.example.com"]);
+    api.apply_tls_secret("shop", "site-tls", &renewed.cert_pem, &renewed.key_pem);
+    let start = Instant::now();
+    while served("secure.example.com").await.0 != renewed.der() {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "renewal not served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("renewed certificate served after {:?}", start.elapsed());
+}
+
+/// kubectl against the double, with a private discovery cache.
+async fn kubectl(api: &KubeApi, args: &[&str]) -> String {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(api.kubeconfig_path())
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("kubectl finishes")
+    .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_api_projects_http_routing_example_applied_with_kubectl_is_served() {
+    let api = KubeApi::start().await;
+    let foo = Pods::start("foo", 18, 1).await;
+    let bar = Pods::start("bar", 19, 1).await;
+    let canary = Pods::start("canary", 20, 1).await;
+    let example = Pods::start("example", 21, 1).await;
+    for (pods, service) in [
+        (&foo, "foo-svc"),
+        (&bar, "bar-svc"),
+        (&canary, "bar-svc-canary"),
+        (&example, "example-svc"),
+    ] {
+        api.apply_service(
+            "default",
+            service,
+            &[(Some("http"), 8080, TargetPort::Number(pods.port))],
+        );
+        api.apply_endpoint_slice(
+            "default",
+            &format!("{service}-a"),
+            service,
+            &[(Some("http"), pods.port)],
+            &[Endpoint::ready(&pods.servers[0].addr.ip().to_string())],
+        );
+    }
+    // example-svc is named with port 80 by the example.
+    api.apply_service(
+        "default",
+        "example-svc",
+        &[(Some("http"), 80, TargetPort::Number(example.port))],
+    );
+    let port = free_port();
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/fixtures/gateway-api/http-routing"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The one change: the Gateway listener's port 80 becomes the test's free port.
+    let gateway = std::fs::read_to_string(format!("{fixtures}/gateway.yaml")).expect("fixture");
+    let gateway = gateway.replacen(
+        "protocol: HTTP\n    port: 80",
+        &format!("protocol: HTTP\n    port: {port}"),
+        1,
+    );
+    std::fs::write(dir.path().join("gateway.yaml"), gateway).expect("write");
+    let gateway_file = dir.path().join("gateway.yaml").display().to_string();
+    for file in [
+        gateway_file,
+        format!("{fixtures}/foo-httproute.yaml"),
+        format!("{fixtures}/bar-httproute.yaml"),
+    ] {
+        kubectl(
+            &api,
+            &["create", "--validate=false", "-n", "default", "-f", &file],
+        )
+        .await;
+    }
+    let listed = kubectl(&api, &["get", "httproutes", "-n", "default", "-o", "name"]).await;
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        vec![
+            "httproute.gateway.networking.k8s.io/bar-route",
+            "httproute.gateway.networking.k8s.io/example-route",
+            "httproute.gateway.networking.k8s.io/foo-route"
+        ]
+    );
+    let text = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:{port}\"\n\n\
+         [kubernetes]\ngateway_class = \"example-gateway-class\"\n"
+    );
+    let gw_dir = tempfile::tempdir().expect("tempdir");
+    let path = gw_dir.path().join("edgegate.toml");
+    std::fs::write(&path, text).expect("write");
+    let kubeconfig = api.kubeconfig_path().display().to_string();
+    let gw = Gateway::spawn(gw_dir, path, &[("KUBECONFIG", &kubeconfig)]);
+    gw.wait_ready().await;
+    within(
+        Duration::from_secs(5),
+        &gw,
+        "foo.example.com",
+        "/login/x",
+        |r| r.1 == "foo-0",
+    )
+    .await;
+    assert_eq!(get(&gw, "foo.example.com", "/logout", &[]).await.0, 404);
+    assert_eq!(
+        get(&gw, "bar.example.com", "/", &[("env", "canary")])
+            .await
+            .1,
+        "canary-0"
+    );
+    assert_eq!(get(&gw, "bar.example.com", "/", &[]).await.1, "bar-0");
+    assert_eq!(get(&gw, "example.com", "/", &[]).await.1, "example-0");
+    // The status kubectl shows is the one edgegate wrote.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = kubectl(
+            &api,
+            &[
+                "get",
+                "httproute",
+                "foo-route",
+                "-n",
+                "default",
+                "-o",
+                "jsonpath={.status.parents[0].conditions[?(@.type==\"Accepted\")].status}",
+            ],
+        )
+        .await;
+        if out == "True" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Accepted not shown by kubectl: {out:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

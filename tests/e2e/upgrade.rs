@@ -1,0 +1,215 @@
+//! Zero-downtime binary upgrade: the old process hands its listening sockets to a new one
+//! under continuous keep-alive load, not one request fails, and the old process exits.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config;
+use crate::support::gateway::BIN;
+use crate::support::http1::RawClient;
+use crate::support::Gateway;
+use crate::systemd::NotifySocket;
+
+/// Kills the new process (not a child of the test) however the test ends.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-KILL")
+            .arg(self.0.to_string())
+            .status();
+    }
+}
+
+#[derive(Default)]
+struct Load {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    first_failure: std::sync::Mutex<Option<String>>,
+}
+
+impl Load {
+    fn fail(&self, why: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.first_failure.lock().expect("lock").get_or_insert(why);
+    }
+}
+
+/// One keep-alive client: requests back to back, a new connection only when the gateway
+/// says `connection: close`. Anything else (a reset, a close without that header, an
+/// error status) is a failed request.
+async fn client_loop(addr: SocketAddr, load: Arc<Load>, stop: Arc<AtomicBool>) {
+    let mut client: Option<RawClient> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let c = match &mut client {
+            Some(c) => c,
+            None => client.insert(RawClient::connect(addr).await),
+        };
+        if let Err(e) = c
+            .try_send(b"GET /ping HTTP/1.1\r\nhost: upgrade.test\r\n\r\n")
+            .await
+        {
+            load.fail(format!("write: {e}"));
+            client = None;
+            continue;
+        }
+        match c.try_response(false, Duration::from_secs(5)).await {
+            Ok(r) if r.status == 200 && r.body == b"pong\n" => {
+                load.ok.fetch_add(1, Ordering::Relaxed);
+                if r.head.has_token("connection", "close") {
+                    client = None;
+                }
+            }
+            Ok(r) => {
+                load.fail(format!("status {} body {:?}", r.status, r.text()));
+                client = None;
+            }
+            Err(e) => {
+                load.fail(format!("read: {e}"));
+                client = None;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_under_keepalive_load_fails_no_request_and_the_old_process_exits() {
+    let notify = NotifySocket::bind();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgegate.toml");
+    // Two workers: each listener has two SO_REUSEPORT sockets, and both must be handed
+    // over, or connections queued on the one left behind would be reset.
+    let text = format!(
+        "[gateway]\nthreads = 2\ngrace_period = \"5s\"\n\n{}",
+        config(
+            &["web"],
+            "[[routes]]\nname = \"ping\"\npath = \"/ping\"\nrespond = { status = 200, body = \"pong\\n\" }\n",
+        )
+    );
+    std::fs::write(&path, &text).expect("write config");
+    let mut gw = Gateway::spawn(dir, path, &[("NOTIFY_SOCKET", &notify.path)]);
+    let old_pid = gw.child.id();
+    assert!(notify.next().iter().any(|l| l == "READY=1"));
+    let addr = gw.addr("web");
+    let admin = gw.admin;
+
+    let load = Arc::new(Load::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(client_loop(addr, load.clone(), stop.clone())))
+        .collect();
+    while load.ok.load(Ordering::Relaxed) < 200 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let log_before = gw.log_len();
+    let upgrade = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["upgrade", "--pid", &old_pid.to_string(), "--timeout", "20s"])
+            .output()
+            .expect("run edgegate upgrade")
+    })
+    .await
+    .expect("join");
+    assert!(
+        upgrade.status.success(),
+        "edgegate upgrade: {}{}",
+        String::from_utf8_lossy(&upgrade.stdout),
+        String::from_utf8_lossy(&upgrade.stderr)
+    );
+    // The old process has exited (and exited cleanly).
+    let code = tokio::task::spawn_blocking(move || {
+        let code = gw.wait_exit(Duration::from_secs(5));
+        (gw, code)
+    })
+    .await
+    .expect("join");
+    let (gw, code) = code;
+    assert_eq!(code, Some(0), "the old process did not exit cleanly");
+
+    let line = gw.wait_for_log_after(
+        "the previous process drains",
+        log_before,
+        Duration::from_secs(5),
+    );
+    let new_pid = serde_json::from_str::<serde_json::Value>(&line).expect("JSON log")["pid"]
+        .as_u64()
+        .expect("pid") as u32;
+    let _new = KillOnDrop(new_pid);
+    assert_ne!(new_pid, old_pid);
+    // systemd learns the new main process.
+    let took_over = notify.next();
+    assert!(
+        took_over.contains(&format!("MAINPID={new_pid}"))
+            && took_over.iter().any(|l| l == "READY=1"),
+        "{took_over:?}"
+    );
+
+    // The new process serves the same sockets, data and admin alike.
+    let served_after = load.ok.load(Ordering::Relaxed);
+    while load.ok.load(Ordering::Relaxed) < served_after + 200 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client loop");
+    }
+    assert_eq!(
+        load.failed.load(Ordering::Relaxed),
+        0,
+        "failed requests during the upgrade; first: {:?} ({} ok)",
+        load.first_failure.lock().expect("lock"),
+        load.ok.load(Ordering::Relaxed)
+    );
+    let ready = crate::support::client()
+        .get(format!("http://{admin}/readyz"))
+        .send()
+        .await
+        .expect("admin after the upgrade");
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_that_fails_leaves_the_old_one_serving() {
+    let mut gw = Gateway::start(&config(
+        &["web"],
+        "[[routes]]\nname = \"ping\"\nrespond = { status = 200, body = \"pong\\n\" }\n",
+    ));
+    let old_pid = gw.child.id();
+    // The new process reads the file afresh and refuses it. (The running gateway
+    // refuses the same edit as a reload and keeps its config.)
+    let before = gw.log_len();
+    gw.write_config("[[listeners]]\nname = 1\n");
+    gw.wait_for_log_after("config reload refused", before, Duration::from_secs(10));
+    let before = gw.log_len();
+    let upgrade = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["upgrade", "--pid", &old_pid.to_string(), "--timeout", "2s"])
+            .output()
+            .expect("run edgegate upgrade")
+    })
+    .await
+    .expect("join");
+    assert_eq!(upgrade.status.code(), Some(1), "edgegate upgrade must fail");
+    assert!(
+        String::from_utf8_lossy(&upgrade.stderr).contains("still running"),
+        "{}",
+        String::from_utf8_lossy(&upgrade.stderr)
+    );
+    gw.wait_for_log_after(
+        "binary upgrade failed; still serving",
+        before,
+        Duration::from_secs(10),
+    );
+    assert_eq!(gw.wait_exit(Duration::from_millis(100)), None);
+    let answer = crate::support::client()
+        .get(gw.url("web", "/"))
+        .send()
+        .await
+        .expect("the old process still serves");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.expect("body"), "pong\n");
+}
