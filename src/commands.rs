@@ -63,7 +63,7 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
     let mut problems = Vec::new();
     for listener in &config.listeners {
         if let Some(tls) = &listener.tls {
-            if let Err(e) = crate::tls::build_acceptor(tls, None) {
+            if let Err(e) = crate::tls::build_acceptor(tls, Vec::new()) {
                 let place = tls
                     .certificates
                     .first()

@@ -30,6 +30,9 @@ use crate::metrics::Metrics;
 use crate::snapshot::{ServedListener, Snapshot};
 use crate::tls::{build_acceptor, TlsAcceptor};
 
+/// Certificates from cluster Secrets (spec section 10), by the listener they serve on.
+pub type ClusterCertificates = HashMap<Name, Vec<crate::tls::LoadedCertificate>>;
+
 /// Counts open downstream connections so shutdown can wait for them to finish.
 #[derive(Default)]
 pub struct ConnectionTracker {
@@ -379,8 +382,6 @@ pub struct ListenerSet<A> {
     serving: Serving<A>,
     workers: Workers,
     running: Mutex<HashMap<Name, Running>>,
-    /// Certificates from cluster Secrets, read by every TLS listener's resolver.
-    pub cluster_certificates: Arc<crate::tls::ClusterCertificates>,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
@@ -389,7 +390,6 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
             serving,
             workers,
             running: Mutex::new(HashMap::new()),
-            cluster_certificates: Arc::default(),
         }
     }
 
@@ -397,7 +397,13 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
     /// config loaded. Nothing changes for clients until the snapshot carrying
     /// [`Prepared::served`] is published and [`Self::commit`] runs; dropping the result
     /// releases the new sockets, so a refused reload leaves no trace.
-    pub async fn prepare(&self, listeners: &[Listener]) -> Result<Prepared, String> {
+    ///
+    /// `cluster` adds certificates from cluster Secrets, by listener name.
+    pub async fn prepare(
+        &self,
+        listeners: &[Listener],
+        cluster: &ClusterCertificates,
+    ) -> Result<Prepared, String> {
         let current: HashMap<Name, (SocketAddr, SocketAddr)> = {
             let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             running
@@ -416,8 +422,8 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
         for spec in listeners {
             let acceptor = match &spec.tls {
                 Some(settings) => {
-                    let cluster = (spec.name.clone(), self.cluster_certificates.clone());
-                    let (acceptor, expiries) = build_acceptor(settings, Some(cluster))
+                    let from_cluster = cluster.get(&spec.name).cloned().unwrap_or_default();
+                    let (acceptor, expiries) = build_acceptor(settings, from_cluster)
                         .map_err(|e| format!("listener {:?}: {e}", &*spec.name))?;
                     prepared.expiries.extend(
                         expiries
@@ -482,6 +488,38 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
         }
         prepared.served = Arc::from(served);
         Ok(prepared)
+    }
+
+    /// The same listeners with their TLS acceptors rebuilt around new cluster
+    /// certificates, for the next snapshot: sockets and accept loops are untouched. A
+    /// listener whose acceptor cannot be built keeps the one it has.
+    pub fn with_cluster_certificates(
+        served: &[ServedListener],
+        cluster: &ClusterCertificates,
+    ) -> Arc<[ServedListener]> {
+        served
+            .iter()
+            .map(|listener| {
+                let tls = match (&listener.spec.tls, &listener.tls) {
+                    (Some(settings), Some(current)) => {
+                        let from_cluster = cluster.get(&listener.spec.name).cloned().unwrap_or_default();
+                        match build_acceptor(settings, from_cluster) {
+                            Ok((acceptor, _)) => Some(Arc::new(acceptor)),
+                            Err(e) => {
+                                tracing::error!(listener = %listener.spec.name, error = %e, "cannot use the cluster's certificates; keeping the listener's");
+                                Some(current.clone())
+                            }
+                        }
+                    }
+                    (_, current) => current.clone(),
+                };
+                ServedListener {
+                    bound: listener.bound,
+                    spec: listener.spec.clone(),
+                    tls,
+                }
+            })
+            .collect()
     }
 
     /// Starts the prepared listeners and stops every listener the config no longer has

@@ -14,7 +14,7 @@ use crate::config::model::{Endpoint, KubernetesService, Members, Name};
 use crate::config::origin::ConfigOrigin;
 use crate::config::{self, Config};
 use crate::health::HealthChecks;
-use crate::listeners::ListenerSet;
+use crate::listeners::{ClusterCertificates, ListenerSet};
 use crate::metrics::Metrics;
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::{members_of, Discovered, DiscoveredMembers, Edges, Snapshot, SourceInfo};
@@ -44,6 +44,8 @@ pub struct Publisher<A> {
     /// Whether cluster routes were received once: `/readyz` waits for it when the
     /// config has `[kubernetes]`, as it waits for discovered upstreams.
     pub cluster_synced: bool,
+    /// The certificates of `cluster`, parsed once per change, by listener.
+    pub cluster_certificates: ClusterCertificates,
 }
 
 /// What a reload compares to decide whether anything changed: the config text, and the
@@ -199,6 +201,15 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         self.cluster = cluster;
         let current = self.handle.load_full();
         let config = Arc::new(self.cluster.merged_onto(&self.file_config));
+        self.cluster_certificates = load_cluster_certificates(&self.cluster);
+        // Renewed Secrets mean new acceptors, in the same snapshot as the routes.
+        let edges = Edges {
+            listeners: ListenerSet::<A>::with_cluster_certificates(
+                &current.edges.listeners,
+                &self.cluster_certificates,
+            ),
+            access_log: current.edges.access_log.clone(),
+        };
         let next = Arc::new(Snapshot::compile(
             config.clone(),
             current.source.clone(),
@@ -206,12 +217,9 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             &self.discovered,
             Some(&current),
             &self.states,
-            current.edges.clone(),
+            edges,
         ));
         self.handle.store(next.clone());
-        self.listeners
-            .cluster_certificates
-            .store(load_cluster_certificates(&self.cluster));
         self.health.reconcile(&next);
         self.metrics.forget_removed(&config);
         self.forget_unnamed_services(&config);
@@ -287,7 +295,10 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
-        let prepared = self.listeners.prepare(&loaded.config.listeners).await?;
+        let prepared = self
+            .listeners
+            .prepare(&loaded.config.listeners, &self.cluster_certificates)
+            .await?;
         let admin_address = loaded.config.admin.address;
         let admin_socket = if admin_address == self.admin.lock().await.address() {
             None
@@ -354,10 +365,8 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
 
 /// Parses the cluster's certificates (Secrets) per listener; a bad one is logged and
 /// left out, never failing the routes that came with it.
-fn load_cluster_certificates(
-    cluster: &ClusterRoutes,
-) -> std::collections::HashMap<Name, Vec<crate::tls::LoadedCertificate>> {
-    let mut by_listener: std::collections::HashMap<Name, Vec<_>> = Default::default();
+fn load_cluster_certificates(cluster: &ClusterRoutes) -> ClusterCertificates {
+    let mut by_listener = ClusterCertificates::default();
     for certificate in &cluster.certificates {
         match crate::tls::certificate_from_pem(
             &certificate.cert,

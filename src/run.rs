@@ -234,7 +234,10 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
-    let snapshot = match listener_set.prepare(&config.listeners).await {
+    let snapshot = match listener_set
+        .prepare(&config.listeners, &Default::default())
+        .await
+    {
         Ok(prepared) => {
             let snapshot = compile(Edges {
                 listeners: prepared.served.clone(),
@@ -318,6 +321,7 @@ async fn serve(
         file_config: config.clone(),
         cluster: Default::default(),
         cluster_synced: false,
+        cluster_certificates: Default::default(),
         admin: admin.clone(),
     };
     publisher.update_readiness(&config);

@@ -5,15 +5,13 @@
 //! the snapshot, so new handshakes get the new certificates while established connections
 //! keep the ones they negotiated.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-use crate::config::model::{ListenerTls, Name, TlsVersion};
+use crate::config::model::{ListenerTls, TlsVersion};
 use crate::config::tls_files;
 
 pub type TlsAcceptor = pingora::listeners::tls::Acceptor;
@@ -25,34 +23,24 @@ pub use crate::config::tls_files::LoadedCertificate;
 #[derive(Debug)]
 pub struct SniResolver {
     certificates: Vec<LoadedCertificate>,
-    /// Certificates from cluster Secrets for this listener, after the file's by name.
-    cluster: Option<(Name, Arc<ClusterCertificates>)>,
-}
-
-/// Certificates from the cluster's `kubernetes.io/tls` Secrets (spec section 10), by
-/// listener. The publisher swaps the whole map when the Secrets or the objects naming
-/// them change; every resolver reads it at each handshake, so a renewed Secret is served
-/// to new handshakes without rebuilding an acceptor.
-#[derive(Debug, Default)]
-pub struct ClusterCertificates(ArcSwap<HashMap<Name, Vec<LoadedCertificate>>>);
-
-impl ClusterCertificates {
-    pub fn store(&self, by_listener: HashMap<Name, Vec<LoadedCertificate>>) {
-        self.0.store(Arc::new(by_listener));
-    }
+    /// Certificates from cluster Secrets for this listener (spec section 10), after the
+    /// file's by name. A renewed Secret builds a new acceptor into the next snapshot.
+    cluster: Vec<LoadedCertificate>,
 }
 
 impl SniResolver {
     pub fn new(certificates: Vec<LoadedCertificate>) -> Self {
-        Self {
-            certificates,
-            cluster: None,
-        }
+        Self::with_cluster(certificates, Vec::new())
     }
 
-    pub fn with_cluster(mut self, listener: Name, cluster: Arc<ClusterCertificates>) -> Self {
-        self.cluster = Some((listener, cluster));
-        self
+    pub fn with_cluster(
+        certificates: Vec<LoadedCertificate>,
+        cluster: Vec<LoadedCertificate>,
+    ) -> Self {
+        Self {
+            certificates,
+            cluster,
+        }
     }
 
     pub fn choose(&self, server_name: Option<&str>) -> Option<&LoadedCertificate> {
@@ -98,16 +86,10 @@ impl ResolvesServerCert for SniResolver {
         if let Some(own) = by_name(&self.certificates, name) {
             return Some(own.key.clone());
         }
-        if let Some((listener, cluster)) = &self.cluster {
-            let all = cluster.0.load();
-            let mine = all.get(listener).map(Vec::as_slice).unwrap_or_default();
-            if let Some(found) = by_name(mine, name)
-                .or_else(|| self.certificates.is_empty().then(|| mine.first()).flatten())
-            {
-                return Some(found.key.clone());
-            }
-        }
-        self.certificates.first().map(|c| c.key.clone())
+        by_name(&self.cluster, name)
+            .or_else(|| self.certificates.first())
+            .or_else(|| self.cluster.first())
+            .map(|c| c.key.clone())
     }
 }
 
@@ -129,7 +111,7 @@ pub fn certificate_from_pem(
 /// failure names the file.
 pub fn build_acceptor(
     settings: &ListenerTls,
-    cluster: Option<(Name, Arc<ClusterCertificates>)>,
+    cluster: Vec<LoadedCertificate>,
 ) -> Result<(TlsAcceptor, Vec<(String, i64)>), String> {
     let certificates = settings
         .certificates
@@ -165,10 +147,7 @@ pub fn build_acceptor(
             )
         }
     };
-    let mut resolver = SniResolver::new(certificates);
-    if let Some((listener, cluster)) = cluster {
-        resolver = resolver.with_cluster(listener, cluster);
-    }
+    let resolver = SniResolver::with_cluster(certificates, cluster);
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = settings
         .alpn
