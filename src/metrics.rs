@@ -87,8 +87,6 @@ pub struct MetricDescription {
 
 pub struct Metrics {
     registry: Registry,
-    /// Name and label names of every registered collector (see [`Self::described`]).
-    described: Vec<(String, Vec<String>)>,
     /// `edgegate_requests_total{listener,route,upstream,code}`: responses sent, by the
     /// status the client received; empty labels where one does not apply.
     pub requests: IntCounterVec,
@@ -370,17 +368,11 @@ impl Metrics {
         for reason in ["queue_full", "export_failed"] {
             tracing_spans_dropped.with_label_values(&[reason]);
         }
-        let described = collectors
-            .iter()
-            .flat_map(|collector| collector.desc())
-            .map(|desc| (desc.fq_name.clone(), desc.variable_labels.clone()))
-            .collect();
         // Both results exist from the start so `rate()` and alerts see a zero, not nothing.
         config_reloads.with_label_values(&["success"]);
         config_reloads.with_label_values(&["failure"]);
         Self {
             registry,
-            described,
             requests,
             request_duration,
             upstream_endpoints,
@@ -463,12 +455,6 @@ impl Metrics {
                 .with_label_values(&[upstream, endpoint])
                 .inc();
         }
-    }
-
-    /// Every registered metric's name and label names, whether or not it has a sample
-    /// yet: what `docs/metrics.md` must describe (a test holds it to that).
-    pub fn described(&self) -> Vec<(String, Vec<String>)> {
-        self.described.clone()
     }
 
     /// Drops the series of listeners, routes and upstreams a reload removed, so renaming

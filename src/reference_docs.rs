@@ -190,8 +190,9 @@ fn documented_metrics() -> BTreeSet<(String, Vec<String>)> {
 #[test]
 fn every_metric_is_documented_with_its_labels_and_every_documented_metric_exists() {
     let registered: BTreeSet<(String, Vec<String>)> = crate::metrics::Metrics::new()
-        .described()
+        .describe()
         .into_iter()
+        .map(|m| (m.name, m.labels))
         .collect();
     assert!(registered
         .iter()
