@@ -352,39 +352,25 @@ async fn serve(
         listeners: &*listener_set,
         admin: admin.clone(),
     };
-    if let Ended::Upgraded = signals.wait_for_termination(updates_tx, handover).await {
+    let upgraded = matches!(
+        signals.wait_for_termination(updates_tx, handover).await,
+        Ended::Upgraded
+    );
+    // The timings are the running config's, so a reload can change them.
+    let gateway = handle.load().config.gateway.clone();
+    if upgraded {
         // The new process accepts on the same sockets and answers /readyz: stop
         // accepting at once (no shutdown_delay, no 503), then drain as on SIGTERM.
-        let gateway = handle.load().config.gateway.clone();
         admin.lock().await.stop_accepting();
-        listener_set.stop_accepting().await;
-        let _ = shutdown_tx.send(true);
-        proxy.cleanup().await;
-        tracing::info!(open = tracker.open(), grace = ?gateway.grace_period, "binary upgrade: stopped accepting; draining connections");
-        if tokio::time::timeout(gateway.grace_period, tracker.all_closed())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = tracker.open(),
-                "grace period over; closing remaining connections"
-            );
-        }
-        if let Ok(admin) = Arc::try_unwrap(admin) {
-            admin.into_inner().stop().await;
-        }
-        tracing::info!("stopped (upgraded)");
-        return ExitCode::SUCCESS;
+        tracing::info!("binary upgrade: stopping accepting");
+    } else {
+        crate::notify::stopping();
+        // /readyz fails first so load balancers stop sending, then the listeners close.
+        readiness.set_draining();
+        tracing::info!(delay = ?gateway.shutdown_delay, "shutting down: /readyz now 503");
+        tokio::time::sleep(gateway.shutdown_delay).await;
     }
-    crate::notify::stopping();
-
-    // Drain: /readyz fails first so load balancers stop sending, then the listeners close,
-    // then open connections get the grace period to finish. The timings are the running
-    // config's, so a reload can change them.
-    let gateway = handle.load().config.gateway.clone();
-    readiness.set_draining();
-    tracing::info!(delay = ?gateway.shutdown_delay, "shutting down: /readyz now 503");
-    tokio::time::sleep(gateway.shutdown_delay).await;
+    // Then open connections get the grace period to finish.
     listener_set.stop_accepting().await;
     let _ = shutdown_tx.send(true);
     proxy.cleanup().await;
@@ -401,7 +387,7 @@ async fn serve(
     if let Ok(admin) = Arc::try_unwrap(admin) {
         admin.into_inner().stop().await;
     }
-    tracing::info!("stopped");
+    tracing::info!(upgraded, "stopped");
     ExitCode::SUCCESS
 }
 
