@@ -169,11 +169,10 @@ impl ServeHttp for Admin {
                 Ok(()) => reply(200, text, "ready\n"),
                 Err(why) => reply(503, text, format!("not ready: {why}\n")),
             },
-            "/metrics" => reply(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(&self.snapshot.load()),
-            ),
+            "/metrics" => reply(200, "text/plain; version=0.0.4; charset=utf-8", {
+                let snapshot = self.snapshot.load();
+                self.metrics.render(snapshot.generation, &snapshot.pools)
+            }),
             "/config" => {
                 let snapshot = self.snapshot.load();
                 let loaded_at = time::OffsetDateTime::from(snapshot.source.loaded_at)

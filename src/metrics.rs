@@ -13,7 +13,11 @@ use std::sync::Arc;
 
 use prometheus::core::Collector;
 
-use crate::snapshot::Snapshot;
+use crate::config::model::Name;
+use crate::snapshot::pool::Pool;
+
+/// The running snapshot's pools, by upstream: what the scrape-time gauges are read from.
+pub type Pools = std::collections::HashMap<Name, std::sync::Arc<Pool>>;
 
 /// Removes every series of `vec` with a label value `keep` rejects; `labels` are the
 /// vec's label names in declaration order.
@@ -490,9 +494,9 @@ impl Metrics {
 
     /// Drops the per-endpoint series of endpoints no longer in their upstream (removed by
     /// a reload or gone from discovery): endpoint addresses churn with every rollout.
-    fn forget_departed_endpoints(&self, snapshot: &Snapshot) {
+    fn forget_departed_endpoints(&self, pools: &Pools) {
         let present = |values: &[&str]| {
-            snapshot.pools.get(values[0]).is_some_and(|pool| {
+            pools.get(values[0]).is_some_and(|pool| {
                 pool.members
                     .iter()
                     .any(|member| &*member.label == values[1])
@@ -510,19 +514,20 @@ impl Metrics {
         );
     }
 
-    /// Prometheus text exposition, with the gauges derived from `snapshot` refreshed.
+    /// Prometheus text exposition, with the gauges derived from the running snapshot
+    /// (its `generation` and `pools`) refreshed.
     ///
     /// Series are overwritten in place and only those of upstreams the snapshot no
     /// longer has are removed: clearing the vector first would let a concurrent scrape
     /// gather it half-empty.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
-        self.forget_departed_endpoints(snapshot);
+    pub fn render(&self, generation: u64, pools: &Pools) -> String {
+        self.forget_departed_endpoints(pools);
         forget(
             &self.upstream_endpoints,
             &["upstream", "state"],
-            &|label, value| label != "upstream" || snapshot.pools.contains_key(value),
+            &|label, value| label != "upstream" || pools.contains_key(value),
         );
-        for (name, pool) in &snapshot.pools {
+        for (name, pool) in pools {
             let healthy = pool.healthy_count() as i64;
             let total = pool.members.len() as i64;
             self.upstream_endpoints
@@ -536,7 +541,7 @@ impl Metrics {
                 .with_label_values(&[name, "ejected"])
                 .set(pool.ejected_count() as i64);
         }
-        self.config_generation.set(snapshot.generation as i64);
+        self.config_generation.set(generation as i64);
         let mut out = Vec::new();
         let encoder = TextEncoder::new();
         if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
@@ -569,7 +574,7 @@ mod tests {
     use super::*;
     use crate::config::{load, SourceFile};
     use crate::snapshot::pool::MemberStates;
-    use crate::snapshot::{Discovered, SourceInfo};
+    use crate::snapshot::{Discovered, Snapshot, SourceInfo};
     use std::sync::Arc;
 
     fn snapshot(upstreams: &[&str]) -> Snapshot {
@@ -604,7 +609,7 @@ mod tests {
                 let (metrics, current) = (metrics.clone(), current.clone());
                 std::thread::spawn(move || {
                     for _ in 0..300 {
-                        let text = metrics.render(&current);
+                        let text = metrics.render(current.generation, &current.pools);
                         for name in names {
                             let series = format!(
                                 "edgegate_upstream_endpoints{{state=\"healthy\",upstream=\"{name}\"}} 1"
@@ -618,7 +623,8 @@ mod tests {
         for scrape in scrapes {
             scrape.join().expect("scrape");
         }
-        let text = metrics.render(&snapshot(&["a"]));
+        let last = snapshot(&["a"]);
+        let text = metrics.render(last.generation, &last.pools);
         assert!(text.contains("upstream=\"a\""));
         assert!(!text.contains("upstream=\"b\""), "{text}");
     }

@@ -347,7 +347,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         );
         let next = Arc::new(next);
         self.handle.store(next.clone());
-        crate::trace_export::start(&next, &self.metrics);
+        crate::trace_export::start(next.trace_export.as_deref(), &self.metrics);
         self.listeners.commit(prepared, &config.listeners);
         if let Some(socket) = admin_socket {
             self.admin.lock().await.move_to(admin_address, socket);

@@ -244,7 +244,7 @@ async fn serve(
                 access_log,
             });
             handle.store(snapshot.clone());
-            crate::trace_export::start(&snapshot, &metrics);
+            crate::trace_export::start(snapshot.trace_export.as_deref(), &metrics);
             listener_set.commit(prepared, &config.listeners);
             snapshot
         }

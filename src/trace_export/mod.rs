@@ -8,7 +8,7 @@
 //! delivered is dropped and counted too. Nothing is retried beyond one fresh connection,
 //! so a dead collector costs one failed connect per batch.
 //!
-//! The handle lives in the [`Snapshot`]: a reload that keeps the same `[gateway.tracing]`
+//! The handle lives in the snapshot: a reload that keeps the same `[gateway.tracing]`
 //! keeps the same queue; one that changes or removes it drops the old handle, and the old
 //! exporter sends what it still holds and ends once the last request on the old snapshot
 //! is done.
@@ -26,7 +26,6 @@ use tokio::sync::mpsc;
 use crate::config::model::{Name, Tracing};
 use crate::metrics::Metrics;
 use crate::proxy::trace::TraceContext;
-use crate::snapshot::Snapshot;
 
 /// Spans waiting for the exporter before new ones are dropped: several flush intervals
 /// worth at a single worker's full rate.
@@ -109,10 +108,11 @@ pub fn span_times(elapsed: Duration) -> (u64, u64) {
     (start.as_nanos() as u64, now.as_nanos() as u64)
 }
 
-/// Runs the exporter of `snapshot`'s tracing settings, unless it already runs. Called
-/// wherever a snapshot is published; must be called inside a tokio runtime.
-pub fn start(snapshot: &Snapshot, metrics: &Arc<Metrics>) {
-    let Some(export) = &snapshot.trace_export else {
+/// Runs the exporter of a snapshot's tracing settings (its `trace_export`), unless it
+/// already runs. Called wherever a snapshot is published; must be called inside a tokio
+/// runtime.
+pub fn start(export: Option<&TraceExport>, metrics: &Arc<Metrics>) {
+    let Some(export) = export else {
         return;
     };
     let receiver = match export.receiver.lock() {
