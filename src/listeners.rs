@@ -11,14 +11,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pingora::apps::ServerApp;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest, SocketDigest, Ssl};
+use pingora::protocols::Ssl;
 use pingora::server::ShutdownWatch;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -283,7 +282,7 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
         },
     };
     let mut stream: L4Stream = tcp.into();
-    record_addresses(&mut stream, peer, bound);
+    crate::proxy::record_addresses(&mut stream, peer, bound);
     let stream = crate::buffered_io::BufferedIo::new(stream, h2c);
     let stream: pingora::protocols::Stream = match acceptor {
         None => Box::new(stream),
@@ -341,16 +340,6 @@ fn resize(slots: &Arc<Semaphore>, from: usize, to: usize) {
             });
         }
     }
-}
-
-/// Names the connection's peer and listening address for pingora: the listening address,
-/// not the connection's own, is how the proxy tells which listener (and so which routes)
-/// a request arrived on.
-pub(crate) fn record_addresses(stream: &mut L4Stream, peer: SocketAddr, bound: SocketAddr) {
-    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
-    let _ = digest.peer_addr.set(Some(peer.into()));
-    let _ = digest.local_addr.set(Some(bound.into()));
-    stream.set_socket_digest(digest);
 }
 
 struct Running {

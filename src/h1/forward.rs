@@ -356,12 +356,12 @@ pub async fn proxy<C: ClientIo>(
         match result {
             Attempt::Done(outcome) => {
                 let failed = matches!(outcome.status, 502..=504);
-                note_outcome(gateway, pool, address, !failed);
+                gateway.note_outcome(pool, address, !failed);
                 return outcome;
             }
             Attempt::Stale => fresh = true,
             Attempt::Failed { failure, retryable } => {
-                note_outcome(gateway, pool, address, false);
+                gateway.note_outcome(pool, address, false);
                 ctx.tried.push(address);
                 if retryable && ctx.retries_left > 0 {
                     match pool.try_retry() {
@@ -402,18 +402,6 @@ pub async fn proxy<C: ClientIo>(
                 return answer(client, buffers, ctx, meta, reply).await;
             }
         }
-    }
-}
-
-/// Feeds passive health; logs an ejection when one happens.
-pub(crate) fn note_outcome(gateway: &Gateway, pool: &Pool, address: SocketAddr, ok: bool) {
-    if let Some(duration) = pool.record_outcome(address, ok) {
-        gateway
-            .metrics
-            .ejections
-            .with_label_values(&[pool.name()])
-            .inc();
-        tracing::warn!(upstream = %pool.name(), endpoint = %address, ejected_for = ?duration, "endpoint ejected after consecutive failures");
     }
 }
 

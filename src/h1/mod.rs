@@ -39,7 +39,6 @@ use crate::config::model::Name;
 use crate::proxy::Gateway;
 
 pub use connection::serve;
-pub(crate) use forward::note_outcome;
 
 /// Where a connection came from and arrived.
 #[derive(Debug, Clone)]
@@ -86,7 +85,7 @@ impl ClientIo for tokio::net::TcpStream {
         h2c: bool,
     ) -> pingora::protocols::Stream {
         let mut stream: L4Stream = self.into();
-        crate::listeners::record_addresses(&mut stream, info.peer, info.bound);
+        crate::proxy::record_addresses(&mut stream, info.peer, info.bound);
         Box::new(BufferedIo::replaying(stream, h2c, replay))
     }
 }

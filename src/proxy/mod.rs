@@ -32,6 +32,21 @@ pub use context::{InFlightGauge, RequestContext};
 pub use respond::redirect_location;
 use respond::{error_response, Reply};
 
+/// Names the connection's peer and listening address for pingora: the listening address,
+/// not the connection's own, is how the proxy tells which listener (and so which routes)
+/// a request arrived on.
+pub(crate) fn record_addresses(
+    stream: &mut pingora::protocols::l4::stream::Stream,
+    peer: SocketAddr,
+    bound: SocketAddr,
+) {
+    let digest =
+        pingora::protocols::SocketDigest::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(stream));
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    let _ = digest.local_addr.set(Some(bound.into()));
+    pingora::protocols::GetSocketDigest::set_socket_digest(stream, digest);
+}
+
 /// State shared by every request; each field is read without locks.
 /// One draw for a weighted route: each request independently, so the split holds across
 /// workers and connections without shared state.
@@ -46,6 +61,22 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Feeds passive health; logs an ejection when one happens.
+    pub(crate) fn note_outcome(
+        &self,
+        pool: &crate::snapshot::pool::Pool,
+        address: SocketAddr,
+        ok: bool,
+    ) {
+        if let Some(duration) = pool.record_outcome(address, ok) {
+            self.metrics
+                .ejections
+                .with_label_values(&[pool.name()])
+                .inc();
+            tracing::warn!(upstream = %pool.name(), endpoint = %address, ejected_for = ?duration, "endpoint ejected after consecutive failures");
+        }
+    }
+
     /// The listener a request arrived on, named by the request's own snapshot.
     fn listener_of(session: &Session, snapshot: &Snapshot) -> Option<Name> {
         match session.server_addr()? {
@@ -61,7 +92,7 @@ impl Gateway {
             return false;
         };
         if let Some(address) = ctx.endpoint {
-            crate::h1::note_outcome(self, &pool, address, false);
+            self.note_outcome(&pool, address, false);
         }
         match pool.try_retry() {
             Some(guard) => {
@@ -631,7 +662,7 @@ impl ProxyHttp for Gateway {
             .map(|a| SocketAddr::new(a.ip(), a.port()));
         ctx.in_flight = None;
         if let (Some(pool), Some(address)) = (&ctx.pool, ctx.endpoint) {
-            crate::h1::note_outcome(self, pool, address, !(502..=504).contains(&status));
+            self.note_outcome(pool, address, !(502..=504).contains(&status));
         }
         // An attempt that ended in a gateway error without passing through the hooks
         // above (a response timeout) is counted here; one the client abandoned is not.
