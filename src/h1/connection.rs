@@ -3,15 +3,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use pingora::apps::ServerApp;
 use pingora::protocols::tls::SslDigest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::exchange::{Buffers, Next, Outcome};
 use super::forward::{self, RequestMeta};
-use super::head::{self, Field, FieldsView, Framing, HeadError, RequestHead};
-use super::reply::LocalReply;
-use super::{body, ClientIo, ConnectionInfo, Engine};
+use super::head::{self, FieldsView, Framing, HeadError, RequestHead};
+use super::reply::{send_reply, LocalReply};
+use super::{ClientIo, ConnectionInfo, Engine};
 use crate::config::model::{Action, Listener};
 use crate::http_path::{normalize_path, PathError};
 use crate::proxy::framing::{check_request_head, MAX_REQUEST_HEAD};
@@ -47,45 +48,6 @@ impl Policy {
             },
         }
     }
-}
-
-/// Buffers that live as long as the connection, reused by every request on it.
-pub struct Buffers {
-    /// Bytes read from the client: the current head, then body and pipelined requests.
-    pub request: BytesMut,
-    pub request_fields: Vec<Field>,
-    /// Bytes read from the upstream.
-    pub response: BytesMut,
-    pub response_fields: Vec<Field>,
-    /// Bytes due to the client.
-    pub out: Vec<u8>,
-    /// The head due to the upstream, kept until a response starts so a stale pooled
-    /// connection or another endpoint can be tried.
-    pub upstream_head: Vec<u8>,
-    /// A small request body already read whole, kept for the same reason.
-    pub upstream_body: Vec<u8>,
-}
-
-impl Buffers {
-    fn new() -> Self {
-        Self {
-            request: BytesMut::with_capacity(4096),
-            request_fields: Vec::with_capacity(32),
-            response: BytesMut::with_capacity(4096),
-            response_fields: Vec::with_capacity(32),
-            out: Vec::with_capacity(4096),
-            upstream_head: Vec::with_capacity(1024),
-            upstream_body: Vec::new(),
-        }
-    }
-}
-
-/// What the connection does after a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    KeepAlive,
-    Close,
-    HandOver,
 }
 
 enum HeadRead {
@@ -609,7 +571,7 @@ async fn answer_locally<C: ClientIo>(
     ctx: &RequestContext,
     head: &RequestHead,
     answer: Answer,
-) -> forward::Outcome {
+) -> Outcome {
     let edits = ctx
         .route
         .as_ref()
@@ -626,29 +588,4 @@ async fn answer_locally<C: ClientIo>(
         close: answer.close,
     };
     send_reply(client, &mut buffers.out, &reply).await
-}
-
-/// Writes a response the gateway makes itself and says what the connection does next:
-/// one writer for direct answers, refusals and upstream errors alike.
-pub(super) async fn send_reply<C: ClientIo>(
-    client: &mut C,
-    out: &mut Vec<u8>,
-    reply: &LocalReply<'_>,
-) -> forward::Outcome {
-    out.clear();
-    reply.write_to(out);
-    let written = body::send_in_time(client, out).await.is_ok();
-    forward::Outcome {
-        status: reply.status,
-        bytes_sent: if reply.head_only || !written {
-            0
-        } else {
-            reply.body.len() as u64
-        },
-        next: if reply.close || !written {
-            Next::Close
-        } else {
-            Next::KeepAlive
-        },
-    }
 }

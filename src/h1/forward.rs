@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::body::{self, BodyError, Limits, Never, Output, Transfer, CLIENT_TIMEOUT, COALESCE};
-use super::connection::{Buffers, Next};
+use super::exchange::{Buffers, Next, Outcome};
 use super::head::{self, FieldsView, Framing, HeadError};
 use super::reply::{field, write_status_line, LocalReply};
 use super::upstream_cache::{self, CacheKey};
@@ -38,13 +38,6 @@ pub struct RequestMeta {
     pub trusted: bool,
     /// The route's `max_body_size`, enforced while a chunked body streams.
     pub max_body_size: Option<u64>,
-}
-
-pub struct Outcome {
-    /// What the client received (0 when it went away before a response).
-    pub status: u16,
-    pub bytes_sent: u64,
-    pub next: Next,
 }
 
 /// Fields never copied to the upstream as they are: hop-by-hop fields, framing (rewritten
@@ -588,7 +581,7 @@ async fn answer<C: ClientIo>(
     reply.head_only = meta.method == http::Method::HEAD;
     // Whatever of the request body is unread makes the connection unusable.
     reply.close |= !meta.client_keepalive || !matches!(meta.framing, Framing::None);
-    super::connection::send_reply(client, &mut buffers.out, &reply).await
+    super::reply::send_reply(client, &mut buffers.out, &reply).await
 }
 
 /// Reads the response head (skipping interim 1xx), writes the client's head and relays

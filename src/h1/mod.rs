@@ -18,6 +18,7 @@
 mod body;
 pub mod chunked;
 mod connection;
+mod exchange;
 mod forward;
 pub mod head;
 mod reply;

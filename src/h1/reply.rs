@@ -5,6 +5,9 @@ use std::io::Write;
 
 use crate::config::model::HeaderEdits;
 
+use super::exchange::{Next, Outcome};
+use super::{body, ClientIo};
+
 pub struct LocalReply<'a> {
     pub status: u16,
     pub content_type: &'a [u8],
@@ -85,4 +88,29 @@ pub fn reason(status: u16) -> &'static [u8] {
         .and_then(|s| s.canonical_reason())
         .unwrap_or("")
         .as_bytes()
+}
+
+/// Writes a response the gateway makes itself and says what the connection does next:
+/// one writer for direct answers, refusals and upstream errors alike.
+pub(super) async fn send_reply<C: ClientIo>(
+    client: &mut C,
+    out: &mut Vec<u8>,
+    reply: &LocalReply<'_>,
+) -> Outcome {
+    out.clear();
+    reply.write_to(out);
+    let written = body::send_in_time(client, out).await.is_ok();
+    Outcome {
+        status: reply.status,
+        bytes_sent: if reply.head_only || !written {
+            0
+        } else {
+            reply.body.len() as u64
+        },
+        next: if reply.close || !written {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        },
+    }
 }
