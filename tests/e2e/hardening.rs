@@ -400,10 +400,7 @@ async fn http2_requests_get_the_same_normalisation_forwarding_and_limits() {
             upstream.addr
         ),
     ));
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .expect("client");
+    let h2 = crate::support::h2c_client();
     let response = h2
         .get(gw.url("web", "/%61dmin"))
         .send()

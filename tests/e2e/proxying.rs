@@ -449,11 +449,7 @@ async fn websocket_echo_passes_through() {
 async fn h2c_prior_knowledge_is_served() {
     let a = Upstream::start("a").await;
     let gw = proxy_to(&[&a], "", "");
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .expect("client");
+    let h2 = crate::support::h2c_client();
     let resp = h2
         .get(gw.url("web", "/h2"))
         .send()

@@ -119,11 +119,7 @@ async fn each_request_is_a_server_span_in_the_trace_the_upstream_sees() {
     assert_eq!(span.parent_span_id(), "", "the gateway started the trace");
 
     // HTTP/2 (pingora's path) records the same.
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .expect("client");
+    let h2 = crate::support::h2c_client();
     let h2_trace = "0af7651916cd43dd8448eb211c80319c";
     let resp = h2
         .get(gw.url("web", "/api/h2"))

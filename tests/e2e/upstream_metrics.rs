@@ -116,11 +116,7 @@ async fn upstream_counters_per_endpoint_and_connect_failures() {
     assert!(text.contains("edgegate_upstream_duration_seconds_bucket{upstream=\"pool\",le=\"30\"}"));
 
     // HTTP/2 requests (pingora's path) count the same way.
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .expect("client");
+    let h2 = crate::support::h2c_client();
     for _ in 0..2 {
         let resp = h2
             .get(gw.url("web", "/h2"))
@@ -170,11 +166,7 @@ async fn requests_in_flight_rise_and_return_to_zero() {
     let a = Upstream::start("a").await;
     let gw = Gateway::start(&metrics_config(&[a.addr], closed_port()));
     let in_flight = "edgegate_requests_in_flight{listener=\"web\"}";
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .expect("client");
+    let h2 = crate::support::h2c_client();
     for http in [client(), h2] {
         let url = gw.url("web", "/slow/800");
         let slow = tokio::spawn(async move { http.get(url).send().await.map(|r| r.status()) });
@@ -196,11 +188,7 @@ async fn byte_counters_match_the_bodies() {
         .await
         .expect("request");
     assert_eq!(resp.bytes().await.expect("body").len(), 1000);
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .expect("client");
+    let h2 = crate::support::h2c_client();
     let resp = h2
         .post(gw.url("web", "/echo"))
         .body(vec![b'y'; 3000])

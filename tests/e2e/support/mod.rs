@@ -37,6 +37,16 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// A client that speaks HTTP/2 from the first byte (h2c with prior knowledge).
+pub fn h2c_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .expect("h2c client")
+}
+
 /// Sends raw bytes on a fresh connection and returns everything the gateway answers
 /// until it closes the connection or `wait` passes.
 pub async fn raw_exchange(
