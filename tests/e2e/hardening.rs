@@ -180,7 +180,7 @@ async fn max_connections_holds_the_open_connection_gauge_at_the_cap() {
     let answers = futures_util::future::join_all(
         clients
             .iter_mut()
-            .map(|c| c.try_response(false, Duration::from_millis(1500))),
+            .map(|c| c.try_response(false, Duration::from_secs(4))),
     )
     .await;
     let answered = answers
