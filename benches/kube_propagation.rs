@@ -12,66 +12,30 @@
 #[path = "../tests/e2e/support/kube_api.rs"]
 #[allow(dead_code)]
 mod kube_api;
+#[path = "support/process.rs"]
+#[allow(dead_code)]
+mod process;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube_api::{Endpoint, KubeApi};
-
-const BIN: &str = env!("CARGO_BIN_EXE_edgegate");
+use process::{cpu_seconds, percentile, rss_kib, GatewayProcess};
 
 struct Gateway {
-    child: Child,
+    process: GatewayProcess,
     web: SocketAddr,
     admin: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_gateway(api: &KubeApi, config: &str) -> Gateway {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("edgegate.toml");
-    std::fs::write(&path, config).expect("write");
-    let mut child = Command::new(BIN)
-        .args(["run", "--log-format", "json", "--config"])
-        .arg(&path)
-        .env("KUBECONFIG", api.kubeconfig_path())
-        .env("RUST_LOG", "info,edgegate::publish=warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn edgegate");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let (mut web, mut admin) = (None, None);
-    let field = |line: &str| {
-        let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        v["address"].as_str()?.parse::<SocketAddr>().ok()
-    };
-    for line in lines.by_ref() {
-        let line = line.expect("line");
-        if line.contains("\"listening\"") {
-            web = field(&line);
-        } else if line.contains("\"admin listening\"") {
-            admin = field(&line);
-        } else if line.contains("edgegate ready") {
-            break;
-        }
-    }
-    // Keep draining the log so the gateway never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let (process, log) =
+        GatewayProcess::spawn(config, api.kubeconfig_path(), "info,edgegate::publish=warn");
+    let found = GatewayProcess::addresses(log);
     Gateway {
-        child,
-        web: web.expect("web address"),
-        admin: admin.expect("admin address"),
-        _dir: dir,
+        process,
+        web: found.web.expect("web address"),
+        admin: found.admin.expect("admin address"),
     }
 }
 
@@ -94,38 +58,6 @@ async fn wait_ready(client: &reqwest::Client, gw: &Gateway) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     panic!("gateway never became ready");
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")?
-                .trim()
-                .strip_suffix(" kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 /// Tiny HTTP servers that answer with their own port, the members of the propagation run.
@@ -239,7 +171,7 @@ async fn scale(services: usize, per_service: usize) {
     let rss_idle_base = {
         let gw = start_gateway(&api, &header());
         std::thread::sleep(Duration::from_millis(300));
-        rss_kib(gw.child.id())
+        rss_kib(gw.process.child.id())
     };
     let started = Instant::now();
     let gw = start_gateway(&api, &config);
@@ -249,7 +181,7 @@ async fn scale(services: usize, per_service: usize) {
         .expect("client");
     wait_ready(&client, &gw).await;
     let sync = started.elapsed();
-    let pid = gw.child.id();
+    let pid = gw.process.child.id();
     let (cpu_synced, rss_synced) = (cpu_seconds(pid), rss_kib(pid));
     // One change per Service: a member replaced in each.
     let cpu_before = cpu_seconds(pid);
