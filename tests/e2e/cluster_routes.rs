@@ -642,31 +642,8 @@ async fn https_listeners_serve_secret_certificates_by_sni_and_renewals_live() {
     eprintln!("renewed certificate served after {:?}", start.elapsed());
 }
 
-/// kubectl against the double, with a private discovery cache.
 async fn kubectl(api: &KubeApi, args: &[&str]) -> String {
-    let cache = tempfile::tempdir().expect("cache dir");
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(api.kubeconfig_path())
-            .arg("--cache-dir")
-            .arg(cache.path())
-            .args(args)
-            .env_remove("KUBECONFIG")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("kubectl finishes")
-    .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&api.kubectl_stdout(args).await).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

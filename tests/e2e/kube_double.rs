@@ -2,7 +2,6 @@
 //! clients: kubectl (client-go), kube-rs, and raw HTTP. If these pass, discovery tests
 //! built on the double exercise the same protocol a real cluster speaks.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -27,50 +26,8 @@ const WAIT: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------------------
 // kubectl
 
-fn kubectl_path() -> PathBuf {
-    ["/usr/local/bin/kubectl", "/usr/bin/kubectl"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .or_else(|| {
-            let out = std::process::Command::new("which")
-                .arg("kubectl")
-                .output()
-                .ok()?;
-            let path = String::from_utf8(out.stdout).ok()?;
-            Some(PathBuf::from(path.trim())).filter(|p| p.exists())
-        })
-        .expect("kubectl is installed (setup installs it)")
-}
-
-/// kubectl against the double, with its discovery cache in a private directory.
-fn kubectl(api: &KubeApi, cache: &tempfile::TempDir, args: &[&str]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(kubectl_path());
-    command
-        .arg("--kubeconfig")
-        .arg(api.kubeconfig_path())
-        .arg("--cache-dir")
-        .arg(cache.path())
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    command
-}
-
 async fn kubectl_json(api: &KubeApi, args: &[&str]) -> Value {
-    let cache = tempfile::tempdir().expect("cache dir");
-    let out = tokio::time::timeout(WAIT, kubectl(api, &cache, args).output())
-        .await
-        .expect("kubectl finishes")
-        .expect("run kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}\nrequests: {:#?}",
-        String::from_utf8_lossy(&out.stderr),
-        api.requests()
-    );
-    serde_json::from_slice(&out.stdout).expect("kubectl prints JSON")
+    serde_json::from_slice(&api.kubectl_stdout(args).await).expect("kubectl prints JSON")
 }
 
 fn names(list: &Value) -> Vec<&str> {
@@ -237,27 +194,27 @@ async fn kubectl_watch_sees_changes_made_after_it_started() {
 
     let listed = api.resource_version();
     let cache = tempfile::tempdir().expect("cache dir");
-    let mut child = kubectl(
-        &api,
-        &cache,
-        &[
-            "get",
-            "endpointslices",
-            "-n",
-            "default",
-            "-l",
-            WEB,
-            "--watch",
-            "--output-watch-events",
-            "-o",
-            "json",
-            "--request-timeout=60s",
-        ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .expect("start kubectl watch");
+    let mut child = api
+        .kubectl(
+            &cache,
+            &[
+                "get",
+                "endpointslices",
+                "-n",
+                "default",
+                "-l",
+                WEB,
+                "--watch",
+                "--output-watch-events",
+                "-o",
+                "json",
+                "--request-timeout=60s",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start kubectl watch");
     let mut stdout = child.stdout.take().expect("stdout");
     let mut output = Vec::new();
 

@@ -160,6 +160,39 @@ struct Inner {
 }
 
 impl KubeApi {
+    /// kubectl against the double, with its discovery cache in `cache` (private, so
+    /// tests never share or pollute `~/.kube/cache`).
+    pub fn kubectl(&self, cache: &tempfile::TempDir, args: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(kubectl_path());
+        command
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig_path())
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs kubectl with a fresh cache; asserts it succeeds and returns its stdout.
+    pub async fn kubectl_stdout(&self, args: &[&str]) -> Vec<u8> {
+        let cache = tempfile::tempdir().expect("cache dir");
+        let out =
+            tokio::time::timeout(Duration::from_secs(30), self.kubectl(&cache, args).output())
+                .await
+                .expect("kubectl finishes")
+                .expect("run kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\nrequests: {:#?}",
+            String::from_utf8_lossy(&out.stderr),
+            self.requests()
+        );
+        out.stdout
+    }
+
     /// Generates a CA and a server certificate for 127.0.0.1/localhost, listens on an
     /// ephemeral loopback port and writes a kubeconfig pointing at it.
     pub async fn start() -> KubeApi {
@@ -674,6 +707,22 @@ fn pki() -> (String, TlsAcceptor) {
         .expect("server TLS config");
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     (ca_cert.pem(), TlsAcceptor::from(Arc::new(config)))
+}
+
+fn kubectl_path() -> PathBuf {
+    ["/usr/local/bin/kubectl", "/usr/bin/kubectl"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .or_else(|| {
+            let out = std::process::Command::new("which")
+                .arg("kubectl")
+                .output()
+                .ok()?;
+            let path = String::from_utf8(out.stdout).ok()?;
+            Some(PathBuf::from(path.trim())).filter(|p| p.exists())
+        })
+        .expect("kubectl is installed (setup installs it)")
 }
 
 fn kubeconfig_yaml(addr: SocketAddr, ca_pem: &str, token: &str) -> String {
