@@ -37,14 +37,7 @@ async fn request_metrics_have_every_label() {
     // sent, so wait until all four are in.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let text = loop {
-        let text = c
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("body");
+        let text = gw.metrics_text().await;
         let counted: f64 = text
             .lines()
             .filter(|l| l.starts_with("edgegate_requests_total{") && l.contains("listener=\"web\""))

@@ -102,14 +102,7 @@ async fn upstream_counters_per_endpoint_and_connect_failures() {
         None
     );
     // The finest bucket is 100 µs, the widest finite one 30 s.
-    let text = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = gw.metrics_text().await;
     assert!(
         text.contains("edgegate_upstream_duration_seconds_bucket{upstream=\"pool\",le=\"0.0001\"}")
     );

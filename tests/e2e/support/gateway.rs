@@ -218,18 +218,25 @@ impl Gateway {
         }
     }
 
-    /// Fetches a metric sample's value from `/metrics`, e.g.
-    /// `edgegate_config_reloads_total{result="failure"}`.
-    pub async fn metric(&self, sample: &str) -> Option<f64> {
-        let text = super::client()
+    /// The whole `/metrics` exposition; `None` when the admin listener does not answer.
+    async fn try_metrics_text(&self) -> Option<String> {
+        let response = super::client()
             .get(self.admin_url("/metrics"))
             .send()
             .await
-            .ok()?
-            .text()
-            .await
             .ok()?;
-        metric_value(&text, sample)
+        response.text().await.ok()
+    }
+
+    /// The whole `/metrics` exposition.
+    pub async fn metrics_text(&self) -> String {
+        self.try_metrics_text().await.expect("GET /metrics")
+    }
+
+    /// Fetches a metric sample's value from `/metrics`, e.g.
+    /// `edgegate_config_reloads_total{result="failure"}`.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        metric_value(&self.try_metrics_text().await?, sample)
     }
 
     /// Replaces the config file in place and waits until the gateway has applied it
