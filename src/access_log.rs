@@ -4,15 +4,15 @@
 
 use std::fmt::Write as _;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::config::model::{AccessLogTarget, Name};
+use crate::config::model::AccessLogTarget;
 use crate::metrics::Metrics;
+use crate::request_record::RequestRecord;
 use prometheus::IntCounter;
 
 /// Lines buffered between requests and the writer before new ones are dropped: several
@@ -28,21 +28,8 @@ const GATHER: Duration = Duration::from_millis(100);
 /// One request's line, as the request path hands it over: names are shared `Arc`s and
 /// addresses and ids stay binary, so a request pays for three strings (host, path, request
 /// id) and the writer formats the rest.
-pub struct AccessRecord {
-    pub listener: Name,
-    pub client: Option<SocketAddr>,
-    pub method: http::Method,
-    pub host: String,
-    pub path: String,
-    pub status: u16,
-    pub route: Option<Name>,
-    pub upstream: Option<Name>,
-    pub endpoint: Option<SocketAddr>,
-    pub bytes_sent: u64,
-    pub duration: Duration,
-    pub request_id: String,
-    pub trace_id: u128,
-}
+/// One finished request, shared with span export when both are on.
+pub type AccessRecord = Arc<RequestRecord>;
 
 #[derive(Serialize)]
 struct Line<'a> {
@@ -137,7 +124,7 @@ fn drain(mut receiver: mpsc::Receiver<(SystemTime, AccessRecord)>, sink: Box<dyn
             fill(&mut client, record.client.as_ref().map(|a| a as _));
             fill(&mut endpoint, record.endpoint.as_ref().map(|a| a as _));
             trace_id.clear();
-            let _ = write!(trace_id, "{:032x}", record.trace_id);
+            let _ = write!(trace_id, "{:032x}", record.trace.trace_id);
             let line = Line {
                 time,
                 listener: &record.listener,

@@ -65,6 +65,7 @@ pub mod proxy;
 pub mod publish;
 #[cfg(test)]
 mod reference_docs;
+pub mod request_record;
 pub mod run;
 pub mod snapshot;
 pub mod sources;

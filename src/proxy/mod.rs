@@ -22,9 +22,9 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::access_log::AccessRecord;
 use crate::config::model::{Action, Name};
 use crate::metrics::Metrics;
+use crate::request_record::RequestRecord;
 use crate::snapshot::router::{normalize_host, rewritten_path, RequestFacts};
 use crate::snapshot::Snapshot;
 use crate::trace_export::SpanRecord;
@@ -726,48 +726,47 @@ impl Gateway {
                 .with_label_values(&[route])
                 .inc_by(exchange.bytes_sent);
         }
-        if let Some(export) = &ctx.snapshot.trace_export {
-            if ctx.trace.sampled() {
-                let (start_unix_nanos, end_unix_nanos) = crate::trace_export::span_times(elapsed);
-                let span = SpanRecord {
-                    trace: ctx.trace,
-                    start_unix_nanos,
-                    end_unix_nanos,
-                    method: exchange.method.clone(),
-                    path: exchange.path.to_string(),
-                    status: exchange.status,
-                    route: ctx.route.as_ref().map(|r| r.name.clone()),
-                    host: ctx.host.clone(),
-                    client: exchange.client,
-                    listener: ctx.listener.clone(),
-                    upstream: ctx.pool.as_ref().map(|p| p.name().clone()),
-                    endpoint: ctx.endpoint,
-                    request_id: ctx.request_id.clone(),
-                };
-                if !export.submit(span) {
-                    self.metrics
-                        .tracing_spans_dropped
-                        .with_label_values(&["queue_full"])
-                        .inc();
-                }
+        let export = ctx
+            .snapshot
+            .trace_export
+            .as_ref()
+            .filter(|_| ctx.trace.sampled());
+        let access_log = ctx.snapshot.edges.access_log.as_ref();
+        if export.is_none() && access_log.is_none() {
+            return;
+        }
+        // Filled once, shared by whichever sinks are on.
+        let request = Arc::new(RequestRecord {
+            listener: ctx.listener.clone(),
+            client: exchange.client,
+            method: exchange.method.clone(),
+            host: ctx.host.clone(),
+            path: exchange.path.to_string(),
+            status: exchange.status,
+            route: ctx.route.as_ref().map(|r| r.name.clone()),
+            upstream: ctx.pool.as_ref().map(|p| p.name().clone()),
+            endpoint: ctx.endpoint,
+            bytes_sent: exchange.bytes_sent,
+            duration: elapsed,
+            request_id: ctx.request_id.clone(),
+            trace: ctx.trace,
+        });
+        if let Some(export) = export {
+            let (start_unix_nanos, end_unix_nanos) = crate::trace_export::span_times(elapsed);
+            let span = SpanRecord {
+                request: request.clone(),
+                start_unix_nanos,
+                end_unix_nanos,
+            };
+            if !export.submit(span) {
+                self.metrics
+                    .tracing_spans_dropped
+                    .with_label_values(&["queue_full"])
+                    .inc();
             }
         }
-        if let Some(access_log) = &ctx.snapshot.edges.access_log {
-            access_log.write(AccessRecord {
-                listener: ctx.listener.clone(),
-                client: exchange.client,
-                method: exchange.method.clone(),
-                host: ctx.host.clone(),
-                path: exchange.path.to_string(),
-                status: exchange.status,
-                route: ctx.route.as_ref().map(|r| r.name.clone()),
-                upstream: ctx.pool.as_ref().map(|p| p.name().clone()),
-                endpoint: ctx.endpoint,
-                bytes_sent: exchange.bytes_sent,
-                duration: elapsed,
-                request_id: ctx.request_id.clone(),
-                trace_id: ctx.trace.trace_id,
-            });
+        if let Some(access_log) = access_log {
+            access_log.write(request);
         }
     }
 }

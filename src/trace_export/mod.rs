@@ -15,7 +15,6 @@
 
 mod proto;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,9 +22,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::config::model::{Name, Tracing};
+use crate::config::model::Tracing;
 use crate::metrics::Metrics;
-use crate::proxy::trace::TraceContext;
+use crate::request_record::RequestRecord;
 
 /// Spans waiting for the exporter before new ones are dropped: several flush intervals
 /// worth at a single worker's full rate.
@@ -44,20 +43,18 @@ const MAX_RESPONSE: usize = 64 * 1024;
 /// What a finished request leaves for its span; formatting waits for the exporter.
 #[derive(Debug)]
 pub struct SpanRecord {
-    pub trace: TraceContext,
+    /// The request, shared with the access log when both are on.
+    pub request: Arc<RequestRecord>,
     pub start_unix_nanos: u64,
     pub end_unix_nanos: u64,
-    pub method: http::Method,
-    pub path: String,
-    /// What the client received; 0 when it went away first.
-    pub status: u16,
-    pub route: Option<Name>,
-    pub host: String,
-    pub client: Option<SocketAddr>,
-    pub listener: Name,
-    pub upstream: Option<Name>,
-    pub endpoint: Option<SocketAddr>,
-    pub request_id: String,
+}
+
+impl std::ops::Deref for SpanRecord {
+    type Target = RequestRecord;
+
+    fn deref(&self) -> &RequestRecord {
+        &self.request
+    }
 }
 
 /// The request path's handle on span export: the settings it was built from and the

@@ -203,20 +203,19 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanRecord) {
 mod tests {
     use super::*;
     use crate::proxy::trace::TraceContext;
+    use crate::request_record::RequestRecord;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use prost::Message;
 
-    fn record(status: u16, parent_id: u64) -> SpanRecord {
-        SpanRecord {
+    fn request(status: u16, parent_id: u64) -> RequestRecord {
+        RequestRecord {
             trace: TraceContext {
                 trace_id: 0x4bf92f3577b34da6a3ce929d0e0e4736,
                 span_id: 0x1122334455667788,
                 parent_id,
                 flags: 1,
             },
-            start_unix_nanos: 1_700_000_000_000_000_000,
-            end_unix_nanos: 1_700_000_000_002_000_000,
             method: http::Method::GET,
             path: "/api/x".into(),
             status,
@@ -226,8 +225,22 @@ mod tests {
             listener: "web".into(),
             upstream: Some("backend".into()),
             endpoint: Some("127.0.0.1:8080".parse().expect("address")),
+            bytes_sent: 0,
+            duration: std::time::Duration::from_millis(2),
             request_id: "r-1".into(),
         }
+    }
+
+    fn span(request: RequestRecord) -> SpanRecord {
+        SpanRecord {
+            request: std::sync::Arc::new(request),
+            start_unix_nanos: 1_700_000_000_000_000_000,
+            end_unix_nanos: 1_700_000_000_002_000_000,
+        }
+    }
+
+    fn record(status: u16, parent_id: u64) -> SpanRecord {
+        span(request(status, parent_id))
     }
 
     #[test]
@@ -295,10 +308,12 @@ mod tests {
 
     #[test]
     fn long_values_decode() {
-        let mut span = record(200, 1);
-        span.path = "/".repeat(300);
-        span.host = "h".repeat(20_000);
-        let body = export_request("edge", &[span]);
+        let long = span(RequestRecord {
+            path: "/".repeat(300),
+            host: "h".repeat(20_000),
+            ..request(200, 1)
+        });
+        let body = export_request("edge", &[long]);
         let request = ExportTraceServiceRequest::decode(&body[..]).expect("valid protobuf");
         let decoded = &request.resource_spans[0].scope_spans[0].spans[0];
         let host = decoded
