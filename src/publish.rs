@@ -198,17 +198,23 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             }
             return;
         }
+        let certificates_changed = cluster.certificates != self.cluster.certificates;
         self.cluster = cluster;
         let current = self.handle.load_full();
         let config = Arc::new(self.cluster.merged_onto(&self.file_config));
-        self.cluster_certificates = load_cluster_certificates(&self.cluster);
-        // Renewed Secrets mean new acceptors, in the same snapshot as the routes.
-        let edges = Edges {
-            listeners: ListenerSet::<A>::with_cluster_certificates(
-                &current.edges.listeners,
-                &self.cluster_certificates,
-            ),
-            access_log: current.edges.access_log.clone(),
+        // Renewed Secrets mean new acceptors, in the same snapshot as the routes. A route
+        // edit keeps the acceptors (and their TLS session caches) as they are.
+        let edges = if certificates_changed {
+            self.cluster_certificates = load_cluster_certificates(&self.cluster);
+            Edges {
+                listeners: ListenerSet::<A>::with_cluster_certificates(
+                    &current.edges.listeners,
+                    &self.cluster_certificates,
+                ),
+                access_log: current.edges.access_log.clone(),
+            }
+        } else {
+            current.edges.clone()
         };
         let next = Arc::new(Snapshot::compile(
             config.clone(),
