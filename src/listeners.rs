@@ -77,6 +77,10 @@ pub struct Serving<A> {
     /// edgegate's own HTTP/1.1 loop; without it (the admin listener) pingora serves all.
     pub h1: Option<Arc<Engine<A>>>,
     pub shutdown: ShutdownWatch,
+    /// Whether accept loops may take connections yet. A process started by a binary
+    /// upgrade shares its listening sockets with the previous one, which keeps serving
+    /// them until this one is ready; false until then.
+    pub accepting: watch::Receiver<bool>,
     pub tracker: Arc<ConnectionTracker>,
     pub metrics: Arc<Metrics>,
     /// Where each connection learns its listener's name and TLS settings, from the same
@@ -90,6 +94,7 @@ impl<A> Clone for Serving<A> {
             app: self.app.clone(),
             h1: self.h1.clone(),
             shutdown: self.shutdown.clone(),
+            accepting: self.accepting.clone(),
             tracker: self.tracker.clone(),
             metrics: self.metrics.clone(),
             snapshot: self.snapshot.clone(),
@@ -174,6 +179,11 @@ pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
         let Ok(bound) = listener.local_addr() else {
             return;
         };
+        let mut accepting = serving.accepting.clone();
+        tokio::select! {
+            open = accepting.wait_for(|open| *open) => if open.is_err() { return },
+            _ = stop.changed() => return,
+        }
         loop {
             let slot = match &slots {
                 Some(slots) => tokio::select! {

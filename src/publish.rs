@@ -14,7 +14,7 @@ use crate::config::model::{Endpoint, KubernetesService, Members, Name};
 use crate::config::origin::ConfigOrigin;
 use crate::config::{self, Config};
 use crate::health::HealthChecks;
-use crate::listeners::{ClusterCertificates, ListenerSet};
+use crate::listeners::{ClusterCertificates, ListenerSet, Prepared};
 use crate::metrics::Metrics;
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::{members_of, Discovered, DiscoveredMembers, Edges, Snapshot, SourceInfo};
@@ -129,6 +129,17 @@ fn read_config(
     ))
 }
 
+/// What a publication starts or moves besides the snapshot itself. Only a config from
+/// the file brings sockets; members and cluster routes reuse the running ones.
+#[derive(Default)]
+struct Effects {
+    /// Listener sockets and acceptors bound for this snapshot: their accept loops start
+    /// (and retired listeners stop) right after the store.
+    listeners: Option<Prepared>,
+    /// A new admin address and its socket, moved to right after the store.
+    admin: Option<(std::net::SocketAddr, std::net::TcpListener)>,
+}
+
 impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
     /// `/readyz` waits for every discovered upstream's first sync.
     pub fn update_readiness(&self, config: &Config) {
@@ -142,14 +153,25 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         self.readiness.set_unsynced(unsynced + cluster);
     }
 
+    /// Generation 1: the config `run` loaded, published exactly as a reload publishes
+    /// one (listeners bound or inherited, access log opened, exporter and health checks
+    /// started, readiness counted). An error means the process cannot serve it.
+    pub async fn start(
+        &mut self,
+        source: config::SourceFile,
+        loaded: Config,
+    ) -> Result<(), String> {
+        self.apply_file(source, loaded).await.map(|_| ())
+    }
+
     pub async fn run(mut self, mut updates: mpsc::Receiver<Update>) {
         while let Some(first) = updates.recv().await {
             let batch = Batch::drain(first, &mut updates);
             if let Some(cluster) = batch.cluster {
-                self.apply_cluster(cluster);
+                self.apply_cluster(cluster).await;
             }
             for (upstream, source, endpoints) in batch.endpoints {
-                self.apply_members(upstream, source, endpoints);
+                self.apply_members(upstream, source, endpoints).await;
             }
             if let Some((cause, force)) = batch.reload {
                 self.reload(cause, force).await;
@@ -158,8 +180,35 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         }
     }
 
+    /// The one way a snapshot goes live, whatever produced it: store it, then start
+    /// what it needs (exporter, accept loops, admin socket, health checks), forget what
+    /// it no longer names, count readiness, and tell the producers that follow configs.
+    async fn publish(&mut self, next: Snapshot, effects: Effects) -> Arc<Snapshot> {
+        let next = Arc::new(next);
+        let previous = self.handle.swap(next.clone());
+        crate::trace_export::start(next.trace_export.as_deref(), &self.metrics);
+        if let Some(prepared) = effects.listeners {
+            self.listeners.commit(prepared, &next.config.listeners);
+        }
+        if let Some((address, socket)) = effects.admin {
+            self.admin.lock().await.move_to(address, socket);
+        }
+        let config_changed = !Arc::ptr_eq(&previous.config, &next.config);
+        if config_changed {
+            self.health.reconcile(&next);
+            self.metrics.forget_removed(&next.config);
+            self.forget_unnamed_services(&next.config);
+        }
+        self.metrics.config_generation.set(next.generation as i64);
+        self.update_readiness(&next.config);
+        if config_changed {
+            self.configs.send_replace(next.config.clone());
+        }
+        next
+    }
+
     /// Publishes new members of one discovered upstream: only its pool is rebuilt.
-    fn apply_members(
+    async fn apply_members(
         &mut self,
         upstream: Name,
         source: KubernetesService,
@@ -179,17 +228,21 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             members = ?endpoints.iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
             "discovered members"
         );
-        if let Some(next) = current.with_members(&upstream, &endpoints, &self.states) {
-            self.handle.store(Arc::new(next));
-        }
+        let next = current.with_members(&upstream, &endpoints, &self.states);
         self.discovered
             .insert(upstream, DiscoveredMembers { source, endpoints });
-        self.update_readiness(&current.config);
+        match next {
+            Some(next) => {
+                self.publish(next, Effects::default()).await;
+            }
+            // The same members: nothing to store, but this may be the first sync.
+            None => self.update_readiness(&current.config),
+        }
     }
 
     /// Publishes the cluster's routes merged onto the file's config: the generation (the
     /// file's) stays, pools whose Service and members did not change are reused.
-    fn apply_cluster(&mut self, cluster: Arc<ClusterRoutes>) {
+    async fn apply_cluster(&mut self, cluster: Arc<ClusterRoutes>) {
         let first = !self.cluster_synced;
         self.cluster_synced = true;
         if *cluster == *self.cluster {
@@ -216,27 +269,22 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         } else {
             current.edges.clone()
         };
-        let next = Arc::new(Snapshot::compile(
-            config.clone(),
+        let next = Snapshot::compile(
+            config,
             current.source.clone(),
             current.generation,
             &self.discovered,
             Some(&current),
             &self.states,
             edges,
-        ));
-        self.handle.store(next.clone());
-        self.health.reconcile(&next);
-        self.metrics.forget_removed(&config);
-        self.forget_unnamed_services(&config);
-        self.update_readiness(&config);
+        );
+        self.publish(next, Effects::default()).await;
         tracing::info!(
             routes = self.cluster.routes.len(),
             upstreams = self.cluster.upstreams.len(),
             certificates = self.cluster.certificates.len(),
             "cluster routes applied"
         );
-        self.configs.send_replace(config);
     }
 
     /// Members read from a Service an upstream no longer names are forgotten at once.
@@ -301,20 +349,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
-        let prepared = self
-            .listeners
-            .prepare(&loaded.config.listeners, &self.cluster_certificates)
-            .await?;
-        let admin_address = loaded.config.admin.address;
-        let admin_socket = if admin_address == self.admin.lock().await.address() {
-            None
-        } else {
-            let socket = AdminListener::bind(admin_address)
-                .map_err(|e| format!("[admin] cannot bind {admin_address}: {e}"))?;
-            Some(socket)
-        };
-        let file_config = Arc::new(loaded.config);
-        let config = Arc::new(self.cluster.merged_onto(&file_config));
+        let config = self.apply_file(source, loaded.config).await?;
         for warning in not_applied_in_place(&current.config, &config) {
             tracing::warn!("{warning}");
         }
@@ -325,12 +360,42 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                 _ => format!("{summary}; certificates changed"),
             };
         }
+        Ok(Some(summary))
+    }
+
+    /// Publishes a config read from the file as the next generation: binds what it adds
+    /// (any failure refuses it whole), merges the cluster's routes onto it, and swaps.
+    /// Returns the config as published.
+    async fn apply_file(
+        &mut self,
+        source: config::SourceFile,
+        file_config: Config,
+    ) -> Result<Arc<Config>, String> {
+        let current = self.handle.load_full();
+        let prepared = self
+            .listeners
+            .prepare(&file_config.listeners, &self.cluster_certificates)
+            .await?;
+        let admin_address = file_config.admin.address;
+        let admin = if admin_address == self.admin.lock().await.address() {
+            None
+        } else {
+            let socket = AdminListener::bind(admin_address)
+                .map_err(|e| format!("[admin] cannot bind {admin_address}: {e}"))?;
+            Some((admin_address, socket))
+        };
+        let file_config = Arc::new(file_config);
+        let config = Arc::new(self.cluster.merged_onto(&file_config));
         let access_log = match AccessLog::open(
             &config.gateway.access_log,
             current.edges.access_log.as_ref(),
             &self.metrics,
         ) {
             Ok(log) => log,
+            // Nothing to keep at start: a log that cannot be opened stops it.
+            Err(e) if current.generation == 0 => {
+                return Err(format!("cannot open the access log: {e}"))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot open access log; keeping the previous one");
                 current.edges.access_log.clone()
@@ -351,21 +416,14 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             &self.states,
             edges,
         );
-        let next = Arc::new(next);
-        self.handle.store(next.clone());
-        crate::trace_export::start(next.trace_export.as_deref(), &self.metrics);
-        self.listeners.commit(prepared, &config.listeners);
-        if let Some(socket) = admin_socket {
-            self.admin.lock().await.move_to(admin_address, socket);
-        }
-        self.health.reconcile(&next);
-        self.metrics.forget_removed(&config);
-        self.forget_unnamed_services(&config);
+        let effects = Effects {
+            listeners: Some(prepared),
+            admin,
+        };
+        self.publish(next, effects).await;
         self.file_config = file_config;
-        self.update_readiness(&config);
         self.fingerprint = Fingerprint::of(&source.text, &config);
-        self.configs.send_replace(config.clone());
-        Ok(Some(summary))
+        Ok(config)
     }
 }
 

@@ -10,12 +10,11 @@ use pingora::server::configuration::ServerConf;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
-use crate::access_log::AccessLog;
 use crate::admin::{Admin, AdminListener, Readiness};
 use crate::cli::{LogFormatArg, RunArgs};
 use crate::config::model::LogFormat;
 use crate::config::origin::{load_or_report, resolve_config, watched_files, ConfigOrigin, Report};
-use crate::config::Config;
+use crate::config::{Config, SourceFile};
 use crate::h1::Engine;
 use crate::health::HealthChecks;
 use crate::listeners::{ConnectionTracker, ListenerSet, Serving, Workers};
@@ -78,13 +77,10 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
     };
     let workers = Workers(worker_handles);
-    let config = Arc::new(loaded.config);
-    let source_info = SourceInfo::new(origin.describe(), &source.text);
     let code = runtime.block_on(serve(
         origin,
-        config,
-        source_info,
-        source.text,
+        source,
+        loaded.config,
         threads,
         workers,
         launch,
@@ -139,9 +135,8 @@ fn init_logging(format: LogFormat) {
 
 async fn serve(
     origin: ConfigOrigin,
-    config: Arc<Config>,
-    source: SourceInfo,
-    text: String,
+    source: SourceFile,
+    loaded: Config,
     threads: usize,
     workers: Workers,
     launch: std::io::Result<crate::upgrade::Launch>,
@@ -157,27 +152,18 @@ async fn serve(
     };
     let metrics = Arc::new(Metrics::new());
     let states = Arc::new(MemberStates::default());
-    let discovered = Discovered::new();
-    let access_log = match AccessLog::open(&config.gateway.access_log, None, &metrics) {
-        Ok(log) => log,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot open the access log");
-            return ExitCode::FAILURE;
-        }
-    };
-    let compile = |edges: Edges| {
-        Arc::new(Snapshot::compile(
-            config.clone(),
-            source.clone(),
-            1,
-            &discovered,
-            None,
-            &states,
-            edges,
-        ))
-    };
-    // Until the listeners are bound, the snapshot has none (nothing can arrive on them).
-    let handle = Arc::new(ArcSwap::new(compile(Edges::default())));
+    // Generation 0: nothing published yet, no listener (nothing can arrive). The
+    // publisher makes generation 1 from the same config below, as it makes every other.
+    let config = Arc::new(loaded.clone());
+    let handle = Arc::new(ArcSwap::from_pointee(Snapshot::compile(
+        config.clone(),
+        SourceInfo::new(origin.describe(), &source.text),
+        0,
+        &Discovered::new(),
+        None,
+        &states,
+        Edges::default(),
+    )));
 
     let server_conf = Arc::new(ServerConf {
         threads,
@@ -209,6 +195,16 @@ async fn serve(
     proxy.server_options = Some(options);
     let proxy = Arc::new(proxy);
 
+    let upgraded = match crate::upgrade::receive() {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::error!("binary upgrade: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // After a binary upgrade no accept loop takes a connection until this process is
+    // ready and the previous one has let go: until then the previous one serves.
+    let (_accepting_tx, accepting) = watch::channel(true);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tracker = Arc::new(ConnectionTracker::default());
     let engine = Arc::new(Engine {
@@ -221,38 +217,13 @@ async fn serve(
             app: proxy.clone(),
             h1: Some(engine),
             shutdown: shutdown_rx.clone(),
+            accepting: accepting.clone(),
             tracker: tracker.clone(),
             metrics: metrics.clone(),
             snapshot: Some(handle.clone()),
         },
         workers,
     ));
-    let upgraded = match crate::upgrade::receive() {
-        Ok(upgraded) => upgraded,
-        Err(e) => {
-            tracing::error!("binary upgrade: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let snapshot = match listener_set
-        .prepare(&config.listeners, &Default::default())
-        .await
-    {
-        Ok(prepared) => {
-            let snapshot = compile(Edges {
-                listeners: prepared.served.clone(),
-                access_log,
-            });
-            handle.store(snapshot.clone());
-            crate::trace_export::start(snapshot.trace_export.as_deref(), &metrics);
-            listener_set.commit(prepared, &config.listeners);
-            snapshot
-        }
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
 
     let readiness = Arc::new(Readiness::default());
     let inherited = crate::upgrade::take(crate::upgrade::ADMIN_KEY, config.admin.address)
@@ -275,6 +246,7 @@ async fn serve(
             app: admin,
             h1: None,
             shutdown: shutdown_rx.clone(),
+            accepting: accepting.clone(),
             tracker: Arc::new(ConnectionTracker::default()),
             metrics: metrics.clone(),
             snapshot: None,
@@ -283,39 +255,17 @@ async fn serve(
         admin_socket,
     )));
 
-    let health = Arc::new(HealthChecks::new(handle.clone(), metrics.clone()));
-    health.reconcile(&snapshot);
-    metrics.config_generation.set(1);
-
     let (updates_tx, updates_rx) = mpsc::channel(64);
     let (configs, _) = watch::channel(config.clone());
-    if let ConfigOrigin::File(_) = &origin {
-        match FileWatch::start(updates_tx.clone()) {
-            Ok(watch) => {
-                watch.watch_files(&watched_files(&origin, &config));
-                tokio::spawn(watch.follow(origin.clone(), configs.subscribe()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
-            }
-        }
-    }
-    let discovery = Discovery::new(updates_tx.clone(), metrics.clone());
-    let complete = discovery.reconcile(&config).await;
-    tokio::spawn(discovery.follow(configs.subscribe(), complete));
-    tokio::spawn(crate::sources::cluster::watch::follow(
-        updates_tx.clone(),
-        configs.subscribe(),
-    ));
-    let publisher = Publisher {
+    let mut publisher = Publisher {
         readiness: readiness.clone(),
-        fingerprint: Fingerprint::of(&text, &config),
-        origin,
+        fingerprint: Fingerprint::default(),
+        origin: origin.clone(),
         handle: handle.clone(),
         states,
-        discovered,
+        discovered: Discovered::new(),
         listeners: listener_set.clone(),
-        health,
+        health: Arc::new(HealthChecks::new(handle.clone(), metrics.clone())),
         metrics: metrics.clone(),
         configs,
         file_config: config.clone(),
@@ -324,7 +274,30 @@ async fn serve(
         cluster_certificates: Default::default(),
         admin: admin.clone(),
     };
-    publisher.update_readiness(&config);
+    if let Err(e) = publisher.start(source, loaded).await {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
+    // What the producers below follow: generation 1 as published.
+    let config = handle.load().config.clone();
+    if let ConfigOrigin::File(_) = &origin {
+        match FileWatch::start(updates_tx.clone()) {
+            Ok(watch) => {
+                watch.watch_files(&watched_files(&origin, &config));
+                tokio::spawn(watch.follow(origin.clone(), publisher.configs.subscribe()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
+            }
+        }
+    }
+    let discovery = Discovery::new(updates_tx.clone(), metrics.clone());
+    let complete = discovery.reconcile(&config).await;
+    tokio::spawn(discovery.follow(publisher.configs.subscribe(), complete));
+    tokio::spawn(crate::sources::cluster::watch::follow(
+        updates_tx.clone(),
+        publisher.configs.subscribe(),
+    ));
     tokio::spawn(publisher.run(updates_rx));
 
     readiness.set_listening();
