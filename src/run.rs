@@ -204,7 +204,7 @@ async fn serve(
     };
     // After a binary upgrade no accept loop takes a connection until this process is
     // ready and the previous one has let go: until then the previous one serves.
-    let (_accepting_tx, accepting) = watch::channel(true);
+    let (accepting_tx, accepting) = watch::channel(!upgraded);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tracker = Arc::new(ConnectionTracker::default());
     let engine = Arc::new(Engine {
@@ -306,16 +306,7 @@ async fn serve(
         "edgegate ready"
     );
     if upgraded {
-        // The previous process keeps serving until this one would pass /readyz, so
-        // routes to Kubernetes upstreams never answer 503 during the hand-over.
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-            while readiness.is_ready().is_err() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            crate::upgrade::announce_ready();
-        });
+        tokio::spawn(take_over(readiness.clone(), accepting_tx));
     } else {
         crate::notify::ready();
     }
@@ -461,4 +452,18 @@ impl Signals {
             }
         }
     }
+}
+
+/// The new process's side of a binary upgrade: once it is ready as `/readyz` defines it
+/// (config loaded, listeners bound, discovery and cluster routes synced), it tells the
+/// previous process, and opens its accept loops only when that one has let go. Until
+/// then the previous process alone serves; one that gives up on this process (it never
+/// got ready) kills it having lost no connection, since it accepted none.
+async fn take_over(readiness: Arc<Readiness>, accepting: watch::Sender<bool>) {
+    while readiness.is_ready().is_err() {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let _ = tokio::task::spawn_blocking(crate::upgrade::announce_ready).await;
+    accepting.send_replace(true);
+    crate::upgrade::serving();
 }

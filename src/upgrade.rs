@@ -12,8 +12,17 @@
 //! systemd it runs in the unit's cgroup, with the unit's sandbox and environment; it
 //! claims the unit with MAINPID= (see [`crate::notify::took_over`]).
 //!
+//! The child accepts nothing until it is ready as `/readyz` defines it (config loaded,
+//! discovery and cluster routes synced): both processes share the listen queues, so a
+//! child accepting early would answer cluster hosts 404 and discovered upstreams 503
+//! while it syncs. Until the parent answers `go`, the parent alone accepts; a child the
+//! parent gives up on has accepted nothing, so killing it drops no connection.
+//!
 //! The wire format, one SOCK_SEQPACKET message each: `KEY\nADDRESS` with that listener's
-//! sockets attached, then `end`; the child answers `ready` once it serves.
+//! sockets attached, then `end`; the child answers `ready` once it could serve; the
+//! parent answers `go` and stops accepting; the child then starts accepting. (A parent
+//! that closes the socket after `ready` instead, as versions before `go` do, counts as
+//! `go`.)
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -102,7 +111,13 @@ pub fn hand_over(launch: &Launch, groups: &[Group]) -> Result<u32, String> {
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", launch.exe.display()))?;
     let pid = child.id();
-    let result = send_groups(&ours, groups).and_then(|()| wait_ready(&ours));
+    let result = send_groups(&ours, groups)
+        .and_then(|()| wait_ready(&ours))
+        .and_then(|()| {
+            rustix::net::send(&ours, b"go", SendFlags::NOSIGNAL)
+                .map(|_| ())
+                .map_err(|e| format!("cannot tell it to serve: {e}"))
+        });
     match result {
         Ok(()) => Ok(pid),
         Err(e) => {
@@ -235,8 +250,10 @@ pub fn take(key: &str, address: SocketAddr) -> Option<Vec<TcpListener>> {
         .remove(&(key.to_string(), address))
 }
 
-/// Tells the previous process (and systemd) that this one serves. Sockets the config no
-/// longer names are closed here.
+/// Tells the previous process that this one is ready, and waits until it lets go (it
+/// answers `go`, or closes the hand-over socket). Blocking. Sockets the config no longer
+/// names are closed here. The caller starts accepting when this returns, then calls
+/// [`serving`].
 pub fn announce_ready() {
     let Some(inheritance) = INHERITED.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return;
@@ -244,10 +261,24 @@ pub fn announce_ready() {
     for (key, address) in inheritance.groups.keys() {
         tracing::warn!(%key, %address, "binary upgrade: an inherited listener is not in the config; closing it");
     }
-    crate::notify::took_over();
     if let Err(e) = rustix::net::send(&inheritance.channel, b"ready", SendFlags::NOSIGNAL) {
         tracing::warn!(error = %e, "binary upgrade: cannot tell the previous process");
+        return;
     }
+    let mut buf = [0u8; 16];
+    loop {
+        match rustix::net::recv(&inheritance.channel, &mut buf, RecvFlags::empty()) {
+            Err(rustix::io::Errno::INTR) => continue,
+            // `go`, or the previous process closed the socket (or is gone): either way
+            // it no longer waits for this one.
+            Ok(_) | Err(_) => break,
+        }
+    }
+}
+
+/// Tells systemd that this process serves now (it accepts on the inherited sockets).
+pub fn serving() {
+    crate::notify::took_over();
     tracing::info!(
         pid = std::process::id(),
         "binary upgrade: serving; the previous process drains"

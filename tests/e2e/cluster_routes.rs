@@ -67,7 +67,7 @@ impl Pods {
 }
 
 /// A port free right now, for listeners Gateway listeners attach to by number.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -88,7 +88,7 @@ fn start_gateway(api: &KubeApi, port: u16, extra: &str) -> Gateway {
     Gateway::spawn(dir, path, &[("KUBECONFIG", &kubeconfig)])
 }
 
-fn gateway_object(api: &KubeApi, namespace: &str, name: &str, class: &str, port: u16) {
+pub(crate) fn gateway_object(api: &KubeApi, namespace: &str, name: &str, class: &str, port: u16) {
     api.apply_object(
         "Gateway",
         namespace,
@@ -100,7 +100,7 @@ fn gateway_object(api: &KubeApi, namespace: &str, name: &str, class: &str, port:
     );
 }
 
-fn http_route(api: &KubeApi, namespace: &str, name: &str, spec: Value) {
+pub(crate) fn http_route(api: &KubeApi, namespace: &str, name: &str, spec: Value) {
     api.apply_object("HTTPRoute", namespace, name, json!({ "spec": spec }));
 }
 

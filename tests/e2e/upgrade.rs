@@ -213,3 +213,154 @@ async fn a_new_process_that_fails_leaves_the_old_one_serving() {
     assert_eq!(answer.status(), 200);
     assert_eq!(answer.text().await.expect("body"), "pong\n");
 }
+
+/// One client opening a new connection per request (so the new process gets its share
+/// as soon as it accepts), cycling through `hosts`; anything but a 200 is a failure.
+async fn fresh_connection_loop(
+    addr: SocketAddr,
+    hosts: &'static [&'static str],
+    load: Arc<Load>,
+    stop: Arc<AtomicBool>,
+) {
+    for i in 0..100_000usize {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let host = hosts[i % hosts.len()];
+        let mut c = RawClient::connect(addr).await;
+        let request = format!("GET /x HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        if let Err(e) = c.try_send(request.as_bytes()).await {
+            load.fail(format!("{host}: write: {e}"));
+            continue;
+        }
+        match c.try_response(false, Duration::from_secs(5)).await {
+            Ok(r) if r.status == 200 => {
+                load.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r) => load.fail(format!("{host}: status {} body {:?}", r.status, r.text())),
+            Err(e) => load.fail(format!("{host}: read: {e}")),
+        }
+    }
+}
+
+/// The new process accepts nothing before it is ready as `/readyz` defines it: with the
+/// API server answering slowly, its discovery and cluster watches take a while to sync,
+/// and a process that accepted meanwhile answered cluster hosts 404 and discovered
+/// upstreams 503 (issue 18, fault 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_with_discovered_and_cluster_routes_answers_no_404_or_503() {
+    use crate::cluster_routes::{free_port, gateway_object, http_route};
+    use crate::support::kube_api::{Endpoint, KubeApi, TargetPort};
+    use crate::support::Upstream;
+
+    let api = KubeApi::start().await;
+    let pod = Upstream::start_on("127.0.21.1:0".parse().expect("addr"), "pod-0").await;
+    let pod_port = pod.addr.port();
+    for service in ["web", "app"] {
+        api.apply_service(
+            "shop",
+            service,
+            &[(Some("http"), 80, TargetPort::Number(pod_port))],
+        );
+        api.apply_endpoint_slice(
+            "shop",
+            &format!("{service}-a"),
+            service,
+            &[(Some("http"), pod_port)],
+            &[Endpoint::ready("127.0.21.1")],
+        );
+    }
+    let port = free_port();
+    gateway_object(&api, "shop", "edge", "edgegate", port);
+    http_route(
+        &api,
+        "shop",
+        "storefront",
+        serde_json::json!({"parentRefs": [{"name": "edge"}], "hostnames": ["cluster.test"],
+               "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    let text = format!(
+        "[gateway]\nthreads = 2\ngrace_period = \"5s\"\n\n\
+         [admin]\naddress = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:{port}\"\n\n\
+         [[routes]]\nname = \"static\"\nhosts = [\"static.test\"]\nrespond = {{ status = 200, body = \"static\" }}\n\n\
+         [[routes]]\nname = \"discovered\"\nhosts = [\"discovered.test\"]\nupstream = \"app\"\n\n\
+         [upstreams.app.kubernetes]\nnamespace = \"shop\"\nservice = \"app\"\nport = \"http\"\n\n\
+         [kubernetes]\ngateway_class = \"edgegate\"\n"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(&path, text).expect("write config");
+    let kubeconfig = api.kubeconfig_path().display().to_string();
+    let mut gw = Gateway::spawn(dir, path, &[("KUBECONFIG", &kubeconfig)]);
+    gw.wait_ready().await;
+    let old_pid = gw.child.id();
+    let addr = gw.addr("web");
+
+    // Every request the new process lists or watches with is answered late.
+    api.set_delay(Duration::from_millis(300));
+    static HOSTS: &[&str] = &["cluster.test", "discovered.test", "static.test"];
+    let load = Arc::new(Load::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            tokio::spawn(fresh_connection_loop(
+                addr,
+                HOSTS,
+                load.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    while load.ok.load(Ordering::Relaxed) + load.failed.load(Ordering::Relaxed) < 100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let log_before = gw.log_len();
+    let upgrade = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["upgrade", "--pid", &old_pid.to_string(), "--timeout", "30s"])
+            .output()
+            .expect("run edgegate upgrade")
+    })
+    .await
+    .expect("join");
+    assert!(
+        upgrade.status.success(),
+        "edgegate upgrade: {}{}",
+        String::from_utf8_lossy(&upgrade.stdout),
+        String::from_utf8_lossy(&upgrade.stderr)
+    );
+    let (gw, code) = tokio::task::spawn_blocking(move || {
+        let code = gw.wait_exit(Duration::from_secs(5));
+        (gw, code)
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, Some(0), "the old process did not exit cleanly");
+    let line = gw.wait_for_log_after(
+        "the previous process drains",
+        log_before,
+        Duration::from_secs(5),
+    );
+    let new_pid = serde_json::from_str::<serde_json::Value>(&line).expect("JSON log")["pid"]
+        .as_u64()
+        .expect("pid") as u32;
+    let _new = KillOnDrop(new_pid);
+
+    // The new process serves all three kinds of route.
+    let served_after = load.ok.load(Ordering::Relaxed);
+    while load.ok.load(Ordering::Relaxed) < served_after + 100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client loop");
+    }
+    assert_eq!(
+        load.failed.load(Ordering::Relaxed),
+        0,
+        "failed requests during the upgrade; first: {:?} ({} ok)",
+        load.first_failure.lock().expect("lock"),
+        load.ok.load(Ordering::Relaxed)
+    );
+}

@@ -433,6 +433,12 @@ impl KubeApi {
             .delete(Key::new(Kind::Endpoints, namespace, name))
     }
 
+    /// From now on every request is answered `delay` late, like an API server under
+    /// load (a list, a watch's first byte, a status patch alike).
+    pub fn set_delay(&self, delay: Duration) {
+        self.inner.store().delay = delay;
+    }
+
     /// Keeps at most `changes` changes for watch resumption (the "compaction" window);
     /// older versions then get the 410 described in the module docs.
     pub fn set_history_limit(&self, changes: usize) {
@@ -656,6 +662,10 @@ async fn serve_connection(tcp: TcpStream, inner: Arc<Inner>) {
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
+            let delay = inner.store().delay;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             Ok::<_, Infallible>(inner.handle(&parts, &body))
         }
     });

@@ -184,6 +184,8 @@ pub(super) struct Store {
     pub(super) refuse_status: bool,
     /// Status patches received (refused ones included), as `KIND NS/NAME`.
     pub(super) status_patches: Vec<String>,
+    /// How late every request is answered (`KubeApi::set_delay`).
+    pub(super) delay: std::time::Duration,
 }
 
 impl Inner {
@@ -207,6 +209,7 @@ impl Store {
             uid_prefix: rand::random(),
             refuse_status: false,
             status_patches: Vec::new(),
+            delay: std::time::Duration::ZERO,
         }
     }
 
