@@ -40,6 +40,11 @@ impl Readiness {
         self.unsynced.store(count, Ordering::Release);
     }
 
+    /// Whether shutdown has begun: from then on no config change is applied.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     pub fn is_ready(&self) -> Result<(), &'static str> {
         if self.draining.load(Ordering::Acquire) {
             Err("draining")

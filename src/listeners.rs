@@ -381,6 +381,9 @@ pub struct ListenerSet<A> {
     serving: Serving<A>,
     workers: Workers,
     running: Mutex<HashMap<Name, Running>>,
+    /// Set by [`Self::stop_accepting`]: from then on nothing is bound or started again,
+    /// so no port the load balancer was told is draining can reopen.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
@@ -389,7 +392,13 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
             serving,
             workers,
             running: Mutex::new(HashMap::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether [`Self::stop_accepting`] has run (the process is draining).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Binds every new or moved listener and builds every TLS acceptor from the files the
@@ -403,6 +412,9 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
         listeners: &[Listener],
         cluster: &ClusterCertificates,
     ) -> Result<Prepared, String> {
+        if self.is_closed() {
+            return Err("the listeners are closed: the process is draining".into());
+        }
         let current: HashMap<Name, (SocketAddr, SocketAddr)> = {
             let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             running
@@ -526,6 +538,11 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
     /// [`Prepared::served`].
     pub fn commit(&self, mut prepared: Prepared, listeners: &[Listener]) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock `stop_accepting` takes: a reload prepared just before
+        // the drain began starts nothing (its new sockets close as `prepared` drops).
+        if self.is_closed() {
+            return;
+        }
         for (new, old) in &prepared.renamed {
             if let Some(r) = running.remove(old) {
                 tracing::info!(listener = %new, previously = %old, address = %r.bound, "listener renamed");
@@ -626,6 +643,7 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
     pub async fn stop_accepting(&self) {
         let tasks: Vec<_> = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            self.closed.store(true, Ordering::Release);
             running
                 .drain()
                 .flat_map(|(_, r)| {

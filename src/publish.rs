@@ -174,7 +174,14 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                 self.apply_members(upstream, source, endpoints).await;
             }
             if let Some((cause, force)) = batch.reload {
-                self.reload(cause, force).await;
+                if self.readiness.is_draining() || self.listeners.is_closed() {
+                    // A reload now would bind listeners the drain has closed (or is
+                    // about to close), reopening ports the load balancer was told
+                    // are going away.
+                    tracing::warn!(cause, "config change not applied: the process is draining");
+                } else {
+                    self.reload(cause, force).await;
+                }
                 crate::notify::reload_finished();
             }
         }
