@@ -181,6 +181,13 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                     tracing::warn!(cause, "config change not applied: the process is draining");
                 } else {
                     self.reload(cause, force).await;
+                    if force {
+                        // SIGHUP is what logrotate sends: reopen the log even when the
+                        // config is unchanged or refused.
+                        if let Some(log) = &self.handle.load().edges.access_log {
+                            log.reopen();
+                        }
+                    }
                 }
                 crate::notify::reload_finished();
             }
@@ -408,6 +415,12 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                 current.edges.access_log.clone()
             }
         };
+        // A log kept across a reload is reopened by its path, as a new one is opened.
+        if let (Some(kept), Some(previous)) = (&access_log, &current.edges.access_log) {
+            if Arc::ptr_eq(kept, previous) {
+                kept.reopen();
+            }
+        }
         let edges = Edges {
             listeners: prepared.served.clone(),
             access_log,

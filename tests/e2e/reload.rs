@@ -388,3 +388,62 @@ async fn a_worker_count_change_is_named_as_needing_a_restart() {
     let line = gw.wait_for_log("threads changed", Duration::from_secs(3));
     assert!(line.contains("restart"), "{line}");
 }
+
+/// Waits until the file at `path` exists and contains `needle`; its text.
+async fn wait_file_containing(path: &std::path::Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never contained {needle:?}; it holds {text:?}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// logrotate moves the access log away and sends SIGHUP; the gateway reopens the log by
+/// its path, with the config unchanged, and writes the next lines to the new file (issue
+/// 18, fault 6: it wrote into the rotated file forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reopens_the_access_log_that_logrotate_moved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("access.log");
+    let rotated = dir.path().join("access.log.1");
+    let text = format!(
+        "[gateway]\naccess_log = \"{}\"\n\n{}",
+        log.display(),
+        config(&["web"], &named("hello", "path_prefix = \"/\""))
+    );
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(&path, text).expect("write config");
+    let gw = Gateway::spawn(dir, path, &[]);
+    assert_eq!(body(&gw, "/before-rotate").await.0, 200);
+    wait_file_containing(&log, "/before-rotate").await;
+
+    std::fs::rename(&log, &rotated).expect("rotate");
+    let before = gw.log_len();
+    gw.signal("HUP");
+    gw.wait_for_log_after("SIGHUP", before, Duration::from_secs(5));
+    // The new file appears on the reopen, before any new line.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no new access log after SIGHUP: lines still go to the rotated file"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(body(&gw, "/after-rotate").await.0, 200);
+    let new = wait_file_containing(&log, "/after-rotate").await;
+    assert!(!new.contains("/before-rotate"), "{new}");
+    let old = std::fs::read_to_string(&rotated).expect("rotated file");
+    assert!(
+        old.contains("/before-rotate") && !old.contains("/after-rotate"),
+        "{old}"
+    );
+}
