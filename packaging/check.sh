@@ -189,6 +189,10 @@ try:
         if "gateway_class" in kube_cfg:
             needs += [(G, "gateways"), (G, "httproutes"), (G, "referencegrants")]
             status += [(G, "gateways/status"), (G, "httproutes/status")]
+            readable = {(g, r) for rule in role["rules"] for g in rule["apiGroups"]
+                        for r in rule["resources"] if "get" in rule["verbs"]}
+            if (G, "httproutes/status") not in readable:
+                err("clusterrole.yaml: no get on httproutes/status (status is read, then written back with other controllers' entries)")
             classes = [d for _, d in objects.get("GatewayClass", [])]
             if [gc["metadata"]["name"] for gc in classes] != [kube_cfg["gateway_class"]]:
                 err(f"gateway-api/: expected one GatewayClass named {kube_cfg['gateway_class']!r} (the config's gateway_class)")

@@ -766,3 +766,139 @@ async fn the_gateway_api_projects_http_routing_example_applied_with_kubectl_is_s
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `edgegate`'s `controllerName` (packaging/kubernetes/gatewayclass.yaml).
+const OURS: &str = "edgegate.dev/gateway-controller";
+
+/// The route's `status.parents` entries.
+fn parent_entries(api: &KubeApi, namespace: &str, name: &str) -> Vec<Value> {
+    api.object("HTTPRoute", namespace, name)
+        .and_then(|r| r["status"]["parents"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Waits until `check` holds for the route's `status.parents`.
+async fn wait_parents(
+    api: &KubeApi,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let parents = parent_entries(api, namespace, name);
+        if check(&parents) {
+            return parents;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{namespace}/{name}: {what}; status.parents: {parents:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn accepted_by_us(parents: &[Value]) -> bool {
+    parents.iter().any(|p| {
+        p["controllerName"] == OURS
+            && p["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Accepted" && c["status"] == "True")
+            })
+    })
+}
+
+/// A route attached to an edgegate Gateway and to another implementation's: edgegate's
+/// status writes keep the other controller's `status.parents` entry as it is, and
+/// remove only edgegate's own when the route leaves its Gateway (issue 18, fault 2: a
+/// merge patch replaced the array whole, and a stale `Accepted` stayed forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_route_keeps_other_controllers_status_and_loses_ours_when_detached() {
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 31, 1).await;
+    web.publish(&api, "shop", "web");
+    let port = free_port();
+    gateway_object(&api, "shop", "edge", "edgegate", port);
+    gateway_object(&api, "shop", "theirs", "nginx", port);
+    let spec = |parents: Value| {
+        json!({"parentRefs": parents, "hostnames": ["shared.example.com"],
+               "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]})
+    };
+    http_route(
+        &api,
+        "shop",
+        "shared",
+        spec(json!([{"name": "edge"}, {"name": "theirs"}])),
+    );
+    let theirs = json!({
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                      "namespace": "shop", "name": "theirs"},
+        "controllerName": "example.com/other-gateway-controller",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                        "message": "theirs", "observedGeneration": 1,
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    });
+    api.set_status("HTTPRoute", "shop", "shared", json!({"parents": [theirs]}));
+
+    let gw = start_gateway(&api, port, "");
+    gw.wait_ready().await;
+    assert_eq!(get(&gw, "shared.example.com", "/", &[]).await.0, 200);
+    let parents = wait_parents(&api, "shop", "shared", "edgegate's Accepted entry", |p| {
+        accepted_by_us(p)
+    })
+    .await;
+    assert!(
+        parents.contains(&theirs),
+        "the other controller's entry was changed or removed: {parents:#?}"
+    );
+    assert_eq!(parents.len(), 2, "{parents:#?}");
+
+    // The route leaves edgegate's Gateway: edgegate's entry goes, theirs stays.
+    http_route(&api, "shop", "shared", spec(json!([{"name": "theirs"}])));
+    within(
+        Duration::from_secs(5),
+        &gw,
+        "shared.example.com",
+        "/",
+        |r| r.0 == 404,
+    )
+    .await;
+    let parents = wait_parents(&api, "shop", "shared", "edgegate's entry removed", |p| {
+        !p.iter().any(|p| p["controllerName"] == OURS)
+    })
+    .await;
+    assert_eq!(parents, vec![theirs]);
+}
+
+/// A status write that fails for a passing reason (a 500 from an API server under
+/// etcd trouble) is retried with backoff, and a route deleted and created again gets
+/// its status written again (issue 18, fault 3: a failure was remembered like an RBAC
+/// refusal, and what was written was never forgotten for deleted objects).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_status_writes_are_retried_and_a_recreated_route_gets_status_again() {
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 32, 1).await;
+    web.publish(&api, "shop", "web");
+    let port = free_port();
+    gateway_object(&api, "shop", "edge", "edgegate", port);
+    let spec = json!({"parentRefs": [{"name": "edge"}], "hostnames": ["retry.example.com"],
+                      "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]});
+    http_route(&api, "shop", "flaky", spec.clone());
+    api.fail_status_writes(4);
+    let gw = start_gateway(&api, port, "");
+    gw.wait_ready().await;
+    wait_condition(&api, "shop", "flaky", "Accepted", ("True", "Accepted")).await;
+
+    assert!(api.delete_object("HTTPRoute", "shop", "flaky"));
+    within(Duration::from_secs(5), &gw, "retry.example.com", "/", |r| {
+        r.0 == 404
+    })
+    .await;
+    http_route(&api, "shop", "flaky", spec);
+    within(Duration::from_secs(5), &gw, "retry.example.com", "/", |r| {
+        r.0 == 200
+    })
+    .await;
+    wait_condition(&api, "shop", "flaky", "Accepted", ("True", "Accepted")).await;
+}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 pub type Gateway = Object<GatewaySpec, NotUsed>;
-pub type HttpRoute = Object<HttpRouteSpec, NotUsed>;
+pub type HttpRoute = Object<HttpRouteSpec, HttpRouteStatus>;
 pub type ReferenceGrant = Object<ReferenceGrantSpec, NotUsed>;
 
 /// How kube-rs addresses each kind: Gateway and HTTPRoute are v1, ReferenceGrant v1beta1.
@@ -82,6 +82,23 @@ pub struct ObjectRef {
     pub kind: Option<String>,
     pub name: String,
     pub namespace: Option<String>,
+}
+
+/// What edgegate reads of an HTTPRoute's status: which controllers have an entry, so a
+/// route that no longer attaches to an edgegate Gateway loses edgegate's entry (and only
+/// that one) even after a restart.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteStatus {
+    #[serde(default)]
+    pub parents: Vec<ParentStatusOwner>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentStatusOwner {
+    #[serde(default)]
+    pub controller_name: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

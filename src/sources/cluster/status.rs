@@ -1,21 +1,25 @@
 //! Status written back to the objects (spec section 10): HTTPRoute parents' `Accepted`
 //! and `ResolvedRefs`, Gateway `Accepted` and `Programmed`, Ingress
 //! `status.loadBalancer`. A patch on the status subresource, so the narrowest RBAC
-//! (`patch` on `httproutes/status`, `gateways/status`, `ingresses/status`) suffices. A refused write is logged and changes nothing else:
-//! routing never waits for, or depends on, status.
+//! (`get` and `patch` on `httproutes/status`, `patch` on `gateways/status` and
+//! `ingresses/status`) suffices. A refused write is logged and changes nothing else:
+//! routing never waits for, or depends on, status. A write that fails for a passing
+//! reason is retried with backoff by the caller.
+//!
+//! A route can be shared with other implementations: its `status.parents` holds one
+//! entry per (parent, controller), and edgegate writes only its own.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
-use kube::api::{Patch, PatchParams};
-use kube::core::ApiResource;
+use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 
-use super::objects::{self, Gateway, HttpRoute, GATEWAY_GROUP};
-use super::translate::{ClusterObjects, Condition, Key, Status};
+use super::objects::{self, Gateway, GATEWAY_GROUP};
+use super::translate::{ClusterObjects, Condition, Key, RouteStatus, Status};
 use crate::config::model::Listener;
 
 /// The `controllerName` a GatewayClass names to be served by edgegate
@@ -26,10 +30,28 @@ pub struct StatusWriter {
     client: Client,
     /// The addresses Ingresses report (`status.loadBalancer.ingress[].ip`).
     addresses: Vec<IpAddr>,
-    /// What was last attempted per object, without timestamps: an unchanged status is
-    /// not written again, and a refused one is not retried (and logged) on every change.
+    /// What was last written (or refused for good) per object, without timestamps: an
+    /// unchanged status is not written again, and a refused one is not retried (and
+    /// logged) on every change. A write that failed for a passing reason is not here,
+    /// so the next pass tries it again. Objects that are gone leave it.
     attempted: BTreeMap<(&'static str, Key), Value>,
 }
+
+/// How one status write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Written,
+    /// Refused for a reason that will not pass by itself (RBAC, validation): logged,
+    /// not retried until the status changes.
+    Refused,
+    /// Failed for a passing reason (a 5xx, 429, a conflict, a timeout, no connection):
+    /// retried with backoff.
+    Retry,
+}
+
+/// How many times a route status is re-read and rewritten when another writer got in
+/// between (409 Conflict) before the pass leaves it to the next retry.
+const CONFLICT_ATTEMPTS: usize = 3;
 
 impl StatusWriter {
     pub fn new(client: Client, addresses: Vec<IpAddr>) -> Self {
@@ -40,12 +62,23 @@ impl StatusWriter {
         }
     }
 
-    pub async fn write(&mut self, objects: &ClusterObjects, status: &Status) {
-        for (key, route) in &status.routes {
-            if !objects.routes.contains_key(key) {
-                continue;
+    /// Writes every status that changed since it was last written. Returns whether some
+    /// write failed for a passing reason (the caller calls again after a backoff).
+    pub async fn write(&mut self, objects: &ClusterObjects, status: &Status) -> bool {
+        let mut retry = false;
+        let empty = RouteStatus::default();
+        for (key, route) in &objects.routes {
+            let ours = status.routes.get(key).unwrap_or(&empty);
+            let has_ours = route.status.as_ref().is_some_and(|s| {
+                s.parents
+                    .iter()
+                    .any(|p| p.controller_name == CONTROLLER_NAME)
+            });
+            let id = ("HTTPRoute", key.clone());
+            if ours.parents.is_empty() && !has_ours && !self.attempted.contains_key(&id) {
+                continue; // never ours
             }
-            let parents: Vec<Value> = route
+            let entries: Vec<Value> = ours
                 .parents
                 .iter()
                 .map(|(parent, conditions)| {
@@ -63,9 +96,12 @@ impl StatusWriter {
                     })
                 })
                 .collect();
-            let body = json!({"parents": parents});
-            self.patch::<HttpRoute>("HTTPRoute", objects::http_route_resource(), key, body)
-                .await;
+            let body = Value::Array(entries);
+            if self.attempted.get(&id) == Some(&body) {
+                continue;
+            }
+            let outcome = self.write_route_parents(key, &body).await;
+            retry |= self.settle(id, body, outcome);
         }
         for (key, gateway) in &status.gateways {
             let listeners: Vec<Value> = gateway
@@ -84,53 +120,107 @@ impl StatusWriter {
                 "conditions": gateway.conditions.iter().map(condition_json).collect::<Vec<_>>(),
                 "listeners": listeners,
             });
-            self.patch::<Gateway>("Gateway", objects::gateway_resource(), key, body)
-                .await;
-        }
-        if self.addresses.is_empty() {
-            return; // nothing true to say: listeners on every address and no POD_IP
-        }
-        let ips: Vec<Value> = self
-            .addresses
-            .iter()
-            .map(|ip| json!({"ip": ip.to_string()}))
-            .collect();
-        for key in &status.ingresses {
-            let body = json!({"loadBalancer": {"ingress": ips}});
-            let id = ("Ingress", key.clone());
+            let id = ("Gateway", key.clone());
             if self.attempted.get(&id) == Some(&body) {
                 continue;
             }
-            let api: Api<Ingress> = Api::namespaced(self.client.clone(), &key.0);
-            let patch = Patch::Merge(json!({ "status": body }));
+            // A Gateway belongs to the one controller of its class: its status is ours.
+            let mut stamped = body.clone();
+            stamp(&mut stamped);
+            let api: Api<Gateway> =
+                Api::namespaced_with(self.client.clone(), &key.0, &objects::gateway_resource());
+            let patch = Patch::Merge(json!({ "status": stamped }));
             let result = api
                 .patch_status(&key.1, &PatchParams::default(), &patch)
                 .await;
-            log_outcome("Ingress", key, result.map(|_| ()));
-            self.attempted.insert(id, body);
+            let outcome = log_outcome("Gateway", key, result.map(|_| ()));
+            retry |= self.settle(id, body, outcome);
+        }
+        if !self.addresses.is_empty() {
+            // Else nothing true to say: listeners on every address and no POD_IP.
+            let ips: Vec<Value> = self
+                .addresses
+                .iter()
+                .map(|ip| json!({"ip": ip.to_string()}))
+                .collect();
+            for key in &status.ingresses {
+                let body = json!({"loadBalancer": {"ingress": ips}});
+                let id = ("Ingress", key.clone());
+                if self.attempted.get(&id) == Some(&body) {
+                    continue;
+                }
+                let api: Api<Ingress> = Api::namespaced(self.client.clone(), &key.0);
+                let patch = Patch::Merge(json!({ "status": body }));
+                let result = api
+                    .patch_status(&key.1, &PatchParams::default(), &patch)
+                    .await;
+                let outcome = log_outcome("Ingress", key, result.map(|_| ()));
+                retry |= self.settle(id, body, outcome);
+            }
+        }
+        // Objects that are gone are forgotten: one created again under the same name
+        // gets its status written afresh.
+        self.attempted.retain(|(kind, key), _| match *kind {
+            "HTTPRoute" => objects.routes.contains_key(key),
+            "Gateway" => objects.gateways.contains_key(key),
+            _ => objects.ingresses.contains_key(key),
+        });
+        retry
+    }
+
+    /// Records a finished write; returns whether it must be retried.
+    fn settle(&mut self, id: (&'static str, Key), body: Value, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Written | Outcome::Refused => {
+                self.attempted.insert(id, body);
+                false
+            }
+            Outcome::Retry => {
+                self.attempted.remove(&id);
+                true
+            }
         }
     }
 
-    async fn patch<K>(&mut self, kind: &'static str, resource: ApiResource, key: &Key, body: Value)
-    where
-        K: kube::Resource<DynamicType = ApiResource, Scope = kube::core::DynamicResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let id = (kind, key.clone());
-        if self.attempted.get(&id) == Some(&body) {
-            return;
+    /// Replaces edgegate's own entries of a route's `status.parents` with `ours`, keeping
+    /// every other controller's entry as it is. A merge patch replaces an array whole, so
+    /// this reads the status, writes back the others' entries with ours, and makes the
+    /// write conditional on the version read: a writer that got in between means a
+    /// fresh read (409), never a lost entry.
+    async fn write_route_parents(&self, key: &Key, ours: &Value) -> Outcome {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &key.0, &objects::http_route_resource());
+        let mut result = Ok(());
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let current = match api.get_status(&key.1).await {
+                Ok(current) => current,
+                Err(e) => return log_outcome("HTTPRoute", key, Err(e)),
+            };
+            let others = current.data["status"]["parents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["controllerName"] != CONTROLLER_NAME)
+                .cloned();
+            let mut stamped = ours.clone();
+            stamp(&mut stamped);
+            let parents: Vec<Value> = others
+                .chain(stamped.as_array().into_iter().flatten().cloned())
+                .collect();
+            let patch = Patch::Merge(json!({
+                "metadata": {"resourceVersion": current.metadata.resource_version},
+                "status": {"parents": parents},
+            }));
+            result = api
+                .patch_status(&key.1, &PatchParams::default(), &patch)
+                .await
+                .map(|_| ());
+            match &result {
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                _ => break,
+            }
         }
-        let mut stamped = body.clone();
-        stamp(&mut stamped);
-        let api: Api<K> = Api::namespaced_with(self.client.clone(), &key.0, &resource);
-        let patch = Patch::Merge(json!({ "status": stamped }));
-        let result = api
-            .patch_status(&key.1, &PatchParams::default(), &patch)
-            .await;
-        log_outcome(kind, key, result.map(|_| ()));
-        self.attempted.insert(id, body);
+        log_outcome("HTTPRoute", key, result)
     }
 }
 
@@ -167,17 +257,39 @@ fn stamp(value: &mut Value) {
     visit(value, &now);
 }
 
-fn log_outcome(kind: &str, key: &Key, result: Result<(), kube::Error>) {
-    match result {
-        Ok(()) => tracing::debug!(kind, namespace = %key.0, name = %key.1, "status written"),
-        Err(e) => tracing::warn!(
+fn log_outcome(kind: &str, key: &Key, result: Result<(), kube::Error>) -> Outcome {
+    let outcome = match &result {
+        Ok(()) => Outcome::Written,
+        Err(kube::Error::Api(status))
+            if status.code == 409 || status.code == 429 || status.code >= 500 =>
+        {
+            Outcome::Retry
+        }
+        Err(kube::Error::Api(_)) => Outcome::Refused,
+        // No answer at all: a timeout, a refused or broken connection.
+        Err(_) => Outcome::Retry,
+    };
+    match (outcome, result) {
+        (Outcome::Written, _) => {
+            tracing::debug!(kind, namespace = %key.0, name = %key.1, "status written")
+        }
+        (Outcome::Retry, Err(e)) => tracing::warn!(
+            kind,
+            namespace = %key.0,
+            name = %key.1,
+            error = %e,
+            "cannot write status for now; retrying with backoff (routing is unaffected)"
+        ),
+        (_, Err(e)) => tracing::warn!(
             kind,
             namespace = %key.0,
             name = %key.1,
             error = %e,
             "cannot write status (RBAC needs patch on the status subresource); routing is unaffected"
         ),
+        (_, Ok(())) => {}
     }
+    outcome
 }
 
 /// The addresses an Ingress reports: the listeners' own when they name one, else the

@@ -243,12 +243,35 @@ async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
 /// The newest objects and their translation, for the status writer.
 type Latest = Option<(Arc<ClusterObjects>, Arc<ClusterRoutes>)>;
 
+/// Writes the newest status, and writes again after a backoff while some write failed
+/// for a passing reason (a 5xx, 429, timeout), until every one went through or was
+/// refused for good.
 async fn write_status(mut writer: StatusWriter, mut latest: tokio::sync::watch::Receiver<Latest>) {
-    while latest.changed().await.is_ok() {
-        let current = latest.borrow_and_update().clone();
-        if let Some((objects, routes)) = current {
-            writer.write(&objects, &routes.status).await;
+    use kube::runtime::utils::Backoff;
+    let mut backoff = crate::sources::kube::capped_backoff();
+    let mut retry_in: Option<Duration> = None;
+    loop {
+        match retry_in {
+            Some(delay) => tokio::select! {
+                changed = latest.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(delay) => {}
+            },
+            None => {
+                if latest.changed().await.is_err() {
+                    return;
+                }
+            }
         }
+        let current = latest.borrow_and_update().clone();
+        let Some((objects, routes)) = current else {
+            continue;
+        };
+        retry_in = if writer.write(&objects, &routes.status).await {
+            Some(backoff.next().unwrap_or(Duration::from_secs(5)))
+        } else {
+            backoff.reset();
+            None
+        };
     }
 }
 

@@ -1,7 +1,8 @@
 //! The kinds routes come from (spec section 10): Gateway API Gateways, HTTPRoutes and
 //! ReferenceGrants, Ingresses and TLS Secrets, with the same list/watch semantics as the
 //! discovery kinds, plus merge patches on the status subresource (refusable, as without
-//! RBAC for it).
+//! RBAC for it; failing for a while, as under etcd trouble; conditional on a
+//! `metadata.resourceVersion` in the patch, as on a real server).
 
 use serde_json::{json, Map, Value};
 
@@ -60,6 +61,33 @@ impl KubeApi {
     /// From now on status patches are refused with 403 (or accepted again).
     pub fn refuse_status_writes(&self, refuse: bool) {
         self.inner.store().refuse_status = refuse;
+    }
+
+    /// The next `count` status patches fail with a 500, as when etcd times out.
+    pub fn fail_status_writes(&self, count: usize) {
+        self.inner.store().failing_status = count;
+    }
+
+    /// Sets an object's status as another controller would (a MODIFIED event, the
+    /// generation unchanged).
+    pub fn set_status(&self, kind: &str, namespace: &str, name: &str, status: Value) {
+        let kind = Kind::from_name(kind).expect("a kind the double serves");
+        let key = Key::new(kind, namespace, name);
+        let mut store = self.inner.store();
+        let current = store.objects.get(&key).cloned().expect("the object exists");
+        let mut fields: Map<String, Value> = current
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "kind" | "apiVersion" | "metadata"))
+            .collect();
+        fields.insert("status".into(), status);
+        let labels = current["metadata"]["labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        store.upsert(key, labels, fields);
     }
 
     /// Status patches received so far, refused ones included, as `KIND NS/NAME`.
@@ -141,10 +169,31 @@ impl Inner {
         let Ok(patch) = serde_json::from_slice::<Value>(body) else {
             return status(400, "BadRequest", "the patch is not JSON", None);
         };
+        if store.failing_status > 0 {
+            store.failing_status -= 1;
+            return status(
+                500,
+                "InternalError",
+                "Internal error occurred: etcdserver: request timed out",
+                None,
+            );
+        }
         let Some(current) = store.objects.get(key).cloned() else {
             let message = format!("{} \"{}\" not found", key.kind.plural(), key.name);
             return status(404, "NotFound", &message, None);
         };
+        // A resourceVersion in the patch is a precondition, as on a real server.
+        if let Some(wanted) = patch["metadata"]["resourceVersion"].as_str() {
+            if current["metadata"]["resourceVersion"].as_str() != Some(wanted) {
+                let message = format!(
+                    "Operation cannot be fulfilled on {}.{} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
+                    key.kind.plural(),
+                    key.kind.group(),
+                    key.name
+                );
+                return status(409, "Conflict", &message, None);
+            }
+        }
         let mut fields: Map<String, Value> = current
             .as_object()
             .cloned()

@@ -184,6 +184,8 @@ pub(super) struct Store {
     pub(super) refuse_status: bool,
     /// Status patches received (refused ones included), as `KIND NS/NAME`.
     pub(super) status_patches: Vec<String>,
+    /// Status patches still to fail with a 500 (`KubeApi::fail_status_writes`).
+    pub(super) failing_status: usize,
     /// How late every request is answered (`KubeApi::set_delay`).
     pub(super) delay: std::time::Duration,
 }
@@ -210,6 +212,7 @@ impl Store {
             refuse_status: false,
             status_patches: Vec::new(),
             delay: std::time::Duration::ZERO,
+            failing_status: 0,
         }
     }
 
