@@ -902,3 +902,54 @@ async fn failed_status_writes_are_retried_and_a_recreated_route_gets_status_agai
     .await;
     wait_condition(&api, "shop", "flaky", "Accepted", ("True", "Accepted")).await;
 }
+
+/// A kind RBAC does not let edgegate list (403) counts as empty and is reported; the
+/// other kinds' routes are served and `/readyz` turns ready (issue 18, fault 9: only a
+/// 404 counted as "not served", so a 403 held every cluster route and `/readyz`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_rbac_forbids_counts_as_empty_and_holds_nothing_else() {
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 33, 1).await;
+    web.publish(&api, "shop", "web");
+    let port = free_port();
+    gateway_object(&api, "shop", "edge", "edgegate", port);
+    http_route(
+        &api,
+        "shop",
+        "storefront",
+        json!({"parentRefs": [{"name": "edge"}], "hostnames": ["shop.example.com"],
+               "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    api.forbid_kind("ReferenceGrant", true);
+    let gw = start_gateway(&api, port, "");
+    gw.wait_ready().await;
+    let served = get(&gw, "shop.example.com", "/", &[]).await;
+    assert_eq!((served.0, served.1.as_str()), (200, "web-0"));
+    gw.wait_for_log("not allowed to list this kind", Duration::from_secs(5));
+
+    // Once allowed, the kind is read like any other (a grant now lets a route in
+    // another namespace reach the Service).
+    api.forbid_kind("ReferenceGrant", false);
+    http_route(
+        &api,
+        "other",
+        "cross",
+        json!({"parentRefs": [{"name": "edge", "namespace": "shop"}], "hostnames": ["cross.example.com"],
+               "rules": [{"backendRefs": [{"name": "web", "namespace": "shop", "port": 80}]}]}),
+    );
+    api.apply_object(
+        "ReferenceGrant",
+        "shop",
+        "let-other-in",
+        json!({"spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "other"}],
+                        "to": [{"group": "", "kind": "Service"}]}}),
+    );
+    within(
+        Duration::from_secs(10),
+        &gw,
+        "cross.example.com",
+        "/",
+        |r| r.0 == 200,
+    )
+    .await;
+}

@@ -3,8 +3,10 @@
 //!
 //! Nothing is sent until every watched kind has listed once, so a start never publishes
 //! routes without their Services (which would answer 500 for a moment). A kind the API
-//! server does not serve (Gateway API CRDs not installed: 404) counts as listed and
-//! empty, and keeps being retried, so Ingresses work in a cluster without the CRDs.
+//! server does not serve (Gateway API CRDs not installed: 404) or that RBAC does not let
+//! edgegate list (403) counts as listed and empty, is logged, and keeps being retried,
+//! so Ingresses work in a cluster without the CRDs and one missing permission never
+//! holds every other route (or `/readyz`).
 //! A broken watch keeps the last known objects while kube-runtime re-lists with backoff.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -322,10 +324,15 @@ async fn watch_kind<K, T>(
         let event = match event {
             Ok(event) => event,
             Err(e) => {
-                if is_not_served(&e) {
-                    // The kind is not installed: nothing of it exists, until it is.
+                if let Some(code) = unreadable(&e) {
+                    // Not installed (404), or not ours to read (403): nothing of it
+                    // exists for us until that changes, and the other kinds (and
+                    // `/readyz`) never wait for it.
                     if !missing_logged {
-                        tracing::warn!(kind = kind.name, "the API server does not serve this kind (CRDs not installed?); treating it as empty and retrying");
+                        match code {
+                            403 => tracing::warn!(kind = kind.name, error = %e, "not allowed to list this kind (RBAC); treating it as empty and retrying"),
+                            _ => tracing::warn!(kind = kind.name, "the API server does not serve this kind (CRDs not installed?); treating it as empty and retrying"),
+                        }
                         missing_logged = true;
                     }
                     let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
@@ -522,6 +529,10 @@ where
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            tracing::warn!(kind = kind.name, error = %status, "not allowed to list this kind (RBAC); treating it as empty");
+            Ok(())
+        }
         Err(e) => Err(format!("cannot list {}: {e}", kind.name)),
     }
 }
@@ -534,13 +545,18 @@ fn same_meta(
     a.generation == b.generation && a.creation_timestamp == b.creation_timestamp
 }
 
-fn is_not_served(error: &watcher::Error) -> bool {
-    matches!(
-        error,
+/// The status code when a kind cannot be listed at all: 404, the API server does not
+/// serve it (CRDs not installed); 403, RBAC does not let edgegate read it.
+fn unreadable(error: &watcher::Error) -> Option<u16> {
+    match error {
         watcher::Error::InitialListFailed(kube::Error::Api(status))
-            | watcher::Error::WatchStartFailed(kube::Error::Api(status))
-            if status.code == 404
-    )
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+            if status.code == 404 || status.code == 403 =>
+        {
+            Some(status.code)
+        }
+        _ => None,
+    }
 }
 
 fn key_of<K: Resource>(object: &K) -> Key {

@@ -63,6 +63,18 @@ impl KubeApi {
         self.inner.store().refuse_status = refuse;
     }
 
+    /// From now on listing or watching `kind` answers 403, as when RBAC does not let the
+    /// client read it (or reading it is allowed again).
+    pub fn forbid_kind(&self, kind: &str, forbid: bool) {
+        let kind = Kind::from_name(kind).expect("a kind the double serves");
+        let mut store = self.inner.store();
+        if forbid {
+            store.forbidden.insert(kind);
+        } else {
+            store.forbidden.remove(&kind);
+        }
+    }
+
     /// The next `count` status patches fail with a 500, as when etcd times out.
     pub fn fail_status_writes(&self, count: usize) {
         self.inner.store().failing_status = count;

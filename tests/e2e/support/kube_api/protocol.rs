@@ -218,6 +218,20 @@ impl Inner {
                 .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
                 .body(ApiBody::Full(Some(Bytes::from_static(text.as_bytes()))))
                 .expect("text response"),
+            Route::Collection { kind, namespace } if self.store().forbidden.contains(&kind) => {
+                let scope = match &namespace {
+                    Some(ns) => format!("in the namespace \"{ns}\""),
+                    None => "at the cluster scope".to_string(),
+                };
+                let message = format!(
+                    "{}.{} is forbidden: User \"system:serviceaccount:edgegate:edgegate\" cannot list resource \"{}\" in API group \"{}\" {scope}",
+                    kind.plural(),
+                    kind.group(),
+                    kind.plural(),
+                    kind.group()
+                );
+                status(403, "Forbidden", &message, None)
+            }
             Route::Collection { kind, namespace } => {
                 let result = Filter::parse(kind, namespace, &query).and_then(|filter| {
                     if query.flag("watch") {

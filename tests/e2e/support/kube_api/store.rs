@@ -184,6 +184,8 @@ pub(super) struct Store {
     pub(super) refuse_status: bool,
     /// Status patches received (refused ones included), as `KIND NS/NAME`.
     pub(super) status_patches: Vec<String>,
+    /// Kinds whose list and watch answer 403 (`KubeApi::forbid_kind`).
+    pub(super) forbidden: std::collections::BTreeSet<Kind>,
     /// Status patches still to fail with a 500 (`KubeApi::fail_status_writes`).
     pub(super) failing_status: usize,
     /// How late every request is answered (`KubeApi::set_delay`).
@@ -213,6 +215,7 @@ impl Store {
             status_patches: Vec::new(),
             delay: std::time::Duration::ZERO,
             failing_status: 0,
+            forbidden: std::collections::BTreeSet::new(),
         }
     }
 
