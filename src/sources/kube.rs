@@ -20,7 +20,7 @@ use kube::{Api, Client};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::model::{DiscoveryApi, KubernetesService, Members, Name, ServicePort};
+use crate::config::model::{DiscoveryApi, KubernetesService, Members, Name};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::update::Update;
@@ -44,10 +44,12 @@ struct WatchKey {
 struct WatchState {
     /// Upstreams fed by this watch, each with the Service (and port) it names.
     subscribers: Vec<(Name, KubernetesService)>,
-    /// The Service's ports: name -> (port number, target). Needed to map a port given
-    /// by number to the name EndpointSlices use.
+    /// The Service's ports as (name, number), followed by a watch of the Service:
+    /// needed to map a port given by number to the name EndpointSlices use.
     service_ports: Vec<(String, u16)>,
     slices: BTreeMap<String, Vec<SliceEndpoints>>,
+    /// Both the endpoints and the Service have listed once: members computed for a new
+    /// subscriber are then complete.
     synced: bool,
 }
 
@@ -232,6 +234,13 @@ type SliceEvents = futures_util::stream::BoxStream<
     Result<Event<(String, Vec<SliceEndpoints>)>, watcher::Error>,
 >;
 
+/// What one watch hears: the Service's endpoints (slices, or the legacy object), or
+/// the Service itself (its port list maps port numbers to the names slices use).
+enum Heard {
+    Slices(Event<(String, Vec<SliceEndpoints>)>),
+    Ports(Event<Vec<(String, u16)>>),
+}
+
 async fn run_watch(
     client: Client,
     key: WatchKey,
@@ -239,12 +248,11 @@ async fn run_watch(
     updates: mpsc::Sender<Update>,
     metrics: Arc<Metrics>,
 ) {
-    let services: Api<Service> = Api::namespaced(client.clone(), &key.namespace);
     let labels = format!("kubernetes.io/service-name={}", key.service);
     let fields = format!("metadata.name={}", key.service);
-    let mut events: SliceEvents = match key.api {
+    let slices: SliceEvents = match key.api {
         DiscoveryApi::EndpointSlices => {
-            let api: Api<EndpointSlice> = Api::namespaced(client, &key.namespace);
+            let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &key.namespace);
             watcher(api, watcher::Config::default().labels(&labels))
                 .backoff(capped_backoff())
                 .map(|e| {
@@ -253,7 +261,7 @@ async fn run_watch(
                 .boxed()
         }
         DiscoveryApi::Endpoints => {
-            let api: Api<Endpoints> = Api::namespaced(client, &key.namespace);
+            let api: Api<Endpoints> = Api::namespaced(client.clone(), &key.namespace);
             watcher(api, watcher::Config::default().fields(&fields))
                 .backoff(capped_backoff())
                 .map(|e| {
@@ -262,8 +270,19 @@ async fn run_watch(
                 .boxed()
         }
     };
+    // The Service is followed too: a subscriber naming a port by number needs its port
+    // list from the start (not from the next slice change), and an edit of the list
+    // re-maps every subscriber.
+    let services: Api<Service> = Api::namespaced(client, &key.namespace);
+    let ports = watcher(services, watcher::Config::default().fields(&fields))
+        .backoff(capped_backoff())
+        .map(|e| e.map(|e| Heard::Ports(map_event(e, service_ports))))
+        .boxed();
+    let mut events = futures_util::stream::select(slices.map(|e| e.map(Heard::Slices)), ports);
     let upstream_label = format!("{}/{}", key.namespace, key.service);
     let mut pending: BTreeMap<String, Vec<SliceEndpoints>> = BTreeMap::new();
+    let mut pending_ports: Vec<(String, u16)> = Vec::new();
+    let (mut slices_listed, mut ports_listed) = (false, false);
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => event,
@@ -280,62 +299,59 @@ async fn run_watch(
             .discovery_events
             .with_label_values(&[&upstream_label])
             .inc();
-        let publish = {
+        let changed = {
             let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
             match event {
-                Event::Init => {
+                Heard::Slices(Event::Init) => {
                     pending.clear();
                     false
                 }
-                Event::InitApply((name, slices)) => {
+                Heard::Slices(Event::InitApply((name, slices))) => {
                     pending.insert(name, slices);
                     false
                 }
-                Event::InitDone => {
+                Heard::Slices(Event::InitDone) => {
                     s.slices = std::mem::take(&mut pending);
+                    slices_listed = true;
                     true
                 }
-                Event::Apply((name, slices)) => {
+                Heard::Slices(Event::Apply((name, slices))) => {
                     s.slices.insert(name, slices);
                     true
                 }
-                Event::Delete((name, _)) => {
+                Heard::Slices(Event::Delete((name, _))) => {
                     s.slices.remove(&name);
+                    true
+                }
+                Heard::Ports(Event::Init) => {
+                    pending_ports.clear();
+                    false
+                }
+                Heard::Ports(Event::InitApply(ports)) => {
+                    pending_ports = ports;
+                    false
+                }
+                Heard::Ports(Event::InitDone) => {
+                    s.service_ports = std::mem::take(&mut pending_ports);
+                    ports_listed = true;
+                    true
+                }
+                Heard::Ports(Event::Apply(ports)) => {
+                    let changed = s.service_ports != ports;
+                    s.service_ports = ports;
+                    changed
+                }
+                Heard::Ports(Event::Delete(_)) => {
+                    tracing::warn!(namespace = %key.namespace, service = %key.service, "service deleted; members by port number cannot be mapped");
+                    s.service_ports.clear();
                     true
                 }
             }
         };
-        if !publish {
+        // Members are published once both the endpoints and the Service have listed:
+        // before that a port given by number could map to nothing.
+        if !changed || !(slices_listed && ports_listed) {
             continue;
-        }
-        let needs_service = {
-            let s = state.lock().unwrap_or_else(|e| e.into_inner());
-            s.subscribers
-                .iter()
-                .any(|(_, k)| matches!(k.port, ServicePort::Number(_)))
-        };
-        if needs_service {
-            match services.get_opt(&key.service).await {
-                Ok(Some(service)) => {
-                    let ports = service
-                        .spec
-                        .and_then(|s| s.ports)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|p| (p.name.unwrap_or_default(), p.port as u16))
-                        .collect();
-                    state
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .service_ports = ports;
-                }
-                Ok(None) => {
-                    tracing::warn!(namespace = %key.namespace, service = %key.service, "service not found")
-                }
-                Err(e) => {
-                    tracing::warn!(namespace = %key.namespace, service = %key.service, error = %e, "cannot read service; keeping its last known ports")
-                }
-            }
         }
         let messages: Vec<Update> = {
             let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -359,6 +375,18 @@ async fn run_watch(
             }
         }
     }
+}
+
+/// A Service's ports as (name, number): what maps a port given by number to the name
+/// EndpointSlices use.
+fn service_ports(service: Service) -> Vec<(String, u16)> {
+    service
+        .spec
+        .and_then(|s| s.ports)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| Some((p.name.unwrap_or_default(), u16::try_from(p.port).ok()?)))
+        .collect()
 }
 
 fn unix_now() -> i64 {

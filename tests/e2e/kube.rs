@@ -316,12 +316,12 @@ async fn broken_watches_keep_the_last_members_and_recover() {
     let gw = start_gateway(&api, &config(""));
     gw.wait_ready().await;
     wait_spread(&gw, &["pod-2"]).await;
-    api.wait_for_watchers(1, Duration::from_secs(5)).await;
+    api.wait_for_watchers(2, Duration::from_secs(5)).await;
 
     // The server ends the stream: the client re-watches, nothing changes for traffic.
     api.close_watches();
     assert_eq!(spread(&gw, 4).await, BTreeMap::from([("pod-2".into(), 4)]));
-    api.wait_for_watchers(1, Duration::from_secs(5)).await;
+    api.wait_for_watchers(2, Duration::from_secs(5)).await;
 
     // 410 Gone inside the stream: a fresh list follows, and a change made meanwhile lands.
     let since = api.requests().len();
@@ -386,13 +386,14 @@ async fn a_reload_starts_and_stops_watches() {
     api_slice(&api, pods.port, &[Endpoint::ready(&pods.ip(0))]);
     let gw = start_gateway(&api, &config(""));
     gw.wait_ready().await;
-    api.wait_for_watchers(1, Duration::from_secs(5)).await;
+    // Two watch streams per Service: its endpoints, and the Service (its port list).
+    api.wait_for_watchers(2, Duration::from_secs(5)).await;
     let with_api = format!(
         "{}\n[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\nupstream = \"api\"\n\n[upstreams.api.kubernetes]\nnamespace = \"shop\"\nservice = \"api\"\nport = \"http\"\n",
         config("")
     );
     gw.write_config(&with_api);
-    api.wait_for_watchers(2, Duration::from_secs(5)).await;
+    api.wait_for_watchers(4, Duration::from_secs(5)).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let resp = client()
@@ -407,7 +408,7 @@ async fn a_reload_starts_and_stops_watches() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     gw.write_config(&config(""));
-    api.wait_for_watchers_at_most(1, Duration::from_secs(5))
+    api.wait_for_watchers_at_most(2, Duration::from_secs(5))
         .await;
     assert_eq!(spread(&gw, 2).await, BTreeMap::from([("pod-2".into(), 2)]));
 }
@@ -513,4 +514,86 @@ async fn credentials_that_appear_after_start_are_picked_up() {
     std::fs::copy(api.kubeconfig_path(), &later).expect("kubeconfig appears");
     wait_spread(&gw, &["pod-2"]).await;
     assert_eq!(gw.admin_status("/readyz").await, 200);
+}
+
+/// Waits until a request to `path` is answered by `pod`.
+async fn wait_answered_by(gw: &Gateway, path: &str, pod: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = client()
+            .get(gw.url("web", path))
+            .send()
+            .await
+            .expect("request");
+        let who = resp.headers().get("x-upstream").map_or_else(
+            || format!("status {}", resp.status()),
+            |v| v.to_str().expect("h").to_string(),
+        );
+        if who == pod {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path}: still {who}, want {pod}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One Service named by port name by one upstream and by port number by another: each
+/// gets its members, and an edit of the Service's port list re-maps them (issue 18,
+/// fault 4: the second subscriber's members came from a port map filled only on a
+/// later slice event, so it published none while `/readyz` said ready, and Service
+/// edits were never followed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_by_port_name_and_by_number_gives_each_its_members_and_edits_follow() {
+    let api = KubeApi::start().await;
+    let ip = "127.0.36.1";
+    let http = Upstream::start_on(format!("{ip}:0").parse().expect("addr"), "pod-http").await;
+    let alt = Upstream::start_on(format!("{ip}:0").parse().expect("addr"), "pod-alt").await;
+    let service = |http_number: u16, alt_number: u16| {
+        api.apply_service(
+            "shop",
+            "web",
+            &[
+                (
+                    Some("http"),
+                    http_number,
+                    TargetPort::Number(http.addr.port()),
+                ),
+                (Some("alt"), alt_number, TargetPort::Number(alt.addr.port())),
+            ],
+        );
+    };
+    service(80, 81);
+    api.apply_endpoint_slice(
+        "shop",
+        "web-a",
+        "web",
+        &[
+            (Some("http"), http.addr.port()),
+            (Some("alt"), alt.addr.port()),
+        ],
+        &[Endpoint::ready(ip)],
+    );
+    let gw = start_gateway(&api, &config(""));
+    gw.wait_ready().await;
+    wait_answered_by(&gw, "/", "pod-http").await;
+
+    // A second upstream on the same watch, naming the Service's port by number.
+    let by_number = format!(
+        "{}\n[[routes]]\nname = \"by-number\"\npath_prefix = \"/n\"\nupstream = \"by-number\"\n\n\
+         [upstreams.by-number.kubernetes]\nnamespace = \"shop\"\nservice = \"web\"\nport = 81\n",
+        config("")
+    );
+    gw.write_config(&by_number);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.config_json().await["generation"] != 2 {
+        assert!(Instant::now() < deadline, "the config was never reloaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.wait_ready().await;
+    wait_answered_by(&gw, "/n/x", "pod-alt").await;
+
+    // The Service's numbers swap: port 81 is now `http`.
+    service(81, 80);
+    wait_answered_by(&gw, "/n/x", "pod-http").await;
+    wait_answered_by(&gw, "/", "pod-http").await;
 }
