@@ -272,7 +272,8 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         // Renewed Secrets mean new acceptors, in the same snapshot as the routes. A route
         // edit keeps the acceptors (and their TLS session caches) as they are.
         let edges = if certificates_changed {
-            self.cluster_certificates = load_cluster_certificates(&self.cluster);
+            self.cluster_certificates =
+                load_cluster_certificates(&self.cluster, &self.file_config.listeners);
             Edges {
                 listeners: ListenerSet::<A>::with_cluster_certificates(
                     &current.edges.listeners,
@@ -386,9 +387,17 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         file_config: Config,
     ) -> Result<Arc<Config>, String> {
         let current = self.handle.load_full();
+        // Certificates from Secrets are by listener name: follow a rename.
+        let cluster_certificates = if self.cluster.renamed_listeners(&file_config.listeners)
+            == self.cluster.renamed_listeners(&self.file_config.listeners)
+        {
+            self.cluster_certificates.clone()
+        } else {
+            load_cluster_certificates(&self.cluster, &file_config.listeners)
+        };
         let prepared = self
             .listeners
-            .prepare(&file_config.listeners, &self.cluster_certificates)
+            .prepare(&file_config.listeners, &cluster_certificates)
             .await?;
         let admin_address = file_config.admin.address;
         let admin = if admin_address == self.admin.lock().await.address() {
@@ -441,6 +450,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             admin,
         };
         self.publish(next, effects).await;
+        self.cluster_certificates = cluster_certificates;
         self.file_config = file_config;
         self.fingerprint = Fingerprint::of(&source.text, &config);
         Ok(config)
@@ -449,7 +459,12 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
 
 /// Parses the cluster's certificates (Secrets) per listener; a bad one is logged and
 /// left out, never failing the routes that came with it.
-fn load_cluster_certificates(cluster: &ClusterRoutes) -> ClusterCertificates {
+fn load_cluster_certificates(
+    cluster: &ClusterRoutes,
+    listeners: &[config::model::Listener],
+) -> ClusterCertificates {
+    // By the listeners' names now: a reload may have renamed one since translation.
+    let renamed = cluster.renamed_listeners(listeners);
     let mut by_listener = ClusterCertificates::default();
     for certificate in &cluster.certificates {
         match crate::tls::certificate_from_pem(
@@ -459,6 +474,7 @@ fn load_cluster_certificates(cluster: &ClusterRoutes) -> ClusterCertificates {
         ) {
             Ok(loaded) => {
                 for listener in &certificate.listeners {
+                    let listener = renamed.get(listener).unwrap_or(listener);
                     by_listener
                         .entry(listener.clone())
                         .or_default()

@@ -953,3 +953,146 @@ async fn a_kind_rbac_forbids_counts_as_empty_and_holds_nothing_else() {
     )
     .await;
 }
+
+/// Renaming listeners in the file (same addresses) keeps their cluster routes and
+/// Secret certificates served through the reload, under load, with the API server slow
+/// to answer the watches' relist (issue 18, fault 7: routes carried the old listener
+/// name and certificates were keyed by it until a full relist).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_listeners_keeps_their_cluster_routes_and_certificates_under_load() {
+    use crate::support::http1::RawClient;
+    use crate::support::pki::{self, ClientOptions, Pki};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 34, 1).await;
+    web.publish(&api, "shop", "web");
+    let ca = Pki::new("rename test ca");
+    let file_cert = ca.issue(&["default.example.com"]);
+    let secret_cert = ca.issue(&["secure.example.com"]);
+    api.apply_tls_secret(
+        "shop",
+        "site-tls",
+        &secret_cert.cert_pem,
+        &secret_cert.key_pem,
+    );
+    let (web_port, tls_port) = (free_port(), free_port());
+    api.apply_object(
+        "Gateway",
+        "shop",
+        "edge",
+        json!({"spec": {"gatewayClassName": "edgegate", "listeners": [
+            {"name": "http", "port": web_port, "protocol": "HTTP"},
+            {"name": "https", "port": tls_port, "protocol": "HTTPS", "hostname": "secure.example.com",
+             "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": "site-tls"}]}}]}}),
+    );
+    http_route(
+        &api,
+        "shop",
+        "plain",
+        json!({"parentRefs": [{"name": "edge", "sectionName": "http"}], "hostnames": ["shop.example.com"],
+               "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    http_route(
+        &api,
+        "shop",
+        "secure",
+        json!({"parentRefs": [{"name": "edge", "sectionName": "https"}],
+               "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    let text = |plain: &str, secure: &str| {
+        format!(
+            "[admin]\naddress = \"127.0.0.1:0\"\n\n\
+             [[listeners]]\nname = \"{plain}\"\naddress = \"127.0.0.1:{web_port}\"\n\n\
+             [[listeners]]\nname = \"{secure}\"\naddress = \"127.0.0.1:{tls_port}\"\n[listeners.tls]\n\
+             certificates = [{{ cert = \"default.pem\", key = \"default.key\" }}]\n\n\
+             [kubernetes]\ngateway_class = \"edgegate\"\n"
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    file_cert.write(dir.path(), "default");
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(&path, text("web", "websecure")).expect("write");
+    let kubeconfig = api.kubeconfig_path().display().to_string();
+    let gw = Gateway::spawn(dir, path, &[("KUBECONFIG", &kubeconfig)]);
+    gw.wait_ready().await;
+    let tls_addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().expect("addr");
+    let served_certificate = || {
+        let ca_pem = ca.ca_pem.clone();
+        async move {
+            let mut options = ClientOptions::new("secure.example.com", &ca_pem);
+            options.observe_only = true;
+            let stream = pki::connect(tls_addr, &options).await.expect("handshake");
+            pki::served_certificate(&stream)
+        }
+    };
+    assert_eq!(served_certificate().await, secret_cert.der());
+
+    // Keep-alive load on the plain listener's cluster route.
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let first_failure: Arc<Mutex<Option<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = gw.addr("web");
+    let load = tokio::spawn({
+        let (ok, failed, first_failure, stop) = (
+            ok.clone(),
+            failed.clone(),
+            first_failure.clone(),
+            stop.clone(),
+        );
+        async move {
+            let mut client = RawClient::connect(addr).await;
+            for _ in 0..200_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                client
+                    .send(b"GET /x HTTP/1.1\r\nhost: shop.example.com\r\n\r\n")
+                    .await;
+                let r = client.response(false, Duration::from_secs(5)).await;
+                if r.status == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    first_failure.lock().expect("lock").get_or_insert(format!(
+                        "status {}: {}",
+                        r.status,
+                        r.text()
+                    ));
+                }
+                if r.head.has_token("connection", "close") {
+                    client = RawClient::connect(addr).await;
+                }
+            }
+        }
+    });
+    while ok.load(Ordering::Relaxed) < 100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The watches relist slowly after the rename, if they relist at all.
+    api.set_delay(Duration::from_millis(1500));
+    gw.write_config(&text("front", "secure"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while generation(&gw).await != 2 {
+        assert!(Instant::now() < deadline, "the rename was never applied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        served_certificate().await,
+        secret_cert.der(),
+        "the Secret's certificate is served on the renamed listener"
+    );
+    let after = ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed);
+    while ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < after + 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.await.expect("load");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed across the rename; first: {:?}",
+        first_failure.lock().expect("lock")
+    );
+}

@@ -13,7 +13,7 @@ mod ingress;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -67,14 +67,59 @@ pub struct ClusterRoutes {
     pub status: Status,
     /// Things a person should fix, each naming its object; logged when they change.
     pub problems: Vec<String>,
+    /// The file's listeners this was translated against. Gateway listeners attach by
+    /// port, so when a reload renames a listener, the names here say which listener
+    /// each route and certificate meant until the watches translate again.
+    pub listeners: Vec<ListenerFacts>,
 }
 
 impl ClusterRoutes {
+    /// Listener names this translation used that the file's `listeners` now call
+    /// otherwise: the listener on the same port, with or without TLS alike. Empty when
+    /// nothing was renamed (the common case).
+    pub fn renamed_listeners(&self, listeners: &[Listener]) -> HashMap<Name, Name> {
+        let mut renamed = HashMap::new();
+        for fact in &self.listeners {
+            let same = |l: &&Listener| l.address.port() == fact.port && l.tls.is_some() == fact.tls;
+            if listeners.iter().filter(same).any(|l| l.name == fact.name) {
+                continue;
+            }
+            let mut now = listeners
+                .iter()
+                .filter(same)
+                .filter(|l| !self.listeners.iter().any(|f| f.name == l.name));
+            if let (Some(one), None) = (now.next(), now.next()) {
+                renamed.insert(fact.name.clone(), one.name.clone());
+            }
+        }
+        renamed
+    }
+
     /// The file's config with the cluster's routes after its own and the cluster's
     /// upstreams added. A file upstream of the same name wins (a file is explicit).
     pub fn merged_onto(&self, file: &model::Config) -> model::Config {
         let mut config = file.clone();
-        config.routes.extend(self.routes.iter().cloned());
+        let renamed = self.renamed_listeners(&file.listeners);
+        if renamed.is_empty() {
+            config.routes.extend(self.routes.iter().cloned());
+        } else {
+            config.routes.extend(self.routes.iter().map(|route| {
+                let Some(names) = &route.listeners else {
+                    return route.clone();
+                };
+                if !names.iter().any(|n| renamed.contains_key(n)) {
+                    return route.clone();
+                }
+                let mut moved = (**route).clone();
+                moved.listeners = Some(
+                    names
+                        .iter()
+                        .map(|n| renamed.get(n).unwrap_or(n).clone())
+                        .collect(),
+                );
+                Arc::new(moved)
+            }));
+        }
         for upstream in &self.upstreams {
             if config.upstream(&upstream.name).is_none() {
                 config.upstreams.push(upstream.clone());
@@ -210,6 +255,7 @@ pub fn translate(
         certificates: out.certificates,
         status: out.status,
         problems: out.problems,
+        listeners: listeners.to_vec(),
     }
 }
 
