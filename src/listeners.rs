@@ -371,7 +371,6 @@ pub struct Prepared {
     /// New name -> running name, for listeners renamed in place (same address): they
     /// keep their socket and accept loops.
     renamed: HashMap<Name, Name>,
-    expiries: Vec<(Name, String, i64)>,
     /// Every listener of the config as requests will see it.
     pub served: Arc<[ServedListener]>,
 }
@@ -426,24 +425,18 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
             bound: HashMap::new(),
             tls: HashMap::new(),
             renamed: HashMap::new(),
-            expiries: Vec::new(),
             served: Arc::from(Vec::new()),
         };
         let mut served = Vec::with_capacity(listeners.len());
         for spec in listeners {
-            let acceptor = match &spec.tls {
+            let (acceptor, expiries) = match &spec.tls {
                 Some(settings) => {
                     let from_cluster = cluster.get(&spec.name).cloned().unwrap_or_default();
                     let (acceptor, expiries) = build_acceptor(settings, from_cluster)
                         .map_err(|e| format!("listener {:?}: {e}", &*spec.name))?;
-                    prepared.expiries.extend(
-                        expiries
-                            .into_iter()
-                            .map(|(cert, at)| (spec.name.clone(), cert, at)),
-                    );
-                    Some(Arc::new(acceptor))
+                    (Some(Arc::new(acceptor)), expiries)
                 }
-                None => None,
+                None => (None, Vec::new()),
             };
             prepared.tls.insert(spec.name.clone(), acceptor.clone());
             // Kept: the same name at the same address. Renamed: a fixed address that a
@@ -495,6 +488,7 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
                 bound,
                 spec: spec.clone(),
                 tls: acceptor,
+                expiries,
             });
         }
         prepared.served = Arc::from(served);
@@ -511,23 +505,24 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
         served
             .iter()
             .map(|listener| {
-                let tls = match (&listener.spec.tls, &listener.tls) {
+                let (tls, expiries) = match (&listener.spec.tls, &listener.tls) {
                     (Some(settings), Some(current)) => {
                         let from_cluster = cluster.get(&listener.spec.name).cloned().unwrap_or_default();
                         match build_acceptor(settings, from_cluster) {
-                            Ok((acceptor, _)) => Some(Arc::new(acceptor)),
+                            Ok((acceptor, expiries)) => (Some(Arc::new(acceptor)), expiries),
                             Err(e) => {
                                 tracing::error!(listener = %listener.spec.name, error = %e, "cannot use the cluster's certificates; keeping the listener's");
-                                Some(current.clone())
+                                (Some(current.clone()), listener.expiries.clone())
                             }
                         }
                     }
-                    (_, current) => current.clone(),
+                    (_, current) => (current.clone(), listener.expiries.clone()),
                 };
                 ServedListener {
                     bound: listener.bound,
                     spec: listener.spec.clone(),
                     tls,
+                    expiries,
                 }
             })
             .collect()
@@ -607,11 +602,6 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
             }
             keep
         });
-        let expiry = &self.serving.metrics.certificate_expiry;
-        expiry.reset();
-        for (listener, name, at) in prepared.expiries {
-            expiry.with_label_values(&[&*listener, &name]).set(at);
-        }
     }
 
     /// Addresses actually bound, by listener name (port 0 resolved).

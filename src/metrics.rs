@@ -492,6 +492,47 @@ impl Metrics {
         forget(&self.tls_handshakes, &["listener", "result"], &known);
     }
 
+    /// The expiry of every certificate the listeners serve (files and Secrets alike),
+    /// set in place; series of certificates no longer served are removed afterwards, so
+    /// a scrape never sees the gauge half-empty.
+    pub fn set_certificate_expiries(
+        &self,
+        previous: &[crate::snapshot::ServedListener],
+        next: &[crate::snapshot::ServedListener],
+    ) {
+        let series = |listeners: &[crate::snapshot::ServedListener]| {
+            listeners
+                .iter()
+                .flat_map(|l| {
+                    l.expiries
+                        .iter()
+                        .map(move |(name, at)| ((l.spec.name.to_string(), name.clone()), *at))
+                })
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let now = series(next);
+        for ((listener, name), at) in &now {
+            self.certificate_expiry
+                .with_label_values(&[listener, name])
+                .set(*at);
+        }
+        for (listener, name) in series(previous).keys() {
+            if !now.contains_key(&(listener.clone(), name.clone())) {
+                let _ = self
+                    .certificate_expiry
+                    .remove_label_values(&[listener, name]);
+            }
+        }
+    }
+
+    /// Drops the series a discovery watch kept (`service` is `namespace/name`), once
+    /// no upstream names that Service.
+    pub fn forget_discovered_service(&self, service: &str) {
+        let _ = self.discovery_events.remove_label_values(&[service]);
+        let _ = self.discovery_errors.remove_label_values(&[service]);
+        let _ = self.discovery_last_sync.remove_label_values(&[service]);
+    }
+
     /// Drops the per-endpoint series of endpoints no longer in their upstream (removed by
     /// a reload or gone from discovery): endpoint addresses churn with every rollout.
     fn forget_departed_endpoints(&self, pools: &Pools) {

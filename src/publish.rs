@@ -207,6 +207,10 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         if let Some((address, socket)) = effects.admin {
             self.admin.lock().await.move_to(address, socket);
         }
+        if !Arc::ptr_eq(&previous.edges.listeners, &next.edges.listeners) {
+            self.metrics
+                .set_certificate_expiries(&previous.edges.listeners, &next.edges.listeners);
+        }
         let config_changed = !Arc::ptr_eq(&previous.config, &next.config);
         if config_changed {
             self.health.reconcile(&next);

@@ -118,8 +118,10 @@ pub fn build_acceptor(
         .iter()
         .map(|files| tls_files::certificate(&files.cert, &files.key))
         .collect::<Result<Vec<_>, _>>()?;
+    // File and Secret certificates alike: an expiry alert must cover both.
     let expiries = certificates
         .iter()
+        .chain(&cluster)
         .map(|c| (c.names.first().cloned().unwrap_or_default(), c.not_after))
         .collect();
     let versions: &[&'static rustls::SupportedProtocolVersion] = match settings.min_version {

@@ -71,6 +71,9 @@ pub struct ServedListener {
     pub bound: SocketAddr,
     pub spec: Listener,
     pub tls: Option<Arc<TlsAcceptor>>,
+    /// `(first name, not-after)` of every certificate `tls` serves (files and
+    /// Secrets), for the expiry metric.
+    pub expiries: Vec<(String, i64)>,
 }
 
 impl std::fmt::Debug for ServedListener {

@@ -131,14 +131,27 @@ impl Discovery {
         let mut messages = Vec::new();
         {
             let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
+            let mut stopped: Vec<WatchKey> = Vec::new();
             watches.retain(|key, watch| {
                 let keep = wanted.contains_key(key);
                 if !keep {
                     tracing::info!(namespace = %key.namespace, service = %key.service, "stopping watch");
                     watch.task.abort();
+                    stopped.push(key.clone());
                 }
                 keep
             });
+            // A Service no longer named by any upstream leaves the metrics too (the
+            // same Service watched through the other API keeps them).
+            for key in stopped {
+                let named = wanted
+                    .keys()
+                    .any(|k| k.namespace == key.namespace && k.service == key.service);
+                if !named {
+                    self.metrics
+                        .forget_discovered_service(&format!("{}/{}", key.namespace, key.service));
+                }
+            }
             for (key, subscribers) in wanted {
                 if let Some(watch) = watches.get(&key) {
                     let mut state = watch.state.lock().unwrap_or_else(|e| e.into_inner());

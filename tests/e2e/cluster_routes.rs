@@ -1096,3 +1096,65 @@ async fn renaming_listeners_keeps_their_cluster_routes_and_certificates_under_lo
         first_failure.lock().expect("lock")
     );
 }
+
+/// Certificates from Secrets appear in the expiry metric like file certificates, and
+/// follow a renewal that changes their name (issue 18, fault 10: they never appeared,
+/// so cert-manager users got no expiry alert).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_certificates_appear_in_the_expiry_metric() {
+    use crate::support::pki::Pki;
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 35, 1).await;
+    web.publish(&api, "shop", "web");
+    let ca = Pki::new("expiry test ca");
+    let file_cert = ca.issue(&["default.example.com"]);
+    let first = ca.issue(&["secure.example.com"]);
+    api.apply_tls_secret("shop", "site-tls", &first.cert_pem, &first.key_pem);
+    let tls_port = free_port();
+    api.apply_object(
+        "Gateway",
+        "shop",
+        "edge",
+        json!({"spec": {"gatewayClassName": "edgegate", "listeners": [
+            {"name": "https", "port": tls_port, "protocol": "HTTPS",
+             "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": "site-tls"}]}}]}}),
+    );
+    let text = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n\
+         [[listeners]]\nname = \"websecure\"\naddress = \"127.0.0.1:{tls_port}\"\n[listeners.tls]\n\
+         certificates = [{{ cert = \"default.pem\", key = \"default.key\" }}]\n\n\
+         [kubernetes]\ngateway_class = \"edgegate\"\n"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    file_cert.write(dir.path(), "default");
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(&path, text).expect("write");
+    let kubeconfig = api.kubeconfig_path().display().to_string();
+    let gw = Gateway::spawn(dir, path, &[("KUBECONFIG", &kubeconfig)]);
+    gw.wait_ready().await;
+    let series = |name: &str| {
+        format!("edgegate_tls_certificate_expiry_timestamp_seconds{{listener=\"websecure\",name=\"{name}\"}}")
+    };
+    let wait_series = |name: &'static str, present: bool| {
+        let series = series(name);
+        let gw = &gw;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while gw.metric(&series).await.is_some() != present {
+                assert!(
+                    Instant::now() < deadline,
+                    "{series} present: {}, want {present}",
+                    !present
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert!(gw.metric(&series("default.example.com")).await.is_some());
+    wait_series("secure.example.com", true).await;
+    // The Secret now holds a certificate for another name: the old series goes.
+    let renewed = ca.issue(&["shop.example.com"]);
+    api.apply_tls_secret("shop", "site-tls", &renewed.cert_pem, &renewed.key_pem);
+    wait_series("shop.example.com", true).await;
+    wait_series("secure.example.com", false).await;
+}

@@ -597,3 +597,40 @@ async fn a_service_by_port_name_and_by_number_gives_each_its_members_and_edits_f
     wait_answered_by(&gw, "/n/x", "pod-http").await;
     wait_answered_by(&gw, "/", "pod-http").await;
 }
+
+/// The `edgegate_discovery_*{service}` series of a Service no upstream names any more
+/// leave `/metrics` (issue 18, fault 10: they stayed for every Service ever named).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_series_leave_with_the_last_upstream_naming_their_service() {
+    let api = KubeApi::start().await;
+    let pods = Pods::start(1).await;
+    http_slice(&api, "web-a", pods.port, &[Endpoint::ready(&pods.ip(0))]);
+    let gw = start_gateway(&api, &config(""));
+    gw.wait_ready().await;
+    let series = "edgegate_discovery_events_total{service=\"shop/web\"}";
+    assert!(gw.metric(series).await.is_some_and(|v| v > 0.0));
+
+    let without = config("").replace(
+        "[upstreams.web.kubernetes]\nnamespace = \"shop\"\nservice = \"web\"\nport = \"http\"\n",
+        &format!(
+            "[upstreams.web]\nendpoints = [\"{}\"]\n",
+            pods.servers[0].addr
+        ),
+    );
+    assert_ne!(without, config(""));
+    gw.write_config(&without);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.config_json().await["generation"] != 2 {
+        assert!(Instant::now() < deadline, "the config was never reloaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = gw.metrics_text().await;
+    let left: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("edgegate_discovery_") && l.contains("shop/web"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "series of a Service no upstream names: {left:#?}"
+    );
+}
