@@ -5,8 +5,10 @@
 //! `Arc`s) and `try_send`s it into a bounded queue; when the queue is full the span is
 //! dropped and counted. The exporter task batches, encodes (`proto`), and POSTs with a
 //! small HTTP/1.1 client of its own over one kept-alive connection; a batch that cannot be
-//! delivered is dropped and counted too. Nothing is retried beyond one fresh connection,
-//! so a dead collector costs one failed connect per batch.
+//! delivered is dropped and counted too. A batch is sent again on a fresh connection only
+//! when the kept-alive one closed before the collector answered a byte (its idle close
+//! racing our write), never after a timeout, which may follow a batch the collector took:
+//! no span is stored twice, and one batch takes at most [`EXPORT_TIMEOUT`].
 //!
 //! The handle lives in the snapshot: a reload that keeps the same `[gateway.tracing]`
 //! keeps the same queue; one that changes or removes it drops the old handle, and the old
@@ -16,7 +18,7 @@
 mod proto;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -137,6 +139,8 @@ struct Exporter {
 #[derive(Debug)]
 enum ExportError {
     Io(std::io::Error),
+    /// The connection closed (or reset) before the collector answered a byte.
+    Closed,
     Timeout,
     Status(u16),
     BadResponse,
@@ -146,6 +150,7 @@ impl std::fmt::Display for ExportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ExportError::Io(e) => write!(f, "{e}"),
+            ExportError::Closed => write!(f, "the collector closed the connection"),
             ExportError::Timeout => write!(f, "timed out"),
             ExportError::Status(s) => write!(f, "collector answered {s}"),
             ExportError::BadResponse => write!(f, "invalid response from the collector"),
@@ -236,15 +241,25 @@ impl Exporter {
             env!("CARGO_PKG_VERSION"),
         );
         request.extend_from_slice(&body);
-        // A kept-alive connection the collector closed fails at once: one fresh try.
-        if let Some(stream) = self.connection.take() {
-            if let Ok(Ok(keep)) = tokio::time::timeout(EXPORT_TIMEOUT, post(stream, &request)).await
-            {
-                self.connection = keep;
-                return Ok(());
+        // One deadline for the whole export, a fresh connection included.
+        let deadline = tokio::time::Instant::now() + EXPORT_TIMEOUT;
+        // A kept-alive connection the collector has closed meanwhile reads as ready
+        // (EOF); such a one is not tried at all.
+        if let Some(stream) = self.connection.take().filter(still_open) {
+            match tokio::time::timeout_at(deadline, post(stream, &request)).await {
+                Ok(Ok(keep)) => {
+                    self.connection = keep;
+                    return Ok(());
+                }
+                // Closed before it answered a byte (the collector's idle close racing
+                // our write): the batch was not taken, so a fresh connection may send
+                // it. Anything else (no answer in time, an error status) may have been
+                // taken: sending it again could store every span twice.
+                Ok(Err(ExportError::Closed)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(ExportError::Timeout),
             }
         }
-        let deadline = Instant::now() + EXPORT_TIMEOUT;
         let attempt = async {
             let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
                 .await
@@ -252,7 +267,7 @@ impl Exporter {
             let _ = stream.set_nodelay(true);
             post(stream, &request).await
         };
-        match tokio::time::timeout_at(deadline.into(), attempt).await {
+        match tokio::time::timeout_at(deadline, attempt).await {
             Err(_) => Err(ExportError::Timeout),
             Ok(Err(e)) => Err(e),
             Ok(Ok(keep)) => {
@@ -263,10 +278,24 @@ impl Exporter {
     }
 }
 
+/// Whether an idle kept-alive connection can still carry a request: nothing to read
+/// (no EOF, no stray bytes) right now.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
 /// Sends one request and reads its answer; returns the connection when it may be reused.
+/// [`ExportError::Closed`] when the connection failed before any answer byte arrived.
 async fn post(mut stream: TcpStream, request: &[u8]) -> Result<Option<TcpStream>, ExportError> {
-    stream.write_all(request).await.map_err(ExportError::Io)?;
+    if stream.write_all(request).await.is_err() {
+        return Err(ExportError::Closed);
+    }
     let mut buf = Vec::with_capacity(1024);
+    match read_more(&mut stream, &mut buf).await {
+        Ok(0) | Err(_) => return Err(ExportError::Closed),
+        Ok(_) => {}
+    }
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut response = httparse::Response::new(&mut headers);

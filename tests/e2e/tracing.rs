@@ -336,3 +336,41 @@ async fn a_reload_that_removes_tracing_stops_the_export() {
         .expect("request");
     receiver.span_of_trace(again, WITHIN).await;
 }
+
+/// A collector that takes a batch and then answers too late gets that batch once: the
+/// exporter gives up on it instead of posting it again on a fresh connection (issue 18,
+/// fault 11: a timeout on the kept-alive connection was followed by a re-POST, so the
+/// spans were stored twice and one batch could take twice the export timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_answers_late_gets_each_batch_once() {
+    const SLOW: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let receiver = OtlpReceiver::start().await;
+    let up = Upstream::start("a").await;
+    let gw = Gateway::start(&traced_config(up.addr, &tracing_table(&receiver, 1.0)));
+    let http = client();
+    // The first batch opens the kept-alive connection.
+    http.get(gw.url("web", "/api/first"))
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .send()
+        .await
+        .expect("request");
+    receiver.span_of_trace(TRACE, WITHIN).await;
+
+    receiver.set_answer_delay(Duration::from_secs(8));
+    let before = gw.log_len();
+    let resp = http
+        .get(gw.url("web", "/api/slow"))
+        .header("traceparent", format!("00-{SLOW}-{PARENT}-01"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    receiver.span_of_trace(SLOW, WITHIN).await;
+    gw.wait_for_log_after("span export failed", before, Duration::from_secs(10));
+    let copies = receiver
+        .spans()
+        .iter()
+        .filter(|s| s.trace_id() == SLOW)
+        .count();
+    assert_eq!(copies, 1, "the collector was sent the batch {copies} times");
+}

@@ -77,6 +77,8 @@ pub fn hex(bytes: &[u8]) -> String {
 struct State {
     spans: Mutex<Vec<Received>>,
     requests: Mutex<Vec<String>>,
+    /// How long each answer waits after the spans are stored.
+    delay: Mutex<Duration>,
 }
 
 pub struct OtlpReceiver {
@@ -127,6 +129,12 @@ impl OtlpReceiver {
 
     pub fn spans(&self) -> Vec<Received> {
         self.state.spans.lock().expect("spans").clone()
+    }
+
+    /// From now on every export is stored at once but answered `delay` later: a
+    /// collector that takes the batch and then stalls.
+    pub fn set_answer_delay(&self, delay: Duration) {
+        *self.state.delay.lock().expect("delay") = delay;
     }
 
     /// `method path content-type` of every export request.
@@ -206,6 +214,10 @@ async fn handle(
         }
     }
     state.spans.lock().expect("spans").extend(received);
+    let delay = *state.delay.lock().expect("delay");
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let answer = ExportTraceServiceResponse::default().encode_to_vec();
     Ok(Response::builder()
         .header("content-type", "application/x-protobuf")
