@@ -170,8 +170,8 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             if let Some(cluster) = batch.cluster {
                 self.apply_cluster(cluster).await;
             }
-            for (upstream, source, endpoints) in batch.endpoints {
-                self.apply_members(upstream, source, endpoints).await;
+            for (upstream, source, endpoints, seq) in batch.endpoints {
+                self.apply_members(upstream, source, endpoints, seq).await;
             }
             if let Some((cause, force)) = batch.reload {
                 if self.readiness.is_draining() || self.listeners.is_closed() {
@@ -231,7 +231,16 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         upstream: Name,
         source: KubernetesService,
         endpoints: Vec<Endpoint>,
+        seq: u64,
     ) {
+        if self
+            .discovered
+            .get(&upstream)
+            .is_some_and(|applied| applied.newer_than(&source, seq))
+        {
+            // Computed before the members already applied, and queued behind them.
+            return;
+        }
         let current = self.handle.load_full();
         let wanted = current
             .config
@@ -247,8 +256,14 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             "discovered members"
         );
         let next = current.with_members(&upstream, &endpoints, &self.states);
-        self.discovered
-            .insert(upstream, DiscoveredMembers { source, endpoints });
+        self.discovered.insert(
+            upstream,
+            DiscoveredMembers {
+                source,
+                endpoints,
+                seq,
+            },
+        );
         match next {
             Some(next) => {
                 self.publish(next, Effects::default()).await;

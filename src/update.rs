@@ -20,10 +20,22 @@ pub enum Update {
         upstream: Name,
         source: KubernetesService,
         endpoints: Vec<Endpoint>,
+        /// When the members were computed ([`next_seq`], taken under the watch's lock):
+        /// two producers (a watch, and discovery giving a new subscriber its first
+        /// members) may queue for the same upstream in either order when the queue is
+        /// full, and an older computation must never replace a newer one.
+        seq: u64,
     },
     /// Everything the cluster's Gateway API and Ingress objects now say (spec section
     /// 10): it replaces the previous cluster routes whole; the file is not re-read.
     ClusterRoutes(Arc<ClusterRoutes>),
+}
+
+/// A process-wide, increasing stamp for [`Update::Endpoints`]: a higher one was
+/// computed later.
+pub fn next_seq() -> u64 {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Everything queued when the publisher gets to work, reduced to what must be done:
@@ -31,8 +43,9 @@ pub enum Update {
 /// way merges a burst into one reload without ever dropping a message of another kind.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Newest members per upstream, in the order upstreams were first seen.
-    pub endpoints: Vec<(Name, KubernetesService, Vec<Endpoint>)>,
+    /// Newest members per upstream (by their stamp, not by arrival), in the order
+    /// upstreams were first seen.
+    pub endpoints: Vec<(Name, KubernetesService, Vec<Endpoint>, u64)>,
     /// `(first cause, any forced)`.
     pub reload: Option<(&'static str, bool)>,
     /// The newest cluster routes; each message is complete, so older ones are moot.
@@ -52,12 +65,20 @@ impl Batch {
                 upstream,
                 source,
                 endpoints,
+                seq,
             } => match self.positions.get(&upstream) {
-                Some(&i) => self.endpoints[i] = (upstream, source, endpoints),
+                Some(&i) => {
+                    let queued = &mut self.endpoints[i];
+                    // A message computed earlier never replaces one of the same Service
+                    // computed later; a re-pointed upstream's newest message wins.
+                    if queued.1 != source || queued.3 < seq {
+                        *queued = (upstream, source, endpoints, seq);
+                    }
+                }
                 None => {
                     self.positions
                         .insert(upstream.clone(), self.endpoints.len());
-                    self.endpoints.push((upstream, source, endpoints));
+                    self.endpoints.push((upstream, source, endpoints, seq));
                 }
             },
         }
@@ -78,6 +99,7 @@ impl Batch {
 mod tests {
     use super::*;
     use crate::config::model::{DiscoveryApi, ServicePort};
+    use crate::snapshot::DiscoveredMembers;
 
     fn service(name: &str) -> KubernetesService {
         KubernetesService {
@@ -107,6 +129,7 @@ mod tests {
                 upstream: "api".into(),
                 source: service("api"),
                 endpoints: members(1),
+                seq: 1,
             },
             Update::Reload {
                 cause: "SIGHUP",
@@ -116,11 +139,13 @@ mod tests {
                 upstream: "web".into(),
                 source: service("web"),
                 endpoints: members(2),
+                seq: 2,
             },
             Update::Endpoints {
                 upstream: "api".into(),
                 source: service("api"),
                 endpoints: members(3),
+                seq: 3,
             },
         ] {
             tx.send(update).await.expect("queued");
@@ -131,9 +156,38 @@ mod tests {
         let got: Vec<(String, u16)> = batch
             .endpoints
             .iter()
-            .map(|(u, _, e)| (u.to_string(), e[0].address.port()))
+            .map(|(u, _, e, _)| (u.to_string(), e[0].address.port()))
             .collect();
         assert_eq!(got, vec![("api".into(), 3), ("web".into(), 2)]);
         assert!(rx.try_recv().is_err(), "the queue is read dry");
+    }
+
+    /// Issue 18, fault 8: a new subscriber's first members, computed before a watch
+    /// event but queued behind it, arrived second and replaced the newer members.
+    #[test]
+    fn members_computed_earlier_never_replace_later_ones() {
+        let mut batch = Batch::default();
+        let update = |port, seq| Update::Endpoints {
+            upstream: "api".into(),
+            source: service("api"),
+            endpoints: members(port),
+            seq,
+        };
+        batch.add(update(2, 20));
+        batch.add(update(1, 10));
+        assert_eq!(batch.endpoints.len(), 1);
+        assert_eq!(batch.endpoints[0].2[0].address.port(), 2);
+        // Across batches the publisher keeps the newest it applied.
+        let applied = DiscoveredMembers {
+            source: service("api"),
+            endpoints: members(2),
+            seq: 20,
+        };
+        assert!(applied.newer_than(&service("api"), 10));
+        assert!(!applied.newer_than(&service("api"), 21));
+        assert!(
+            !applied.newer_than(&service("web"), 10),
+            "another Service's"
+        );
     }
 }

@@ -45,6 +45,16 @@ impl SourceInfo {
 pub struct DiscoveredMembers {
     pub source: KubernetesService,
     pub endpoints: Vec<Endpoint>,
+    /// The stamp of the message they came in (`update::next_seq`).
+    pub seq: u64,
+}
+
+impl DiscoveredMembers {
+    /// Whether these members were computed after members of `source` stamped `seq`,
+    /// which must then be ignored.
+    pub fn newer_than(&self, source: &KubernetesService, seq: u64) -> bool {
+        self.source == *source && self.seq > seq
+    }
 }
 
 /// Members of discovered upstreams, by upstream name.

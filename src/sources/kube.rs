@@ -169,6 +169,7 @@ impl Discovery {
                                 upstream,
                                 source,
                                 endpoints,
+                                seq: crate::update::next_seq(),
                             });
                         }
                     }
@@ -375,6 +376,7 @@ async fn run_watch(
                     upstream: upstream.clone(),
                     source: source.clone(),
                     endpoints: members(&s.slices, &s.service_ports, &source.port),
+                    seq: crate::update::next_seq(),
                 })
                 .collect()
         };
