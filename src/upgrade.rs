@@ -265,15 +265,12 @@ pub fn announce_ready() {
         tracing::warn!(error = %e, "binary upgrade: cannot tell the previous process");
         return;
     }
+    // `go`, or the previous process closed the socket (or is gone): either way it no
+    // longer waits for this one.
     let mut buf = [0u8; 16];
-    loop {
-        match rustix::net::recv(&inheritance.channel, &mut buf, RecvFlags::empty()) {
-            Err(rustix::io::Errno::INTR) => continue,
-            // `go`, or the previous process closed the socket (or is gone): either way
-            // it no longer waits for this one.
-            Ok(_) | Err(_) => break,
-        }
-    }
+    while let Err(rustix::io::Errno::INTR) =
+        rustix::net::recv(&inheritance.channel, &mut buf, RecvFlags::empty())
+    {}
 }
 
 /// Tells systemd that this process serves now (it accepts on the inherited sockets).

@@ -364,7 +364,7 @@ async fn run_watch(
         };
         // Members are published once both the endpoints and the Service have listed:
         // before that a port given by number could map to nothing.
-        if !changed || !(slices_listed && ports_listed) {
+        if !(changed && slices_listed && ports_listed) {
             continue;
         }
         let messages: Vec<Update> = {
