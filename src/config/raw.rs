@@ -208,7 +208,10 @@ pub struct Kubernetes {
 }
 
 #[derive(Debug, Deserialize, Clone)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "invalid port: expected a Service port's name (\"http\") or number (80)"
+)]
 pub enum PortRef {
     Number(i64),
     Name(String),

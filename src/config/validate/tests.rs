@@ -337,3 +337,25 @@ fn every_problem_is_collected() {
     );
     assert_eq!(e.len(), 3, "{e:?}");
 }
+
+/// Issue 18: a dotted sub-table where a value belongs got toml 0.8's "expected a
+/// borrowed string"; it now says what is expected, where.
+#[test]
+fn a_dotted_sub_table_of_an_upstream_is_named_plainly() {
+    let base = "[[routes]]\nname = \"r\"\nupstream = \"api\"\n[upstreams.api]\n";
+    let cases = [
+        (
+            "endpoints = [\"127.0.0.1:1\"]\ntls.ca.x = \"a\"\n",
+            "error: t.toml:9:5: invalid type: map, expected a string",
+        ),
+        (
+            "kubernetes.service = \"web\"\nkubernetes.port.x = 1\n",
+            "error: t.toml:9:12: invalid port: expected a Service port's name (\"http\") or number (80)",
+        ),
+    ];
+    for (upstream, want) in cases {
+        let got = errors(&listener(&format!("{base}{upstream}")));
+        assert_eq!(got, [want], "{upstream}");
+        assert!(!got[0].contains("borrowed"));
+    }
+}
