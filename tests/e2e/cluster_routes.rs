@@ -1158,3 +1158,67 @@ async fn secret_certificates_appear_in_the_expiry_metric() {
     wait_series("shop.example.com", true).await;
     wait_series("secure.example.com", false).await;
 }
+
+/// A reload that adds a listener re-translates what the watches already hold: the
+/// Gateway listener on its port gets its routes without the cluster's objects being
+/// listed again (a listener change used to restart every watch, relisting everything
+/// and rewriting every status).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_added_by_reload_serves_its_gateway_routes_without_a_relist() {
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 36, 1).await;
+    web.publish(&api, "shop", "web");
+    let (port, late_port) = (free_port(), free_port());
+    api.apply_object(
+        "Gateway",
+        "shop",
+        "edge",
+        json!({"spec": {"gatewayClassName": "edgegate", "listeners": [
+            {"name": "http", "port": port, "protocol": "HTTP"},
+            {"name": "late", "port": late_port, "protocol": "HTTP"}]}}),
+    );
+    http_route(
+        &api,
+        "shop",
+        "late",
+        json!({"parentRefs": [{"name": "edge", "sectionName": "late"}], "hostnames": ["late.example.com"],
+               "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    let text = |extra: &str| {
+        format!(
+            "[admin]\naddress = \"127.0.0.1:0\"\n\n\
+             [[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:{port}\"\n\n{extra}\
+             [kubernetes]\ngateway_class = \"edgegate\"\n"
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(&path, text("")).expect("write");
+    let kubeconfig = api.kubeconfig_path().display().to_string();
+    let gw = Gateway::spawn(dir, path, &[("KUBECONFIG", &kubeconfig)]);
+    gw.wait_ready().await;
+    let since = api.requests().len();
+    gw.write_config(&text(&format!(
+        "[[listeners]]\nname = \"late\"\naddress = \"127.0.0.1:{late_port}\"\n\n"
+    )));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = client()
+            .get(format!("http://127.0.0.1:{late_port}/"))
+            .header("host", "late.example.com")
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        if matches!(answer, Ok(200)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new listener: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lists: Vec<String> = api.requests()[since..]
+        .iter()
+        .filter(|r| !r.contains("watch=true") && !r.contains("/status"))
+        .cloned()
+        .collect();
+    assert!(lists.is_empty(), "listed again: {lists:#?}");
+}

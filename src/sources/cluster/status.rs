@@ -54,12 +54,17 @@ enum Outcome {
 const CONFLICT_ATTEMPTS: usize = 3;
 
 impl StatusWriter {
-    pub fn new(client: Client, addresses: Vec<IpAddr>) -> Self {
+    pub fn new(client: Client) -> Self {
         Self {
             client,
-            addresses,
+            addresses: Vec::new(),
             attempted: BTreeMap::new(),
         }
+    }
+
+    /// Where Ingresses are reached now (the listeners can move with a reload).
+    pub fn set_addresses(&mut self, addresses: Vec<IpAddr>) {
+        self.addresses = addresses;
     }
 
     /// Writes every status that changed since it was last written. Returns whether some

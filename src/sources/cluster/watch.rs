@@ -44,13 +44,15 @@ struct Inputs {
 }
 
 /// Follows the applied config: starts the watches when `[kubernetes]` appears, restarts
-/// them when it (or the listeners) change, and withdraws the cluster's routes when it
-/// goes away.
+/// them when its settings change (other classes or namespaces mean other watches),
+/// hands a running session new listeners (a reload that adds, moves or renames one
+/// re-translates what the watches hold, without listing anything again), and withdraws
+/// the cluster's routes when `[kubernetes]` goes away.
 pub async fn follow(
     updates: mpsc::Sender<Update>,
     mut configs: tokio::sync::watch::Receiver<Arc<Config>>,
 ) {
-    let mut running: Option<(Inputs, Session)> = None;
+    let mut running: Option<Session> = None;
     loop {
         let config = configs.borrow_and_update().clone();
         let inputs = config.kubernetes.clone().map(|settings| Inputs {
@@ -61,21 +63,25 @@ pub async fn follow(
                 std::env::var("POD_IP").ok().as_deref(),
             ),
         });
-        if inputs.as_ref() != running.as_ref().map(|(i, _)| i) {
-            let was_running = running.take().is_some();
-            match inputs {
-                Some(inputs) => {
-                    tracing::info!(settings = ?inputs.settings, "watching the cluster for routes");
-                    let session = Session::start(inputs.clone(), updates.clone());
-                    running = Some((inputs, session));
-                }
-                None if was_running => {
-                    let _ = updates
-                        .send(Update::ClusterRoutes(Arc::new(ClusterRoutes::default())))
-                        .await;
-                }
-                None => {}
+        match (inputs, &running) {
+            (Some(inputs), Some(session)) if inputs.settings == session.settings => {
+                session.inputs.send_if_modified(|current| {
+                    let changed = *current != inputs;
+                    *current = inputs;
+                    changed
+                });
             }
+            (Some(inputs), _) => {
+                tracing::info!(settings = ?inputs.settings, "watching the cluster for routes");
+                running = Some(Session::start(inputs, updates.clone()));
+            }
+            (None, Some(_)) => {
+                running = None;
+                let _ = updates
+                    .send(Update::ClusterRoutes(Arc::new(ClusterRoutes::default())))
+                    .await;
+            }
+            (None, None) => {}
         }
         if configs.changed().await.is_err() {
             return;
@@ -83,8 +89,11 @@ pub async fn follow(
     }
 }
 
-/// The watch tasks of one set of inputs; dropping it stops them.
+/// The watch tasks of one set of settings; dropping it stops them.
 struct Session {
+    settings: model::ClusterRoutes,
+    /// The listeners (and addresses) translation uses, replaced by later reloads.
+    inputs: tokio::sync::watch::Sender<Inputs>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -137,14 +146,21 @@ struct Kind<K: Resource, T> {
 
 impl Session {
     fn start(inputs: Inputs, updates: mpsc::Sender<Update>) -> Session {
-        let task = tokio::spawn(run(inputs, updates));
-        Session { tasks: vec![task] }
+        let settings = inputs.settings.clone();
+        let (inputs, inputs_rx) = tokio::sync::watch::channel(inputs);
+        let task = tokio::spawn(run(inputs_rx, updates));
+        Session {
+            settings,
+            inputs,
+            tasks: vec![task],
+        }
     }
 }
 
 /// Connects (retrying until credentials work), starts one watch per kind and scope, and
-/// translates on every change until aborted.
-async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
+/// translates on every change of the objects or of the listeners until aborted.
+async fn run(mut inputs_rx: tokio::sync::watch::Receiver<Inputs>, updates: mpsc::Sender<Update>) {
+    let mut inputs = inputs_rx.borrow_and_update().clone();
     let client = loop {
         match crate::sources::kube::connect().await {
             Some(client) => break client,
@@ -204,13 +220,26 @@ async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
     // a start never delay the next translation.
     let (status_tx, status_rx) = tokio::sync::watch::channel(None);
     let _writer = AbortAll(vec![tokio::spawn(write_status(
-        StatusWriter::new(client.clone(), inputs.addresses.clone()),
+        StatusWriter::new(client.clone()),
         status_rx,
     ))]);
     let mut last: Option<Arc<ClusterRoutes>> = None;
     let mut logged: BTreeSet<String> = BTreeSet::new();
     loop {
-        changed.notified().await;
+        tokio::select! {
+            _ = changed.notified() => {}
+            moved = inputs_rx.changed() => {
+                if moved.is_err() {
+                    return;
+                }
+                inputs = inputs_rx.borrow_and_update().clone();
+                status_tx.send_modify(|latest| {
+                    if let Some(latest) = latest {
+                        latest.2 = inputs.addresses.clone();
+                    }
+                });
+            }
+        }
         let objects = {
             let store = store.lock().unwrap_or_else(|e| e.into_inner());
             if store.synced.len() < wanted {
@@ -237,13 +266,22 @@ async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
         {
             return;
         }
-        status_tx.send_replace(Some((Arc::new(objects), routes.clone())));
+        status_tx.send_replace(Some((
+            Arc::new(objects),
+            routes.clone(),
+            inputs.addresses.clone(),
+        )));
         last = Some(routes);
     }
 }
 
-/// The newest objects and their translation, for the status writer.
-type Latest = Option<(Arc<ClusterObjects>, Arc<ClusterRoutes>)>;
+/// The newest objects, their translation, and the addresses Ingresses report, for the
+/// status writer.
+type Latest = Option<(
+    Arc<ClusterObjects>,
+    Arc<ClusterRoutes>,
+    Vec<std::net::IpAddr>,
+)>;
 
 /// Writes the newest status, and writes again after a backoff while some write failed
 /// for a passing reason (a 5xx, 429, timeout), until every one went through or was
@@ -265,9 +303,10 @@ async fn write_status(mut writer: StatusWriter, mut latest: tokio::sync::watch::
             }
         }
         let current = latest.borrow_and_update().clone();
-        let Some((objects, routes)) = current else {
+        let Some((objects, routes, addresses)) = current else {
             continue;
         };
+        writer.set_addresses(addresses);
         retry_in = if writer.write(&objects, &routes.status).await {
             Some(backoff.next().unwrap_or(Duration::from_secs(5)))
         } else {
