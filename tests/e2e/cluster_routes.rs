@@ -869,6 +869,20 @@ async fn a_shared_route_keeps_other_controllers_status_and_loses_ours_when_detac
     })
     .await;
     assert_eq!(parents, vec![theirs]);
+    // Each write read the status from the watch's copy of the route (its version as the
+    // patch's precondition), not with a request of its own.
+    let status_path = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/shared/status";
+    let requests = api
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with(status_path))
+        .count();
+    let patches = api
+        .status_patches()
+        .iter()
+        .filter(|p| *p == "HTTPRoute shop/shared")
+        .count();
+    assert_eq!(requests, patches, "status requests other than patches");
 }
 
 /// A status write that fails for a passing reason (a 500 from an API server under

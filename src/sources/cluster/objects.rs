@@ -84,21 +84,15 @@ pub struct ObjectRef {
     pub namespace: Option<String>,
 }
 
-/// What edgegate reads of an HTTPRoute's status: which controllers have an entry, so a
-/// route that no longer attaches to an edgegate Gateway loses edgegate's entry (and only
-/// that one) even after a restart.
+/// An HTTPRoute's `status.parents` as the API server has it, every controller's entry
+/// untouched: edgegate writes them back with only its own replaced, and sees which
+/// routes carry an entry of its own (to remove it when the route leaves edgegate's
+/// Gateways, even after a restart).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteStatus {
     #[serde(default)]
-    pub parents: Vec<ParentStatusOwner>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ParentStatusOwner {
-    #[serde(default)]
-    pub controller_name: String,
+    pub parents: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

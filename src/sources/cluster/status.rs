@@ -18,7 +18,7 @@ use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 
-use super::objects::{self, Gateway, GATEWAY_GROUP};
+use super::objects::{self, Gateway, HttpRoute, GATEWAY_GROUP};
 use super::translate::{ClusterObjects, Condition, Key, RouteStatus, Status};
 use crate::config::model::Listener;
 
@@ -77,7 +77,7 @@ impl StatusWriter {
             let has_ours = route.status.as_ref().is_some_and(|s| {
                 s.parents
                     .iter()
-                    .any(|p| p.controller_name == CONTROLLER_NAME)
+                    .any(|p| p["controllerName"] == CONTROLLER_NAME)
             });
             let id = ("HTTPRoute", key.clone());
             if ours.parents.is_empty() && !has_ours && !self.attempted.contains_key(&id) {
@@ -105,7 +105,7 @@ impl StatusWriter {
             if self.attempted.get(&id) == Some(&body) {
                 continue;
             }
-            let outcome = self.write_route_parents(key, &body).await;
+            let outcome = self.write_route_parents(key, route, &body).await;
             retry |= self.settle(id, body, outcome);
         }
         for (key, gateway) in &status.gateways {
@@ -189,31 +189,41 @@ impl StatusWriter {
 
     /// Replaces edgegate's own entries of a route's `status.parents` with `ours`, keeping
     /// every other controller's entry as it is. A merge patch replaces an array whole, so
-    /// this reads the status, writes back the others' entries with ours, and makes the
-    /// write conditional on the version read: a writer that got in between means a
-    /// fresh read (409), never a lost entry.
-    async fn write_route_parents(&self, key: &Key, ours: &Value) -> Outcome {
+    /// the others' entries are written back with ours, conditional on the version they
+    /// were read at: first the watch's copy of the route, then (409: someone wrote in
+    /// between) a fresh read. A concurrent writer means a retry, never a lost entry.
+    async fn write_route_parents(&self, key: &Key, cached: &HttpRoute, ours: &Value) -> Outcome {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &key.0, &objects::http_route_resource());
+        let mut read = cached
+            .metadata
+            .resource_version
+            .clone()
+            .map(|version| (version, cached.status.clone().unwrap_or_default().parents));
         let mut result = Ok(());
         for _ in 0..CONFLICT_ATTEMPTS {
-            let current = match api.get_status(&key.1).await {
-                Ok(current) => current,
-                Err(e) => return log_outcome("HTTPRoute", key, Err(e)),
+            let (version, parents) = match read.take() {
+                Some(read) => read,
+                None => match api.get_status(&key.1).await {
+                    Ok(current) => (
+                        current.metadata.resource_version.unwrap_or_default(),
+                        current.data["status"]["parents"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default(),
+                    ),
+                    Err(e) => return log_outcome("HTTPRoute", key, Err(e)),
+                },
             };
-            let others = current.data["status"]["parents"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|p| p["controllerName"] != CONTROLLER_NAME)
-                .cloned();
             let mut stamped = ours.clone();
             stamp(&mut stamped);
-            let parents: Vec<Value> = others
+            let parents: Vec<Value> = parents
+                .into_iter()
+                .filter(|p| p["controllerName"] != CONTROLLER_NAME)
                 .chain(stamped.as_array().into_iter().flatten().cloned())
                 .collect();
             let patch = Patch::Merge(json!({
-                "metadata": {"resourceVersion": current.metadata.resource_version},
+                "metadata": {"resourceVersion": version},
                 "status": {"parents": parents},
             }));
             result = api
