@@ -364,3 +364,108 @@ async fn upgrade_with_discovered_and_cluster_routes_answers_no_404_or_503() {
         load.ok.load(Ordering::Relaxed)
     );
 }
+
+/// A new process that cannot get ready (the API server went away) accepts no
+/// connection: the old process serves everything meanwhile, and when the new one dies
+/// no connection dies with it (issue 18, fault 1: it accepted at once, answered the
+/// discovered upstream 503, and took its accepted connections down with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_that_never_gets_ready_accepts_nothing_and_drops_nothing() {
+    use crate::support::kube_api::{Endpoint, KubeApi, TargetPort};
+    use crate::support::Upstream;
+
+    let api = KubeApi::start().await;
+    let pod = Upstream::start_on("127.0.22.1:0".parse().expect("addr"), "pod-0").await;
+    api.apply_service(
+        "shop",
+        "app",
+        &[(Some("http"), 80, TargetPort::Number(pod.addr.port()))],
+    );
+    api.apply_endpoint_slice(
+        "shop",
+        "app-a",
+        "app",
+        &[(Some("http"), pod.addr.port())],
+        &[Endpoint::ready("127.0.22.1")],
+    );
+    let text = config(
+        &["web"],
+        "[[routes]]\nname = \"static\"\nhosts = [\"static.test\"]\nrespond = { status = 200, body = \"static\" }\n\n\
+         [[routes]]\nname = \"discovered\"\nhosts = [\"discovered.test\"]\nupstream = \"app\"\n\n\
+         [upstreams.app.kubernetes]\nnamespace = \"shop\"\nservice = \"app\"\nport = \"http\"\n",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(&path, format!("[gateway]\nthreads = 2\n\n{text}")).expect("write config");
+    let kubeconfig = api.kubeconfig_path().display().to_string();
+    let gw = Gateway::spawn(dir, path, &[("KUBECONFIG", &kubeconfig)]);
+    gw.wait_ready().await;
+    let addr = gw.addr("web");
+
+    static HOSTS: &[&str] = &["discovered.test", "static.test"];
+    let load = Arc::new(Load::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(fresh_connection_loop(
+                addr,
+                HOSTS,
+                load.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let wait_for = |n: u64| {
+        let load = load.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while load.ok.load(Ordering::Relaxed) + load.failed.load(Ordering::Relaxed) < n {
+                assert!(std::time::Instant::now() < deadline, "the load stalled");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    wait_for(100).await;
+
+    // The new process will never sync.
+    api.stop().await;
+    let before = gw.log_len();
+    gw.signal("USR2");
+    let line = gw.wait_for_log_after(
+        "inherited the listening sockets",
+        before,
+        Duration::from_secs(10),
+    );
+    let child = serde_json::from_str::<serde_json::Value>(&line).expect("JSON log")["pid"]
+        .as_u64()
+        .expect("pid") as u32;
+    let _child = KillOnDrop(child);
+    // It has bound nothing of its own and listens on the shared sockets, not ready.
+    gw.wait_for_log_after("edgegate ready", before, Duration::from_secs(10));
+    let done = load.ok.load(Ordering::Relaxed) + load.failed.load(Ordering::Relaxed);
+    wait_for(done + 300).await;
+    // The new process fails (as when the old one gives up on it): nothing is lost.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &child.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    gw.wait_for_log_after(
+        "binary upgrade failed; still serving",
+        before,
+        Duration::from_secs(10),
+    );
+    let done = load.ok.load(Ordering::Relaxed) + load.failed.load(Ordering::Relaxed);
+    wait_for(done + 100).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client loop");
+    }
+    assert_eq!(
+        load.failed.load(Ordering::Relaxed),
+        0,
+        "failed requests around the failed upgrade; first: {:?} ({} ok)",
+        load.first_failure.lock().expect("lock"),
+        load.ok.load(Ordering::Relaxed)
+    );
+}
