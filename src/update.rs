@@ -43,14 +43,15 @@ pub fn next_seq() -> u64 {
 /// way merges a burst into one reload without ever dropping a message of another kind.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Newest members per upstream (by their stamp, not by arrival), in the order
-    /// upstreams were first seen.
+    /// Newest members per upstream and Service (by their stamp, not by arrival), in the
+    /// order they were first seen. Per Service: a message from a Service the upstream
+    /// no longer names (the publisher ignores it) never displaces the current one's.
     pub endpoints: Vec<(Name, KubernetesService, Vec<Endpoint>, u64)>,
     /// `(first cause, any forced)`.
     pub reload: Option<(&'static str, bool)>,
     /// The newest cluster routes; each message is complete, so older ones are moot.
     pub cluster: Option<Arc<ClusterRoutes>>,
-    positions: HashMap<Name, usize>,
+    positions: HashMap<(Name, KubernetesService), usize>,
 }
 
 impl Batch {
@@ -66,18 +67,17 @@ impl Batch {
                 source,
                 endpoints,
                 seq,
-            } => match self.positions.get(&upstream) {
+            } => match self.positions.get(&(upstream.clone(), source.clone())) {
                 Some(&i) => {
+                    // A message computed earlier never replaces one computed later.
                     let queued = &mut self.endpoints[i];
-                    // A message computed earlier never replaces one of the same Service
-                    // computed later; a re-pointed upstream's newest message wins.
-                    if queued.1 != source || queued.3 < seq {
+                    if queued.3 < seq {
                         *queued = (upstream, source, endpoints, seq);
                     }
                 }
                 None => {
                     self.positions
-                        .insert(upstream.clone(), self.endpoints.len());
+                        .insert((upstream.clone(), source.clone()), self.endpoints.len());
                     self.endpoints.push((upstream, source, endpoints, seq));
                 }
             },
@@ -177,6 +177,20 @@ mod tests {
         batch.add(update(1, 10));
         assert_eq!(batch.endpoints.len(), 1);
         assert_eq!(batch.endpoints[0].2[0].address.port(), 2);
+        // A late message from a Service the upstream named before is kept apart (the
+        // publisher ignores it), never in place of the current Service's members.
+        batch.add(Update::Endpoints {
+            upstream: "api".into(),
+            source: service("old"),
+            endpoints: members(9),
+            seq: 30,
+        });
+        let kept: Vec<(String, u16)> = batch
+            .endpoints
+            .iter()
+            .map(|(_, s, e, _)| (s.service.clone(), e[0].address.port()))
+            .collect();
+        assert_eq!(kept, vec![("api".into(), 2), ("old".into(), 9)]);
         // Across batches the publisher keeps the newest it applied.
         let applied = DiscoveredMembers {
             source: service("api"),
