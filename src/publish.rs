@@ -1,6 +1,14 @@
-//! The single writer of the running snapshot. Producers (file watcher, SIGHUP, discovery)
-//! send [`Update`]s here; only this task validates, compiles and swaps, so two changes can
-//! never interleave and a failure always leaves the last good snapshot serving.
+//! The single writer of the running snapshot. Producers (file watcher, SIGHUP, discovery,
+//! cluster routes) send [`Update`]s here; only this task validates, compiles and swaps,
+//! so two changes can never interleave and a failure always leaves the last good
+//! snapshot serving.
+//!
+//! Every snapshot goes live through one step, `publish`: the start (generation 1, from
+//! the config `run` loaded), each reload, new members, new cluster routes. It stores the
+//! snapshot, then starts what it needs and forgets what it dropped, so no source of
+//! change can skip a part (an exporter, an accept loop, a health check, a metric series,
+//! readiness). Once the process drains, no reload is applied: nothing would be bound
+//! again after the load balancer was told the instance is going away.
 
 use std::path::PathBuf;
 use std::sync::Arc;
