@@ -191,3 +191,18 @@ impl<S: IO> Peek for BufferedIo<S> {
         self.inner.try_peek(buf).await
     }
 }
+
+/// Names the connection's peer and listening address for pingora: the listening address,
+/// not the connection's own, is how a handed-over request finds its listener (and so its
+/// routes).
+pub(crate) fn record_addresses(
+    stream: &mut pingora::protocols::l4::stream::Stream,
+    peer: std::net::SocketAddr,
+    bound: std::net::SocketAddr,
+) {
+    let digest =
+        pingora::protocols::SocketDigest::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(stream));
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    let _ = digest.local_addr.set(Some(bound.into()));
+    pingora::protocols::GetSocketDigest::set_socket_digest(stream, digest);
+}

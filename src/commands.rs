@@ -239,7 +239,13 @@ fn route(args: &RouteArgs) -> ExitCode {
         }
         Action::Redirect(redirect) => println!(
             "redirect: {} {}",
-            crate::proxy::redirect_location(redirect, path, uri.query(), &raw_host, false),
+            crate::pipeline::answer::redirect_location(
+                redirect,
+                path,
+                uri.query(),
+                &raw_host,
+                false
+            ),
             redirect.status.as_u16()
         ),
         Action::Respond(respond) => println!("respond: {}", respond.status.as_u16()),

@@ -61,6 +61,7 @@ pub mod http_path;
 pub mod listeners;
 pub mod metrics;
 pub mod notify;
+pub mod pipeline;
 pub mod proxy;
 pub mod publish;
 #[cfg(test)]

@@ -282,7 +282,7 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
         },
     };
     let mut stream: L4Stream = tcp.into();
-    crate::proxy::record_addresses(&mut stream, peer, bound);
+    crate::buffered_io::record_addresses(&mut stream, peer, bound);
     let stream = crate::buffered_io::BufferedIo::new(stream, h2c);
     let stream: pingora::protocols::Stream = match acceptor {
         None => Box::new(stream),

@@ -20,7 +20,8 @@ use crate::h1::Engine;
 use crate::health::HealthChecks;
 use crate::listeners::{ConnectionTracker, ListenerSet, Serving, Workers};
 use crate::metrics::Metrics;
-use crate::proxy::Gateway;
+use crate::pipeline::Core;
+use crate::proxy::PingoraAdapter;
 use crate::publish::{Fingerprint, Publisher};
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::{Discovered, Edges, Snapshot, SourceInfo};
@@ -187,11 +188,11 @@ async fn serve(
         upstream_keepalive_pool_size: 1024,
         ..Default::default()
     });
-    let gateway = Gateway {
+    let core = Core {
         snapshot: handle.clone(),
         metrics: metrics.clone(),
     };
-    let mut proxy = pingora::proxy::http_proxy(&server_conf, gateway.clone());
+    let mut proxy = pingora::proxy::http_proxy(&server_conf, PingoraAdapter(core.clone()));
     // h2c stays off here: the accept loop recognises the preface itself (with a timeout)
     // and marks the stream as h2, which pingora then serves as HTTP/2.
     let mut options = HttpServerOptions::default();
@@ -212,7 +213,7 @@ async fn serve(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tracker = Arc::new(ConnectionTracker::default());
     let engine = Arc::new(Engine {
-        gateway,
+        core,
         fallback: proxy.clone(),
         shutdown: shutdown_rx.clone(),
     });

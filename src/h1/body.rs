@@ -111,9 +111,53 @@ impl Interrupt for Never {
     }
 }
 
+/// The upstream answering while the request body streams. An interim response (a 1xx
+/// other than 101: `100 Continue`, `103 Early Hints`) is not an answer: it is read off the
+/// connection and dropped, and the body keeps streaming. Anything else (a final answer,
+/// a close) interrupts.
 impl Interrupt for tokio::net::tcp::ReadHalf<'_> {
     async fn ready(&self) {
-        let _ = self.readable().await;
+        let stream: &tokio::net::TcpStream = self.as_ref();
+        let mut peeked = [0u8; 2048];
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            let n = match stream.peek(&mut peeked).await {
+                Ok(n) if n > 0 => n,
+                _ => return,
+            };
+            let Some(len) = interim_head_len(&peeked[..n]) else {
+                return;
+            };
+            let mut left = len;
+            while left > 0 {
+                match stream.try_read(&mut peeked[..left]) {
+                    Ok(read) if read > 0 => left -= read,
+                    _ => return,
+                }
+            }
+            tracing::debug!(
+                bytes = len,
+                "dropped an interim response while the request body streams"
+            );
+        }
+    }
+}
+
+/// The length of a complete interim response head (1xx but 101) at the start of `bytes`.
+fn interim_head_len(bytes: &[u8]) -> Option<usize> {
+    let mut fields = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut fields);
+    match response.parse(bytes) {
+        Ok(httparse::Status::Complete(len))
+            if response
+                .code
+                .is_some_and(|c| (100..200).contains(&c) && c != 101) =>
+        {
+            Some(len)
+        }
+        _ => None,
     }
 }
 

@@ -3,34 +3,30 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::Buf;
 use pingora::apps::ServerApp;
 use pingora::protocols::tls::SslDigest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::exchange::{Buffers, Next, Outcome};
+use super::exchange::{Buffers, Next};
 use super::forward::{self, RequestMeta};
 use super::head::{self, FieldsView, Framing, HeadError, RequestHead};
-use super::reply::{send_reply, LocalReply};
+use super::reply::send_answer;
 use super::{ClientIo, ConnectionInfo, Engine};
-use crate::config::model::{Action, Listener};
-use crate::http_path::{normalize_path, PathError};
-use crate::proxy::framing::{check_request_head, MAX_REQUEST_HEAD};
-use crate::proxy::trace::TraceContext;
-use crate::proxy::{
-    forwarded, redirect_location, request_id, Exchange, InFlightGauge, RequestContext,
+use crate::config::model::Listener;
+use crate::pipeline::framing::MAX_REQUEST_HEAD;
+use crate::pipeline::{
+    decide, Decision, Exchange, InFlightGauge, Incoming, LocalAnswer, RequestContext,
+    UpstreamHeaders,
 };
 use crate::snapshot::pool::Pool;
-use crate::snapshot::router::{normalize_host, RequestFacts};
 
-/// The listener's rules for one connection, read from the snapshot when it opens.
+/// The listener's timers for one connection, read from the snapshot when it opens.
 struct Policy {
     /// Once a head's first byte arrives, the whole head must arrive within this.
     header_timeout: Duration,
     /// With no request in flight and no byte of a new one, the connection closes.
     idle_timeout: Duration,
-    /// The peer is one of the listener's `trusted_proxies`.
-    trusted: bool,
 }
 
 impl Policy {
@@ -39,12 +35,10 @@ impl Policy {
             Some(listener) => Self {
                 header_timeout: listener.header_timeout,
                 idle_timeout: listener.idle_timeout,
-                trusted: listener.is_trusted(info.peer.ip()),
             },
             None => Self {
                 header_timeout: Listener::DEFAULT_HEADER_TIMEOUT,
                 idle_timeout: Listener::DEFAULT_IDLE_TIMEOUT,
-                trusted: false,
             },
         }
     }
@@ -69,10 +63,10 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
 ) {
     let mut buffers = Buffers::new();
     let mut shutdown = engine.shutdown.clone();
-    let policy = Policy::of(&engine.gateway.snapshot.load(), &info);
+    let policy = Policy::of(&engine.core.snapshot.load(), &info);
     // Looked up once per connection: each request only moves the gauge.
     let in_flight = engine
-        .gateway
+        .core
         .metrics
         .requests_in_flight
         .with_label_values(&[&info.listener]);
@@ -90,29 +84,28 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
             }
             HeadRead::Refused(status, reason) => {
                 tracing::debug!(listener = %info.listener, client = %info.peer, status, reason, "refused request head");
-                let mut reply = LocalReply::plain(status, reason.as_bytes(), "");
-                reply.close = true;
-                send_reply(&mut client, &mut buffers.out, &reply).await;
-                close(&mut client).await;
+                let answer = LocalAnswer::refusal(status, reason);
+                let ctx =
+                    RequestContext::new(engine.core.snapshot.load_full(), info.listener.clone());
+                send_answer(
+                    &mut client,
+                    &mut buffers.out,
+                    &answer,
+                    &ctx,
+                    &http::Method::GET,
+                    true,
+                )
+                .await;
+                linger_close(&mut client).await;
                 return;
             }
         };
-        match handle(
-            engine,
-            &mut client,
-            &mut buffers,
-            head,
-            &info,
-            &policy,
-            &in_flight,
-        )
-        .await
-        {
+        match handle(engine, &mut client, &mut buffers, head, &info, &in_flight).await {
             // Even when the drain began while this response was on its way (without
             // `connection: close`): read_head lingers for the client's next request.
             Next::KeepAlive => continue,
             Next::Close => {
-                close(&mut client).await;
+                linger_close(&mut client).await;
                 return;
             }
             Next::HandOver => {
@@ -124,11 +117,42 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     }
 }
 
-/// Ends a connection: a TLS close_notify and a FIN, bounded in time, since a client that
-/// stopped reading would otherwise hold the task (and its connection slot) forever.
-async fn close<C: ClientIo>(client: &mut C) {
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, client.shutdown()).await;
+/// Ends a connection: a TLS close_notify and a FIN, then a lingering close. A client may
+/// still be sending a body the gateway answered without reading (413, 404, a refusal);
+/// closing with those bytes unread makes the kernel send RST, and the client sees
+/// "connection reset" instead of the answer. So the gateway reads and discards for a
+/// short while, until the client closes too, as nginx's `lingering_close` does. Every
+/// stage is bounded in time and bytes: a client that stopped reading or keeps sending
+/// cannot hold the task (and its connection slot).
+async fn linger_close<C: ClientIo>(client: &mut C) {
+    if tokio::time::timeout(CLOSE_TIMEOUT, client.shutdown())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + LINGER_TOTAL;
+    let mut discard = [0u8; 4096];
+    let mut discarded = 0usize;
+    while discarded < LINGER_MAX_BYTES {
+        let read = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + LINGER_QUIET),
+            client.read(&mut discard),
+        )
+        .await;
+        match read {
+            Ok(Ok(n)) if n > 0 => discarded += n,
+            _ => return,
+        }
+    }
 }
+
+/// A lingering close ends when the client has been quiet this long...
+const LINGER_QUIET: Duration = Duration::from_secs(1);
+/// ...or after this long in all...
+const LINGER_TOTAL: Duration = Duration::from_secs(5);
+/// ...or once this much has been discarded.
+const LINGER_MAX_BYTES: usize = 1 << 20;
 
 /// How long a draining process keeps an idle keep-alive connection open for a request
 /// that may be in flight: longer than a loopback or LAN round trip, short enough not to
@@ -206,90 +230,15 @@ async fn read_head<C: ClientIo>(
     }
 }
 
-/// The request target split into what routing and forwarding need.
-struct Target<'a> {
-    path: &'a str,
-    query: Option<&'a str>,
-    /// The authority of an absolute-form target, which replaces Host.
-    authority: Option<String>,
-    owned_path: Option<String>,
-}
-
-fn split_target(target: &[u8]) -> Option<Target<'_>> {
-    let text = std::str::from_utf8(target).ok()?;
-    if text.starts_with('/') {
-        let (path, query) = match text.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (text, None),
-        };
-        return Some(Target {
-            path,
-            query,
-            authority: None,
-            owned_path: None,
-        });
-    }
-    if text == "*" {
-        return Some(Target {
-            path: "*",
-            query: None,
-            authority: None,
-            owned_path: None,
-        });
-    }
-    // Absolute form: rare (proxies talking to proxies); parsed with `http`.
-    let uri: http::Uri = text.parse().ok()?;
-    uri.scheme()?;
-    let authority = uri.authority()?.to_string();
-    let query_start = text.find('?');
-    Some(Target {
-        path: "",
-        query: query_start.map(|i| &text[i + 1..]),
-        authority: Some(authority),
-        owned_path: Some(uri.path().to_string()),
-    })
-}
-
-/// What the gateway does with one request.
-enum Decision {
-    /// A response of the gateway's own.
-    Answer(Answer),
+/// What the loop does with one request once the core has decided.
+enum Decided {
+    /// A response of the gateway's own; `close` when unread body bytes would otherwise
+    /// be read as the next request.
+    Answer(LocalAnswer, bool),
     /// Forward to this pool; the upstream head is in `buffers.upstream_head`.
     Forward(Arc<Pool>, RequestMeta),
+    /// pingora-proxy serves this one (a WebSocket, a TLS or HTTP/2 upstream).
     HandOver,
-}
-
-/// A response the gateway writes itself, owned so the request buffer can be released.
-struct Answer {
-    status: u16,
-    body: Bytes,
-    content_type: Bytes,
-    location: Option<String>,
-    /// Apply the route's response header edits.
-    edits: bool,
-    head_only: bool,
-    close: bool,
-}
-
-impl Answer {
-    fn plain(status: u16, body: impl Into<Bytes>) -> Self {
-        Self {
-            status,
-            body: body.into(),
-            content_type: Bytes::from_static(b"text/plain; charset=utf-8"),
-            location: None,
-            edits: false,
-            head_only: false,
-            close: false,
-        }
-    }
-
-    /// A refusal: the connection closes after it.
-    fn refusal(status: u16, reason: &str) -> Self {
-        let mut answer = Self::plain(status, format!("{reason}\n"));
-        answer.close = true;
-        answer
-    }
 }
 
 /// The request's method and path as the metrics and the access log record them.
@@ -304,11 +253,10 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     buffers: &mut Buffers,
     head: RequestHead,
     info: &ConnectionInfo,
-    policy: &Policy,
     in_flight: &prometheus::IntGauge,
 ) -> Next {
-    let gateway = &engine.gateway;
-    let snapshot = gateway.snapshot.load_full();
+    let core = &engine.core;
+    let snapshot = core.snapshot.load_full();
     // Named by this request's snapshot: a listener renamed by a reload is matched
     // against the new routes under its new name, never the old one.
     let listener = snapshot
@@ -320,47 +268,45 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     let gauge = if ctx.listener == info.listener {
         in_flight.clone()
     } else {
-        gateway
-            .metrics
+        core.metrics
             .requests_in_flight
             .with_label_values(&[&ctx.listener])
     };
     ctx.in_flight_gauge = Some(InFlightGauge::enter(gauge));
     ctx.downstream_tls = info.tls;
-    let tls = client.tls_digest();
     let mut logged = Logged {
         method: head.method.clone(),
         path: String::new(),
     };
     let wants_path = logging || ctx.snapshot.trace_export.is_some();
-    let decision = decide(
+    let decided = render_decision(
         &mut ctx,
         buffers,
         &head,
         info,
-        policy,
-        tls.as_ref(),
+        client.tls_digest(),
         wants_path.then_some(&mut logged.path),
     );
     // Draining: the answer says `connection: close`, so the client opens its next
     // connection (to a live process) instead of racing a close.
     let draining = *engine.shutdown.borrow();
-    let outcome = match decision {
-        Decision::HandOver => return Next::HandOver,
-        Decision::Answer(mut answer) => {
-            answer.close |= draining;
-            let outcome = answer_locally(client, buffers, &ctx, &head, answer).await;
+    let outcome = match decided {
+        Decided::HandOver => return Next::HandOver,
+        Decided::Answer(answer, close) => {
+            let close = close || answer.close || draining;
+            let outcome =
+                send_answer(client, &mut buffers.out, &answer, &ctx, &head.method, close).await;
             buffers.request.advance(head.len.min(buffers.request.len()));
             outcome
         }
-        Decision::Forward(pool, mut meta) => {
+        Decided::Forward(pool, mut meta) => {
             meta.client_keepalive &= !draining;
-            let outcome = forward::proxy(gateway, client, buffers, &mut ctx, &pool, &meta).await;
+            let outcome = forward::proxy(core, client, buffers, &mut ctx, &pool, &meta).await;
             ctx.in_flight = None;
             outcome
         }
     };
-    gateway.record(
+    core.record(
         &ctx,
         &Exchange {
             status: outcome.status,
@@ -374,18 +320,18 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     outcome.next
 }
 
-/// Reads the request head and decides; everything it needs of the head is copied out
-/// (or written into the upstream head) before the request buffer is touched again.
-/// `log_path` receives the path when the access log or a span wants it.
-fn decide(
+/// Runs the core over the head in the read buffer and renders its decision: for a
+/// forward, the upstream head is written into `buffers.upstream_head` while the request
+/// is still borrowed, so nothing of it is copied. `log_path` receives the path when the
+/// access log or a span wants it.
+fn render_decision(
     ctx: &mut RequestContext,
     buffers: &mut Buffers,
     head: &RequestHead,
     info: &ConnectionInfo,
-    policy: &Policy,
-    tls: Option<&Arc<SslDigest>>,
+    tls: Option<Arc<SslDigest>>,
     log_path: Option<&mut String>,
-) -> Decision {
+) -> Decided {
     let Buffers {
         request,
         request_fields,
@@ -395,17 +341,6 @@ fn decide(
     let view = FieldsView {
         bytes: request,
         fields: request_fields,
-    };
-    if view.first("upgrade").is_some() || head.method == http::Method::CONNECT {
-        // WebSocket and other upgrades continue on pingora-proxy, which tunnels them.
-        return Decision::HandOver;
-    }
-    ctx.request_id = request_id(view.first("x-request-id"));
-    ctx.trace = TraceContext::continue_or_start(view.first("traceparent"), ctx.sample_ratio());
-    let client_keepalive = if head.minor == 1 {
-        !view.has_token("connection", b"close")
-    } else {
-        view.has_token("connection", b"keep-alive")
     };
     let target_bytes = &request[head.target.clone()];
     if let Some(path) = log_path {
@@ -417,128 +352,56 @@ fn decide(
         )
         .into_owned();
     }
-    if let Err(refusal) = check_request_head(&request[..head.len]) {
-        tracing::warn!(listener = %ctx.listener, request_id = %ctx.request_id, status = refusal.status, reason = refusal.reason, "refused request");
-        return Decision::Answer(Answer::refusal(refusal.status, refusal.reason));
-    }
+    let client_keepalive = if head.minor == 1 {
+        !view.has_token("connection", b"close")
+    } else {
+        view.has_token("connection", b"keep-alive")
+    };
     let framing = if view.first("transfer-encoding").is_some() {
         Framing::Chunked
     } else {
         match head::content_length(&view) {
             Ok(Some(0)) | Ok(None) => Framing::None,
             Ok(Some(n)) => Framing::Length(n),
-            Err(_) => return Decision::Answer(Answer::refusal(400, "invalid Content-Length")),
+            Err(_) => {
+                return Decided::Answer(LocalAnswer::refusal(400, "invalid Content-Length"), true)
+            }
         }
     };
-    let Some(target) = split_target(target_bytes) else {
-        return Decision::Answer(Answer::refusal(400, "invalid request target"));
+    let Ok(target) = std::str::from_utf8(target_bytes) else {
+        return Decided::Answer(LocalAnswer::refusal(400, "invalid request target"), true);
     };
-    if view.values("host").nth(1).is_some() {
-        // Routing reads one Host; an upstream might read the other (RFC 9112 3.2).
-        return Decision::Answer(Answer::refusal(400, "more than one Host field"));
-    }
+    let request = Incoming {
+        method: &head.method,
+        version: if head.minor == 1 {
+            http::Version::HTTP_11
+        } else {
+            http::Version::HTTP_10
+        },
+        target,
+        authority: None,
+        fields: &view,
+        raw_head: Some(&request[..head.len]),
+        declared_length: match framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        },
+        peer: info.peer.ip(),
+    };
     // An HTTP/1.0 message with Transfer-Encoding ends the connection (RFC 9112 6.1).
     let client_keepalive = client_keepalive && !(head.minor == 0 && framing == Framing::Chunked);
-    // Routing and the upstream see one normalised path, so `/public/../admin` cannot
-    // walk around a route meant for `/admin`.
-    let path = match normalize_path(target.owned_path.as_deref().unwrap_or(target.path)) {
-        Ok(path) => path,
-        Err(e) => {
-            let reason = match e {
-                PathError::AboveRoot => "path climbs above the root",
-                PathError::Invalid => "invalid path",
-            };
-            tracing::debug!(listener = %ctx.listener, request_id = %ctx.request_id, reason, "refused request");
-            return Decision::Answer(Answer::refusal(400, reason));
+    let forward = match decide(&request, ctx) {
+        // Whatever of a request body is unread makes a local answer close the connection.
+        Decision::Answer(answer) => {
+            return Decided::Answer(answer, !client_keepalive || framing != Framing::None)
         }
+        Decision::Forward(forward) => forward,
     };
-    let path: &str = &path;
-    let raw_host = match &target.authority {
-        Some(authority) => authority.as_str(),
-        None => view
-            .first("host")
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .unwrap_or_default(),
-    };
-    ctx.host = normalize_host(raw_host).into_owned();
-    let facts = RequestFacts {
-        host: &ctx.host,
-        path,
-        query: target.query,
-        method: &head.method,
-        headers: &view,
-    };
-    let snapshot = ctx.snapshot.clone();
-    // Whatever of a request body is unread makes a local answer close the connection.
-    let local_close = !client_keepalive || framing != Framing::None;
-    let head_only = head.method == http::Method::HEAD;
-    let Some(route) = snapshot.router.route(&ctx.listener, &facts).cloned() else {
-        tracing::debug!(listener = %ctx.listener, host = %ctx.host, path, "no route");
-        let mut answer = Answer::plain(404, &b"no route\n"[..]);
-        answer.head_only = head_only;
-        answer.close = local_close;
-        return Decision::Answer(answer);
-    };
-    ctx.route = Some(route.clone());
-    let answer = |mut answer: Answer| {
-        answer.edits = true;
-        answer.close |= local_close;
-        Decision::Answer(answer)
-    };
-    let name = match &route.action {
-        Action::Respond(respond) => {
-            return answer(Answer {
-                status: respond.status.as_u16(),
-                body: respond.body.clone(),
-                content_type: Bytes::copy_from_slice(respond.content_type.as_bytes()),
-                location: None,
-                edits: true,
-                head_only,
-                close: false,
-            })
-        }
-        Action::Redirect(redirect) => {
-            let mut reply = Answer::plain(redirect.status.as_u16(), Bytes::new());
-            reply.location = Some(redirect_location(
-                redirect,
-                path,
-                target.query,
-                raw_host,
-                ctx.downstream_tls,
-            ));
-            reply.head_only = true;
-            return answer(reply);
-        }
-        Action::Upstream(name) => name,
-        Action::Weighted(backends) => match crate::proxy::pick_backend(backends) {
-            Some(name) => name,
-            None => return answer(Answer::plain(500, &b"backend not resolved\n"[..])),
-        },
-    };
-    let Some(pool) = snapshot.pools.get(name).cloned() else {
-        return answer(Answer::plain(503, &b"no such upstream\n"[..]));
-    };
-    if pool.upstream.tls.is_some() || pool.upstream.http2 {
-        // pingora-proxy keeps TLS and HTTP/2 upstream sessions.
-        return Decision::HandOver;
+    let upstream = &forward.pool.upstream;
+    if forward.tunnel || upstream.tls.is_some() || upstream.http2 {
+        // pingora-proxy tunnels upgrades and keeps TLS and HTTP/2 upstream sessions.
+        return Decided::HandOver;
     }
-    ctx.pool = Some(pool.clone());
-    if pool.available_count() == 0 {
-        tracing::warn!(upstream = %name, request_id = %ctx.request_id, members = pool.members.len(), "no healthy endpoint");
-        return answer(Answer::plain(503, &b"no healthy endpoint\n"[..]));
-    }
-    if let (Framing::Length(n), Some(max)) = (framing, route.max_body_size) {
-        if n > max {
-            // Refused before any upstream is contacted.
-            let mut reply = Answer::plain(413, &b"request body too large\n"[..]);
-            reply.close = true;
-            return answer(reply);
-        }
-    }
-    ctx.retries_left = pool.upstream.retries;
-    ctx.hash_key = forwarded::hash_key(&pool.upstream.hash_on, info.peer.ip(), |name| {
-        view.first(name)
-    });
     let meta = RequestMeta {
         method: head.method.clone(),
         minor: head.minor,
@@ -546,46 +409,27 @@ fn decide(
         framing,
         client_keepalive,
         expect_continue: head.minor == 1 && view.has_token("expect", b"100-continue"),
-        needs_host: raw_host.is_empty(),
-        host_override: target.authority.clone(),
-        trusted: policy.trusted,
-        max_body_size: route.max_body_size,
+        needs_host: forward.host.is_none(),
+        max_body_size: ctx.route.as_ref().and_then(|r| r.max_body_size),
+    };
+    let identity = tls
+        .as_deref()
+        .and_then(crate::pipeline::serving::client_identity);
+    let plan = UpstreamHeaders {
+        ctx,
+        peer: info.peer.ip(),
+        host: forward.host,
+        identity: identity.as_deref(),
+        tunnel: false,
+        keep_framing: false,
     };
     forward::write_upstream_head(
         upstream_head,
         &meta,
-        path,
-        target.query,
+        &forward.path,
+        forward.query,
         &view,
-        ctx,
-        info.peer,
-        tls,
+        &plan,
     );
-    Decision::Forward(pool, meta)
-}
-
-/// Writes an answer of the gateway's own.
-async fn answer_locally<C: ClientIo>(
-    client: &mut C,
-    buffers: &mut Buffers,
-    ctx: &RequestContext,
-    head: &RequestHead,
-    answer: Answer,
-) -> Outcome {
-    let edits = ctx
-        .route
-        .as_ref()
-        .filter(|_| answer.edits)
-        .map(|r| &r.response_headers);
-    let reply = LocalReply {
-        status: answer.status,
-        content_type: &answer.content_type,
-        body: &answer.body,
-        location: answer.location.as_deref(),
-        request_id: &ctx.request_id,
-        edits,
-        head_only: answer.head_only || head.method == http::Method::HEAD,
-        close: answer.close,
-    };
-    send_reply(client, &mut buffers.out, &reply).await
+    Decided::Forward(forward.pool, meta)
 }

@@ -6,18 +6,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Buf;
-use pingora::protocols::tls::SslDigest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::body::{self, BodyError, Limits, Never, Output, Transfer, CLIENT_TIMEOUT, COALESCE};
 use super::exchange::{Buffers, Next, Outcome};
 use super::head::{self, FieldsView, Framing, HeadError};
-use super::reply::{field, write_status_line, LocalReply};
+use super::reply::{reason, send_answer, write_status_line};
 use super::upstream_cache::{self, CacheKey};
 use super::ClientIo;
-use crate::config::model::HeaderEdits;
-use crate::proxy::{forwarded, Gateway, RequestContext};
+use crate::pipeline::framing::MAX_REQUEST_HEAD;
+use crate::pipeline::{
+    Core, Failure as FailureKind, HeaderSink, LocalAnswer, RequestContext, ResponseHeaders,
+    UpstreamHeaders,
+};
 use crate::snapshot::pool::Pool;
 use crate::snapshot::router::rewritten_path;
 
@@ -31,69 +33,26 @@ pub struct RequestMeta {
     pub expect_continue: bool,
     /// No Host (HTTP/1.0): name the endpoint, as nginx's `$proxy_host` does.
     pub needs_host: bool,
-    /// The authority of an absolute-form target, which replaces the client's Host
-    /// (RFC 9112 section 3.2.2): the upstream must see the host the request was routed by.
-    pub host_override: Option<String>,
-    /// The client is one of the listener's `trusted_proxies`.
-    pub trusted: bool,
     /// The route's `max_body_size`, enforced while a chunked body streams.
     pub max_body_size: Option<u64>,
 }
 
-/// Fields never copied to the upstream as they are: hop-by-hop fields, framing (rewritten
-/// from what was parsed) and the ones the gateway sets itself.
-const REQUEST_SKIP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "content-length",
-    "upgrade",
-    "expect",
-    "x-request-id",
-    "traceparent",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-];
-
-const RESPONSE_SKIP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "content-length",
-    "x-request-id",
-];
-
-fn listed(list: &[&str], name: &[u8]) -> bool {
-    list.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name))
-}
-
-/// Whether a route's header edits replace or remove the field `name`.
-fn edited_away(edits: Option<&HeaderEdits>, name: &[u8]) -> bool {
-    let named = |n: &http::HeaderName| n.as_str().as_bytes().eq_ignore_ascii_case(name);
-    edits.is_some_and(|e| e.remove.iter().any(named) || e.set.iter().any(|(n, _)| named(n)))
-}
-
 /// Writes the upstream request head, all but its Host fallback and final empty line
-/// (added per attempt, since the fallback names the endpoint).
-#[allow(clippy::too_many_arguments)]
+/// (added per attempt, since the fallback names the endpoint): the request line, the
+/// core's header plan, then the framing the loop parsed.
 pub fn write_upstream_head(
     out: &mut Vec<u8>,
     meta: &RequestMeta,
     path: &str,
     query: Option<&str>,
     view: &FieldsView<'_>,
-    ctx: &RequestContext,
-    peer: SocketAddr,
-    tls: Option<&Arc<SslDigest>>,
+    plan: &UpstreamHeaders<'_>,
 ) {
     out.clear();
     out.extend_from_slice(meta.method.as_str().as_bytes());
     out.push(b' ');
-    let rewritten = ctx
+    let rewritten = plan
+        .ctx
         .route
         .as_ref()
         .and_then(|route| rewritten_path(route, path, query));
@@ -108,79 +67,7 @@ pub fn write_upstream_head(
         }
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let edits = ctx.route.as_ref().map(|r| &r.request_headers);
-    let identity_header = tls.and_then(|_| ctx.client_identity_header());
-    let mut forwarded_for: Option<Vec<u8>> = None;
-    let mut forwarded_proto: Option<&[u8]> = None;
-    let mut forwarded_host: Option<&[u8]> = None;
-    let mut host: Option<&[u8]> = None;
-    // Fields a `Connection` header names are hop-by-hop too; most requests have none.
-    let names_fields = view.first("connection").is_some();
-    for (name, value) in view.iter() {
-        if listed(REQUEST_SKIP, name) {
-            if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-                let joined = forwarded_for.get_or_insert_with(Vec::new);
-                if !joined.is_empty() {
-                    joined.extend_from_slice(b", ");
-                }
-                joined.extend_from_slice(value);
-            } else if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
-                forwarded_proto.get_or_insert(value);
-            } else if name.eq_ignore_ascii_case(b"x-forwarded-host") {
-                forwarded_host.get_or_insert(value);
-            }
-            continue;
-        }
-        if (names_fields && view.has_token("connection", name))
-            || edited_away(edits, name)
-            || identity_header
-                .as_ref()
-                .is_some_and(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
-        {
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"host") {
-            if meta.host_override.is_some() || value.is_empty() {
-                continue;
-            }
-            host = Some(value);
-        }
-        field(out, name, value);
-    }
-    if let Some(authority) = &meta.host_override {
-        field(out, b"host", authority.as_bytes());
-        host = Some(authority.as_bytes());
-    }
-    // What a client says about earlier hops is believed only from a trusted proxy.
-    let trusted = meta.trusted;
-    let chain = forwarded::forwarded_for(forwarded_for.as_deref(), peer.ip(), trusted);
-    field(out, b"x-forwarded-for", &chain);
-    let own_proto: &[u8] = if ctx.downstream_tls {
-        b"https"
-    } else {
-        b"http"
-    };
-    field(
-        out,
-        b"x-forwarded-proto",
-        forwarded_proto.filter(|_| trusted).unwrap_or(own_proto),
-    );
-    if let Some(host) = forwarded_host.filter(|_| trusted).or(host) {
-        field(out, b"x-forwarded-host", host);
-    }
-    if let (Some(header), Some(ssl)) = (identity_header, tls) {
-        if !ssl.cert_digest.is_empty() {
-            let identity = crate::proxy::client_identity(ssl);
-            field(out, header.as_str().as_bytes(), identity.as_bytes());
-        }
-    }
-    field(out, b"x-request-id", ctx.request_id.as_bytes());
-    let _ = write!(out, "traceparent: {}\r\n", ctx.trace);
-    if let Some(edits) = edits {
-        for (name, value) in edits.set.iter().chain(&edits.add) {
-            field(out, name.as_str().as_bytes(), value.as_bytes());
-        }
-    }
+    plan.write(view, out);
     match meta.framing {
         Framing::Length(n) => {
             let _ = write!(out, "content-length: {n}\r\n");
@@ -204,18 +91,22 @@ enum Failure {
     Reset(std::io::Error),
     ReadTimeout,
     WriteTimeout,
+    /// The route's `timeout` ran out.
+    RouteTimeout,
     InvalidResponse(&'static str),
 }
 
 impl Failure {
-    fn status(&self) -> (u16, &'static [u8]) {
+    /// The core's name for it: its status, whether it may be retried.
+    fn kind(&self) -> FailureKind {
         match self {
-            Failure::Connect(_) => (502, b"upstream connection failed\n"),
-            Failure::ConnectTimeout | Failure::ReadTimeout | Failure::WriteTimeout => {
-                (504, b"upstream timed out\n")
-            }
-            Failure::Reset(_) => (502, b"upstream connection reset\n"),
-            Failure::InvalidResponse(_) => (502, b"invalid upstream response\n"),
+            Failure::Connect(_) => FailureKind::Connect,
+            Failure::ConnectTimeout => FailureKind::ConnectTimeout,
+            Failure::Reset(_) => FailureKind::Reset,
+            Failure::ReadTimeout => FailureKind::ResponseTimeout,
+            Failure::WriteTimeout => FailureKind::WriteTimeout,
+            Failure::RouteTimeout => FailureKind::RouteTimeout,
+            Failure::InvalidResponse(_) => FailureKind::InvalidResponse,
         }
     }
 }
@@ -228,6 +119,7 @@ impl std::fmt::Display for Failure {
             Failure::Reset(e) => write!(f, "connection closed before a response: {e}"),
             Failure::ReadTimeout => write!(f, "response timed out"),
             Failure::WriteTimeout => write!(f, "request write timed out"),
+            Failure::RouteTimeout => write!(f, "route timeout exceeded"),
             Failure::InvalidResponse(why) => write!(f, "invalid response: {why}"),
         }
     }
@@ -268,7 +160,8 @@ enum Attempt {
     Stale,
     Failed {
         failure: Failure,
-        retryable: bool,
+        /// The request can be sent again as it was (its body is kept, or there is none).
+        repeatable: bool,
     },
 }
 
@@ -276,7 +169,7 @@ enum Attempt {
 /// line), relays the answer, and says what the connection does next. A body of up to
 /// [`COALESCE`] bytes that is already read is kept in `upstream_body` for resending.
 pub async fn proxy<C: ClientIo>(
-    gateway: &Gateway,
+    core: &Core,
     client: &mut C,
     buffers: &mut Buffers,
     ctx: &mut RequestContext,
@@ -304,15 +197,14 @@ pub async fn proxy<C: ClientIo>(
     }
     let mut fresh = false;
     let _in_flight = pool.start_request();
-    let mut _retry: Option<crate::snapshot::pool::BudgetGuard> = None;
     loop {
         let Some(member) = pool.select(&ctx.tried, ctx.hash_key) else {
-            let reply = LocalReply::plain(503, b"no healthy endpoint\n", &ctx.request_id);
-            return answer(client, buffers, ctx, meta, reply).await;
+            let failure = LocalAnswer::failure(FailureKind::NoHealthyEndpoint);
+            return answer(client, buffers, ctx, meta, &failure).await;
         };
         let address = member.endpoint.address;
         let label = &member.label;
-        ctx.endpoint = Some(address);
+        ctx.begin_attempt(address);
         ctx.in_flight = Some(member.state.start_request());
         let began = Instant::now();
         ctx.upstream_answer = None;
@@ -331,68 +223,33 @@ pub async fn proxy<C: ClientIo>(
         )
         .await;
         fresh = false;
-        match &result {
-            Attempt::Done(_) => {
-                if let Some((status, at)) = ctx.upstream_answer.take() {
-                    let waited = at.saturating_duration_since(began).as_secs_f64();
-                    gateway
-                        .metrics
-                        .upstream_answered(pool.name(), label, status, waited);
-                }
-            }
-            Attempt::Stale => {}
-            Attempt::Failed { failure, .. } => {
-                let connect = matches!(failure, Failure::Connect(_) | Failure::ConnectTimeout);
-                gateway.metrics.upstream_failed(pool.name(), label, connect);
-            }
-        }
         match result {
             Attempt::Done(outcome) => {
-                let failed = matches!(outcome.status, 502..=504);
-                gateway.note_outcome(pool, address, !failed);
+                if let Some((status, at)) = ctx.upstream_answer.take() {
+                    let waited = at.saturating_duration_since(began).as_secs_f64();
+                    core.metrics
+                        .upstream_answered(pool.name(), label, status, waited);
+                }
+                core.settle_attempt(ctx, !matches!(outcome.status, 502..=504));
                 return outcome;
             }
+            // A pooled connection the upstream had closed: sent again on a fresh one,
+            // which is no retry and no fault of the endpoint's. (`retries = 0` does not
+            // stop it: the request never reached a live connection.)
             Attempt::Stale => fresh = true,
-            Attempt::Failed { failure, retryable } => {
-                gateway.note_outcome(pool, address, false);
-                ctx.tried.push(address);
-                if retryable && ctx.retries_left > 0 {
-                    match pool.try_retry() {
-                        Some(guard) => {
-                            _retry = Some(guard);
-                            ctx.retries_left -= 1;
-                            gateway
-                                .metrics
-                                .upstream_retries
-                                .with_label_values(&[pool.name()])
-                                .inc();
-                            tracing::warn!(upstream = %pool.name(), endpoint = %address, request_id = %ctx.request_id, error = %failure, "retrying on another endpoint");
-                            continue;
-                        }
-                        None => {
-                            gateway
-                                .metrics
-                                .retry_budget_exhausted
-                                .with_label_values(&[pool.name()])
-                                .inc();
-                            tracing::debug!(upstream = %pool.name(), request_id = %ctx.request_id, "retry budget exhausted");
-                        }
-                    }
+            Attempt::Failed {
+                failure,
+                repeatable,
+            } => {
+                let kind = failure.kind();
+                core.metrics
+                    .upstream_failed(pool.name(), label, kind.connect());
+                if core.retry_after(ctx, kind, repeatable, &failure) {
+                    continue;
                 }
-                let (status, body) = failure.status();
-                tracing::warn!(
-                    listener = %ctx.listener,
-                    route = %ctx.route_name(),
-                    upstream = %pool.name(),
-                    endpoint = %address,
-                    request_id = %ctx.request_id,
-                    status,
-                    error = %failure,
-                    "request failed"
-                );
-                let mut reply = LocalReply::plain(status, body, &ctx.request_id);
-                reply.close = true;
-                return answer(client, buffers, ctx, meta, reply).await;
+                let reply = LocalAnswer::failure(kind);
+                core.log_failure(ctx, reply.status, &failure);
+                return answer(client, buffers, ctx, meta, &reply).await;
             }
         }
     }
@@ -433,9 +290,10 @@ async fn attempt<C: ClientIo>(
             Ok(stream) => stream,
             Err(failure) => {
                 tracing::warn!(upstream = %pool.name(), endpoint = %wire.address, request_id = %ctx.request_id, error = %failure, "connect to endpoint failed");
+                // Nothing was sent: the request can go elsewhere as it is.
                 return Attempt::Failed {
                     failure,
-                    retryable: true,
+                    repeatable: true,
                 };
             }
         },
@@ -445,12 +303,22 @@ async fn attempt<C: ClientIo>(
     // A pooled connection the upstream had closed fails at once. Sending again on a fresh
     // one is safe when the request never left (the head write failed), or when it may be
     // repeated anyway (idempotent): a POST that was sent may have been acted on.
-    let stale_or = |failure: Failure, sent: bool, retryable: bool| {
+    let stale_or = |failure: Failure, sent: bool| {
         let resend = if sent { may_retry } else { replayable };
         if reused && resend && matches!(failure, Failure::Reset(_)) {
             Attempt::Stale
         } else {
-            Attempt::Failed { failure, retryable }
+            Attempt::Failed {
+                failure,
+                repeatable: replayable,
+            }
+        }
+    };
+    let timed_out = |failure: Failure| {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            Failure::RouteTimeout
+        } else {
+            failure
         }
     };
     // The head's tail for this endpoint, then the buffered body, in one write.
@@ -474,11 +342,11 @@ async fn attempt<C: ClientIo>(
     match sent {
         Err(_) => {
             return Attempt::Failed {
-                failure: Failure::WriteTimeout,
-                retryable: false,
+                failure: timed_out(Failure::WriteTimeout),
+                repeatable: false,
             }
         }
-        Ok(Err(e)) => return stale_or(Failure::Reset(e), false, may_retry),
+        Ok(Err(e)) => return stale_or(Failure::Reset(e), false),
         Ok(Ok(())) => {}
     }
     let mut body_complete = true;
@@ -517,9 +385,17 @@ async fn attempt<C: ClientIo>(
             Err(BodyError::Interrupted) | Err(BodyError::Write(_)) => body_complete = false,
             Err(BodyError::WriteTimeout) => {
                 return Attempt::Failed {
-                    failure: Failure::WriteTimeout,
-                    retryable: false,
+                    failure: timed_out(Failure::WriteTimeout),
+                    repeatable: false,
                 }
+            }
+            Err(BodyError::ReadTimeout) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                // The route's budget ran out while the client was still sending: an
+                // answer (504), not a silent close.
+                return Attempt::Failed {
+                    failure: Failure::RouteTimeout,
+                    repeatable: false,
+                };
             }
             Err(BodyError::Read(_)) | Err(BodyError::ReadTimeout) => {
                 tracing::debug!(request_id = %ctx.request_id, "client went away while sending its body");
@@ -528,16 +404,12 @@ async fn attempt<C: ClientIo>(
             Err(BodyError::Framing(e)) => {
                 let reason = e.reason();
                 tracing::warn!(listener = %ctx.listener, request_id = %ctx.request_id, reason, "refused request body");
-                let body = format!("{reason}\n");
-                let mut reply = LocalReply::plain(400, body.as_bytes(), &ctx.request_id);
-                reply.close = true;
-                return Attempt::Done(answer(client, buffers, ctx, meta, reply).await);
+                let reply = LocalAnswer::refusal(400, reason);
+                return Attempt::Done(answer(client, buffers, ctx, meta, &reply).await);
             }
             Err(BodyError::TooLarge) => {
-                let mut reply =
-                    LocalReply::plain(413, b"request body too large\n", &ctx.request_id);
-                reply.close = true;
-                return Attempt::Done(answer(client, buffers, ctx, meta, reply).await);
+                let reply = LocalAnswer::body_too_large();
+                return Attempt::Done(answer(client, buffers, ctx, meta, &reply).await);
             }
         }
     }
@@ -554,10 +426,7 @@ async fn attempt<C: ClientIo>(
     .await
     {
         Ok(outcome) => Attempt::Done(outcome),
-        Err(failure) => {
-            let retryable = may_retry && !matches!(failure, Failure::ReadTimeout);
-            stale_or(failure, true, retryable)
-        }
+        Err(failure) => stale_or(timed_out(failure), true),
     }
 }
 
@@ -575,13 +444,11 @@ async fn answer<C: ClientIo>(
     buffers: &mut Buffers,
     ctx: &RequestContext,
     meta: &RequestMeta,
-    mut reply: LocalReply<'_>,
+    reply: &LocalAnswer,
 ) -> Outcome {
-    reply.edits = ctx.route.as_ref().map(|r| &r.response_headers);
-    reply.head_only = meta.method == http::Method::HEAD;
     // Whatever of the request body is unread makes the connection unusable.
-    reply.close |= !meta.client_keepalive || !matches!(meta.framing, Framing::None);
-    super::reply::send_reply(client, &mut buffers.out, &reply).await
+    let close = reply.close || !meta.client_keepalive || !matches!(meta.framing, Framing::None);
+    send_answer(client, &mut buffers.out, reply, ctx, &meta.method, close).await
 }
 
 /// Reads the response head (skipping interim 1xx), writes the client's head and relays
@@ -607,7 +474,7 @@ async fn relay_response<C: ClientIo>(
                     continue;
                 }
                 Ok(Some(head)) => break head,
-                Ok(None) if buffers.response.len() > crate::proxy::framing::MAX_REQUEST_HEAD => {
+                Ok(None) if buffers.response.len() > MAX_REQUEST_HEAD => {
                     return Err(Failure::InvalidResponse("response head too large"))
                 }
                 Ok(None) => {}
@@ -678,28 +545,17 @@ async fn relay_response<C: ClientIo>(
     let out = &mut buffers.out;
     out.clear();
     let reason = if head.reason.is_empty() {
-        super::reply::reason(head.status)
+        reason(head.status)
     } else {
         &buffers.response[head.reason.clone()]
     };
     write_status_line(out, head.status, reason);
-    let edits = ctx.route.as_ref().map(|r| &r.response_headers);
-    let names_fields = view.first("connection").is_some();
-    for (name, value) in view.iter() {
-        if listed(RESPONSE_SKIP, name)
-            || (names_fields && view.has_token("connection", name))
-            || edited_away(edits, name)
-        {
-            continue;
-        }
-        field(out, name, value);
+    ResponseHeaders {
+        ctx,
+        status: head.status,
+        keep_framing: false,
     }
-    if let Some(edits) = edits {
-        for (name, value) in edits.set.iter().chain(&edits.add) {
-            field(out, name.as_str().as_bytes(), value.as_bytes());
-        }
-    }
-    field(out, b"x-request-id", ctx.request_id.as_bytes());
+    .write(&view, out);
     match (framing, output) {
         (Framing::Chunked, Output::Same) => {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n")
@@ -707,7 +563,9 @@ async fn relay_response<C: ClientIo>(
         (Framing::Length(n), _) => {
             let _ = write!(out, "content-length: {n}\r\n");
         }
-        (Framing::None, _) => {
+        // A 204 has no body and no length (RFC 9110 8.6); a HEAD or 304 answer keeps the
+        // length of what a GET would have sent.
+        (Framing::None, _) if head.status != 204 => {
             if let Some(n) = declared_length {
                 let _ = write!(out, "content-length: {n}\r\n");
             }
@@ -715,7 +573,7 @@ async fn relay_response<C: ClientIo>(
         _ => {}
     }
     if client_close {
-        out.extend_from_slice(b"connection: close\r\n");
+        out.put(b"connection", b"close");
     } else if http10_client {
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }

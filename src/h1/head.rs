@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use http::Method;
 
-use crate::snapshot::router::RequestHeaders;
+use crate::pipeline::Fields;
 
 /// Fields beyond this count get 431, like a head over the size limit.
 pub const MAX_FIELDS: usize = 128;
@@ -51,9 +51,9 @@ impl<'a> FieldsView<'a> {
     }
 }
 
-impl RequestHeaders for FieldsView<'_> {
-    fn has_value(&self, name: &http::HeaderName, value: &[u8]) -> bool {
-        self.values(name.as_str()).any(|v| v == value)
+impl Fields for FieldsView<'_> {
+    fn each(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.iter()
     }
 }
 

@@ -11,9 +11,10 @@
 //! -> stream the body -> read the response -> write it -> release the connection -> loop
 //! ```
 //!
-//! Anything it does not take (an upgrade, an upstream over TLS or HTTP/2) is handed to
-//! pingora-proxy with the bytes already read replayed first, so the two paths never
-//! disagree about a request; HTTP/2 clients never enter here.
+//! Every decision is the request core's ([`crate::pipeline`]); this loop renders it into
+//! bytes. Anything it does not take (a WebSocket upgrade, an upstream over TLS or
+//! HTTP/2) is handed to pingora-proxy with the bytes already read replayed first, and the
+//! core decides again there the same way; HTTP/2 clients never enter here.
 
 mod body;
 pub mod chunked;
@@ -37,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::buffered_io::BufferedIo;
 use crate::config::model::Name;
-use crate::proxy::Gateway;
+use crate::pipeline::Core;
 
 pub use connection::serve;
 
@@ -53,7 +54,7 @@ pub struct ConnectionInfo {
 
 /// What the loop needs of the proxy around it.
 pub struct Engine<A> {
-    pub gateway: Gateway,
+    pub core: Core,
     /// pingora-proxy, for what the loop hands over.
     pub fallback: Arc<A>,
     pub shutdown: ShutdownWatch,
@@ -86,7 +87,7 @@ impl ClientIo for tokio::net::TcpStream {
         h2c: bool,
     ) -> pingora::protocols::Stream {
         let mut stream: L4Stream = self.into();
-        crate::proxy::record_addresses(&mut stream, info.peer, info.bound);
+        crate::buffered_io::record_addresses(&mut stream, info.peer, info.bound);
         Box::new(BufferedIo::replaying(stream, h2c, replay))
     }
 }

@@ -1,84 +1,38 @@
-//! Responses the loop writes itself (direct responses, redirects, errors), serialized
+//! The core's local answers (direct responses, redirects, refusals, errors), serialized
 //! straight into the connection's output buffer.
 
 use std::io::Write;
 
-use crate::config::model::HeaderEdits;
+use crate::pipeline::{LocalAnswer, RequestContext};
 
 use super::exchange::{Next, Outcome};
 use super::{body, ClientIo};
 
-pub struct LocalReply<'a> {
-    pub status: u16,
-    pub content_type: &'a [u8],
-    pub body: &'a [u8],
-    pub location: Option<&'a str>,
-    pub request_id: &'a str,
-    pub edits: Option<&'a HeaderEdits>,
-    pub head_only: bool,
-    pub close: bool,
-}
-
-impl LocalReply<'_> {
-    pub fn plain<'a>(status: u16, body: &'a [u8], request_id: &'a str) -> LocalReply<'a> {
-        LocalReply {
-            status,
-            content_type: b"text/plain; charset=utf-8",
-            body,
-            location: None,
-            request_id,
-            edits: None,
-            head_only: false,
-            close: false,
-        }
+/// Writes `answer` as HTTP/1.1 bytes; `close` adds `connection: close`.
+pub fn write_answer(
+    out: &mut Vec<u8>,
+    answer: &LocalAnswer,
+    ctx: &RequestContext,
+    method: &http::Method,
+    close: bool,
+) {
+    write_status_line(out, answer.status, reason(answer.status));
+    answer.write_fields(ctx, out);
+    if answer.sends_length() {
+        let _ = write!(out, "content-length: {}\r\n", answer.body.len());
     }
-
-    pub fn write_to(&self, out: &mut Vec<u8>) {
-        write_status_line(out, self.status, reason(self.status));
-        let edits = self.edits;
-        let removed = |name: &str| {
-            edits.is_some_and(|e| {
-                e.remove.iter().any(|n| n.as_str() == name)
-                    || e.set.iter().any(|(n, _)| n.as_str() == name)
-            })
-        };
-        if !removed("content-type") {
-            field(out, b"content-type", self.content_type);
-        }
-        let _ = write!(out, "content-length: {}\r\n", self.body.len());
-        if !self.request_id.is_empty() && !removed("x-request-id") {
-            field(out, b"x-request-id", self.request_id.as_bytes());
-        }
-        if let Some(location) = self.location {
-            if !removed("location") {
-                field(out, b"location", location.as_bytes());
-            }
-        }
-        if let Some(edits) = edits {
-            for (name, value) in edits.set.iter().chain(&edits.add) {
-                field(out, name.as_str().as_bytes(), value.as_bytes());
-            }
-        }
-        if self.close {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        if !self.head_only {
-            out.extend_from_slice(self.body);
-        }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if answer.has_body(method) {
+        out.extend_from_slice(&answer.body);
     }
 }
 
 pub fn write_status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
     let _ = write!(out, "HTTP/1.1 {status} ");
     out.extend_from_slice(reason);
-    out.extend_from_slice(b"\r\n");
-}
-
-pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -92,22 +46,25 @@ pub fn reason(status: u16) -> &'static [u8] {
 
 /// Writes a response the gateway makes itself and says what the connection does next:
 /// one writer for direct answers, refusals and upstream errors alike.
-pub(super) async fn send_reply<C: ClientIo>(
+pub(super) async fn send_answer<C: ClientIo>(
     client: &mut C,
     out: &mut Vec<u8>,
-    reply: &LocalReply<'_>,
+    answer: &LocalAnswer,
+    ctx: &RequestContext,
+    method: &http::Method,
+    close: bool,
 ) -> Outcome {
     out.clear();
-    reply.write_to(out);
+    write_answer(out, answer, ctx, method, close);
     let written = body::send_in_time(client, out).await.is_ok();
     Outcome {
-        status: reply.status,
-        bytes_sent: if reply.head_only || !written {
+        status: answer.status,
+        bytes_sent: if !answer.has_body(method) || !written {
             0
         } else {
-            reply.body.len() as u64
+            answer.body.len() as u64
         },
-        next: if reply.close || !written {
+        next: if close || !written {
             Next::Close
         } else {
             Next::KeepAlive

@@ -1,19 +1,13 @@
-//! The pingora `ProxyHttp` implementation: one snapshot per request, route, act.
-//!
-//! Nothing here reads raw config or takes a lock on the request path: the snapshot is
-//! loaded once into the request context and every decision reads from it.
+//! The pingora `ProxyHttp` adapter: renders the request core for HTTP/2, h2c and the
+//! HTTP/1.1 connections the loop hands over (WebSocket upgrades, TLS and HTTP/2
+//! upstreams). Every decision is the core's; this module only moves it into pingora's
+//! session and header maps, and maps pingora's errors onto the core's failure table.
 
-mod context;
-pub mod forwarded;
-pub mod framing;
 mod respond;
-pub mod trace;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -22,61 +16,21 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::config::model::{Action, Name};
-use crate::metrics::Metrics;
-use crate::request_record::RequestRecord;
-use crate::snapshot::router::{normalize_host, rewritten_path, RequestFacts};
+use crate::config::model::Name;
+use crate::pipeline::context::unnamed_listener;
+use crate::pipeline::serving::client_identity;
+use crate::pipeline::{
+    decide, Core, Decision, Exchange, Failure, InFlightGauge, Incoming, RequestContext,
+    ResponseHeaders, UpstreamHeaders,
+};
+use crate::snapshot::router::rewritten_path;
 use crate::snapshot::Snapshot;
-use crate::trace_export::SpanRecord;
-pub use context::{InFlightGauge, RequestContext};
-pub use respond::redirect_location;
-use respond::{error_response, Reply};
 
-/// Names the connection's peer and listening address for pingora: the listening address,
-/// not the connection's own, is how the proxy tells which listener (and so which routes)
-/// a request arrived on.
-pub(crate) fn record_addresses(
-    stream: &mut pingora::protocols::l4::stream::Stream,
-    peer: SocketAddr,
-    bound: SocketAddr,
-) {
-    let digest =
-        pingora::protocols::SocketDigest::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(stream));
-    let _ = digest.peer_addr.set(Some(peer.into()));
-    let _ = digest.local_addr.set(Some(bound.into()));
-    pingora::protocols::GetSocketDigest::set_socket_digest(stream, digest);
-}
-
-/// State shared by every request; each field is read without locks.
-/// One draw for a weighted route: each request independently, so the split holds across
-/// workers and connections without shared state.
-pub fn pick_backend(backends: &[crate::config::model::WeightedUpstream]) -> Option<&Name> {
-    crate::config::model::pick_weighted(backends, rand::random::<u64>())
-}
-
+/// pingora's side of the gateway: the shared serving state, as a `ProxyHttp`.
 #[derive(Clone)]
-pub struct Gateway {
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
-    pub metrics: Arc<Metrics>,
-}
+pub struct PingoraAdapter(pub Core);
 
-impl Gateway {
-    /// Feeds passive health; logs an ejection when one happens.
-    pub(crate) fn note_outcome(
-        &self,
-        pool: &crate::snapshot::pool::Pool,
-        address: SocketAddr,
-        ok: bool,
-    ) {
-        if let Some(duration) = pool.record_outcome(address, ok) {
-            self.metrics
-                .ejections
-                .with_label_values(&[pool.name()])
-                .inc();
-            tracing::warn!(upstream = %pool.name(), endpoint = %address, ejected_for = ?duration, "endpoint ejected after consecutive failures");
-        }
-    }
-
+impl PingoraAdapter {
     /// The listener a request arrived on, named by the request's own snapshot.
     fn listener_of(session: &Session, snapshot: &Snapshot) -> Option<Name> {
         match session.server_addr()? {
@@ -85,52 +39,42 @@ impl Gateway {
         }
     }
 
-    /// Spends a retry if the upstream's retry budget allows, counting the failed attempt
-    /// against the endpoint's passive health.
-    fn take_retry(&self, ctx: &mut RequestContext) -> bool {
-        let Some(pool) = ctx.pool.clone() else {
-            return false;
+    /// The listener's timers on a handed-over HTTP/1.1 connection: pingora would
+    /// otherwise read its later heads with a fixed 60 s timeout of its own.
+    fn keep_listener_timers(session: &mut Session, snapshot: &Snapshot) {
+        let Some(PingoraAddr::Inet(bound)) = session.server_addr().cloned() else {
+            return;
         };
-        if let Some(address) = ctx.endpoint {
-            self.note_outcome(&pool, address, false);
+        if let Some(listener) = snapshot.listener_at(bound) {
+            let idle = listener.spec.idle_timeout.as_secs().max(1);
+            session.set_keepalive(Some(idle));
+            session.set_read_timeout(Some(listener.spec.header_timeout));
         }
-        match pool.try_retry() {
-            Some(guard) => {
-                ctx.retry_budget = Some(guard);
-                ctx.retries_left -= 1;
-                self.metrics
-                    .upstream_retries
-                    .with_label_values(&[pool.name()])
-                    .inc();
-                true
-            }
-            None => {
-                self.metrics
-                    .retry_budget_exhausted
-                    .with_label_values(&[pool.name()])
-                    .inc();
-                false
-            }
-        }
-    }
-
-    async fn reply(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestContext,
-        reply: Reply,
-    ) -> Result<bool> {
-        reply.send(session, ctx).await?;
-        Ok(true)
     }
 }
 
+/// A request head's target as sent: pingora's parsed URI drops a fragment, which the
+/// core must see to refuse it.
+fn raw_target(raw_head: &[u8]) -> Option<&str> {
+    let line = raw_head.split(|&b| b == b'\n').next()?;
+    let mut parts = line.split(|&b| b == b' ');
+    parts.next()?;
+    std::str::from_utf8(parts.next()?).ok()
+}
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
 #[async_trait]
-impl ProxyHttp for Gateway {
+impl ProxyHttp for PingoraAdapter {
     type CTX = RequestContext;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestContext::new(self.snapshot.load_full(), context::unnamed_listener())
+        RequestContext::new(self.0.snapshot.load_full(), unnamed_listener())
     }
 
     /// No downstream modules: pingora's default adds a (disabled) compression module that
@@ -141,182 +85,72 @@ impl ProxyHttp for Gateway {
         // Pipelined requests are answered one by one, in order, instead of the connection
         // being closed after the first.
         session.as_downstream_mut().set_pipelining_enabled(true);
-        if let Some(listener) = Self::listener_of(session, &ctx.snapshot) {
+        let snapshot = ctx.snapshot.clone();
+        if let Some(listener) = Self::listener_of(session, &snapshot) {
             ctx.listener = listener;
         }
+        if session.as_http1().is_some() {
+            Self::keep_listener_timers(session, &snapshot);
+        }
         ctx.in_flight_gauge = Some(InFlightGauge::enter(
-            self.metrics
+            self.0
+                .metrics
                 .requests_in_flight
                 .with_label_values(&[&ctx.listener]),
         ));
         ctx.downstream_tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        ctx.request_id = request_id(
-            session
-                .req_header()
-                .headers
-                .get("x-request-id")
-                .map(|v| v.as_bytes()),
-        );
-        ctx.trace = trace::TraceContext::continue_or_start(
-            session
-                .req_header()
-                .headers
-                .get("traceparent")
-                .map(|v| v.as_bytes()),
-            ctx.sample_ratio(),
-        );
-
-        if let Some(h1) = session.as_http1() {
-            if let Err(refusal) = framing::check_request_head(&h1.get_headers_raw_bytes()) {
-                tracing::warn!(
-                    listener = %ctx.listener,
-                    request_id = %ctx.request_id,
-                    status = refusal.status,
-                    reason = refusal.reason,
-                    "refused request"
-                );
-                session.set_keepalive(None);
-                return self
-                    .reply(
-                        session,
-                        ctx,
-                        Reply::plain(refusal.status, format!("{}\n", refusal.reason)),
-                    )
-                    .await;
-            }
-        }
-
-        // The HTTP/1.1 loop's rules, for HTTP/2 and handed-over requests: one normalised
-        // path for routing and the upstream.
-        let path = session.req_header().uri.path();
-        match crate::http_path::normalize_path(path) {
-            Ok(std::borrow::Cow::Borrowed(_)) => {}
-            Ok(std::borrow::Cow::Owned(normalised)) => {
-                let uri = &session.req_header().uri;
-                let target = match uri.query() {
-                    Some(query) => format!("{normalised}?{query}"),
-                    None => normalised,
-                };
-                let mut parts = uri.clone().into_parts();
-                parts.path_and_query = target.parse().ok();
-                if let Ok(uri) = http::Uri::from_parts(parts) {
-                    session.req_header_mut().set_uri(uri);
-                }
-            }
-            Err(e) => {
-                session.set_keepalive(None);
-                let body = format!("{e}\n");
-                return self.reply(session, ctx, Reply::plain(400, body)).await;
-            }
-        }
+        let raw_head = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
+        let peer = client_ip(session).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
         let header = session.req_header();
-        let raw_host = header
+        let uri = &header.uri;
+        let target = match raw_head.as_deref().and_then(raw_target) {
+            Some(target) => target,
+            None => uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        };
+        let declared_length = header
             .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| header.uri.authority().map(|a| a.as_str()))
-            .unwrap_or_default();
-        ctx.host = normalize_host(raw_host).into_owned();
-        let facts = RequestFacts {
-            host: &ctx.host,
-            path: header.uri.path(),
-            query: header.uri.query(),
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let request = Incoming {
             method: &header.method,
-            headers: &header.headers,
+            version: header.version,
+            target,
+            authority: uri.authority().map(|a| a.as_str()),
+            fields: &header.headers,
+            raw_head: raw_head.as_deref(),
+            declared_length,
+            peer,
         };
-        let snapshot = ctx.snapshot.clone();
-        let Some(route) = snapshot.router.route(&ctx.listener, &facts).cloned() else {
-            tracing::debug!(listener = %ctx.listener, host = %ctx.host, path = %header.uri.path(), "no route");
-            return self
-                .reply(session, ctx, Reply::plain(404, "no route\n"))
-                .await;
-        };
-        ctx.route = Some(route.clone());
-        match &route.action {
-            Action::Respond(respond) => {
-                let reply = Reply {
-                    status: respond.status.as_u16(),
-                    content_type: respond.content_type.clone(),
-                    body: respond.body.clone(),
-                    location: None,
-                };
-                self.reply(session, ctx, reply).await
-            }
-            Action::Redirect(redirect) => {
-                let location = redirect_location(
-                    redirect,
-                    session.req_header().uri.path(),
-                    session.req_header().uri.query(),
-                    raw_host,
-                    ctx.downstream_tls,
-                );
-                let reply = Reply {
-                    status: redirect.status.as_u16(),
-                    content_type: http::HeaderValue::from_static("text/plain; charset=utf-8"),
-                    body: Bytes::new(),
-                    location: Some(location),
-                };
-                self.reply(session, ctx, reply).await
-            }
-            Action::Upstream(_) | Action::Weighted(_) => {
-                let picked = match &route.action {
-                    Action::Upstream(name) => Some(name),
-                    Action::Weighted(backends) => pick_backend(backends),
-                    Action::Redirect(_) | Action::Respond(_) => None,
-                };
-                let Some(name) = picked else {
-                    return self
-                        .reply(session, ctx, Reply::plain(500, "backend not resolved\n"))
-                        .await;
-                };
-                let Some(pool) = snapshot.pools.get(name).cloned() else {
-                    return self
-                        .reply(session, ctx, Reply::plain(503, "no such upstream\n"))
-                        .await;
-                };
-                if pool.available_count() == 0 {
-                    tracing::warn!(
-                        upstream = %name,
-                        request_id = %ctx.request_id,
-                        members = pool.members.len(),
-                        "no healthy endpoint"
-                    );
-                    ctx.pool = Some(pool);
-                    return self
-                        .reply(session, ctx, Reply::plain(503, "no healthy endpoint\n"))
-                        .await;
-                }
-                let declared = session
-                    .req_header()
-                    .headers
-                    .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                if let (Some(n), Some(max)) = (declared, route.max_body_size) {
-                    if n > max {
-                        session.set_keepalive(None);
-                        return self
-                            .reply(session, ctx, Reply::plain(413, "request body too large\n"))
-                            .await;
-                    }
-                }
-                ctx.retries_left = pool.upstream.retries;
-                ctx.budget = Some(pool.start_request());
-                let client = session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip());
-                let headers = &session.req_header().headers;
-                ctx.hash_key = match client {
-                    Some(ip) => forwarded::hash_key(&pool.upstream.hash_on, ip, |name| {
-                        headers.get(name).map(|v| v.as_bytes())
+        let (answer, new_target, host) = match decide(&request, ctx) {
+            Decision::Answer(answer) => (Some(answer), None, None),
+            Decision::Forward(forward) => {
+                let new_target = match (&forward.path, uri.path()) {
+                    (path, current) if path.as_ref() == current => None,
+                    (path, _) => Some(match forward.query {
+                        Some(query) => format!("{path}?{query}"),
+                        None => path.to_string(),
                     }),
-                    None => 0,
                 };
-                ctx.pool = Some(pool);
-                Ok(false)
+                ctx.tunnel = forward.tunnel;
+                ctx.budget = Some(forward.pool.start_request());
+                (None, new_target, forward.host.map(str::to_owned))
+            }
+        };
+        if let Some(answer) = answer {
+            respond::send(session, ctx, &answer).await?;
+            return Ok(true);
+        }
+        if let Some(target) = new_target {
+            // The upstream gets the path routing matched.
+            let mut parts = session.req_header().uri.clone().into_parts();
+            parts.path_and_query = target.parse().ok();
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                session.req_header_mut().set_uri(uri);
             }
         }
+        ctx.upstream_host = host;
+        Ok(false)
     }
 
     async fn upstream_peer(
@@ -342,7 +176,7 @@ impl ProxyHttp for Gateway {
         }
         let address = member.endpoint.address;
         ctx.tried.push(address);
-        ctx.endpoint = Some(address);
+        ctx.begin_attempt(address);
         ctx.in_flight = Some(member.state.start_request());
         ctx.attempt = Some((std::time::Instant::now(), member.label.clone()));
         let upstream = &pool.upstream;
@@ -410,7 +244,8 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         ctx.h2_checkout = None;
         if let Some((_, endpoint)) = ctx.attempt.take() {
-            self.metrics
+            self.0
+                .metrics
                 .upstream_failed(ctx.upstream_name(), &endpoint, true);
         }
         tracing::warn!(
@@ -420,7 +255,8 @@ impl ProxyHttp for Gateway {
             error = %e,
             "connect to endpoint failed"
         );
-        if ctx.retries_left > 0 && self.take_retry(ctx) {
+        let failure = respond::failure_of(&e).unwrap_or(Failure::Connect);
+        if self.0.retry_after(ctx, failure, true, &e) {
             e.set_retry(true);
         }
         e
@@ -432,29 +268,24 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut Self::CTX,
-        client_reused: bool,
+        upstream_reused: bool,
     ) -> Box<Error> {
         ctx.h2_checkout = None;
         if let Some((_, endpoint)) = ctx.attempt.take() {
-            self.metrics
+            self.0
+                .metrics
                 .upstream_failed(ctx.upstream_name(), &endpoint, false);
         }
         let mut e = e.more_context(format!("endpoint {}", peer._address));
-        let idempotent = session.req_header().method.is_idempotent();
-        let replayable = idempotent && !session.as_ref().retry_buffer_truncated();
-        let reset = matches!(
-            e.etype(),
-            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-        );
-        if replayable
-            && reset
-            && ctx.retries_left > 0
-            && session.response_written().is_none()
-            && self.take_retry(ctx)
-        {
+        let failure = respond::failure_of(&e).unwrap_or(Failure::Reset);
+        let repeatable =
+            !session.as_ref().retry_buffer_truncated() && session.response_written().is_none();
+        if upstream_reused && repeatable && ctx.idempotent && failure == Failure::Reset {
+            // A pooled connection the upstream had closed: sent again on a fresh one,
+            // which is no retry and no fault of the endpoint's (as on the HTTP/1.1 loop).
+            e.retry.decide_reuse(true);
+        } else if self.0.retry_after(ctx, failure, repeatable, &e) {
             e.set_retry(true);
-        } else if replayable {
-            e.retry.decide_reuse(client_reused);
         } else {
             e.set_retry(false);
         }
@@ -467,75 +298,39 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        // What a client says about earlier hops is believed only from a trusted proxy.
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let trusted = client_ip.is_some_and(|ip| {
-            ctx.snapshot
-                .config
-                .listeners
-                .iter()
-                .any(|l| l.name == ctx.listener && l.is_trusted(ip))
-        });
-        if let Some(ip) = client_ip {
-            let prior: Vec<u8> = upstream_request
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .map(|v| v.as_bytes())
-                .collect::<Vec<_>>()
-                .join(&b", "[..]);
-            let chain = forwarded::forwarded_for(Some(&prior), ip, trusted);
-            let chain = http::HeaderValue::from_bytes(&chain)
-                .map_err(|e| Error::because(ErrorType::InternalError, "x-forwarded-for", e))?;
-            upstream_request.insert_header("x-forwarded-for", chain)?;
-        }
-        if !(trusted && upstream_request.headers.contains_key("x-forwarded-proto")) {
-            let proto = if ctx.downstream_tls { "https" } else { "http" };
-            upstream_request.insert_header("x-forwarded-proto", proto)?;
-        }
-        if !trusted {
-            upstream_request.remove_header("x-forwarded-host");
-        }
-        // HTTP/1.1 requires Host; an HTTP/1.0 client may have sent none. Like nginx's
-        // `proxy_set_header Host $proxy_host`, name the endpoint.
-        if upstream_request.headers.get(http::header::HOST).is_none() {
-            let authority = upstream_request
-                .uri
-                .authority()
-                .map(|a| a.to_string())
-                .or_else(|| ctx.endpoint.map(|e| e.to_string()));
-            if let Some(authority) = authority {
-                upstream_request.insert_header(http::header::HOST, authority)?;
-            }
-        }
-        if !ctx.host.is_empty() && upstream_request.headers.get("x-forwarded-host").is_none() {
-            if let Some(host) = upstream_request.headers.get(http::header::HOST).cloned() {
-                upstream_request.insert_header("x-forwarded-host", host)?;
-            }
-        }
-        // Only TLS listeners can have client certificates; plain ones skip the lookup.
-        let identity_header = if ctx.downstream_tls {
-            ctx.client_identity_header()
+        let identity = if ctx.downstream_tls {
+            session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .and_then(|ssl| client_identity(ssl))
         } else {
             None
         };
-        if let Some(header) = identity_header {
-            // Never trust the client's own copy of the identity header.
-            upstream_request.remove_header(&header);
-            let identity = session
-                .digest()
-                .and_then(|d| d.ssl_digest.as_ref())
-                .filter(|ssl| !ssl.cert_digest.is_empty())
-                .map(|ssl| client_identity(ssl));
-            if let Some(identity) = identity {
-                upstream_request.insert_header(header, identity)?;
-            }
+        let endpoint = ctx.endpoint.map(|e| e.to_string());
+        let plan = UpstreamHeaders {
+            ctx,
+            peer: client_ip(session).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            // HTTP/1.1 requires Host; an HTTP/1.0 client may have sent none. Like nginx's
+            // `proxy_set_header Host $proxy_host`, name the endpoint.
+            host: ctx.upstream_host.as_deref().or(endpoint.as_deref()),
+            identity: identity.as_deref(),
+            tunnel: ctx.tunnel,
+            keep_framing: true,
+        };
+        let mut added: Vec<(http::HeaderName, http::HeaderValue)> = Vec::with_capacity(8);
+        plan.add(&upstream_request.headers, &mut added);
+        let dropped: Vec<http::HeaderName> = upstream_request
+            .headers
+            .keys()
+            .filter(|name| !plan.keeps(&upstream_request.headers, name.as_str().as_bytes()))
+            .cloned()
+            .collect();
+        for name in dropped {
+            upstream_request.remove_header(&name);
         }
-        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
-        upstream_request.insert_header("traceparent", ctx.trace.header_value())?;
+        for (name, value) in added {
+            upstream_request.append_header(name, value)?;
+        }
         if let Some(route) = ctx.route.clone() {
             let uri = &upstream_request.uri;
             if let Some(new_path) = rewritten_path(&route, uri.path(), uri.query()) {
@@ -544,22 +339,13 @@ impl ProxyHttp for Gateway {
                     .map_err(|e| Error::because(ErrorType::InternalError, "rewritten path", e))?;
                 upstream_request.set_uri(new_uri);
             }
-            let edits = &route.request_headers;
-            for name in &edits.remove {
-                upstream_request.remove_header(name);
-            }
-            for (name, value) in &edits.set {
-                upstream_request.insert_header(name.clone(), value.clone())?;
-            }
-            for (name, value) in &edits.add {
-                upstream_request.append_header(name.clone(), value.clone())?;
-            }
         }
         Ok(())
     }
 
     /// Enforces the route's `max_body_size` on a body that streams without a declared
-    /// length (HTTP/2 data frames, chunked).
+    /// length (HTTP/2 data frames, chunked), and its `timeout` while the body is still
+    /// being sent.
     async fn request_body_filter(
         &self,
         _session: &mut Session,
@@ -567,13 +353,16 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if let (Some(chunk), Some(max)) = (body, ctx.route.as_ref().and_then(|r| r.max_body_size)) {
+        let route = ctx.route.clone();
+        if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
+        }
+        if let Some(max) = route.as_ref().and_then(|r| r.max_body_size) {
             if ctx.body_bytes > max {
                 return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
             }
         }
-        Ok(())
+        check_route_timeout(ctx)
     }
 
     /// Enforces the route's total `timeout` while the body streams: a response that keeps
@@ -585,12 +374,7 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
-        if let Some(timeout) = ctx.route.as_ref().and_then(|r| r.timeout) {
-            if ctx.started.elapsed() > timeout {
-                return Error::e_explain(ErrorType::ReadTimedout, "route timeout exceeded");
-            }
-        }
-        Ok(None)
+        check_route_timeout(ctx).map(|()| None)
     }
 
     async fn response_filter(
@@ -603,7 +387,7 @@ impl ProxyHttp for Gateway {
         // Interim responses are not the answer; a 101 (an upgrade) is.
         if status >= 200 || status == 101 {
             if let Some((began, endpoint)) = ctx.attempt.take() {
-                self.metrics.upstream_answered(
+                self.0.metrics.upstream_answered(
                     ctx.upstream_name(),
                     &endpoint,
                     status,
@@ -611,9 +395,24 @@ impl ProxyHttp for Gateway {
                 );
             }
         }
-        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if let Some(route) = &ctx.route {
-            respond::apply_response_edits(upstream_response, &route.response_headers)?;
+        let plan = ResponseHeaders {
+            ctx,
+            status,
+            keep_framing: true,
+        };
+        let dropped: Vec<http::HeaderName> = upstream_response
+            .headers
+            .keys()
+            .filter(|name| !plan.keeps(&upstream_response.headers, name.as_str().as_bytes()))
+            .cloned()
+            .collect();
+        for name in dropped {
+            upstream_response.remove_header(&name);
+        }
+        let mut added: Vec<(http::HeaderName, http::HeaderValue)> = Vec::with_capacity(4);
+        plan.add(&mut added);
+        for (name, value) in added {
+            upstream_response.append_header(name, value)?;
         }
         Ok(())
     }
@@ -624,26 +423,15 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
-        let (status, body) = error_response(e);
+        let answer = respond::error_answer(e);
+        let status = answer.as_ref().map_or(0, |a| a.status);
         if status >= 500 {
-            tracing::warn!(
-                listener = %ctx.listener,
-                route = %ctx.route_name(),
-                upstream = %ctx.upstream_name(),
-                endpoint = ?ctx.endpoint,
-                request_id = %ctx.request_id,
-                status,
-                error = %e,
-                "request failed"
-            );
+            self.0.log_failure(ctx, status, e);
         } else {
             tracing::debug!(request_id = %ctx.request_id, status, error = %e, "request failed");
         }
-        if status > 0 && session.response_written().is_none() {
-            // The connection closes after an error; say so, so the client does not
-            // send its next request into a closing socket.
-            session.set_keepalive(None);
-            if let Err(write_error) = Reply::plain(status, body).send(session, ctx).await {
+        if let Some(answer) = answer.filter(|_| session.response_written().is_none()) {
+            if let Err(write_error) = respond::send(session, ctx, &answer).await {
                 tracing::debug!(error = %write_error, "could not send error response");
             }
         }
@@ -661,18 +449,17 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| SocketAddr::new(a.ip(), a.port()));
         ctx.in_flight = None;
-        if let (Some(pool), Some(address)) = (&ctx.pool, ctx.endpoint) {
-            self.note_outcome(pool, address, !(502..=504).contains(&status));
-        }
+        self.0.settle_attempt(ctx, !(502..=504).contains(&status));
         // An attempt that ended in a gateway error without passing through the hooks
         // above (a response timeout) is counted here; one the client abandoned is not.
         if let Some((_, endpoint)) = ctx.attempt.take() {
             if (502..=504).contains(&status) {
-                self.metrics
+                self.0
+                    .metrics
                     .upstream_failed(ctx.upstream_name(), &endpoint, false);
             }
         }
-        self.record(
+        self.0.record(
             ctx,
             &Exchange {
                 status,
@@ -686,119 +473,14 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// What the metrics and the access log need of a finished request, from either path.
-pub struct Exchange<'a> {
-    pub status: u16,
-    pub method: &'a http::Method,
-    pub path: &'a str,
-    pub client: Option<SocketAddr>,
-    /// Response body bytes sent to the client.
-    pub bytes_sent: u64,
-    /// Request body bytes read from the client.
-    pub bytes_received: u64,
-}
-
-impl Gateway {
-    /// Counts a finished request, writes its access log line and hands its span to the
-    /// exporter: the one place both request paths report a request, so the metrics, the
-    /// log and the trace always describe the same requests.
-    pub fn record(&self, ctx: &RequestContext, exchange: &Exchange<'_>) {
-        let elapsed = ctx.started.elapsed();
-        let (route, upstream) = (ctx.route_name(), ctx.upstream_name());
-        let code = crate::metrics::status_code(exchange.status);
-        self.metrics
-            .requests
-            .with_label_values(&[&*ctx.listener, route, upstream, code.as_ref()])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
-        if exchange.bytes_received > 0 {
-            self.metrics
-                .request_bytes
-                .with_label_values(&[route])
-                .inc_by(exchange.bytes_received);
-        }
-        if exchange.bytes_sent > 0 {
-            self.metrics
-                .response_bytes
-                .with_label_values(&[route])
-                .inc_by(exchange.bytes_sent);
-        }
-        let export = ctx
-            .snapshot
-            .trace_export
-            .as_ref()
-            .filter(|_| ctx.trace.sampled());
-        let access_log = ctx.snapshot.edges.access_log.as_ref();
-        if export.is_none() && access_log.is_none() {
-            return;
-        }
-        // Filled once, shared by whichever sinks are on.
-        let request = Arc::new(RequestRecord {
-            listener: ctx.listener.clone(),
-            client: exchange.client,
-            method: exchange.method.clone(),
-            host: ctx.host.clone(),
-            path: exchange.path.to_string(),
-            status: exchange.status,
-            route: ctx.route.as_ref().map(|r| r.name.clone()),
-            upstream: ctx.pool.as_ref().map(|p| p.name().clone()),
-            endpoint: ctx.endpoint,
-            bytes_sent: exchange.bytes_sent,
-            duration: elapsed,
-            request_id: ctx.request_id.clone(),
-            trace: ctx.trace,
-        });
-        if let Some(export) = export {
-            let (start_unix_nanos, end_unix_nanos) = crate::trace_export::span_times(elapsed);
-            let span = SpanRecord {
-                request: request.clone(),
-                start_unix_nanos,
-                end_unix_nanos,
-            };
-            if !export.submit(span) {
-                self.metrics
-                    .tracing_spans_dropped
-                    .with_label_values(&["queue_full"])
-                    .inc();
-            }
-        }
-        if let Some(access_log) = access_log {
-            access_log.write(request);
+/// The route's total budget, spent: 504, also while the request body is still arriving.
+fn check_route_timeout(ctx: &RequestContext) -> Result<()> {
+    if let Some(timeout) = ctx.route.as_ref().and_then(|r| r.timeout) {
+        if ctx.started.elapsed() > timeout {
+            return Error::e_explain(ErrorType::ReadTimedout, "route timeout exceeded");
         }
     }
-}
-
-/// The request's own `x-request-id` when usable, else a fresh v4 UUID from the
-/// thread-local generator (`Uuid::new_v4` asks the kernel for randomness, a syscall, on
-/// every request).
-pub fn request_id(offered: Option<&[u8]>) -> String {
-    offered
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .filter(|v| v.bytes().all(|b| (0x20..0x7f).contains(&b)))
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            uuid::Builder::from_random_bytes(rand::random())
-                .into_uuid()
-                .to_string()
-        })
-}
-
-/// The verified client certificate, in the style of Envoy's `x-forwarded-client-cert`:
-/// what pingora's TLS digest keeps of it (hash, serial, organization).
-pub(crate) fn client_identity(ssl: &pingora::protocols::tls::SslDigest) -> String {
-    let hash: String = ssl.cert_digest.iter().map(|b| format!("{b:02x}")).collect();
-    let mut out = format!("Hash={hash}");
-    if let Some(serial) = &ssl.serial_number {
-        out.push_str(&format!(";Serial={serial}"));
-    }
-    if let Some(org) = &ssl.organization {
-        out.push_str(&format!(";O=\"{}\"", org.replace('"', "")));
-    }
-    out
+    Ok(())
 }
 
 /// Whether pingora's error came from the downstream side and needs no answer.

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method};
+use http::Method;
 use regex::Regex;
 
 use crate::config::model::{HostMatch, PathMatch, Route};
@@ -28,12 +28,6 @@ pub struct RequestFacts<'a> {
 pub trait RequestHeaders {
     /// Whether some field `name` has exactly `value`.
     fn has_value(&self, name: &http::HeaderName, value: &[u8]) -> bool;
-}
-
-impl RequestHeaders for HeaderMap {
-    fn has_value(&self, name: &http::HeaderName, value: &[u8]) -> bool {
-        self.get_all(name).iter().any(|v| v.as_bytes() == value)
-    }
 }
 
 /// The routes of one listener, indexed.

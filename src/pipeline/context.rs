@@ -16,12 +16,19 @@ pub struct RequestContext {
     pub started: Instant,
     pub listener: Name,
     pub downstream_tls: bool,
+    /// The peer is one of the listener's `trusted_proxies` (read per request, from the
+    /// request's own snapshot).
+    pub trusted: bool,
+    /// The method may be repeated (a reset before a response may then be retried).
+    pub idempotent: bool,
     pub host: String,
     pub route: Option<Arc<Route>>,
     pub pool: Option<Arc<Pool>>,
     /// Endpoints already attempted, so a retry goes elsewhere.
     pub tried: Vec<SocketAddr>,
     pub endpoint: Option<SocketAddr>,
+    /// The attempt on `endpoint` has been counted toward passive health.
+    pub attempt_settled: bool,
     pub in_flight: Option<InFlight>,
     /// Held from choosing an HTTP/2 peer until pingora has a stream on a connection, so
     /// concurrent requests find the shared connection instead of each opening one.
@@ -31,6 +38,10 @@ pub struct RequestContext {
     pub budget: Option<BudgetGuard>,
     pub retry_budget: Option<BudgetGuard>,
     pub hash_key: u64,
+    /// A WebSocket upgrade (pingora's path): `Upgrade` goes to the upstream.
+    pub tunnel: bool,
+    /// The Host the upstream gets, as the client sent it (pingora's path).
+    pub upstream_host: Option<String>,
     /// Request body bytes seen so far, against the route's `max_body_size`.
     pub body_bytes: u64,
     pub request_id: String,
@@ -76,17 +87,22 @@ impl RequestContext {
             started: Instant::now(),
             listener,
             downstream_tls: false,
+            trusted: false,
+            idempotent: true,
             host: String::new(),
             route: None,
             pool: None,
             tried: Vec::new(),
             endpoint: None,
+            attempt_settled: false,
             in_flight: None,
             h2_checkout: None,
             retries_left: 0,
             budget: None,
             retry_budget: None,
             hash_key: 0,
+            tunnel: false,
+            upstream_host: None,
             body_bytes: 0,
             request_id: String::new(),
             trace: TraceContext::default(),
@@ -94,6 +110,12 @@ impl RequestContext {
             upstream_answer: None,
             in_flight_gauge: None,
         }
+    }
+
+    /// A new attempt on `endpoint` begins.
+    pub fn begin_attempt(&mut self, endpoint: SocketAddr) {
+        self.endpoint = Some(endpoint);
+        self.attempt_settled = false;
     }
 
     pub fn route_name(&self) -> &str {
