@@ -20,7 +20,7 @@ mod process;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use edgegate::config::model::{ClusterRoutes as Settings, Name};
+use edgegate::config::model::{KubernetesSettings as Settings, Name};
 use edgegate::snapshot::router::{RequestFacts, Router};
 use edgegate::sources::cluster::translate::{
     translate, ClusterObjects, ListenerFacts, ServicePorts,

@@ -1,4 +1,4 @@
-//! The access log (spec section 7a): one JSON object per line, written by a background
+//! The access log: one JSON object per line, written by a background
 //! task so a slow disk or pipe never stalls a request. When the writer falls behind,
 //! lines are dropped and counted rather than queued without bound.
 

@@ -1,4 +1,4 @@
-//! Command-line interface (spec section 1).
+//! Command-line interface.
 
 use std::path::PathBuf;
 

@@ -84,7 +84,7 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
 
 /// One list of each kind, within 10 seconds, on a runtime of its own (`route` is sync).
 fn read_cluster_routes(
-    settings: &crate::config::model::ClusterRoutes,
+    settings: &crate::config::model::KubernetesSettings,
     listeners: &[crate::sources::cluster::translate::ListenerFacts],
 ) -> Result<crate::sources::cluster::translate::ClusterRoutes, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -22,17 +22,31 @@
 //! checks and admin on a control runtime of its own, apart from the workers that serve,
 //! and reads files off that runtime too.
 //!
+//! # One request core, rendered per protocol
+//!
+//! ```text
+//! accept loop (listeners) ─┬─ HTTP/1.1, plain or TLS ─▶ h1: edgegate's own loop ─┐
+//!                          └─ h2 (ALPN), h2c (preface) ─▶ proxy: pingora-proxy ───┤
+//!                             + what h1 hands over: WebSocket, TLS/HTTP/2 upstreams│
+//!                                                                                ▼
+//!        pipeline::decide (identify ▶ admit ▶ route ▶ act ▶ limits) ─▶ Answer | Forward
+//!        + header plans, the failure table, the retry policy, one record per request
+//! ```
+//!
+//! Every request decision lives in [`pipeline`], once; [`h1`] renders it into bytes in
+//! its reused buffers and [`proxy`] into pingora's session and header maps. Neither
+//! renderer imports the other.
+//!
 //! # Listeners are part of the config
 //!
 //! pingora's `Server` fixes its listeners once it runs, so edgegate owns its accept loops
-//! ([`listeners`]) and hands each accepted stream to pingora's `HttpProxy` through
-//! `ServerApp::process_new` (HTTP/1.1, h2c by preface, h2 by ALPN). A reload binds new or
-//! moved listeners first (any failure refuses the whole reload), publishes the snapshot,
-//! then starts the new accept loops and stops the removed ones. Listeners that did not
-//! change keep their socket and accept loop: no connection on them is refused or dropped.
-//! Each connection records the address of the listener that accepted it, which is how a
-//! request finds its listener's routes. A zero-downtime *binary* upgrade hands the
-//! listening sockets to a new process ([`upgrade`]); config changes never need one.
+//! ([`listeners`]). A reload binds new or moved listeners first (any failure refuses the
+//! whole reload), publishes the snapshot, then starts the new accept loops and stops the
+//! removed ones. Listeners that did not change keep their socket and accept loop: no
+//! connection on them is refused or dropped. Each connection records the address of the
+//! listener that accepted it, which is how a request finds its listener's routes. A
+//! zero-downtime *binary* upgrade hands the listening sockets to a new process
+//! ([`upgrade`]); config changes never need one.
 //!
 //! # Modules
 //!
@@ -40,11 +54,12 @@
 //! - [`snapshot`]: model -> immutable router and pools (pure, no sockets).
 //! - [`publish`]: the single writer; [`update`]: its messages; [`sources`]: producers (the file,
 //!   SIGHUP, discovery, and routes from Gateway API and Ingress objects: `sources::cluster`).
-//! - [`proxy`]: the pingora `ProxyHttp` implementation; [`listeners`]: accept loops;
-//!   [`tls`]: rustls acceptors.
+//! - [`pipeline`]: the request core; [`h1`] and [`proxy`]: its renderers;
+//!   [`listeners`]: accept loops; [`tls`]: rustls acceptors; [`buffered_io`]: streams
+//!   replayed into pingora.
 //! - [`http_path`]: request-path normalisation before routing (pure).
-//! - [`health`], [`admin`], [`metrics`], [`access_log`]: operations; [`notify`]: systemd
-//!   readiness; [`upgrade`]: binary upgrades.
+//! - [`health`], [`admin`], [`metrics`], [`access_log`], [`trace_export`]: operations;
+//!   [`notify`]: systemd readiness; [`upgrade`]: binary upgrades.
 //! - [`cli`], [`commands`], [`run`]: the binary's commands.
 
 #![forbid(unsafe_code)]

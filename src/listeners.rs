@@ -5,9 +5,10 @@
 //! sockets first (any failure refuses the whole reload), publishes the snapshot, then
 //! starts the new loops and stops the old ones. A listener whose address and settings did
 //! not change keeps its socket and its accept loop untouched, so nothing queued on it is
-//! refused and its open connections never notice. Accepted streams are handed to
-//! pingora's `ServerApp::process_new`, which serves HTTP/1.1, h2c by preface, and h2 by
-//! ALPN exactly as its own listeners would.
+//! refused and its open connections never notice. An accepted connection that speaks
+//! HTTP/1.1 (plain, or TLS without ALPN h2) goes to edgegate's own loop ([`crate::h1`]);
+//! h2 by ALPN and h2c by preface go to pingora's `ServerApp::process_new`, as does what
+//! the loop hands over. Both render the one request core ([`crate::pipeline`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::snapshot::{ServedListener, Snapshot};
 use crate::tls::{build_acceptor, TlsAcceptor};
 
-/// Certificates from cluster Secrets (spec section 10), by the listener they serve on.
+/// Certificates from cluster Secrets, by the listener they serve on.
 pub type ClusterCertificates = HashMap<Name, Vec<crate::tls::LoadedCertificate>>;
 
 /// Counts open downstream connections so shutdown can wait for them to finish.

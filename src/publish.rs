@@ -39,7 +39,7 @@ pub struct Publisher<A> {
     /// The file's config as last applied. Cluster routes are merged onto it, so a cluster
     /// change never re-reads the file (and never counts as a reload).
     pub file_config: Arc<Config>,
-    /// The cluster's routes as last received (spec section 10); empty until then.
+    /// The cluster's routes as last received; empty until then.
     pub cluster: Arc<ClusterRoutes>,
     /// Whether cluster routes were received once: `/readyz` waits for it when the
     /// config has `[kubernetes]`, as it waits for discovered upstreams.

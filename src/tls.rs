@@ -23,7 +23,7 @@ pub use crate::config::tls_files::LoadedCertificate;
 #[derive(Debug)]
 pub struct SniResolver {
     certificates: Vec<LoadedCertificate>,
-    /// Certificates from cluster Secrets for this listener (spec section 10), after the
+    /// Certificates from cluster Secrets for this listener, after the
     /// file's by name. A renewed Secret builds a new acceptor into the next snapshot.
     cluster: Vec<LoadedCertificate>,
 }

@@ -1,6 +1,6 @@
-//! The messages producers (file watcher, SIGHUP, Kubernetes discovery) send to the
-//! publisher. Producers only say what changed; the publisher alone decides what it means,
-//! so this type lives apart from both and neither side imports the other.
+//! The messages producers (file watcher, SIGHUP, Kubernetes discovery, cluster routes)
+//! send to the publisher. Producers only say what changed; the publisher alone decides
+//! what it means, so this type lives apart from both and neither side imports the other.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,8 +21,8 @@ pub enum Update {
         source: KubernetesService,
         endpoints: Vec<Endpoint>,
     },
-    /// Everything the cluster's Gateway API and Ingress objects now say (spec section
-    /// 10): it replaces the previous cluster routes whole; the file is not re-read.
+    /// Everything the cluster's Gateway API and Ingress objects now say: it replaces the
+    /// previous cluster routes whole; the file is not re-read.
     ClusterRoutes(Arc<ClusterRoutes>),
 }
 

@@ -1,20 +1,20 @@
-//! Validation of `[kubernetes]` (spec section 10), on its own so that it depends on no
+//! Validation of `[kubernetes]` (cluster routes), on its own so that it depends on no
 //! other section: it only reports through the callback it is given.
 
 use std::ops::Range;
 
 use toml::Spanned;
 
-use super::model::ClusterRoutes;
+use super::model::KubernetesSettings;
 use super::raw;
 use super::source::Severity;
 
 /// Checks `[kubernetes]`. Class names and namespaces are Kubernetes names: a wrong one
 /// would silently match nothing, so it is an error here rather than an empty cluster.
 pub fn validate(
-    raw: Spanned<raw::ClusterRoutes>,
+    raw: Spanned<raw::KubernetesSettings>,
     report: &mut dyn FnMut(Severity, Range<usize>, String),
-) -> ClusterRoutes {
+) -> KubernetesSettings {
     let span = raw.span();
     let raw = raw.into_inner();
     let names_a_class = raw.gateway_class.is_some() || raw.ingress_class.is_some();
@@ -59,7 +59,7 @@ pub fn validate(
             "[kubernetes] names neither gateway_class nor ingress_class: no route comes from the cluster".to_string(),
         );
     }
-    ClusterRoutes {
+    KubernetesSettings {
         gateway_class,
         ingress_class,
         namespaces,

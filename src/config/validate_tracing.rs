@@ -1,4 +1,4 @@
-//! `[gateway.tracing]` (spec section 7b): raw -> model, on its own so the section's rules
+//! `[gateway.tracing]` : raw -> model, on its own so the section's rules
 //! read in one place. Errors go through `error`, which the checker turns into
 //! `file:line:col` diagnostics like every other section's.
 

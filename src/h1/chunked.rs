@@ -132,10 +132,6 @@ impl ChunkedDecoder {
         }
     }
 
-    pub fn is_done(&self) -> bool {
-        self.state == State::Done
-    }
-
     /// Whether a trailer line is partly read: the caller must keep the unconsumed input
     /// from its start, since [`Event::Trailer`] points into the input.
     fn in_trailer_line(&self) -> bool {

@@ -1,4 +1,4 @@
-//! Strict HTTP/1 request framing (spec section 4), checked on the raw request head before
+//! Strict HTTP/1 request framing, checked on the raw request head before
 //! anything is forwarded. pingora 0.9 accepts some ambiguous framings (both
 //! Content-Length and Transfer-Encoding, a signed Content-Length); edgegate refuses them,
 //! as nginx does, so no upstream can read a request boundary differently than we do.

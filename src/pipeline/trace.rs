@@ -52,7 +52,8 @@ impl TraceContext {
     }
 
     /// The trace id as the access log and headers write it (32 lowercase hex digits).
-    pub fn trace_id_hex(&self) -> String {
+    #[cfg(test)]
+    fn trace_id_hex(&self) -> String {
         format!("{:032x}", self.trace_id)
     }
 

@@ -288,7 +288,7 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
             && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
 }
 
-/// Ranks a match; greater wins. Field order is the precedence order of spec section 3.
+/// Ranks a match; greater wins. Field order is the precedence order: host, path, method, headers, query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Precedence {
     pub host: (u8, usize),

@@ -1,4 +1,4 @@
-//! Kubernetes discovery (spec section 6): one watch per (namespace, service, api), shared
+//! Kubernetes discovery: one watch per (namespace, service, api), shared
 //! by every upstream that names it, publishing members straight into the pools through
 //! [`Update::Endpoints`] (no config reload; members that stay keep their health state).
 //!

@@ -1,4 +1,4 @@
-//! OTLP span export (spec section 7b): one SERVER span per request, sent in batches by a
+//! OTLP span export: one SERVER span per request, sent in batches by a
 //! background task so a collector that is down, slow or refusing never touches a request.
 //!
 //! The request path only fills a [`SpanRecord`] (ids are integers, names are shared

@@ -1,4 +1,4 @@
-//! Routes from the cluster (spec section 10): Gateway API Gateways and HTTPRoutes, and
+//! Routes from the cluster: Gateway API Gateways and HTTPRoutes, and
 //! Ingresses, translated into the model's routes and upstreams and sent to the publisher
 //! as one message, like an endpoint change.
 

@@ -1,4 +1,4 @@
-//! Serde types for the Gateway API fields spec section 10 names, and nothing more: the
+//! Serde types for the Gateway API fields cluster routes use, and nothing more: the
 //! objects are read through [`kube::core::Object`], so unknown fields (and every field we
 //! do not serve) pass through without a type of their own, and no CRD crate has to track
 //! our kube and k8s-openapi versions.

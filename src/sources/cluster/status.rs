@@ -1,4 +1,4 @@
-//! Status written back to the objects (spec section 10): HTTPRoute parents' `Accepted`
+//! Status written back to the objects: HTTPRoute parents' `Accepted`
 //! and `ResolvedRefs`, Gateway `Accepted` and `Programmed`, Ingress
 //! `status.loadBalancer`. A patch on the status subresource, so the narrowest RBAC
 //! (`patch` on `httproutes/status`, `gateways/status`, `ingresses/status`) suffices. A refused write is logged and changes nothing else:

@@ -1,4 +1,4 @@
-//! Watches of the kinds section 10 reads, feeding one store; each change re-translates
+//! Watches of the kinds cluster routes read, feeding one store; each change re-translates
 //! the store and sends the result to the publisher as one [`Update::ClusterRoutes`].
 //!
 //! Nothing is sent until every watched kind has listed once, so a start never publishes
@@ -35,7 +35,7 @@ use crate::update::Update;
 /// What a translation depends on besides the objects; a change restarts the watches.
 #[derive(Debug, Clone, PartialEq)]
 struct Inputs {
-    settings: model::ClusterRoutes,
+    settings: model::KubernetesSettings,
     listeners: Vec<ListenerFacts>,
     /// What Ingress `status.loadBalancer` reports: where clients reach the listeners.
     addresses: Vec<std::net::IpAddr>,
@@ -442,7 +442,7 @@ fn ingresses() -> Kind<Ingress, Ingress> {
 /// Lists every kind once and translates, for `edgegate route` (no watch, no status).
 /// A kind the API server does not serve is empty, as for the watches.
 pub async fn list_once(
-    settings: &model::ClusterRoutes,
+    settings: &model::KubernetesSettings,
     listeners: &[ListenerFacts],
 ) -> Result<ClusterRoutes, String> {
     let client = crate::sources::kube::connect()

@@ -1,5 +1,5 @@
 //! Service backends -> upstreams: one upstream per (Service, port), however many routes
-//! name it, so discovery keeps one EndpointSlice watch per Service (spec section 6).
+//! name it, so discovery keeps one EndpointSlice watch per Service.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -22,7 +22,7 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
             let value = path.path.as_deref().unwrap_or("/");
             let path_match = match path.path_type.as_str() {
                 "Exact" => PathMatch::Exact(value.to_string()),
-                // ImplementationSpecific is read as Prefix (spec section 10).
+                // ImplementationSpecific is read as Prefix.
                 _ => prefix(value),
             };
             let mut route = empty_route(rule_name.clone(), &source, out.next_order());

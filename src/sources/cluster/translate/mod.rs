@@ -3,7 +3,7 @@
 //! every Gateway API rule is tested here without an API server.
 //!
 //! Routes join the file's in one router. Their `order` starts at [`CLUSTER_ORDER_BASE`],
-//! so among otherwise equal routes the file's always come first (spec section 10), and
+//! so among otherwise equal routes the file's always come first, and
 //! cluster objects follow one another by creation time, then namespace and name.
 
 mod backends;
@@ -34,7 +34,7 @@ pub const CLUSTER_ORDER_BASE: usize = Route::CLUSTER_ORDER_BASE;
 /// `(namespace, name)`.
 pub type Key = (String, String);
 
-/// What the watches know: every object of the kinds section 10 reads, by namespace and
+/// What the watches know: every object of the kinds cluster routes read, by namespace and
 /// name. Services and Secrets are reduced to the parts a route uses.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterObjects {
@@ -151,7 +151,7 @@ impl ListenerFacts {
 /// `listeners` are the file's, to which Gateway listeners attach by port.
 pub fn translate(
     objects: &ClusterObjects,
-    settings: &model::ClusterRoutes,
+    settings: &model::KubernetesSettings,
     listeners: &[ListenerFacts],
 ) -> ClusterRoutes {
     let mut out = Translation {
@@ -268,7 +268,7 @@ fn empty_route(name: String, source: &str, order: usize) -> Route {
     }
 }
 
-/// What a rule whose backends all fail to resolve answers (spec section 10).
+/// What a rule whose backends all fail to resolve answers.
 fn respond_500(body: &'static str) -> Action {
     Action::Respond(Respond {
         status: StatusCode::INTERNAL_SERVER_ERROR,

@@ -7,7 +7,7 @@ use http::{HeaderMap, Method};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::config::model::{ClusterRoutes as Settings, HostMatch, ServicePort};
+use crate::config::model::{HostMatch, KubernetesSettings as Settings, ServicePort};
 use crate::snapshot::router::{RequestFacts, Router};
 
 fn settings() -> Settings {
