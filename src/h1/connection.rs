@@ -122,7 +122,7 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
 /// closing with those bytes unread makes the kernel send RST, and the client sees
 /// "connection reset" instead of the answer. So the gateway reads and discards for a
 /// short while, until the client closes too, as nginx's `lingering_close` does. Every
-/// stage is bounded in time and bytes: a client that stopped reading or keeps sending
+/// stage is bounded in time: a client that stopped reading or keeps sending
 /// cannot hold the task (and its connection slot).
 async fn linger_close<C: ClientIo>(client: &mut C) {
     if tokio::time::timeout(CLOSE_TIMEOUT, client.shutdown())
@@ -132,27 +132,23 @@ async fn linger_close<C: ClientIo>(client: &mut C) {
         return;
     }
     let deadline = tokio::time::Instant::now() + LINGER_TOTAL;
-    let mut discard = [0u8; 4096];
-    let mut discarded = 0usize;
-    while discarded < LINGER_MAX_BYTES {
+    let mut discard = [0u8; 16384];
+    loop {
         let read = tokio::time::timeout_at(
             deadline.min(tokio::time::Instant::now() + LINGER_QUIET),
             client.read(&mut discard),
         )
         .await;
-        match read {
-            Ok(Ok(n)) if n > 0 => discarded += n,
-            _ => return,
+        if !matches!(read, Ok(Ok(n)) if n > 0) {
+            return;
         }
     }
 }
 
 /// A lingering close ends when the client has been quiet this long...
 const LINGER_QUIET: Duration = Duration::from_secs(1);
-/// ...or after this long in all...
+/// ...or after this long in all (nginx: `lingering_timeout` 5 s, `lingering_time` 30 s).
 const LINGER_TOTAL: Duration = Duration::from_secs(5);
-/// ...or once this much has been discarded.
-const LINGER_MAX_BYTES: usize = 1 << 20;
 
 /// How long a draining process keeps an idle keep-alive connection open for a request
 /// that may be in flight: longer than a loopback or LAN round trip, short enough not to

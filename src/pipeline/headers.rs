@@ -73,6 +73,12 @@ pub struct UpstreamHeaders<'a> {
 impl UpstreamHeaders<'_> {
     /// Whether the client's field `name` is copied as it is.
     pub fn keeps<F: Fields>(&self, fields: &F, name: &[u8]) -> bool {
+        self.keeps_named(fields, name, fields.first("connection").is_some())
+    }
+
+    /// `keeps`, told whether the request has a `Connection` field at all: most have
+    /// none, and then no field needs the per-field look at what it names.
+    fn keeps_named<F: Fields>(&self, fields: &F, name: &[u8], has_connection: bool) -> bool {
         if name.contains(&b'_') {
             // nginx drops these too: a CGI-style upstream would read `X_Forwarded_For`
             // as a second X-Forwarded-For.
@@ -102,14 +108,15 @@ impl UpstreamHeaders<'_> {
             return false;
         }
         // Fields a `Connection` header names are hop-by-hop too (never Host or framing:
-        // those are handled above); most requests name none.
-        !fields.has_token("connection", name)
+        // those are handled above).
+        !(has_connection && fields.has_token("connection", name))
     }
 
     /// The client's fields the plan keeps, then the gateway's own.
     pub fn write<F: Fields, S: HeaderSink>(&self, fields: &F, sink: &mut S) {
+        let has_connection = fields.first("connection").is_some();
         for (name, value) in fields.each() {
-            if self.keeps(fields, name) {
+            if self.keeps_named(fields, name, has_connection) {
                 sink.put(name, value);
             }
         }
@@ -159,8 +166,10 @@ impl UpstreamHeaders<'_> {
         if let Some(host) = forwarded_host {
             sink.put(b"x-forwarded-host", host);
         }
-        if let (Some(header), Some(identity)) = (ctx.client_identity_header(), self.identity) {
-            sink.put(header.as_str().as_bytes(), identity.as_bytes());
+        if let Some(identity) = self.identity {
+            if let Some(header) = ctx.client_identity_header() {
+                sink.put(header.as_str().as_bytes(), identity.as_bytes());
+            }
         }
         sink.put(b"x-request-id", ctx.request_id.as_bytes());
         sink.put(b"traceparent", &ctx.trace.header_value());
@@ -191,6 +200,10 @@ pub struct ResponseHeaders<'a> {
 
 impl ResponseHeaders<'_> {
     pub fn keeps<F: Fields>(&self, fields: &F, name: &[u8]) -> bool {
+        self.keeps_named(fields, name, fields.first("connection").is_some())
+    }
+
+    fn keeps_named<F: Fields>(&self, fields: &F, name: &[u8], has_connection: bool) -> bool {
         if listed(FRAMING, name) {
             // A 204 or a 1xx has no body, and a length on it is a protocol error
             // (RFC 9110 8.6) that some clients act on.
@@ -209,7 +222,7 @@ impl ResponseHeaders<'_> {
         if edited_away(self.edits(), name) {
             return false;
         }
-        !fields.has_token("connection", name)
+        !(has_connection && fields.has_token("connection", name))
     }
 
     fn edits(&self) -> Option<&HeaderEdits> {
@@ -217,8 +230,9 @@ impl ResponseHeaders<'_> {
     }
 
     pub fn write<F: Fields, S: HeaderSink>(&self, fields: &F, sink: &mut S) {
+        let has_connection = fields.first("connection").is_some();
         for (name, value) in fields.each() {
-            if self.keeps(fields, name) {
+            if self.keeps_named(fields, name, has_connection) {
                 sink.put(name, value);
             }
         }
