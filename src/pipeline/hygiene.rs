@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use crate::http_path::{normalize_path, PathError};
+use crate::pipeline::http_path::{normalize_path, PathError};
 
 /// The request target split into what routing and forwarding need.
 #[derive(Debug, PartialEq, Eq)]

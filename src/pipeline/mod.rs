@@ -22,6 +22,7 @@ pub mod fields;
 pub mod forwarded;
 pub mod framing;
 pub mod headers;
+pub mod http_path;
 pub mod hygiene;
 pub mod serving;
 pub mod trace;

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::model::Name;
-use crate::metrics::Metrics;
-use crate::request_record::RequestRecord;
 use crate::snapshot::pool::Pool;
 use crate::snapshot::Snapshot;
-use crate::trace_export::SpanRecord;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::request_record::RequestRecord;
+use crate::telemetry::trace_export::SpanRecord;
 
 use super::answer::Failure;
 use super::context::RequestContext;
@@ -124,7 +124,7 @@ impl Core {
     pub fn record(&self, ctx: &RequestContext, exchange: &Exchange<'_>) {
         let elapsed = ctx.started.elapsed();
         let (route, upstream) = (ctx.route_name(), ctx.upstream_name());
-        let code = crate::metrics::status_code(exchange.status);
+        let code = crate::telemetry::metrics::status_code(exchange.status);
         self.metrics
             .requests
             .with_label_values(&[&*ctx.listener, route, upstream, code.as_ref()])
@@ -171,7 +171,8 @@ impl Core {
             trace: ctx.trace,
         });
         if let Some(export) = export {
-            let (start_unix_nanos, end_unix_nanos) = crate::trace_export::span_times(elapsed);
+            let (start_unix_nanos, end_unix_nanos) =
+                crate::telemetry::trace_export::span_times(elapsed);
             let span = SpanRecord {
                 request: request.clone(),
                 start_unix_nanos,

@@ -348,7 +348,7 @@ consecutive_failures = 2
     ));
     let core = Core {
         snapshot: Arc::new(arc_swap::ArcSwap::from(snapshot.clone())),
-        metrics: Arc::new(crate::metrics::Metrics::new()),
+        metrics: Arc::new(crate::telemetry::metrics::Metrics::new()),
     };
     let pool = snapshot.pools.values().next().expect("pool").clone();
     // Every retry the budget allows is already in flight.

@@ -9,15 +9,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::access_log::AccessLog;
 use crate::config::model::Listener;
 use crate::config::model::{Endpoint, KubernetesService, Members, Name, Upstream};
 use crate::config::Config;
-use crate::tls::TlsAcceptor;
+use crate::serving::tls::TlsAcceptor;
+use crate::telemetry::access_log::AccessLog;
 use pool::{MemberStates, Pool};
 use router::Router;
 
-use crate::trace_export::TraceExport;
+use crate::telemetry::trace_export::TraceExport;
 
 /// Where a snapshot's config came from, for `/config` and logs.
 #[derive(Debug, Clone)]

@@ -66,7 +66,7 @@ impl Checker<'_> {
             log_format,
             access_log,
             tracing: raw.tracing.and_then(|raw| {
-                crate::config::validate_tracing::tracing(raw, &mut |span, message| {
+                crate::config::validate::tracing::tracing(raw, &mut |span, message| {
                     self.error(span, message)
                 })
             }),

@@ -13,7 +13,7 @@ use super::{ClusterCertificate, GatewayStatus, RouteStatus};
 use crate::config::model::{
     Action, HeaderEdits, Name, PathMatch, PathRegex, Redirect, Route, ServicePort, WeightedUpstream,
 };
-use crate::sources::cluster::objects::{
+use crate::control::sources::cluster_routes::objects::{
     GatewayListener, HeaderModifier, HttpRoute, HttpRouteFilter, HttpRouteMatch, HttpRouteRule,
     ParentRef, GATEWAY_GROUP,
 };
@@ -638,7 +638,7 @@ fn backend_action(
 fn resolve(
     out: &mut Translation<'_>,
     namespace: &str,
-    backend: &crate::sources::cluster::objects::BackendRef,
+    backend: &crate::control::sources::cluster_routes::objects::BackendRef,
 ) -> Result<Name, Unresolved> {
     let group = backend.group.as_deref().unwrap_or("");
     let kind = backend.kind.as_deref().unwrap_or("Service");

@@ -10,28 +10,28 @@ use pingora::server::configuration::ServerConf;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
-use crate::access_log::AccessLog;
-use crate::admin::{Admin, AdminListener, Readiness};
-use crate::cli::{LogFormatArg, RunArgs};
 use crate::config::model::LogFormat;
 use crate::config::origin::{load_or_report, resolve_config, watched_files, ConfigOrigin, Report};
 use crate::config::Config;
-use crate::h1::Engine;
-use crate::health::HealthChecks;
-use crate::listeners::{ConnectionTracker, ListenerSet, Serving, Workers};
-use crate::metrics::Metrics;
+use crate::control::health::HealthChecks;
+use crate::control::publish::{Fingerprint, Publisher};
+use crate::control::sources::discovery::Discovery;
+use crate::control::sources::file_watch::FileWatch;
+use crate::control::update::Update;
 use crate::pipeline::Core;
-use crate::proxy::PingoraAdapter;
-use crate::publish::{Fingerprint, Publisher};
+use crate::process::cli::{LogFormatArg, RunArgs};
+use crate::serving::h1::Engine;
+use crate::serving::listeners::{ConnectionTracker, ListenerSet, Serving, Workers};
+use crate::serving::proxy::PingoraAdapter;
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::{Discovered, Edges, Snapshot, SourceInfo};
-use crate::sources::file_watch::FileWatch;
-use crate::sources::kube::Discovery;
-use crate::update::Update;
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::admin::{Admin, AdminListener, Readiness};
+use crate::telemetry::metrics::Metrics;
 
 pub fn run(args: RunArgs) -> ExitCode {
     // Before anything can replace the binary on disk (see `Launch::capture`).
-    let launch = crate::upgrade::Launch::capture();
+    let launch = crate::process::upgrade::Launch::capture();
     let origin = resolve_config(args.config.config.as_deref());
     let (source, loaded) = match load_or_report(&origin, Report::Stderr) {
         Ok(ok) => ok,
@@ -145,7 +145,7 @@ async fn serve(
     text: String,
     threads: usize,
     workers: Workers,
-    launch: std::io::Result<crate::upgrade::Launch>,
+    launch: std::io::Result<crate::process::upgrade::Launch>,
 ) -> ExitCode {
     // Installed before anything is announced, so a SIGHUP right after "ready" reloads
     // instead of killing the process with the default action.
@@ -228,7 +228,7 @@ async fn serve(
         },
         workers,
     ));
-    let upgraded = match crate::upgrade::receive() {
+    let upgraded = match crate::process::upgrade::receive() {
         Ok(upgraded) => upgraded,
         Err(e) => {
             tracing::error!("binary upgrade: {e}");
@@ -245,7 +245,7 @@ async fn serve(
                 access_log,
             });
             handle.store(snapshot.clone());
-            crate::trace_export::start(snapshot.trace_export.as_deref(), &metrics);
+            crate::telemetry::trace_export::start(snapshot.trace_export.as_deref(), &metrics);
             listener_set.commit(prepared, &config.listeners);
             snapshot
         }
@@ -256,8 +256,9 @@ async fn serve(
     };
 
     let readiness = Arc::new(Readiness::default());
-    let inherited = crate::upgrade::take(crate::upgrade::ADMIN_KEY, config.admin.address)
-        .and_then(|mut sockets| sockets.pop());
+    let inherited =
+        crate::process::upgrade::take(crate::process::upgrade::ADMIN_KEY, config.admin.address)
+            .and_then(|mut sockets| sockets.pop());
     let admin_socket = match inherited.map_or_else(|| AdminListener::bind(config.admin.address), Ok)
     {
         Ok(socket) => socket,
@@ -304,7 +305,7 @@ async fn serve(
     let discovery = Discovery::new(updates_tx.clone(), metrics.clone());
     let complete = discovery.reconcile(&config).await;
     tokio::spawn(discovery.follow(configs.subscribe(), complete));
-    tokio::spawn(crate::sources::cluster::watch::follow(
+    tokio::spawn(crate::control::sources::cluster_routes::watch::follow(
         updates_tx.clone(),
         configs.subscribe(),
     ));
@@ -342,10 +343,10 @@ async fn serve(
             while readiness.is_ready().is_err() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
-            crate::upgrade::announce_ready();
+            crate::process::upgrade::announce_ready();
         });
     } else {
-        crate::notify::ready();
+        crate::process::notify::ready();
     }
 
     let handover = Handover {
@@ -365,7 +366,7 @@ async fn serve(
         admin.lock().await.stop_accepting();
         tracing::info!("binary upgrade: stopping accepting");
     } else {
-        crate::notify::stopping();
+        crate::process::notify::stopping();
         // /readyz fails first so load balancers stop sending, then the listeners close.
         readiness.set_draining();
         tracing::info!(delay = ?gateway.shutdown_delay, "shutting down: /readyz now 503");
@@ -408,17 +409,17 @@ enum Ended {
 
 /// What a binary upgrade (SIGUSR2) hands to the new process.
 struct Handover<'a, A> {
-    launch: std::io::Result<crate::upgrade::Launch>,
+    launch: std::io::Result<crate::process::upgrade::Launch>,
     listeners: &'a ListenerSet<A>,
     admin: Arc<tokio::sync::Mutex<AdminListener>>,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Handover<'_, A> {
-    async fn groups(&self) -> std::io::Result<Vec<crate::upgrade::Group>> {
+    async fn groups(&self) -> std::io::Result<Vec<crate::process::upgrade::Group>> {
         let mut groups = self.listeners.handover_groups()?;
         let admin = self.admin.lock().await;
-        groups.push(crate::upgrade::Group {
-            key: crate::upgrade::ADMIN_KEY.into(),
+        groups.push(crate::process::upgrade::Group {
+            key: crate::process::upgrade::ADMIN_KEY.into(),
             address: admin.address(),
             sockets: vec![admin.handover_socket()?],
         });
@@ -448,7 +449,7 @@ impl Signals {
             tokio::select! {
                 _ = self.hup.recv() => {
                     tracing::info!("SIGHUP: reloading");
-                    crate::notify::reloading();
+                    crate::process::notify::reloading();
                     let _ = updates.send(Update::Reload { cause: "SIGHUP", force: true }).await;
                 }
                 _ = self.usr2.recv() => {
@@ -467,7 +468,7 @@ impl Signals {
                         Ok(groups) => {
                             tracing::info!("SIGUSR2: binary upgrade: starting the new process");
                             upgrading = Some(tokio::task::spawn_blocking(move || {
-                                crate::upgrade::hand_over(&launch, &groups)
+                                crate::process::upgrade::hand_over(&launch, &groups)
                             }));
                         }
                         Err(e) => tracing::error!(error = %e, "SIGUSR2: cannot copy the listening sockets"),

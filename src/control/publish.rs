@@ -8,18 +8,18 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
-use crate::access_log::AccessLog;
-use crate::admin::{AdminListener, Readiness};
 use crate::config::model::{Endpoint, KubernetesService, Members, Name};
 use crate::config::origin::ConfigOrigin;
 use crate::config::{self, Config};
-use crate::health::HealthChecks;
-use crate::listeners::{ClusterCertificates, ListenerSet};
-use crate::metrics::Metrics;
+use crate::control::health::HealthChecks;
+use crate::control::sources::cluster_routes::translate::ClusterRoutes;
+use crate::control::update::{Batch, Update};
+use crate::serving::listeners::{ClusterCertificates, ListenerSet};
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::{members_of, Discovered, DiscoveredMembers, Edges, Snapshot, SourceInfo};
-use crate::sources::cluster::translate::ClusterRoutes;
-use crate::update::{Batch, Update};
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::admin::{AdminListener, Readiness};
+use crate::telemetry::metrics::Metrics;
 
 pub struct Publisher<A> {
     pub origin: ConfigOrigin,
@@ -153,7 +153,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             }
             if let Some((cause, force)) = batch.reload {
                 self.reload(cause, force).await;
-                crate::notify::reload_finished();
+                crate::process::notify::reload_finished();
             }
         }
     }
@@ -353,7 +353,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         );
         let next = Arc::new(next);
         self.handle.store(next.clone());
-        crate::trace_export::start(next.trace_export.as_deref(), &self.metrics);
+        crate::telemetry::trace_export::start(next.trace_export.as_deref(), &self.metrics);
         self.listeners.commit(prepared, &config.listeners);
         if let Some(socket) = admin_socket {
             self.admin.lock().await.move_to(admin_address, socket);
@@ -374,7 +374,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
 fn load_cluster_certificates(cluster: &ClusterRoutes) -> ClusterCertificates {
     let mut by_listener = ClusterCertificates::default();
     for certificate in &cluster.certificates {
-        match crate::tls::certificate_from_pem(
+        match crate::serving::tls::certificate_from_pem(
             &certificate.cert,
             &certificate.key,
             &certificate.source,

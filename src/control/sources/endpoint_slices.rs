@@ -1,7 +1,7 @@
 //! From EndpointSlices (or legacy Endpoints) to an upstream's members: pure, so every
 //! rule (ready, serving while terminating, named and numbered ports, merging across
 //! slices) is tested without an API server. The watches that feed it live in
-//! [`super::kube`].
+//! [`super::discovery`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};

@@ -9,9 +9,9 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::listeners::{self, Serving};
-use crate::metrics::Metrics;
+use crate::serving::listeners::{self, Serving};
 use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::Metrics;
 use pingora::apps::http_app::HttpServer;
 use std::net::SocketAddr;
 use tokio::sync::watch;

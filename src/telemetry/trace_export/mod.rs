@@ -23,8 +23,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::config::model::Tracing;
-use crate::metrics::Metrics;
-use crate::request_record::RequestRecord;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::request_record::RequestRecord;
 
 /// Spans waiting for the exporter before new ones are dropped: several flush intervals
 /// worth at a single worker's full rate.

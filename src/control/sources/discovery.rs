@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::model::{DiscoveryApi, KubernetesService, Members, Name, ServicePort};
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::update::Update;
+use crate::control::update::Update;
+use crate::telemetry::metrics::Metrics;
 
 use super::endpoint_slices::{from_endpoints, from_slice, members, SliceEndpoints};
 

@@ -5,9 +5,9 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::model::KubernetesSettings;
-use super::raw;
-use super::source::Severity;
+use crate::config::model::KubernetesSettings;
+use crate::config::raw;
+use crate::config::source::Severity;
 
 /// Checks `[kubernetes]`. Class names and namespaces are Kubernetes names: a wrong one
 /// would silently match nothing, so it is an error here rather than an empty cluster.

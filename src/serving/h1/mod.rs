@@ -36,9 +36,9 @@ use pingora::protocols::Ssl;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::buffered_io::BufferedIo;
 use crate::config::model::Name;
 use crate::pipeline::Core;
+use crate::serving::buffered_io::BufferedIo;
 
 pub use connection::serve;
 
@@ -87,7 +87,7 @@ impl ClientIo for tokio::net::TcpStream {
         h2c: bool,
     ) -> pingora::protocols::Stream {
         let mut stream: L4Stream = self.into();
-        crate::buffered_io::record_addresses(&mut stream, info.peer, info.bound);
+        crate::serving::buffered_io::record_addresses(&mut stream, info.peer, info.bound);
         Box::new(BufferedIo::replaying(stream, h2c, replay))
     }
 }

@@ -30,7 +30,7 @@ use super::translate::{
 };
 use crate::config::model;
 use crate::config::Config;
-use crate::update::Update;
+use crate::control::update::Update;
 
 /// What a translation depends on besides the objects; a change restarts the watches.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,7 +144,7 @@ impl Session {
 /// translates on every change until aborted.
 async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
     let client = loop {
-        match crate::sources::kube::connect().await {
+        match crate::control::sources::discovery::connect().await {
             Some(client) => break client,
             None => tokio::time::sleep(Duration::from_secs(2)).await,
         }
@@ -291,7 +291,7 @@ async fn watch_kind<K, T>(
         config = config.fields(fields);
     }
     let mut events = kube::runtime::watcher(api, config)
-        .backoff(crate::sources::kube::capped_backoff())
+        .backoff(crate::control::sources::discovery::capped_backoff())
         .boxed();
     let mut pending: BTreeMap<Key, T> = BTreeMap::new();
     let mut missing_logged = false;
@@ -445,7 +445,7 @@ pub async fn list_once(
     settings: &model::KubernetesSettings,
     listeners: &[ListenerFacts],
 ) -> Result<ClusterRoutes, String> {
-    let client = crate::sources::kube::connect()
+    let client = crate::control::sources::discovery::connect()
         .await
         .ok_or("no Kubernetes credentials (KUBECONFIG, ~/.kube/config or in-cluster)")?;
     let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {

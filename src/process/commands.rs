@@ -5,31 +5,33 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use crate::cli::{Cli, Command, ConfigArg, RouteArgs};
 use crate::config;
 use crate::config::model::{Action, Members};
 use crate::config::origin::{load_or_report, resolve_config, Report};
-use crate::http_path::{normalize_path, PathError};
+use crate::pipeline::http_path::{normalize_path, PathError};
+use crate::process::cli::{Cli, Command, ConfigArg, RouteArgs};
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::router::{matches_directly, normalize_host, rewritten_path, RequestFacts};
 use crate::snapshot::{Discovered, Snapshot, SourceInfo};
 
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        None => crate::run::run(cli.run),
-        Some(Command::Run(args)) => crate::run::run(args),
+        None => crate::process::run::run(cli.run),
+        Some(Command::Run(args)) => crate::process::run::run(args),
         Some(Command::Check(args)) => check(&args),
         Some(Command::Route(args)) => route(&args),
-        Some(Command::Upgrade(args)) => match crate::upgrade::request(args.pid, args.timeout) {
-            Ok(()) => {
-                println!("ok: process {} handed over and exited", args.pid);
-                ExitCode::SUCCESS
+        Some(Command::Upgrade(args)) => {
+            match crate::process::upgrade::request(args.pid, args.timeout) {
+                Ok(()) => {
+                    println!("ok: process {} handed over and exited", args.pid);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
     }
 }
 
@@ -63,7 +65,7 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
     let mut problems = Vec::new();
     for listener in &config.listeners {
         if let Some(tls) = &listener.tls {
-            if let Err(e) = crate::tls::build_acceptor(tls, Vec::new()) {
+            if let Err(e) = crate::serving::tls::build_acceptor(tls, Vec::new()) {
                 let place = tls
                     .certificates
                     .first()
@@ -85,8 +87,8 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
 /// One list of each kind, within 10 seconds, on a runtime of its own (`route` is sync).
 fn read_cluster_routes(
     settings: &crate::config::model::KubernetesSettings,
-    listeners: &[crate::sources::cluster::translate::ListenerFacts],
-) -> Result<crate::sources::cluster::translate::ClusterRoutes, String> {
+    listeners: &[crate::control::sources::cluster_routes::translate::ListenerFacts],
+) -> Result<crate::control::sources::cluster_routes::translate::ClusterRoutes, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -94,7 +96,7 @@ fn read_cluster_routes(
     runtime.block_on(async {
         tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            crate::sources::cluster::watch::list_once(settings, listeners),
+            crate::control::sources::cluster_routes::watch::list_once(settings, listeners),
         )
         .await
         .map_err(|_| "the API server did not answer within 10 s".to_string())?
@@ -110,7 +112,9 @@ fn route(args: &RouteArgs) -> ExitCode {
     let mut config = Arc::new(loaded.config);
     if let Some(settings) = config.kubernetes.clone() {
         // Cluster routes too, read once from the API server the gateway would watch.
-        let listeners = crate::sources::cluster::translate::ListenerFacts::of(&config.listeners);
+        let listeners = crate::control::sources::cluster_routes::translate::ListenerFacts::of(
+            &config.listeners,
+        );
         match read_cluster_routes(&settings, &listeners) {
             Ok(cluster) => {
                 println!(

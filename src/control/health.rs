@@ -15,8 +15,8 @@ use crate::config::model::{HealthCheck, Name};
 
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
-use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::Metrics;
 
 pub struct HealthChecks {
     snapshot: Arc<ArcSwap<Snapshot>>,
@@ -143,7 +143,9 @@ fn tls_connector(pool: &crate::snapshot::pool::Pool) -> tokio_rustls::TlsConnect
     } else {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(crate::tls::AcceptAnyCertificate::new()))
+            .with_custom_certificate_verifier(Arc::new(
+                crate::serving::tls::AcceptAnyCertificate::new(),
+            ))
             .with_no_client_auth()
     };
     tokio_rustls::TlsConnector::from(Arc::new(config))

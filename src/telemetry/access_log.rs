@@ -11,8 +11,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::model::AccessLogTarget;
-use crate::metrics::Metrics;
-use crate::request_record::RequestRecord;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::request_record::RequestRecord;
 use prometheus::IntCounter;
 
 /// Lines buffered between requests and the writer before new ones are dropped: several

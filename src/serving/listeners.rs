@@ -6,7 +6,7 @@
 //! starts the new loops and stops the old ones. A listener whose address and settings did
 //! not change keeps its socket and its accept loop untouched, so nothing queued on it is
 //! refused and its open connections never notice. An accepted connection that speaks
-//! HTTP/1.1 (plain, or TLS without ALPN h2) goes to edgegate's own loop ([`crate::h1`]);
+//! HTTP/1.1 (plain, or TLS without ALPN h2) goes to edgegate's own loop ([`crate::serving::h1`]);
 //! h2 by ALPN and h2c by preface go to pingora's `ServerApp::process_new`, as does what
 //! the loop hands over. Both render the one request core ([`crate::pipeline`]).
 
@@ -25,13 +25,13 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::model::{Listener, Name};
-use crate::h1::{ConnectionInfo, Engine};
-use crate::metrics::Metrics;
+use crate::serving::h1::{ConnectionInfo, Engine};
+use crate::serving::tls::{build_acceptor, TlsAcceptor};
 use crate::snapshot::{ServedListener, Snapshot};
-use crate::tls::{build_acceptor, TlsAcceptor};
+use crate::telemetry::metrics::Metrics;
 
 /// Certificates from cluster Secrets, by the listener they serve on.
-pub type ClusterCertificates = HashMap<Name, Vec<crate::tls::LoadedCertificate>>;
+pub type ClusterCertificates = HashMap<Name, Vec<crate::serving::tls::LoadedCertificate>>;
 
 /// Counts open downstream connections so shutdown can wait for them to finish.
 #[derive(Default)]
@@ -272,7 +272,7 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
     };
     if let (None, Some(engine)) = (&acceptor, &serving.h1) {
         // The HTTP/1.1 loop recognises the h2c preface itself and hands it over.
-        crate::h1::serve(engine, tcp, info).await;
+        crate::serving::h1::serve(engine, tcp, info).await;
         return;
     }
     let h2c = match acceptor {
@@ -283,8 +283,8 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
         },
     };
     let mut stream: L4Stream = tcp.into();
-    crate::buffered_io::record_addresses(&mut stream, peer, bound);
-    let stream = crate::buffered_io::BufferedIo::new(stream, h2c);
+    crate::serving::buffered_io::record_addresses(&mut stream, peer, bound);
+    let stream = crate::serving::buffered_io::BufferedIo::new(stream, h2c);
     let stream: pingora::protocols::Stream = match acceptor {
         None => Box::new(stream),
         Some(acceptor) => {
@@ -304,7 +304,7 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
                         .inc();
                     let h2 = tls_stream.selected_alpn_proto() == Some(pingora::protocols::ALPN::H2);
                     if let (false, Some(engine)) = (h2, &serving.h1) {
-                        crate::h1::serve(engine, tls_stream, info).await;
+                        crate::serving::h1::serve(engine, tls_stream, info).await;
                         return;
                     }
                     Box::new(tls_stream)
@@ -447,8 +447,8 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
                 (None, None) => {
                     // After a binary upgrade: the previous process's sockets, used as they
                     // are (no probe bind: these very sockets hold the port).
-                    let inherited = crate::upgrade::take(
-                        &crate::upgrade::listener_key(&spec.name),
+                    let inherited = crate::process::upgrade::take(
+                        &crate::process::upgrade::listener_key(&spec.name),
                         spec.address,
                     );
                     let sockets = match inherited {
@@ -595,13 +595,13 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
     }
 
     /// Copies of every listening socket, for a binary upgrade.
-    pub fn handover_groups(&self) -> std::io::Result<Vec<crate::upgrade::Group>> {
+    pub fn handover_groups(&self) -> std::io::Result<Vec<crate::process::upgrade::Group>> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running
             .iter()
             .map(|(name, r)| {
-                Ok(crate::upgrade::Group {
-                    key: crate::upgrade::listener_key(name),
+                Ok(crate::process::upgrade::Group {
+                    key: crate::process::upgrade::listener_key(name),
                     address: r.spec.address,
                     sockets: r
                         .sockets

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::config::origin::{watched_files, ConfigOrigin};
 use crate::config::Config;
-use crate::update::Update;
+use crate::control::update::Update;
 
 /// Events closer together than this are one change (an editor's save, a symlink swap).
 const QUIET_PERIOD: Duration = Duration::from_millis(150);

@@ -203,7 +203,7 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanRecord) {
 mod tests {
     use super::*;
     use crate::pipeline::trace::TraceContext;
-    use crate::request_record::RequestRecord;
+    use crate::telemetry::request_record::RequestRecord;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use prost::Message;

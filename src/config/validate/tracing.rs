@@ -6,8 +6,8 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::model::{OtlpEndpoint, Tracing};
-use super::raw;
+use crate::config::model::{OtlpEndpoint, Tracing};
+use crate::config::raw;
 
 /// The path OTLP/HTTP collectors serve traces on, used when the URL names none.
 const DEFAULT_TRACES_PATH: &str = "/v1/traces";
@@ -104,7 +104,7 @@ fn otlp_endpoint(
 mod tests {
     use crate::config::{load, SourceFile};
 
-    fn load_text(text: &str) -> Result<Option<super::Tracing>, Vec<String>> {
+    fn load_text(text: &str) -> Result<Option<crate::config::model::Tracing>, Vec<String>> {
         match load(&SourceFile::new("t.toml", text)) {
             Ok(loaded) => Ok(loaded.config.gateway.tracing),
             Err(d) => Err(d.0.iter().map(|d| d.to_string()).collect()),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::model::{Endpoint, KubernetesService, Name};
-use crate::sources::cluster::translate::ClusterRoutes;
+use crate::control::sources::cluster_routes::translate::ClusterRoutes;
 
 #[derive(Debug, Clone)]
 pub enum Update {
