@@ -104,6 +104,9 @@ impl LocalAnswer {
                 sink.put(b"location", location.as_bytes());
             }
         }
+        for (name, value) in &ctx.response_additions {
+            sink.put(name.as_str().as_bytes(), value.as_bytes());
+        }
         if let Some(edits) = edits {
             for (name, value) in edits.set.iter().chain(&edits.add) {
                 sink.put(name.as_str().as_bytes(), value.as_bytes());

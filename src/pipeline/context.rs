@@ -42,6 +42,12 @@ pub struct RequestContext {
     pub tunnel: bool,
     /// The Host the upstream gets, as the client sent it (pingora's path).
     pub upstream_host: Option<String>,
+    /// Fields a gate adds to the upstream request (an authenticated identity), written
+    /// by the upstream header plan after the client's fields.
+    pub upstream_additions: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Fields a gate adds to whatever the client receives, an upstream's response or a
+    /// local answer (rate-limit headers, CORS).
+    pub response_additions: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Request body bytes seen so far, against the route's `max_body_size`.
     pub body_bytes: u64,
     pub request_id: String,
@@ -103,6 +109,8 @@ impl RequestContext {
             hash_key: 0,
             tunnel: false,
             upstream_host: None,
+            upstream_additions: Vec::new(),
+            response_additions: Vec::new(),
             body_bytes: 0,
             request_id: String::new(),
             trace: TraceContext::default(),

@@ -173,6 +173,9 @@ impl UpstreamHeaders<'_> {
         }
         sink.put(b"x-request-id", ctx.request_id.as_bytes());
         sink.put(b"traceparent", &ctx.trace.header_value());
+        for (name, value) in &ctx.upstream_additions {
+            sink.put(name.as_str().as_bytes(), value.as_bytes());
+        }
         if let Some(edits) = ctx.route.as_ref().map(|r| &r.request_headers) {
             for (name, value) in edits.set.iter().chain(&edits.add) {
                 sink.put(name.as_str().as_bytes(), value.as_bytes());
@@ -240,6 +243,9 @@ impl ResponseHeaders<'_> {
     }
 
     pub fn add<S: HeaderSink>(&self, sink: &mut S) {
+        for (name, value) in &self.ctx.response_additions {
+            sink.put(name.as_str().as_bytes(), value.as_bytes());
+        }
         if let Some(edits) = self.edits() {
             for (name, value) in edits.set.iter().chain(&edits.add) {
                 sink.put(name.as_str().as_bytes(), value.as_bytes());

@@ -13,14 +13,18 @@
 //!
 //! A step sees the request facts and the snapshot and either continues or answers; it
 //! never touches a socket, so the whole decision is unit-tested without one. A new gate
-//! (access lists, rate limits, authentication) is a new step in [`decide`], and both
-//! renderers get it at once.
+//! (access lists, rate limits, authentication) is a new step in [`decide`] (or, when it
+//! must wait on something, in [`gates`], which runs between routing and the route's
+//! action), and both renderers get it at once. What a gate adds to the upstream request
+//! or to the response (identity headers, rate-limit headers) goes into the context's
+//! additions, which the header plans and local answers write on every path.
 
 pub mod answer;
 pub mod context;
 pub mod fields;
 pub mod forwarded;
 pub mod framing;
+pub mod gates;
 pub mod headers;
 pub mod http_path;
 pub mod hygiene;
@@ -98,12 +102,15 @@ enum Flow {
 
 type Step<F> = for<'a, 'r> fn(&'r Incoming<'a, F>, &mut RequestContext, &mut Work<'a>) -> Flow;
 
-/// Runs the request steps in order; the first answer ends the request.
-pub fn decide<'a, F: Fields + Sync>(
+/// Runs the request steps in order; the first answer ends the request. Only the gates
+/// of a route that has some can wait; for every other request this completes on its
+/// first poll.
+pub async fn decide<'a, F: Fields + Sync>(
     request: &Incoming<'a, F>,
     ctx: &mut RequestContext,
 ) -> Decision<'a> {
-    let steps: [Step<F>; 5] = [identify, admit, route, act, limits];
+    let before_gates: [Step<F>; 3] = [identify, admit, route];
+    let after_gates: [Step<F>; 2] = [act, limits];
     let mut work = Work {
         path: Cow::Borrowed(""),
         query: None,
@@ -111,7 +118,15 @@ pub fn decide<'a, F: Fields + Sync>(
         tunnel: false,
         pool: None,
     };
-    for step in steps {
+    for step in before_gates {
+        if let Flow::Answer(answer) = step(request, ctx, &mut work) {
+            return Decision::Answer(answer);
+        }
+    }
+    if let Some(answer) = gates::run(request, ctx).await {
+        return Decision::Answer(answer);
+    }
+    for step in after_gates {
         if let Flow::Answer(answer) = step(request, ctx, &mut work) {
             return Decision::Answer(answer);
         }

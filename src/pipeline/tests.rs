@@ -107,7 +107,8 @@ fn run(facts: &Facts) -> (u16, Option<String>, RequestContext) {
         declared_length: facts.length,
         peer: facts.peer,
     };
-    let (status, detail) = match decide(&request, &mut ctx) {
+    let decision = block_on(decide(&request, &mut ctx));
+    let (status, detail) = match decision {
         Decision::Answer(answer) => (
             answer.status,
             Some(String::from_utf8_lossy(&answer.body).into_owned()),
@@ -369,4 +370,12 @@ consecutive_failures = 2
     ctx.begin_attempt("127.0.0.1:9".parse().expect("addr"));
     core.settle_attempt(&mut ctx, false);
     assert_eq!(pool.available_count(), 1);
+}
+
+/// Drives a decision that never waits (no gates configured here) to completion.
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(future)
 }

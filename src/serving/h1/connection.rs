@@ -282,7 +282,8 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
         info,
         client.tls_digest(),
         wants_path.then_some(&mut logged.path),
-    );
+    )
+    .await;
     // Draining: the answer says `connection: close`, so the client opens its next
     // connection (to a live process) instead of racing a close.
     let draining = *engine.shutdown.borrow();
@@ -320,7 +321,7 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
 /// forward, the upstream head is written into `buffers.upstream_head` while the request
 /// is still borrowed, so nothing of it is copied. `log_path` receives the path when the
 /// access log or a span wants it.
-fn render_decision(
+async fn render_decision(
     ctx: &mut RequestContext,
     buffers: &mut Buffers,
     head: &RequestHead,
@@ -386,7 +387,7 @@ fn render_decision(
     };
     // An HTTP/1.0 message with Transfer-Encoding ends the connection (RFC 9112 6.1).
     let client_keepalive = client_keepalive && !(head.minor == 0 && framing == Framing::Chunked);
-    let forward = match decide(&request, ctx) {
+    let forward = match decide(&request, ctx).await {
         // Whatever of a request body is unread makes a local answer close the connection.
         Decision::Answer(answer) => {
             return Decided::Answer(answer, !client_keepalive || framing != Framing::None)

@@ -122,7 +122,7 @@ impl ProxyHttp for PingoraAdapter {
             declared_length,
             peer,
         };
-        let (answer, new_target, host) = match decide(&request, ctx) {
+        let (answer, new_target, host) = match decide(&request, ctx).await {
             Decision::Answer(answer) => (Some(answer), None, None),
             Decision::Forward(forward) => {
                 let new_target = match (&forward.path, uri.path()) {
