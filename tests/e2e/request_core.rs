@@ -21,7 +21,8 @@ enum Proto {
 
 const EVERY: [Proto; 3] = [Proto::H1, Proto::H2c, Proto::H2Tls];
 
-/// A gateway with a plain listener `web` and a TLS listener `secure` for `app.test`,
+/// A gateway with a plain listener `web` and a TLS listener `secure` for `app.test`
+/// (which asks for client certificates and passes their identity in `x-client-cert`),
 /// both serving `rest`.
 struct Edge {
     gw: Gateway,
@@ -36,9 +37,13 @@ fn start(rest: &str) -> Edge {
         "[admin]\naddress = \"127.0.0.1:0\"\n\n\
          [[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n\n\
          [[listeners]]\nname = \"secure\"\naddress = \"127.0.0.1:0\"\n\
-         [listeners.tls]\ncertificates = [{{ cert = \"app.pem\", key = \"app.key\" }}]\n\n{rest}"
+         [listeners.tls]\ncertificates = [{{ cert = \"app.pem\", key = \"app.key\" }}]\n\
+         client_ca = \"clients.pem\"\nclient_auth = \"request\"\nclient_identity_header = \"x-client-cert\"\n\n{rest}"
     );
-    let gw = Gateway::start_with(&config, |dir| cert.write(dir, "app"));
+    let gw = Gateway::start_with(&config, |dir| {
+        cert.write(dir, "app");
+        std::fs::write(dir.join("clients.pem"), &pki.ca_pem).expect("client ca");
+    });
     Edge {
         gw,
         pki,
@@ -117,6 +122,9 @@ async fn untrusted_clients_cannot_claim_an_address_prefix_or_identity_on_any_pro
                     ("x-forwarded-prefix", "/admin"),
                     ("x_forwarded_for", "198.51.100.1"),
                     ("x-debug", "1"),
+                    // The secure listener vouches for client certificates with this
+                    // header; no client may send it, on that listener or any other.
+                    ("x-client-cert", "Hash=forged"),
                 ],
             )
             .await;
@@ -130,6 +138,7 @@ async fn untrusted_clients_cannot_claim_an_address_prefix_or_identity_on_any_pro
             "x-forwarded-prefix",
             "x_forwarded_for",
             "x-debug",
+            "x-client-cert",
         ] {
             assert!(
                 !seen.headers.contains_key(gone),
