@@ -319,18 +319,11 @@ impl ProxyHttp for PingoraAdapter {
         };
         let mut added: Vec<(http::HeaderName, http::HeaderValue)> = Vec::with_capacity(8);
         plan.add(&upstream_request.headers, &mut added);
-        let dropped: Vec<http::HeaderName> = upstream_request
-            .headers
-            .keys()
-            .filter(|name| !plan.keeps(&upstream_request.headers, name.as_str().as_bytes()))
-            .cloned()
-            .collect();
-        for name in dropped {
-            upstream_request.remove_header(&name);
-        }
-        for (name, value) in added {
-            upstream_request.append_header(name, value)?;
-        }
+        apply_plan(
+            upstream_request,
+            |fields, name| plan.keeps(fields, name),
+            added,
+        )?;
         if let Some(route) = ctx.route.clone() {
             let uri = &upstream_request.uri;
             if let Some(new_path) = rewritten_path(&route, uri.path(), uri.query()) {
@@ -400,21 +393,13 @@ impl ProxyHttp for PingoraAdapter {
             status,
             keep_framing: true,
         };
-        let dropped: Vec<http::HeaderName> = upstream_response
-            .headers
-            .keys()
-            .filter(|name| !plan.keeps(&upstream_response.headers, name.as_str().as_bytes()))
-            .cloned()
-            .collect();
-        for name in dropped {
-            upstream_response.remove_header(&name);
-        }
         let mut added: Vec<(http::HeaderName, http::HeaderValue)> = Vec::with_capacity(4);
         plan.add(&mut added);
-        for (name, value) in added {
-            upstream_response.append_header(name, value)?;
-        }
-        Ok(())
+        apply_plan(
+            upstream_response,
+            |fields, name| plan.keeps(fields, name),
+            added,
+        )
     }
 
     async fn fail_to_proxy(
@@ -471,6 +456,59 @@ impl ProxyHttp for PingoraAdapter {
             },
         );
     }
+}
+
+/// pingora's request and response heads, edited alike by the core's header plans
+/// (through their own methods, which keep HTTP/1 field-name case in step).
+trait PingoraHead {
+    fn fields(&self) -> &http::HeaderMap;
+    fn remove(&mut self, name: &http::HeaderName);
+    fn append(&mut self, name: http::HeaderName, value: http::HeaderValue) -> Result<()>;
+}
+
+impl PingoraHead for RequestHeader {
+    fn fields(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+    fn remove(&mut self, name: &http::HeaderName) {
+        self.remove_header(name);
+    }
+    fn append(&mut self, name: http::HeaderName, value: http::HeaderValue) -> Result<()> {
+        self.append_header(name, value).map(|_| ())
+    }
+}
+
+impl PingoraHead for ResponseHeader {
+    fn fields(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+    fn remove(&mut self, name: &http::HeaderName) {
+        self.remove_header(name);
+    }
+    fn append(&mut self, name: http::HeaderName, value: http::HeaderValue) -> Result<()> {
+        self.append_header(name, value).map(|_| ())
+    }
+}
+
+/// Drops the fields a plan does not keep, then appends what it adds.
+fn apply_plan(
+    head: &mut impl PingoraHead,
+    keeps: impl Fn(&http::HeaderMap, &[u8]) -> bool,
+    added: Vec<(http::HeaderName, http::HeaderValue)>,
+) -> Result<()> {
+    let fields = head.fields();
+    let dropped: Vec<http::HeaderName> = fields
+        .keys()
+        .filter(|name| !keeps(fields, name.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for name in &dropped {
+        head.remove(name);
+    }
+    for (name, value) in added {
+        head.append(name, value)?;
+    }
+    Ok(())
 }
 
 /// The route's total budget, spent: 504, also while the request body is still arriving.
