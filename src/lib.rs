@@ -46,22 +46,22 @@
 //! connection on them is refused or dropped. Each connection records the address of the
 //! listener that accepted it, which is how a request finds its listener's routes. A
 //! zero-downtime *binary* upgrade hands the listening sockets to a new process
-//! ([`process::upgrade`]); config changes never need one.
+//! ([`serving::upgrade`]); config changes never need one.
 //!
 //! # Modules, by concern
 //!
 //! - [`config`]: text -> validated model, with `file:line:col` diagnostics.
-//! - [`snapshot`]: model -> immutable router and pools (pure, no sockets).
+//! - [`telemetry`]: metrics, the access log, span export and trace context, systemd
+//!   readiness, and the admin listener.
+//! - [`snapshot`]: model -> immutable router, pools and TLS acceptors (pure, no sockets).
 //! - [`control`]: the publisher (the single writer), its update messages, the producers
 //!   (the file, SIGHUP, Kubernetes discovery, routes from Gateway API and Ingress
 //!   objects) and active health checks.
 //! - [`pipeline`]: the request core (hygiene, routing, answers, header plans, failures,
 //!   retries), pure and tested without sockets.
-//! - [`serving`]: accept loops, TLS, and the core's two renderers (the HTTP/1.1 loop
-//!   and the pingora adapter).
-//! - [`telemetry`]: metrics, the access log, span export, the admin listener.
-//! - [`process`]: the command line, `run`/`check`/`route`, signals, binary upgrades,
-//!   systemd readiness.
+//! - [`serving`]: accept loops, the core's two renderers (the HTTP/1.1 loop and the
+//!   pingora adapter), and the hand-over of listening sockets to a new binary.
+//! - [`process`]: the command line, `run`/`check`/`route`, signals and drain.
 
 #![forbid(unsafe_code)]
 

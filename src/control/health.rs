@@ -144,7 +144,7 @@ fn tls_connector(pool: &crate::snapshot::pool::Pool) -> tokio_rustls::TlsConnect
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(
-                crate::serving::tls::AcceptAnyCertificate::new(),
+                crate::snapshot::tls::AcceptAnyCertificate::new(),
             ))
             .with_no_client_auth()
     };

@@ -153,7 +153,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             }
             if let Some((cause, force)) = batch.reload {
                 self.reload(cause, force).await;
-                crate::process::notify::reload_finished();
+                crate::telemetry::notify::reload_finished();
             }
         }
     }
@@ -374,7 +374,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
 fn load_cluster_certificates(cluster: &ClusterRoutes) -> ClusterCertificates {
     let mut by_listener = ClusterCertificates::default();
     for certificate in &cluster.certificates {
-        match crate::serving::tls::certificate_from_pem(
+        match crate::snapshot::tls::certificate_from_pem(
             &certificate.cert,
             &certificate.key,
             &certificate.source,

@@ -8,7 +8,7 @@ use crate::config::model::{Name, Route};
 use crate::snapshot::pool::{BudgetGuard, InFlight, Pool};
 use crate::snapshot::Snapshot;
 
-use super::trace::TraceContext;
+use crate::telemetry::trace::TraceContext;
 
 pub struct RequestContext {
     /// Loaded once when the request starts; a reload never changes it mid-request.

@@ -29,7 +29,6 @@ pub mod headers;
 pub mod http_path;
 pub mod hygiene;
 pub mod serving;
-pub mod trace;
 
 #[cfg(test)]
 mod tests;
@@ -151,8 +150,10 @@ fn identify<'a, F: Fields>(
 ) -> Flow {
     let fields = request.fields;
     ctx.request_id = serving::request_id(fields.first("x-request-id"));
-    ctx.trace =
-        trace::TraceContext::continue_or_start(fields.first("traceparent"), ctx.sample_ratio());
+    ctx.trace = crate::telemetry::trace::TraceContext::continue_or_start(
+        fields.first("traceparent"),
+        ctx.sample_ratio(),
+    );
     ctx.idempotent = request.method.is_idempotent();
     ctx.trusted = ctx
         .snapshot

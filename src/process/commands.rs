@@ -21,7 +21,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Some(Command::Check(args)) => check(&args),
         Some(Command::Route(args)) => route(&args),
         Some(Command::Upgrade(args)) => {
-            match crate::process::upgrade::request(args.pid, args.timeout) {
+            match crate::serving::upgrade::request(args.pid, args.timeout) {
                 Ok(()) => {
                     println!("ok: process {} handed over and exited", args.pid);
                     ExitCode::SUCCESS
@@ -65,7 +65,7 @@ fn check_tls_files(config: &config::Config) -> Result<(), String> {
     let mut problems = Vec::new();
     for listener in &config.listeners {
         if let Some(tls) = &listener.tls {
-            if let Err(e) = crate::serving::tls::build_acceptor(tls, Vec::new()) {
+            if let Err(e) = crate::snapshot::tls::build_acceptor(tls, Vec::new()) {
                 let place = tls
                     .certificates
                     .first()

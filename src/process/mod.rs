@@ -1,8 +1,6 @@
-//! The binary: its command line, its commands (`run`, `check`, `route`), the serving
-//! process with its signals and drain, binary upgrades, and systemd readiness.
+//! The binary: its command line, its commands (`run`, `check`, `route`), and the serving
+//! process with its signals and drain.
 
 pub mod cli;
 pub mod commands;
-pub mod notify;
 pub mod run;
-pub mod upgrade;

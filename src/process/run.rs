@@ -31,7 +31,7 @@ use crate::telemetry::metrics::Metrics;
 
 pub fn run(args: RunArgs) -> ExitCode {
     // Before anything can replace the binary on disk (see `Launch::capture`).
-    let launch = crate::process::upgrade::Launch::capture();
+    let launch = crate::serving::upgrade::Launch::capture();
     let origin = resolve_config(args.config.config.as_deref());
     let (source, loaded) = match load_or_report(&origin, Report::Stderr) {
         Ok(ok) => ok,
@@ -145,7 +145,7 @@ async fn serve(
     text: String,
     threads: usize,
     workers: Workers,
-    launch: std::io::Result<crate::process::upgrade::Launch>,
+    launch: std::io::Result<crate::serving::upgrade::Launch>,
 ) -> ExitCode {
     // Installed before anything is announced, so a SIGHUP right after "ready" reloads
     // instead of killing the process with the default action.
@@ -228,7 +228,7 @@ async fn serve(
         },
         workers,
     ));
-    let upgraded = match crate::process::upgrade::receive() {
+    let upgraded = match crate::serving::upgrade::receive() {
         Ok(upgraded) => upgraded,
         Err(e) => {
             tracing::error!("binary upgrade: {e}");
@@ -257,7 +257,7 @@ async fn serve(
 
     let readiness = Arc::new(Readiness::default());
     let inherited =
-        crate::process::upgrade::take(crate::process::upgrade::ADMIN_KEY, config.admin.address)
+        crate::serving::upgrade::take(crate::serving::upgrade::ADMIN_KEY, config.admin.address)
             .and_then(|mut sockets| sockets.pop());
     let admin_socket = match inherited.map_or_else(|| AdminListener::bind(config.admin.address), Ok)
     {
@@ -343,10 +343,10 @@ async fn serve(
             while readiness.is_ready().is_err() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
-            crate::process::upgrade::announce_ready();
+            crate::serving::upgrade::announce_ready();
         });
     } else {
-        crate::process::notify::ready();
+        crate::telemetry::notify::ready();
     }
 
     let handover = Handover {
@@ -366,7 +366,7 @@ async fn serve(
         admin.lock().await.stop_accepting();
         tracing::info!("binary upgrade: stopping accepting");
     } else {
-        crate::process::notify::stopping();
+        crate::telemetry::notify::stopping();
         // /readyz fails first so load balancers stop sending, then the listeners close.
         readiness.set_draining();
         tracing::info!(delay = ?gateway.shutdown_delay, "shutting down: /readyz now 503");
@@ -409,17 +409,17 @@ enum Ended {
 
 /// What a binary upgrade (SIGUSR2) hands to the new process.
 struct Handover<'a, A> {
-    launch: std::io::Result<crate::process::upgrade::Launch>,
+    launch: std::io::Result<crate::serving::upgrade::Launch>,
     listeners: &'a ListenerSet<A>,
     admin: Arc<tokio::sync::Mutex<AdminListener>>,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Handover<'_, A> {
-    async fn groups(&self) -> std::io::Result<Vec<crate::process::upgrade::Group>> {
+    async fn groups(&self) -> std::io::Result<Vec<crate::serving::upgrade::Group>> {
         let mut groups = self.listeners.handover_groups()?;
         let admin = self.admin.lock().await;
-        groups.push(crate::process::upgrade::Group {
-            key: crate::process::upgrade::ADMIN_KEY.into(),
+        groups.push(crate::serving::upgrade::Group {
+            key: crate::serving::upgrade::ADMIN_KEY.into(),
             address: admin.address(),
             sockets: vec![admin.handover_socket()?],
         });
@@ -449,7 +449,7 @@ impl Signals {
             tokio::select! {
                 _ = self.hup.recv() => {
                     tracing::info!("SIGHUP: reloading");
-                    crate::process::notify::reloading();
+                    crate::telemetry::notify::reloading();
                     let _ = updates.send(Update::Reload { cause: "SIGHUP", force: true }).await;
                 }
                 _ = self.usr2.recv() => {
@@ -468,7 +468,7 @@ impl Signals {
                         Ok(groups) => {
                             tracing::info!("SIGUSR2: binary upgrade: starting the new process");
                             upgrading = Some(tokio::task::spawn_blocking(move || {
-                                crate::process::upgrade::hand_over(&launch, &groups)
+                                crate::serving::upgrade::hand_over(&launch, &groups)
                             }));
                         }
                         Err(e) => tracing::error!(error = %e, "SIGUSR2: cannot copy the listening sockets"),

@@ -26,12 +26,12 @@ use tokio::task::JoinHandle;
 
 use crate::config::model::{Listener, Name};
 use crate::serving::h1::{ConnectionInfo, Engine};
-use crate::serving::tls::{build_acceptor, TlsAcceptor};
+use crate::snapshot::tls::{build_acceptor, TlsAcceptor};
 use crate::snapshot::{ServedListener, Snapshot};
 use crate::telemetry::metrics::Metrics;
 
 /// Certificates from cluster Secrets, by the listener they serve on.
-pub type ClusterCertificates = HashMap<Name, Vec<crate::serving::tls::LoadedCertificate>>;
+pub type ClusterCertificates = HashMap<Name, Vec<crate::snapshot::tls::LoadedCertificate>>;
 
 /// Counts open downstream connections so shutdown can wait for them to finish.
 #[derive(Default)]
@@ -447,8 +447,8 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
                 (None, None) => {
                     // After a binary upgrade: the previous process's sockets, used as they
                     // are (no probe bind: these very sockets hold the port).
-                    let inherited = crate::process::upgrade::take(
-                        &crate::process::upgrade::listener_key(&spec.name),
+                    let inherited = crate::serving::upgrade::take(
+                        &crate::serving::upgrade::listener_key(&spec.name),
                         spec.address,
                     );
                     let sockets = match inherited {
@@ -595,13 +595,13 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
     }
 
     /// Copies of every listening socket, for a binary upgrade.
-    pub fn handover_groups(&self) -> std::io::Result<Vec<crate::process::upgrade::Group>> {
+    pub fn handover_groups(&self) -> std::io::Result<Vec<crate::serving::upgrade::Group>> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running
             .iter()
             .map(|(name, r)| {
-                Ok(crate::process::upgrade::Group {
-                    key: crate::process::upgrade::listener_key(name),
+                Ok(crate::serving::upgrade::Group {
+                    key: crate::serving::upgrade::listener_key(name),
                     address: r.spec.address,
                     sockets: r
                         .sockets

@@ -3,6 +3,10 @@
 
 pub mod pool;
 pub mod router;
+pub mod tls;
+
+#[cfg(test)]
+mod gauges_tests;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +16,7 @@ use std::time::SystemTime;
 use crate::config::model::Listener;
 use crate::config::model::{Endpoint, KubernetesService, Members, Name, Upstream};
 use crate::config::Config;
-use crate::serving::tls::TlsAcceptor;
+use crate::snapshot::tls::TlsAcceptor;
 use crate::telemetry::access_log::AccessLog;
 use pool::{MemberStates, Pool};
 use router::Router;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::model::Name;
-use crate::pipeline::trace::TraceContext;
+use crate::telemetry::trace::TraceContext;
 
 #[derive(Debug)]
 pub struct RequestRecord {

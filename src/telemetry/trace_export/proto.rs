@@ -202,8 +202,8 @@ fn encode_span(out: &mut Vec<u8>, span: &SpanRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::trace::TraceContext;
     use crate::telemetry::request_record::RequestRecord;
+    use crate::telemetry::trace::TraceContext;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use prost::Message;

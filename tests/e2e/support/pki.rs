@@ -126,7 +126,7 @@ pub async fn connect(
         .expect("versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(
-            edgegate::serving::tls::AcceptAnyCertificate::new(),
+            edgegate::snapshot::tls::AcceptAnyCertificate::new(),
         ))
     } else {
         builder

@@ -10,7 +10,7 @@
 //!
 //! The child is started by the old process (not by the operator's shell) so that under
 //! systemd it runs in the unit's cgroup, with the unit's sandbox and environment; it
-//! claims the unit with MAINPID= (see [`crate::process::notify::took_over`]).
+//! claims the unit with MAINPID= (see [`crate::telemetry::notify::took_over`]).
 //!
 //! The wire format, one SOCK_SEQPACKET message each: `KEY\nADDRESS` with that listener's
 //! sockets attached, then `end`; the child answers `ready` once it serves.
@@ -244,7 +244,7 @@ pub fn announce_ready() {
     for (key, address) in inheritance.groups.keys() {
         tracing::warn!(%key, %address, "binary upgrade: an inherited listener is not in the config; closing it");
     }
-    crate::process::notify::took_over();
+    crate::telemetry::notify::took_over();
     if let Err(e) = rustix::net::send(&inheritance.channel, b"ready", SendFlags::NOSIGNAL) {
         tracing::warn!(error = %e, "binary upgrade: cannot tell the previous process");
     }
