@@ -435,6 +435,21 @@ fn gcd(a: u64, b: u64) -> u64 {
     }
 }
 
+impl crate::telemetry::metrics::PoolGauges for Pool {
+    fn healthy_count(&self) -> usize {
+        Pool::healthy_count(self)
+    }
+    fn member_count(&self) -> usize {
+        self.members.len()
+    }
+    fn ejected_count(&self) -> usize {
+        Pool::ejected_count(self)
+    }
+    fn has_member(&self, label: &str) -> bool {
+        self.members.iter().any(|member| &*member.label == label)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

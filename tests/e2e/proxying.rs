@@ -68,9 +68,10 @@ async fn least_requests_avoids_the_busy_endpoint() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
     let gw = proxy_to(&[&a, &b], "", "balance = \"least_requests\"\n");
-    // Occupy one endpoint with a slow request, then every quick one goes to the other.
+    // Occupy one endpoint with a slow request, then every quick one goes to the other
+    // (slow enough that a loaded machine still sends all six while it runs).
     let slow = tokio::spawn({
-        let url = gw.url("web", "/slow/1500");
+        let url = gw.url("web", "/slow/4000");
         async move { client().get(url).send().await.expect("slow") }
     });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -359,3 +359,16 @@ fn a_dotted_sub_table_of_an_upstream_is_named_plainly() {
         assert!(!got[0].contains("borrowed"));
     }
 }
+
+#[test]
+fn a_bodyless_respond_status_with_a_body_is_refused_at_its_status() {
+    let text = listener(
+        "[[routes]]\nname = \"r\"\nrespond = { status = 204, body = \"x\" }\n\n[[routes]]\nname = \"s\"\nrespond = { status = 304 }\n",
+    );
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("t.toml:6:22:") && errors[0].contains("204 cannot have a body"),
+        "{errors:?}"
+    );
+}
