@@ -216,8 +216,10 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             self.admin.lock().await.move_to(address, socket);
         }
         if !Arc::ptr_eq(&previous.edges.listeners, &next.edges.listeners) {
-            self.metrics
-                .set_certificate_expiries(&previous.edges.listeners, &next.edges.listeners);
+            self.metrics.set_certificate_expiries(
+                &expiry_series(&previous.edges.listeners),
+                &expiry_series(&next.edges.listeners),
+            );
         }
         let config_changed = !Arc::ptr_eq(&previous.config, &next.config);
         if config_changed {
@@ -482,6 +484,18 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         self.fingerprint = Fingerprint::of(&source.text, &config);
         Ok(config)
     }
+}
+
+/// `(listener, certificate name, not-after)` of every certificate the listeners serve.
+fn expiry_series(listeners: &[crate::snapshot::ServedListener]) -> Vec<(String, String, i64)> {
+    listeners
+        .iter()
+        .flat_map(|l| {
+            l.expiries
+                .iter()
+                .map(move |(name, at)| (l.spec.name.to_string(), name.clone(), *at))
+        })
+        .collect()
 }
 
 /// Parses the cluster's certificates (Secrets) per listener; a bad one is logged and

@@ -503,31 +503,21 @@ impl Metrics {
     }
 
     /// The expiry of every certificate the listeners serve (files and Secrets alike),
-    /// set in place; series of certificates no longer served are removed afterwards, so
-    /// a scrape never sees the gauge half-empty.
+    /// as `(listener, name, not-after)`, set in place; series of certificates no longer
+    /// served (`previous` less `next`) are removed afterwards, so a scrape never sees
+    /// the gauge half-empty.
     pub fn set_certificate_expiries(
         &self,
-        previous: &[crate::snapshot::ServedListener],
-        next: &[crate::snapshot::ServedListener],
+        previous: &[(String, String, i64)],
+        next: &[(String, String, i64)],
     ) {
-        let series = |listeners: &[crate::snapshot::ServedListener]| {
-            listeners
-                .iter()
-                .flat_map(|l| {
-                    l.expiries
-                        .iter()
-                        .map(move |(name, at)| ((l.spec.name.to_string(), name.clone()), *at))
-                })
-                .collect::<std::collections::BTreeMap<_, _>>()
-        };
-        let now = series(next);
-        for ((listener, name), at) in &now {
+        for (listener, name, at) in next {
             self.certificate_expiry
                 .with_label_values(&[listener, name])
                 .set(*at);
         }
-        for (listener, name) in series(previous).keys() {
-            if !now.contains_key(&(listener.clone(), name.clone())) {
+        for (listener, name, _) in previous {
+            if !next.iter().any(|(l, n, _)| l == listener && n == name) {
                 let _ = self
                     .certificate_expiry
                     .remove_label_values(&[listener, name]);
