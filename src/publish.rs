@@ -46,6 +46,8 @@ pub struct Publisher<A> {
     pub cluster_synced: bool,
     /// The certificates of `cluster`, parsed once per change, by listener.
     pub cluster_certificates: ClusterCertificates,
+    /// Each reload's outcome, for the status page.
+    pub reloads: Arc<crate::admin::reloads::ReloadLog>,
 }
 
 /// What a reload compares to decide whether anything changed: the config text, and the
@@ -261,6 +263,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                     .with_label_values(&["success"])
                     .inc();
                 tracing::info!(cause, generation = self.handle.load().generation, changes = %summary, "config reloaded");
+                self.reloads.record(cause, None);
                 true
             }
             Err(problems) => {
@@ -271,6 +274,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                 for problem in problems.lines() {
                     tracing::error!(cause, "config reload refused: {problem}");
                 }
+                self.reloads.record(cause, Some(problems));
                 false
             }
         }

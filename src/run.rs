@@ -11,6 +11,8 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::access_log::AccessLog;
+use crate::admin::reloads::ReloadLog;
+use crate::admin::status::StatusSource;
 use crate::admin::{Admin, AdminListener, Readiness};
 use crate::cli::{LogFormatArg, RunArgs};
 use crate::config::model::LogFormat;
@@ -265,10 +267,14 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
+    let reloads = Arc::new(ReloadLog::default());
+    let status = Arc::new(StatusSource::new(reloads.clone()));
+    tokio::spawn(status.clone().run(handle.clone(), metrics.clone()));
     let admin = Arc::new(pingora::apps::http_app::HttpServer::new_app(Admin {
         snapshot: handle.clone(),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
+        status,
     }));
     let admin = Arc::new(tokio::sync::Mutex::new(AdminListener::start(
         Serving {
@@ -323,6 +329,7 @@ async fn serve(
         cluster_synced: false,
         cluster_certificates: Default::default(),
         admin: admin.clone(),
+        reloads,
     };
     publisher.update_readiness(&config);
     tokio::spawn(publisher.run(updates_rx));
