@@ -17,6 +17,7 @@ mod proxying;
 mod reload;
 mod routing;
 mod signals;
+mod status_page;
 mod smuggling;
 mod systemd;
 mod tls;
