@@ -174,12 +174,13 @@ fn access(path: &str) -> Access {
 }
 
 impl Admin {
-    /// The one place protected paths are checked. There is no `[admin] auth` yet, so
-    /// every request is let through; when it exists, a request without valid
-    /// credentials gets its refusal (401 with a challenge) from here.
-    fn admit(&self, _session: &ServerSession, access: Access) -> Result<(), Response<Vec<u8>>> {
+    /// The one place protected paths are checked: the refusal to send, or `None` to
+    /// serve the request. There is no `[admin] auth` yet, so every request is served;
+    /// when it exists, a request without valid credentials gets its refusal (401 with a
+    /// challenge) from here.
+    fn refusal(&self, _session: &ServerSession, access: Access) -> Option<Response<Vec<u8>>> {
         match access {
-            Access::Open | Access::Protected => Ok(()),
+            Access::Open | Access::Protected => None,
         }
     }
 }
@@ -222,7 +223,7 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         let text = "text/plain; charset=utf-8";
-        if let Err(refused) = self.admit(session, access(&path)) {
+        if let Some(refused) = self.refusal(session, access(&path)) {
             return refused;
         }
         if let Some(asset) = page::asset(&path) {

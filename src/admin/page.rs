@@ -19,7 +19,10 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// The page and its assets by request path.
 pub fn asset(path: &str) -> Option<Asset> {
     let (content_type, body) = match path {
-        "/" => ("text/html; charset=utf-8", include_str!("assets/status.html")),
+        "/" => (
+            "text/html; charset=utf-8",
+            include_str!("assets/status.html"),
+        ),
         "/assets/status.css" => ("text/css; charset=utf-8", include_str!("assets/status.css")),
         "/assets/status.js" => (
             "text/javascript; charset=utf-8",
@@ -44,8 +47,10 @@ mod tests {
         }
         for asset_path in ["/", "/assets/status.css", "/assets/status.js"] {
             let body = asset(asset_path).expect("asset").body;
-            assert!(!body.contains("http://") && !body.contains("https://") && !body.contains("//cdn"),
-                "{asset_path} must not name another host");
+            assert!(
+                !body.contains("http://") && !body.contains("https://") && !body.contains("//cdn"),
+                "{asset_path} must not name another host"
+            );
         }
         assert!(asset("/assets/other.js").is_none());
     }

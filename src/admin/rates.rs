@@ -319,7 +319,10 @@ mod tests {
             let base = sampler.baseline().expect("baseline");
             assert!(at.duration_since(base.at) <= WINDOW + INTERVAL);
             let r = &rates["r"];
-            assert!((r.requests_per_second - 3.0).abs() < 1e-9, "{second}: {r:?}");
+            assert!(
+                (r.requests_per_second - 3.0).abs() < 1e-9,
+                "{second}: {r:?}"
+            );
         }
         let kept = sampler.history.lock().expect("history").len() as u64;
         assert!(kept <= WINDOW.as_secs() / INTERVAL.as_secs() + 1, "{kept}");

@@ -314,8 +314,7 @@ fn certificates_of(config: &Config) -> Vec<CertificateStatus> {
             tls.certificates.iter().filter_map(move |files| {
                 // The config loaded (and checked) these already; one that no longer
                 // parses cannot be serving either.
-                let loaded =
-                    crate::config::tls_files::certificate(&files.cert, &files.key).ok()?;
+                let loaded = crate::config::tls_files::certificate(&files.cert, &files.key).ok()?;
                 let not_after = time::OffsetDateTime::from_unix_timestamp(loaded.not_after)
                     .ok()?
                     .format(&time::format_description::well_known::Rfc3339)

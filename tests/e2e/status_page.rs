@@ -181,7 +181,10 @@ async fn status_document_matches_its_documentation() {
             "{path} is {kinds:?}, documented as {allowed:?}"
         );
     }
-    let missing: Vec<&String> = documented.keys().filter(|p| !seen.contains_key(*p)).collect();
+    let missing: Vec<&String> = documented
+        .keys()
+        .filter(|p| !seen.contains_key(*p))
+        .collect();
     assert!(
         missing.is_empty(),
         "documented but not in the document: {missing:?}\n{document:#}"
@@ -224,7 +227,10 @@ async fn status_document_matches_its_documentation() {
             .starts_with(&format!("{}:", gw.config_path.display())),
         "{old}"
     );
-    assert_eq!(old["hosts"], json!(["old.example.com", "*.old.example.com"]));
+    assert_eq!(
+        old["hosts"],
+        json!(["old.example.com", "*.old.example.com"])
+    );
     assert_eq!(old["listeners"], json!(["web"]));
     assert_eq!(old["action"], "redirect 301");
     assert_eq!(route(&document, "api")["action"], "upstream pool");
@@ -264,8 +270,17 @@ async fn status_counts_each_routes_traffic_and_shows_draining_members() {
     let text = full_config(&[a.addr]);
     let gw = Gateway::start_with(&text, write_certificates);
     let c = client();
-    for path in ["/x", "/y", "/status/500", "/ping", "/ping", "/broken", "/broken"] {
-        c.get(gw.url("web", path)).send().await.expect("request");
+    for path in [
+        "/x",
+        "/y",
+        "/status/500",
+        "/ping",
+        "/ping",
+        "/broken",
+        "/broken",
+    ] {
+        let response = c.get(gw.url("web", path)).send().await.expect("request");
+        response.bytes().await.expect("body");
     }
     // Requests are counted just after their response is sent.
     let document = status_when(&gw, Duration::from_secs(5), |d| {
@@ -284,7 +299,10 @@ async fn status_counts_each_routes_traffic_and_shows_draining_members() {
     let p99 = api["p99_seconds"].as_f64().expect("p99");
     assert!(p99 > 0.0 && p99 <= 30.0, "{api}");
     let broken = route(&document, "broken");
-    assert_eq!((&broken["errors"], &broken["error_ratio"]), (&json!(2), &json!(1.0)));
+    assert_eq!(
+        (&broken["errors"], &broken["error_ratio"]),
+        (&json!(2), &json!(1.0))
+    );
     let ping = route(&document, "ping");
     assert_eq!((&ping["requests"], &ping["errors"]), (&json!(2), &json!(0)));
     let idle = route(&document, "old-site");
@@ -370,7 +388,8 @@ async fn status_page_in_a_real_browser() {
     let gw = Gateway::start_with(&text, write_certificates);
     let c = client();
     for path in ["/x", "/status/502", "/ping", "/broken"] {
-        c.get(gw.url("web", path)).send().await.expect("request");
+        let response = c.get(gw.url("web", path)).send().await.expect("request");
+        response.bytes().await.expect("body");
     }
     let browser = Browser::start().await;
     browser.viewport(1280, 900).await;
@@ -395,7 +414,12 @@ async fn status_page_in_a_real_browser() {
     );
     assert_eq!(browser.execute(&b_state, json!([])).await, "healthy");
     assert_eq!(
-        shown(&browser, "#certificates tr[data-certificate]", "data-expiry").await,
+        shown(
+            &browser,
+            "#certificates tr[data-certificate]",
+            "data-expiry"
+        )
+        .await,
         ["warn", "ok"],
         "soonest first, under 14 days in the warning colour"
     );
@@ -417,7 +441,9 @@ async fn status_page_in_a_real_browser() {
     assert!(shown(&browser, "[data-upstream]", "data-upstream")
         .await
         .is_empty());
-    browser.type_into("#filter", "\u{E003}\u{E003}\u{E003}\u{E003}").await;
+    browser
+        .type_into("#filter", "\u{E003}\u{E003}\u{E003}\u{E003}")
+        .await;
     assert_eq!(
         shown(&browser, "#routes tr[data-route]", "data-route")
             .await
@@ -429,11 +455,18 @@ async fn status_page_in_a_real_browser() {
     b.set_health(503);
     let unhealthy = browser
         .wait_for(
-            &format!("{} return s === 'unhealthy' && s;", b_state.replacen("return", "const s =", 1)),
+            &format!(
+                "{} return s === 'unhealthy' && s;",
+                b_state.replacen("return", "const s =", 1)
+            ),
             Duration::from_secs(10),
         )
         .await;
-    assert!(unhealthy.is_some(), "member {} never shown unhealthy", b.addr);
+    assert!(
+        unhealthy.is_some(),
+        "member {} never shown unhealthy",
+        b.addr
+    );
 
     // So does a refused reload, with its error.
     let generation_before = status(&gw).await["config"]["generation"].clone();
@@ -500,6 +533,10 @@ async fn status_page_in_a_real_browser() {
         "{requests:?}"
     );
     for url in &requests {
-        assert_eq!(authority(url), Some(gw.admin), "request to another host: {url}");
+        assert_eq!(
+            authority(url),
+            Some(gw.admin),
+            "request to another host: {url}"
+        );
     }
 }

@@ -190,8 +190,11 @@ impl Browser {
             Some(value) => json!([{"name": "prefers-color-scheme", "value": value}]),
             None => json!([]),
         };
-        self.cdp("Emulation.setEmulatedMedia", json!({ "features": features }))
-            .await;
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({ "features": features }),
+        )
+        .await;
     }
 
     /// Types `text` into the element `css` selects, as a user would.
