@@ -540,3 +540,95 @@ async fn status_page_in_a_real_browser() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_cluster_routes_with_their_object_and_discovered_members() {
+    use crate::support::kube_api::{Endpoint, KubeApi, TargetPort};
+    let api = KubeApi::start().await;
+    let pod = Upstream::start_on("127.0.23.1:0".parse().expect("addr"), "web-0").await;
+    api.apply_service(
+        "shop",
+        "web",
+        &[(Some("http"), 80, TargetPort::Number(pod.addr.port()))],
+    );
+    api.apply_endpoint_slice(
+        "shop",
+        "web-a",
+        "web",
+        &[(Some("http"), pod.addr.port())],
+        &[Endpoint::ready("127.0.23.1")],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    api.apply_object(
+        "Gateway",
+        "shop",
+        "edge",
+        json!({"spec": {"gatewayClassName": "edgegate", "listeners": [
+            {"name": "http", "port": port, "protocol": "HTTP",
+             "allowedRoutes": {"namespaces": {"from": "All"}}}]}}),
+    );
+    api.apply_object(
+        "HTTPRoute",
+        "shop",
+        "storefront",
+        json!({"spec": {"parentRefs": [{"name": "edge"}], "hostnames": ["shop.example.com"],
+               "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/cart"}},
+                                      {"path": {"type": "Exact", "value": "/basket"}}],
+                          "backendRefs": [{"name": "web", "port": 80}]}]}}),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\naddress = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:{port}\"\n\n\
+             [[routes]]\nname = \"from-file\"\npath = \"/file\"\nrespond = {{ status = 200 }}\n\n\
+             [kubernetes]\ngateway_class = \"edgegate\"\n"
+        ),
+    )
+    .expect("write");
+    let kubeconfig = api.kubeconfig_path().display().to_string();
+    let gw = Gateway::spawn(dir, path, &[("KUBECONFIG", &kubeconfig)]);
+    gw.wait_ready().await;
+    let response = client()
+        .get(gw.url("web", "/cart/1"))
+        .header("host", "shop.example.com")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    response.bytes().await.expect("body");
+
+    let document = status_when(&gw, Duration::from_secs(5), |d| {
+        d["routes"]
+            .as_array()
+            .is_some_and(|routes| routes.iter().any(|r| r["requests"] == 1))
+    })
+    .await;
+    let routes = document["routes"].as_array().expect("routes");
+    assert_eq!(routes.len(), 2, "one entry per route name: {document:#}");
+    assert_eq!(routes[0]["origin"], "file");
+    let cluster = &routes[1];
+    assert_eq!(
+        (&cluster["origin"], &cluster["source"]),
+        (&json!("cluster"), &json!("httproute/shop/storefront"))
+    );
+    assert_eq!(cluster["hosts"], json!(["shop.example.com"]));
+    assert_eq!(cluster["paths"], json!(["/cart*", "= /basket"]));
+    assert_eq!(cluster["requests"], 1);
+    let upstream = cluster["upstreams"][0].as_str().expect("an upstream");
+    let pool = document["upstreams"]
+        .as_array()
+        .expect("upstreams")
+        .iter()
+        .find(|u| u["name"] == upstream)
+        .expect("the route's upstream");
+    assert_eq!(pool["source"], "kubernetes shop/web:80");
+    assert_eq!(
+        pool["members"],
+        json!([{"address": pod.addr.to_string(), "weight": 1, "state": "healthy", "in_flight": 0}])
+    );
+}
