@@ -158,6 +158,9 @@ async fn serve(
         }
     };
     let metrics = Arc::new(Metrics::new());
+    // Made with the counters, so the status page's rates count every request served.
+    let reloads = Arc::new(ReloadLog::default());
+    let status = Arc::new(StatusSource::new(reloads.clone()));
     let states = Arc::new(MemberStates::default());
     let discovered = Discovered::new();
     let access_log = match AccessLog::open(&config.gateway.access_log, None, &metrics) {
@@ -267,8 +270,6 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
-    let reloads = Arc::new(ReloadLog::default());
-    let status = Arc::new(StatusSource::new(reloads.clone()));
     tokio::spawn(status.clone().run(handle.clone(), metrics.clone()));
     let admin = Arc::new(pingora::apps::http_app::HttpServer::new_app(Admin {
         snapshot: handle.clone(),

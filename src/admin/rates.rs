@@ -307,6 +307,21 @@ mod tests {
         }
     }
 
+    /// Issue 23: the first reading was taken by the sampler task, which could run after
+    /// the first requests were served, so they were never counted.
+    #[test]
+    fn an_empty_reading_at_start_counts_every_request_since() {
+        let start = Instant::now();
+        let sampler = Sampler::default();
+        sampler.keep(Reading {
+            at: start,
+            routes: HashMap::new(),
+        });
+        let rates = sampler.rates(reading(start + Duration::from_secs(2), 6));
+        assert_eq!(rates["r"].requests, 6);
+        assert!((rates["r"].requests_per_second - 3.0).abs() < 1e-9);
+    }
+
     #[test]
     fn the_history_spans_one_window_at_interval_spacing() {
         let start = Instant::now();

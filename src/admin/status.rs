@@ -144,9 +144,17 @@ fn rfc3339(at: SystemTime) -> String {
 
 impl StatusSource {
     pub fn new(reloads: Arc<ReloadLog>) -> Self {
+        let started = Instant::now();
+        // Every counter of this process starts at zero: an empty reading taken now is
+        // exact, and counts the requests served before the sampler first runs.
+        let sampler = Arc::new(Sampler::default());
+        sampler.keep(Reading {
+            at: started,
+            routes: HashMap::new(),
+        });
         Self {
-            started: Instant::now(),
-            sampler: Arc::default(),
+            started,
+            sampler,
             departures: Departures::default(),
             reloads,
             certificates: Mutex::new((Weak::new(), Arc::default())),
