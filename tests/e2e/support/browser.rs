@@ -296,9 +296,35 @@ impl Drop for Browser {
                 "DELETE /session/{} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 self.session
             );
-            let _ = stream.read_to_end(&mut Vec::new());
+            // chromedriver answers once the browser has quit, and may keep the
+            // connection open: read one response, not to the end of the stream.
+            let mut reply = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stream.read(&mut buf) {
+                reply.extend_from_slice(&buf[..n]);
+                if response_complete(&reply) {
+                    break;
+                }
+            }
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+/// Whether `bytes` hold a whole HTTP response with a `Content-Length` body.
+fn response_complete(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    body.len() >= length
 }
