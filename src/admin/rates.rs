@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 /// How far back the rates look.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
-/// How often the background reading is taken; a `/status` request also takes one.
+/// How often the status page's sampler takes a reading; a `/status` request also takes one.
 pub const INTERVAL: Duration = Duration::from_secs(5);
 
 /// What one route has counted since its series were created.
@@ -224,17 +224,6 @@ impl Sampler {
         };
         self.keep(now);
         result
-    }
-
-    /// Takes a reading every `INTERVAL` for as long as the process runs, so the page has
-    /// a minute of history when it is opened.
-    pub async fn run(self: Arc<Self>, metrics: Arc<Metrics>) {
-        let mut ticks = tokio::time::interval(INTERVAL);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            self.keep(Reading::take(&metrics, Instant::now()));
-        }
     }
 }
 

@@ -300,7 +300,11 @@ impl Drop for Browser {
             // connection open: read one response, not to the end of the stream.
             let mut reply = Vec::new();
             let mut buf = [0u8; 4096];
+            let deadline = Instant::now() + Duration::from_secs(10);
             while let Ok(n @ 1..) = stream.read(&mut buf) {
+                if Instant::now() > deadline {
+                    break;
+                }
                 reply.extend_from_slice(&buf[..n]);
                 if response_complete(&reply) {
                     break;
