@@ -3,8 +3,8 @@
 
 pub mod draining;
 pub mod page;
+pub mod publish_log;
 pub mod rates;
-pub mod reloads;
 pub mod status;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -46,8 +46,8 @@ pub struct Publisher<A> {
     pub cluster_synced: bool,
     /// The certificates of `cluster`, parsed once per change, by listener.
     pub cluster_certificates: ClusterCertificates,
-    /// Each reload's outcome, for the status page.
-    pub reloads: Arc<crate::admin::reloads::ReloadLog>,
+    /// Each reload's outcome and the cluster's certificates, for the status page.
+    pub publish_log: Arc<crate::admin::publish_log::PublishLog>,
 }
 
 /// What a reload compares to decide whether anything changed: the config text, and the
@@ -238,6 +238,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             certificates = self.cluster.certificates.len(),
             "cluster routes applied"
         );
+        self.publish_log.cluster_applied(self.cluster.clone());
         self.configs.send_replace(config);
     }
 
@@ -263,7 +264,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                     .with_label_values(&["success"])
                     .inc();
                 tracing::info!(cause, generation = self.handle.load().generation, changes = %summary, "config reloaded");
-                self.reloads.record(cause, None);
+                self.publish_log.record(cause, None);
                 true
             }
             Err(problems) => {
@@ -274,7 +275,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                 for problem in problems.lines() {
                     tracing::error!(cause, "config reload refused: {problem}");
                 }
-                self.reloads.record(cause, Some(problems));
+                self.publish_log.record(cause, Some(problems));
                 false
             }
         }

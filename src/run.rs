@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::access_log::AccessLog;
-use crate::admin::reloads::ReloadLog;
+use crate::admin::publish_log::PublishLog;
 use crate::admin::status::StatusSource;
 use crate::admin::{Admin, AdminListener, Readiness};
 use crate::cli::{LogFormatArg, RunArgs};
@@ -159,8 +159,8 @@ async fn serve(
     };
     let metrics = Arc::new(Metrics::new());
     // Made with the counters, so the status page's rates count every request served.
-    let reloads = Arc::new(ReloadLog::default());
-    let status = Arc::new(StatusSource::new(reloads.clone()));
+    let publish_log = Arc::new(PublishLog::default());
+    let status = Arc::new(StatusSource::new(publish_log.clone()));
     let states = Arc::new(MemberStates::default());
     let discovered = Discovered::new();
     let access_log = match AccessLog::open(&config.gateway.access_log, None, &metrics) {
@@ -330,7 +330,7 @@ async fn serve(
         cluster_synced: false,
         cluster_certificates: Default::default(),
         admin: admin.clone(),
-        reloads,
+        publish_log,
     };
     publisher.update_readiness(&config);
     tokio::spawn(publisher.run(updates_rx));

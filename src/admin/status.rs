@@ -12,13 +12,14 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 
 use super::draining::Departures;
+use super::publish_log::PublishLog;
 use super::rates::{Reading, RouteRates, Sampler};
-use super::reloads::ReloadLog;
 use crate::config::model::{Action, HostMatch, Members, PathMatch, Route};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::snapshot::pool::now_millis;
 use crate::snapshot::Snapshot;
+use crate::sources::cluster::translate::ClusterRoutes;
 
 /// The `/status` document. Field names are part of the admin interface.
 #[derive(Debug, Serialize)]
@@ -131,9 +132,9 @@ pub struct StatusSource {
     started: Instant,
     sampler: Arc<Sampler>,
     departures: Departures,
-    reloads: Arc<ReloadLog>,
-    /// Certificates of the config last asked about: parsed once per config.
-    certificates: Mutex<(Weak<Config>, Arc<Vec<CertificateStatus>>)>,
+    log: Arc<PublishLog>,
+    /// Certificates of the config and cluster routes last asked about: parsed once.
+    certificates: Mutex<CertificateCache>,
 }
 
 fn rfc3339(at: SystemTime) -> String {
@@ -143,7 +144,7 @@ fn rfc3339(at: SystemTime) -> String {
 }
 
 impl StatusSource {
-    pub fn new(reloads: Arc<ReloadLog>) -> Self {
+    pub fn new(log: Arc<PublishLog>) -> Self {
         let started = Instant::now();
         // Every counter of this process starts at zero: an empty reading taken now is
         // exact, and counts the requests served before the sampler first runs.
@@ -156,8 +157,8 @@ impl StatusSource {
             started,
             sampler,
             departures: Departures::default(),
-            reloads,
-            certificates: Mutex::new((Weak::new(), Arc::default())),
+            log,
+            certificates: Mutex::default(),
         }
     }
 
@@ -209,7 +210,7 @@ impl StatusSource {
                 hash: format!("sha256:{}", snapshot.source.hash),
                 reloads_succeeded: reloads("success"),
                 reloads_failed: reloads("failure"),
-                last_reload: self.reloads.last().map(|r| LastReload {
+                last_reload: self.log.last().map(|r| LastReload {
                     at: rfc3339(r.at),
                     result: if r.succeeded() { "success" } else { "failure" },
                     cause: r.cause,
@@ -295,15 +296,26 @@ impl StatusSource {
         out
     }
 
-    /// The listeners' certificates from files, soonest expiry first.
+    /// The listeners' certificates, from files and from the cluster's Secrets, soonest
+    /// expiry first.
     fn certificates(&self, config: &Arc<Config>) -> Vec<CertificateStatus> {
+        let cluster = self.log.cluster();
         let mut cache = self.certificates.lock().unwrap_or_else(|e| e.into_inner());
-        if !cache.0.ptr_eq(&Arc::downgrade(config)) {
-            *cache = (Arc::downgrade(config), Arc::new(certificates_of(config)));
+        let fresh = cache.config.ptr_eq(&Arc::downgrade(config))
+            && cache.cluster.ptr_eq(&Arc::downgrade(&cluster));
+        if !fresh {
+            let mut all = certificates_of(config);
+            all.extend(cluster_certificates(&cluster));
+            all.sort_by_key(|c| c.not_after_unix);
+            *cache = CertificateCache {
+                config: Arc::downgrade(config),
+                cluster: Arc::downgrade(&cluster),
+                parsed: all,
+            };
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         cache
-            .1
+            .parsed
             .iter()
             .map(|c| CertificateStatus {
                 expires_in_seconds: c.not_after_unix - now,
@@ -313,8 +325,53 @@ impl StatusSource {
     }
 }
 
+/// Parsed certificates, and the config and cluster routes they were read from.
+#[derive(Default)]
+struct CertificateCache {
+    config: Weak<Config>,
+    cluster: Weak<ClusterRoutes>,
+    parsed: Vec<CertificateStatus>,
+}
+
+fn summary(
+    listener: &str,
+    loaded: crate::tls::LoadedCertificate,
+    source: String,
+) -> Option<CertificateStatus> {
+    let not_after = time::OffsetDateTime::from_unix_timestamp(loaded.not_after)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()?;
+    Some(CertificateStatus {
+        listener: listener.to_string(),
+        names: loaded.names,
+        not_after,
+        expires_in_seconds: 0,
+        source,
+        not_after_unix: loaded.not_after,
+    })
+}
+
+/// Certificates from Secrets, once per listener they serve on. One that does not parse
+/// was left out of the acceptors as well (and logged then).
+fn cluster_certificates(cluster: &ClusterRoutes) -> Vec<CertificateStatus> {
+    cluster
+        .certificates
+        .iter()
+        .filter_map(|c| {
+            let loaded = crate::tls::certificate_from_pem(&c.cert, &c.key, &c.source).ok()?;
+            Some((c, loaded))
+        })
+        .flat_map(|(c, loaded)| {
+            c.listeners
+                .iter()
+                .filter_map(move |listener| summary(listener, loaded.clone(), c.source.clone()))
+        })
+        .collect()
+}
+
 fn certificates_of(config: &Config) -> Vec<CertificateStatus> {
-    let mut out: Vec<CertificateStatus> = config
+    config
         .listeners
         .iter()
         .filter_map(|l| Some((l, l.tls.as_ref()?)))
@@ -323,23 +380,14 @@ fn certificates_of(config: &Config) -> Vec<CertificateStatus> {
                 // The config loaded (and checked) these already; one that no longer
                 // parses cannot be serving either.
                 let loaded = crate::config::tls_files::certificate(&files.cert, &files.key).ok()?;
-                let not_after = time::OffsetDateTime::from_unix_timestamp(loaded.not_after)
-                    .ok()?
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .ok()?;
-                Some(CertificateStatus {
-                    listener: listener.name.to_string(),
-                    names: loaded.names,
-                    not_after,
-                    expires_in_seconds: 0,
-                    source: files.cert.path.display().to_string(),
-                    not_after_unix: loaded.not_after,
-                })
+                summary(
+                    &listener.name,
+                    loaded,
+                    files.cert.path.display().to_string(),
+                )
             })
         })
-        .collect();
-    out.sort_by_key(|c| c.not_after_unix);
-    out
+        .collect()
 }
 
 /// Gauge values by their `listener` label.

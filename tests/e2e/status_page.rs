@@ -558,17 +558,30 @@ async fn status_lists_cluster_routes_with_their_object_and_discovered_members() 
         &[(Some("http"), pod.addr.port())],
         &[Endpoint::ready("127.0.23.1")],
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    };
+    let (port, tls_port) = (free_port(), free_port());
+    // A certificate from a Secret, expiring before the listener's own from a file.
+    let ca = Pki::new("status cluster ca");
+    let now = time::OffsetDateTime::now_utc();
+    let secret = ca.issue_with(&["secure.example.com"], |p| {
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(3);
+    });
+    api.apply_tls_secret("shop", "site-tls", &secret.cert_pem, &secret.key_pem);
     api.apply_object(
         "Gateway",
         "shop",
         "edge",
         json!({"spec": {"gatewayClassName": "edgegate", "listeners": [
             {"name": "http", "port": port, "protocol": "HTTP",
-             "allowedRoutes": {"namespaces": {"from": "All"}}}]}}),
+             "allowedRoutes": {"namespaces": {"from": "All"}}},
+            {"name": "https", "port": tls_port, "protocol": "HTTPS", "hostname": "secure.example.com",
+             "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": "site-tls"}]}}]}}),
     );
     api.apply_object(
         "HTTPRoute",
@@ -580,11 +593,15 @@ async fn status_lists_cluster_routes_with_their_object_and_discovered_members() 
                           "backendRefs": [{"name": "web", "port": 80}]}]}}),
     );
     let dir = tempfile::tempdir().expect("tempdir");
+    ca.issue(&["default.example.com"])
+        .write(dir.path(), "default");
     let path = dir.path().join("edgegate.toml");
     std::fs::write(
         &path,
         format!(
             "[admin]\naddress = \"127.0.0.1:0\"\n\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:{port}\"\n\n\
+             [[listeners]]\nname = \"websecure\"\naddress = \"127.0.0.1:{tls_port}\"\n[listeners.tls]\n\
+             certificates = [{{ cert = \"default.pem\", key = \"default.key\" }}]\n\n\
              [[routes]]\nname = \"from-file\"\npath = \"/file\"\nrespond = {{ status = 200 }}\n\n\
              [kubernetes]\ngateway_class = \"edgegate\"\n"
         ),
@@ -631,4 +648,21 @@ async fn status_lists_cluster_routes_with_their_object_and_discovered_members() 
         pool["members"],
         json!([{"address": pod.addr.to_string(), "weight": 1, "state": "healthy", "in_flight": 0}])
     );
+    let certificates: Vec<(&Value, &Value, &Value)> = document["certificates"]
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .map(|c| (&c["names"], &c["listener"], &c["source"]))
+        .collect();
+    assert_eq!(
+        certificates[0],
+        (
+            &json!(["secure.example.com"]),
+            &json!("websecure"),
+            &json!("secret/shop/site-tls")
+        ),
+        "{document:#}"
+    );
+    assert_eq!(certificates[1].0, &json!(["default.example.com"]));
+    assert_eq!(certificates.len(), 2);
 }

@@ -1,11 +1,15 @@
-//! The outcome of the last config reload, kept for the status page.
+//! What the publisher did that the running snapshot does not show, kept for the status
+//! page: the last reload's outcome, and the certificates the cluster's Secrets provide.
 //!
 //! Logs say why a reload was refused, but an operator looking at the status page should
-//! not need the logs to learn that the file on disk is not what runs. The publisher
-//! records each reload attempt here; the admin side only reads it.
+//! not need the logs to learn that the file on disk is not what runs. Certificates from
+//! Secrets live inside the TLS acceptors, where nothing can list them. The publisher
+//! records both here; the admin side only reads them.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+use crate::sources::cluster::translate::ClusterRoutes;
 
 /// One reload attempt that read a changed config (an unchanged file is no attempt).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,13 +27,15 @@ impl ReloadOutcome {
     }
 }
 
-/// The last reload's outcome, shared by the publisher (writer) and the admin listener.
+/// Shared by the publisher (writer) and the admin listener (reader).
 #[derive(Debug, Default)]
-pub struct ReloadLog {
+pub struct PublishLog {
     last: Mutex<Option<ReloadOutcome>>,
+    /// The cluster's routes as last applied, for their certificates.
+    cluster: Mutex<Arc<ClusterRoutes>>,
 }
 
-impl ReloadLog {
+impl PublishLog {
     /// Records an attempt; `error` is `None` for a reload that was applied.
     pub fn record(&self, cause: &str, error: Option<String>) {
         let outcome = ReloadOutcome {
@@ -44,6 +50,19 @@ impl ReloadLog {
     pub fn last(&self) -> Option<ReloadOutcome> {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Records the cluster's routes (and so its certificates) just applied.
+    pub fn cluster_applied(&self, cluster: Arc<ClusterRoutes>) {
+        *self.cluster.lock().unwrap_or_else(|e| e.into_inner()) = cluster;
+    }
+
+    /// The cluster's routes as last applied; empty without `[kubernetes]`.
+    pub fn cluster(&self) -> Arc<ClusterRoutes> {
+        self.cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 #[cfg(test)]
@@ -52,7 +71,7 @@ mod tests {
 
     #[test]
     fn keeps_only_the_latest_attempt() {
-        let log = ReloadLog::default();
+        let log = PublishLog::default();
         assert_eq!(log.last(), None);
         log.record("SIGHUP", Some("edgegate.toml:3:1: error: bad".into()));
         assert!(!log.last().expect("recorded").succeeded());
