@@ -20,11 +20,11 @@ mod process;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use edgegate::config::model::{ClusterRoutes as Settings, Name};
-use edgegate::snapshot::router::{RequestFacts, Router};
-use edgegate::sources::cluster::translate::{
+use edgegate::config::model::{KubernetesSettings as Settings, Name};
+use edgegate::control::sources::cluster_routes::translate::{
     translate, ClusterObjects, ListenerFacts, ServicePorts,
 };
+use edgegate::snapshot::router::{RequestFacts, Router};
 use kube_api::{Endpoint, KubeApi, TargetPort};
 use process::{drain, percentile, rss_kib, GatewayProcess};
 use serde_json::{json, Value};

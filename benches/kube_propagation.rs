@@ -29,8 +29,11 @@ struct Gateway {
 }
 
 fn start_gateway(api: &KubeApi, config: &str) -> Gateway {
-    let (process, log) =
-        GatewayProcess::spawn(config, api.kubeconfig_path(), "info,edgegate::publish=warn");
+    let (process, log) = GatewayProcess::spawn(
+        config,
+        api.kubeconfig_path(),
+        "info,edgegate::control::publish=warn",
+    );
     let found = GatewayProcess::addresses(log);
     Gateway {
         process,

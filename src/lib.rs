@@ -17,62 +17,64 @@
 //!              router.route(listener, host, path, …) ─▶ pool.select() ─▶ HttpPeer
 //! ```
 //!
-//! Producers only send [`update::Update`]s; the publisher never calls them (they follow
+//! Producers only send [`control::update::Update`]s; the publisher never calls them (they follow
 //! the configs it applies on a `watch` channel). It runs with reloads, discovery, health
 //! checks and admin on a control runtime of its own, apart from the workers that serve,
 //! and reads files off that runtime too.
 //!
+//! # One request core, rendered per protocol
+//!
+//! ```text
+//! accept loop (listeners) ─┬─ HTTP/1.1, plain or TLS ─▶ h1: edgegate's own loop ─┐
+//!                          └─ h2 (ALPN), h2c (preface) ─▶ proxy: pingora-proxy ───┤
+//!                             + what h1 hands over: WebSocket, TLS/HTTP/2 upstreams│
+//!                                                                                ▼
+//!        pipeline::decide (identify ▶ admit ▶ route ▶ act ▶ limits) ─▶ Answer | Forward
+//!        + header plans, the failure table, the retry policy, one record per request
+//! ```
+//!
+//! Every request decision lives in [`pipeline`], once; [`serving::h1`] renders it into bytes in
+//! its reused buffers and [`serving::proxy`] into pingora's session and header maps. Neither
+//! renderer imports the other.
+//!
 //! # Listeners are part of the config
 //!
 //! pingora's `Server` fixes its listeners once it runs, so edgegate owns its accept loops
-//! ([`listeners`]) and hands each accepted stream to pingora's `HttpProxy` through
-//! `ServerApp::process_new` (HTTP/1.1, h2c by preface, h2 by ALPN). A reload binds new or
-//! moved listeners first (any failure refuses the whole reload), publishes the snapshot,
-//! then starts the new accept loops and stops the removed ones. Listeners that did not
-//! change keep their socket and accept loop: no connection on them is refused or dropped.
-//! Each connection records the address of the listener that accepted it, which is how a
-//! request finds its listener's routes. A zero-downtime *binary* upgrade hands the
-//! listening sockets to a new process ([`upgrade`]); config changes never need one.
+//! ([`serving::listeners`]). A reload binds new or moved listeners first (any failure refuses the
+//! whole reload), publishes the snapshot, then starts the new accept loops and stops the
+//! removed ones. Listeners that did not change keep their socket and accept loop: no
+//! connection on them is refused or dropped. Each connection records the address of the
+//! listener that accepted it, which is how a request finds its listener's routes. A
+//! zero-downtime *binary* upgrade hands the listening sockets to a new process
+//! ([`process::upgrade`]); config changes never need one.
 //!
-//! # Modules
+//! # Modules, by concern
 //!
 //! - [`config`]: text -> validated model, with `file:line:col` diagnostics.
 //! - [`snapshot`]: model -> immutable router and pools (pure, no sockets).
-//! - [`publish`]: the single writer; [`update`]: its messages; [`sources`]: producers (the file,
-//!   SIGHUP, discovery, and routes from Gateway API and Ingress objects: `sources::cluster`).
-//! - [`proxy`]: the pingora `ProxyHttp` implementation; [`listeners`]: accept loops;
-//!   [`tls`]: rustls acceptors.
-//! - [`http_path`]: request-path normalisation before routing (pure).
-//! - [`health`], [`admin`], [`metrics`], [`access_log`]: operations; [`notify`]: systemd
-//!   readiness; [`upgrade`]: binary upgrades.
-//! - [`cli`], [`commands`], [`run`]: the binary's commands.
+//! - [`control`]: the publisher (the single writer), its update messages, the producers
+//!   (the file, SIGHUP, Kubernetes discovery, routes from Gateway API and Ingress
+//!   objects) and active health checks.
+//! - [`pipeline`]: the request core (hygiene, routing, answers, header plans, failures,
+//!   retries), pure and tested without sockets.
+//! - [`serving`]: accept loops, TLS, and the core's two renderers (the HTTP/1.1 loop
+//!   and the pingora adapter).
+//! - [`telemetry`]: metrics, the access log, span export, the admin listener and its
+//!   status page.
+//! - [`process`]: the command line, `run`/`check`/`route`, signals, binary upgrades,
+//!   systemd readiness.
 
 #![forbid(unsafe_code)]
 
-pub mod access_log;
-pub mod admin;
-pub mod buffered_io;
-pub mod cli;
-pub mod commands;
 pub mod config;
-pub mod h1;
-pub mod health;
-pub mod http_path;
-pub mod listeners;
-pub mod metrics;
-pub mod notify;
-pub mod proxy;
-pub mod publish;
+pub mod control;
+pub mod pipeline;
+pub mod process;
 #[cfg(test)]
 mod reference_docs;
-pub mod request_record;
-pub mod run;
+pub mod serving;
 pub mod snapshot;
-pub mod sources;
-pub mod tls;
-pub mod trace_export;
-pub mod update;
-pub mod upgrade;
+pub mod telemetry;
 
 #[cfg(test)]
 mod properties;

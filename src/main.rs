@@ -8,6 +8,6 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = edgegate::cli::Cli::parse();
-    edgegate::commands::main(cli)
+    let cli = edgegate::process::cli::Cli::parse();
+    edgegate::process::commands::main(cli)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use crate::config::{load, SourceFile};
-use crate::http_path::{normalize_path, PathError};
+use crate::pipeline::http_path::{normalize_path, PathError};
 use crate::snapshot::router::{matches_directly, RequestFacts, Router};
 
 const HOSTS: &[&str] = &["a.example.com", "b.example.com", "x.a.example.com"];

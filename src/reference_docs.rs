@@ -189,7 +189,7 @@ fn documented_metrics() -> BTreeSet<(String, Vec<String>)> {
 
 #[test]
 fn every_metric_is_documented_with_its_labels_and_every_documented_metric_exists() {
-    let registered: BTreeSet<(String, Vec<String>)> = crate::metrics::Metrics::new()
+    let registered: BTreeSet<(String, Vec<String>)> = crate::telemetry::metrics::Metrics::new()
         .describe()
         .into_iter()
         .map(|m| (m.name, m.labels))
@@ -203,7 +203,7 @@ fn every_metric_is_documented_with_its_labels_and_every_documented_metric_exists
     let unknown: Vec<_> = documented.difference(&registered).collect();
     assert!(
         missing.is_empty() && unknown.is_empty(),
-        "docs/metrics.md and src/metrics.rs disagree.\n\
+        "docs/metrics.md and src/telemetry/metrics.rs disagree.\n\
          Registered but not documented (name, labels), add a row to docs/metrics.md:\n{missing:#?}\n\
          Documented but not registered (or with other labels):\n{unknown:#?}"
     );

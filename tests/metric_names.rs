@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use edgegate::metrics::{MetricDescription, Metrics};
+use edgegate::telemetry::metrics::{MetricDescription, Metrics};
 
 const BEGIN: &str = "<!-- metrics-table:begin (checked by tests/metric_names.rs) -->";
 const END: &str = "<!-- metrics-table:end -->";

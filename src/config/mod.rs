@@ -1,7 +1,6 @@
 //! Config text -> validated model. Depends on nothing else in the crate, so that `check`,
 //! startup and reloads share one definition of "valid".
 
-mod cluster;
 pub mod model;
 pub mod origin;
 pub mod raw;
@@ -9,7 +8,6 @@ mod shadow;
 pub mod source;
 pub mod tls_files;
 pub mod validate;
-mod validate_tracing;
 
 pub use model::Config;
 pub use source::{Diagnostic, Diagnostics, Location, Severity, SourceFile};

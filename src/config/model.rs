@@ -40,19 +40,19 @@ impl Config {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub gateway: Gateway,
+    pub gateway: GatewaySettings,
     pub admin: Admin,
     pub listeners: Vec<Listener>,
     /// Shared with the compiled router, so compiling a snapshot copies no route.
     pub routes: Vec<Arc<Route>>,
     pub upstreams: Vec<Upstream>,
     /// `[kubernetes]`: routes from the cluster; `None` watches nothing.
-    pub kubernetes: Option<ClusterRoutes>,
+    pub kubernetes: Option<KubernetesSettings>,
 }
 
-/// Which cluster objects become routes (spec section 10).
+/// `[kubernetes]`: which cluster objects become routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterRoutes {
+pub struct KubernetesSettings {
     /// Gateways whose `gatewayClassName` is this are served, with their HTTPRoutes.
     pub gateway_class: Option<String>,
     /// Ingresses whose `spec.ingressClassName` is this are served.
@@ -68,7 +68,7 @@ impl Config {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Gateway {
+pub struct GatewaySettings {
     /// Worker threads; 0 means one per CPU.
     pub threads: usize,
     pub grace_period: Duration,
@@ -79,7 +79,7 @@ pub struct Gateway {
     pub tracing: Option<Tracing>,
 }
 
-/// Where and how spans are exported (spec section 7b).
+/// Where and how spans are exported (`[gateway.tracing]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tracing {
     pub endpoint: OtlpEndpoint,
@@ -100,7 +100,7 @@ pub struct OtlpEndpoint {
     pub path: String,
 }
 
-impl Default for Gateway {
+impl Default for GatewaySettings {
     fn default() -> Self {
         Self {
             threads: 0,
@@ -229,7 +229,7 @@ pub struct Route {
 
 impl Route {
     /// Cluster routes are ordered after every file route (a file has fewer routes than
-    /// this), so among otherwise equal routes the file's come first (spec section 10).
+    /// this), so among otherwise equal routes the file's come first.
     pub const CLUSTER_ORDER_BASE: usize = 1 << 32;
 
     /// Whether the route came from a cluster object rather than the file; its

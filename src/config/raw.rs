@@ -12,7 +12,7 @@ pub type Text = Spanned<String>;
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub gateway: Option<Gateway>,
+    pub gateway: Option<GatewaySettings>,
     pub admin: Option<Admin>,
     #[serde(default)]
     pub listeners: Vec<Spanned<Listener>>,
@@ -24,13 +24,13 @@ pub struct Config {
     #[serde(default)]
     pub upstreams: BTreeMap<String, Upstream>,
     /// Routes from the cluster's Gateway API and Ingress objects; off unless written.
-    pub kubernetes: Option<Spanned<ClusterRoutes>>,
+    pub kubernetes: Option<Spanned<KubernetesSettings>>,
 }
 
 /// `[kubernetes]`: which Gateways and Ingresses are ours, and where to look for them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClusterRoutes {
+pub struct KubernetesSettings {
     pub gateway_class: Option<Text>,
     pub ingress_class: Option<Text>,
     pub namespaces: Option<Vec<Text>>,
@@ -38,7 +38,7 @@ pub struct ClusterRoutes {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Gateway {
+pub struct GatewaySettings {
     pub threads: Option<Spanned<i64>>,
     pub grace_period: Option<Text>,
     pub shutdown_delay: Option<Text>,
@@ -47,7 +47,7 @@ pub struct Gateway {
     pub tracing: Option<Spanned<Tracing>>,
 }
 
-/// `[gateway.tracing]` (spec section 7b).
+/// `[gateway.tracing]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tracing {

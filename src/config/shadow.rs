@@ -1,5 +1,5 @@
 //! Warnings for routes that can never win: another route matches every request they
-//! match and ranks at least as high under the precedence of spec section 3.
+//! match and ranks at least as high under the routing precedence (host, path, method, headers, query).
 
 use std::collections::HashMap;
 

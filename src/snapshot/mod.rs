@@ -9,15 +9,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::access_log::AccessLog;
 use crate::config::model::Listener;
 use crate::config::model::{Endpoint, KubernetesService, Members, Name, Upstream};
 use crate::config::Config;
-use crate::tls::TlsAcceptor;
+use crate::serving::tls::TlsAcceptor;
+use crate::telemetry::access_log::AccessLog;
 use pool::{MemberStates, Pool};
 use router::Router;
 
-use crate::trace_export::TraceExport;
+use crate::telemetry::trace_export::TraceExport;
 
 /// Where a snapshot's config came from, for `/config` and logs.
 #[derive(Debug, Clone)]
@@ -106,6 +106,9 @@ pub struct Snapshot {
     /// Span export (`[gateway.tracing]`), or `None` when off: requests read the sampling
     /// ratio and the queue from here, so a reload switches export with everything else.
     pub trace_export: Option<Arc<TraceExport>>,
+    /// Every listener's client identity header: removed from every client request on
+    /// every listener, so no client forges one an upstream trusts.
+    pub identity_headers: Arc<[http::HeaderName]>,
 }
 
 impl Snapshot {
@@ -149,8 +152,21 @@ impl Snapshot {
                 .filter(|export| export.settings == *settings)
                 .unwrap_or_else(|| Arc::new(TraceExport::new(settings.clone())))
         });
+        let identity_headers = config
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                l.tls
+                    .as_ref()?
+                    .client_auth
+                    .as_ref()?
+                    .identity_header
+                    .clone()
+            })
+            .collect();
         Snapshot {
             generation,
+            identity_headers,
             config,
             source,
             router: Arc::new(router),
@@ -198,6 +214,7 @@ impl Snapshot {
             pools,
             edges: self.edges.clone(),
             trace_export: self.trace_export.clone(),
+            identity_headers: self.identity_headers.clone(),
         })
     }
 }

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method};
+use http::Method;
 use regex::Regex;
 
 use crate::config::model::{HostMatch, PathMatch, Route};
@@ -28,12 +28,6 @@ pub struct RequestFacts<'a> {
 pub trait RequestHeaders {
     /// Whether some field `name` has exactly `value`.
     fn has_value(&self, name: &http::HeaderName, value: &[u8]) -> bool;
-}
-
-impl RequestHeaders for HeaderMap {
-    fn has_value(&self, name: &http::HeaderName, value: &[u8]) -> bool {
-        self.get_all(name).iter().any(|v| v.as_bytes() == value)
-    }
 }
 
 /// The routes of one listener, indexed.
@@ -294,7 +288,7 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
             && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
 }
 
-/// Ranks a match; greater wins. Field order is the precedence order of spec section 3.
+/// Ranks a match; greater wins. Field order is the precedence order: host, path, method, headers, query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Precedence {
     pub host: (u8, usize),

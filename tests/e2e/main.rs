@@ -15,6 +15,7 @@ mod kube_double;
 mod limits;
 mod proxying;
 mod reload;
+mod request_core;
 mod routing;
 mod signals;
 mod smuggling;

@@ -34,8 +34,8 @@ impl Checker<'_> {
         file
     }
 
-    pub(super) fn gateway(&mut self, raw: raw::Gateway) -> Gateway {
-        let defaults = Gateway::default();
+    pub(super) fn gateway(&mut self, raw: raw::GatewaySettings) -> GatewaySettings {
+        let defaults = GatewaySettings::default();
         let threads = match raw.threads {
             Some(t) if !(0..=1024).contains(t.get_ref()) => {
                 self.error(&t.span(), "threads must be between 0 and 1024");
@@ -59,14 +59,14 @@ impl Checker<'_> {
                 path => AccessLogTarget::File(self.path(path)),
             },
         };
-        Gateway {
+        GatewaySettings {
             threads,
             grace_period: self.duration(raw.grace_period.as_ref(), defaults.grace_period),
             shutdown_delay: self.duration(raw.shutdown_delay.as_ref(), defaults.shutdown_delay),
             log_format,
             access_log,
             tracing: raw.tracing.and_then(|raw| {
-                crate::config::validate_tracing::tracing(raw, &mut |span, message| {
+                crate::config::validate::tracing::tracing(raw, &mut |span, message| {
                     self.error(span, message)
                 })
             }),

@@ -5,9 +5,11 @@
 //! (durations, sizes, shares, addresses, "one of these strings") live here.
 
 mod gateway;
+mod kubernetes;
 mod routes;
 #[cfg(test)]
 mod tests;
+pub(crate) mod tracing;
 mod upstreams;
 
 use std::collections::{HashMap, HashSet};
@@ -224,7 +226,7 @@ impl Checker<'_> {
         let upstream_names: HashSet<&str> = upstreams.iter().map(|u| &*u.name).collect();
         let routes = self.routes(raw.routes, &listener_names, &upstream_names);
         let kubernetes = raw.kubernetes.map(|raw| {
-            super::cluster::validate(raw, &mut |severity, span, message| {
+            kubernetes::validate(raw, &mut |severity, span, message| {
                 self.push(severity, &span, message)
             })
         });

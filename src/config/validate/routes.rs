@@ -345,13 +345,22 @@ impl Checker<'_> {
                 return None;
             }
         };
+        let body = r.body.unwrap_or_default();
+        if matches!(status.as_u16(), 204 | 304) && !body.is_empty() {
+            // The message ends after the head; a body would be read as the next response.
+            self.error(
+                &r.status.span(),
+                format!("respond status {} cannot have a body", status.as_u16()),
+            );
+            return None;
+        }
         let content_type = match r.content_type {
             None => HeaderValue::from_static("text/plain; charset=utf-8"),
             Some(ct) => self.header_value(&ct)?,
         };
         Some(Action::Respond(Respond {
             status,
-            body: Bytes::from(r.body.unwrap_or_default()),
+            body: Bytes::from(body),
             content_type,
         }))
     }

@@ -337,3 +337,16 @@ fn every_problem_is_collected() {
     );
     assert_eq!(e.len(), 3, "{e:?}");
 }
+
+#[test]
+fn a_bodyless_respond_status_with_a_body_is_refused_at_its_status() {
+    let text = listener(
+        "[[routes]]\nname = \"r\"\nrespond = { status = 204, body = \"x\" }\n\n[[routes]]\nname = \"s\"\nrespond = { status = 304 }\n",
+    );
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("t.toml:6:22:") && errors[0].contains("204 cannot have a body"),
+        "{errors:?}"
+    );
+}

@@ -125,7 +125,9 @@ pub async fn connect(
         .with_protocol_versions(versions)
         .expect("versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(edgegate::tls::AcceptAnyCertificate::new()))
+        .with_custom_certificate_verifier(Arc::new(
+            edgegate::serving::tls::AcceptAnyCertificate::new(),
+        ))
     } else {
         builder
     };

@@ -1,0 +1,123 @@
+//! Service backends -> upstreams: one upstream per (Service, port), however many routes
+//! name it, so discovery keeps one EndpointSlice watch per Service.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::ClusterObjects;
+use crate::config::model::{
+    Balance, DiscoveryApi, HashOn, KubernetesService, Members, Name, ServicePort, Upstream,
+};
+
+/// Why a backend did not resolve, with the Gateway API reason and a message a person can
+/// act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+pub struct Backends<'a> {
+    objects: &'a ClusterObjects,
+    upstreams: BTreeMap<Name, Upstream>,
+}
+
+impl<'a> Backends<'a> {
+    pub fn new(objects: &'a ClusterObjects) -> Self {
+        Self {
+            objects,
+            upstreams: BTreeMap::new(),
+        }
+    }
+
+    /// The upstream for a Service port, created on first use. The Service must exist and
+    /// have the port: a typo answers 500 and says so in status, rather than 503 forever.
+    pub fn service(
+        &mut self,
+        namespace: &str,
+        service: &str,
+        port: ServicePort,
+    ) -> Result<Name, Unresolved> {
+        let Some(ports) = self
+            .objects
+            .services
+            .get(&(namespace.to_string(), service.to_string()))
+        else {
+            return Err(Unresolved {
+                reason: "BackendNotFound",
+                message: format!("service {namespace}/{service} not found"),
+            });
+        };
+        let found = ports.0.iter().any(|(name, number)| match &port {
+            ServicePort::Number(n) => i32::from(*n) == *number,
+            ServicePort::Name(wanted) => name == wanted,
+        });
+        let port_text = match &port {
+            ServicePort::Number(n) => n.to_string(),
+            ServicePort::Name(name) => name.clone(),
+        };
+        if !found {
+            return Err(Unresolved {
+                reason: "BackendNotFound",
+                message: format!("service {namespace}/{service} has no port {port_text}"),
+            });
+        }
+        let name: Name = format!("service/{namespace}/{service}/{port_text}").into();
+        self.upstreams
+            .entry(name.clone())
+            .or_insert_with(|| Upstream {
+                name: name.clone(),
+                members: Members::Kubernetes(KubernetesService {
+                    namespace: namespace.to_string(),
+                    service: service.to_string(),
+                    port,
+                    api: DiscoveryApi::EndpointSlices,
+                }),
+                // The file's defaults for an upstream written with only its members.
+                balance: Balance::RoundRobin,
+                connect_timeout: Duration::from_secs(5),
+                read_timeout: Duration::from_secs(60),
+                write_timeout: Duration::from_secs(60),
+                idle_timeout: Duration::from_secs(60),
+                retries: 0,
+                http2: false,
+                tls: None,
+                health_check: None,
+                passive_health: None,
+                retry_budget: Upstream::DEFAULT_RETRY_BUDGET,
+                hash_on: HashOn::ClientAddress,
+            });
+        Ok(name)
+    }
+
+    /// Whether a ReferenceGrant in `to_namespace` lets `from_kind` objects (of the
+    /// Gateway API group) in `from_namespace` refer to the core `to_kind` named `to_name`.
+    pub fn granted(
+        &self,
+        from_kind: &str,
+        from_namespace: &str,
+        to_namespace: &str,
+        to_kind: &str,
+        to_name: &str,
+    ) -> bool {
+        self.objects
+            .grants
+            .iter()
+            .filter(|((namespace, _), _)| namespace == to_namespace)
+            .any(|(_, grant)| {
+                grant.spec.from.iter().any(|f| {
+                    f.group == super::super::objects::GATEWAY_GROUP
+                        && f.kind == from_kind
+                        && f.namespace == from_namespace
+                }) && grant.spec.to.iter().any(|t| {
+                    t.group.is_empty()
+                        && t.kind == to_kind
+                        && t.name.as_deref().is_none_or(|n| n == to_name)
+                })
+            })
+    }
+
+    pub fn into_upstreams(self) -> Vec<crate::config::model::Upstream> {
+        self.upstreams.into_values().collect()
+    }
+}

@@ -1,0 +1,621 @@
+//! Table-style tests of the translation: objects written as the API server returns them
+//! (JSON), routes checked through the real router.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::config::model::{HostMatch, KubernetesSettings as Settings, ServicePort};
+use crate::snapshot::router::{RequestFacts, Router};
+
+fn settings() -> Settings {
+    Settings {
+        gateway_class: Some("edgegate".into()),
+        ingress_class: Some("edgegate".into()),
+        namespaces: Vec::new(),
+    }
+}
+
+fn listeners() -> Vec<ListenerFacts> {
+    vec![
+        ListenerFacts {
+            name: "web".into(),
+            port: 8080,
+            tls: false,
+        },
+        ListenerFacts {
+            name: "websecure".into(),
+            port: 8443,
+            tls: true,
+        },
+    ]
+}
+
+fn key(ns: &str, name: &str) -> Key {
+    (ns.to_string(), name.to_string())
+}
+
+fn meta(ns: &str, name: &str, created: &str) -> Value {
+    json!({"namespace": ns, "name": name, "creationTimestamp": created, "generation": 2})
+}
+
+struct World(ClusterObjects);
+
+impl World {
+    fn new() -> Self {
+        let mut objects = ClusterObjects::default();
+        for (ns, svc) in [("apps", "web"), ("apps", "api"), ("other", "db")] {
+            objects.services.insert(
+                key(ns, svc),
+                ServicePorts(vec![("http".into(), 80), ("admin".into(), 9000)]),
+            );
+        }
+        World(objects)
+    }
+
+    fn gateway(mut self, ns: &str, name: &str, class: &str, listeners: Value) -> Self {
+        let g = serde_json::from_value(json!({
+            "metadata": meta(ns, name, "2026-01-01T00:00:00Z"),
+            "spec": {"gatewayClassName": class, "listeners": listeners}
+        }))
+        .expect("gateway");
+        self.0.gateways.insert(key(ns, name), g);
+        self
+    }
+
+    fn route(mut self, ns: &str, name: &str, created: &str, spec: Value) -> Self {
+        let r = serde_json::from_value(json!({"metadata": meta(ns, name, created), "spec": spec}))
+            .expect("route");
+        self.0.routes.insert(key(ns, name), r);
+        self
+    }
+
+    fn ingress(mut self, ns: &str, name: &str, spec: Value) -> Self {
+        let i = serde_json::from_value(json!({
+            "metadata": meta(ns, name, "2026-01-02T00:00:00Z"), "spec": spec
+        }))
+        .expect("ingress");
+        self.0.ingresses.insert(key(ns, name), i);
+        self
+    }
+
+    fn grant(mut self, ns: &str, from_ns: &str) -> Self {
+        let g = serde_json::from_value(json!({
+            "metadata": meta(ns, "allow", "2026-01-01T00:00:00Z"),
+            "spec": {
+                "from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": from_ns}],
+                "to": [{"group": "", "kind": "Service"}]
+            }
+        }))
+        .expect("grant");
+        self.0.grants.insert(key(ns, "allow"), g);
+        self
+    }
+
+    fn translate(&self) -> ClusterRoutes {
+        translate(&self.0, &settings(), &listeners())
+    }
+}
+
+fn http_gateway() -> World {
+    World::new().gateway(
+        "apps",
+        "edge",
+        "edgegate",
+        json!([{"name": "http", "port": 8080, "protocol": "HTTP"}]),
+    )
+}
+
+/// Routes a request through the compiled router the way the proxy does.
+fn route_for(
+    out: &ClusterRoutes,
+    listener: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<Arc<Route>> {
+    let names: Vec<Name> = vec!["web".into(), "websecure".into()];
+    let router = Router::compile(&out.routes, &names);
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(
+            http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            v.parse().expect("value"),
+        );
+    }
+    let (path, query) = path
+        .split_once('?')
+        .map_or((path, None), |(p, q)| (p, Some(q)));
+    let facts = RequestFacts {
+        host,
+        path,
+        query,
+        method: &Method::GET,
+        headers: &map,
+    };
+    router.route(listener, &facts).cloned()
+}
+
+fn upstream_of(route: &Route) -> &str {
+    match &route.action {
+        Action::Upstream(name) => name,
+        other => panic!("not an upstream: {other:?}"),
+    }
+}
+
+#[test]
+fn a_route_on_our_gateway_serves_its_hosts_and_prefixes_and_other_classes_are_ignored() {
+    let out = http_gateway()
+        .gateway(
+            "apps",
+            "theirs",
+            "nginx",
+            json!([{"name": "http", "port": 8080, "protocol": "HTTP"}]),
+        )
+        .route(
+            "apps",
+            "shop",
+            "2026-01-01T00:00:00Z",
+            json!({
+                "parentRefs": [{"name": "edge"}],
+                "hostnames": ["shop.example.com"],
+                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/cart/"}}],
+                           "backendRefs": [{"name": "web", "port": 80}]}]
+            }),
+        )
+        .route(
+            "apps",
+            "foreign",
+            "2026-01-01T00:00:00Z",
+            json!({
+                "parentRefs": [{"name": "theirs"}],
+                "rules": [{"backendRefs": [{"name": "api", "port": 80}]}]
+            }),
+        )
+        .translate();
+    let r = route_for(&out, "web", "shop.example.com", "/cart/x", &[]).expect("routed");
+    assert_eq!(&*r.name, "httproute/apps/shop/0");
+    assert_eq!(upstream_of(&r), "service/apps/web/80");
+    assert_eq!(r.location.path.display().to_string(), "httproute/apps/shop");
+    assert!(route_for(&out, "web", "shop.example.com", "/cartx", &[]).is_none());
+    assert!(route_for(&out, "web", "other.example.com", "/cart", &[]).is_none());
+    // HTTP gateway listener on 8080: not on the TLS listener.
+    assert!(route_for(&out, "websecure", "shop.example.com", "/cart", &[]).is_none());
+    // The other class's route is neither served nor reported.
+    assert_eq!(out.routes.len(), 1);
+    assert!(!out.status.routes.contains_key(&key("apps", "foreign")));
+    assert!(!out.status.gateways.contains_key(&key("apps", "theirs")));
+    assert_eq!(out.upstreams.len(), 1);
+    let status = &out.status.routes[&key("apps", "shop")];
+    let kinds: Vec<_> = status.parents[0]
+        .1
+        .iter()
+        .map(|c| (c.kind, c.status, c.observed_generation))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![("Accepted", true, Some(2)), ("ResolvedRefs", true, Some(2))]
+    );
+}
+
+#[test]
+fn weighted_backends_across_services_share_by_weight_and_one_service_is_one_upstream() {
+    let out = http_gateway()
+        .route(
+            "apps",
+            "split",
+            "2026-01-01T00:00:00Z",
+            json!({
+                "parentRefs": [{"name": "edge"}],
+                "rules": [
+                    {"matches": [{"path": {"value": "/a"}}],
+                     "backendRefs": [{"name": "web", "port": 80, "weight": 1},
+                                     {"name": "api", "port": 80, "weight": 3}]},
+                    {"matches": [{"path": {"value": "/b"}}],
+                     "backendRefs": [{"name": "web", "port": 80}]}
+                ]
+            }),
+        )
+        .translate();
+    let r = route_for(&out, "web", "x", "/a", &[]).expect("routed");
+    let Action::Weighted(backends) = &r.action else {
+        panic!("not weighted: {:?}", r.action)
+    };
+    let mut counts = [0u32; 2];
+    for draw in 0..4000u64 {
+        match model::pick_weighted(backends, draw).map(|n| &**n) {
+            Some("service/apps/web/80") => counts[0] += 1,
+            Some("service/apps/api/80") => counts[1] += 1,
+            other => panic!("unexpected pick {other:?}"),
+        }
+    }
+    assert_eq!(counts, [1000, 3000]);
+    // `web` named by two rules is still one upstream (one discovery watch).
+    let names: Vec<_> = out.upstreams.iter().map(|u| u.name.to_string()).collect();
+    assert_eq!(names, vec!["service/apps/api/80", "service/apps/web/80"]);
+    assert!(matches!(
+        &out.upstreams[1].members,
+        model::Members::Kubernetes(k) if k.service == "web" && k.port == ServicePort::Number(80)
+    ));
+}
+
+#[test]
+fn header_match_with_header_modifier_and_prefix_rewrite() {
+    let out = http_gateway()
+        .route(
+            "apps",
+            "canary",
+            "2026-01-01T00:00:00Z",
+            json!({
+                "parentRefs": [{"name": "edge"}],
+                "rules": [{
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/api"},
+                                 "headers": [{"name": "X-Canary", "value": "yes"}],
+                                 "queryParams": [{"name": "v", "value": "2"}],
+                                 "method": "GET"}],
+                    "filters": [
+                        {"type": "RequestHeaderModifier",
+                         "requestHeaderModifier": {"set": [{"name": "x-env", "value": "canary"}],
+                                                   "remove": ["x-debug"]}},
+                        {"type": "ResponseHeaderModifier",
+                         "responseHeaderModifier": {"add": [{"name": "x-served-by", "value": "edgegate"}]}},
+                        {"type": "URLRewrite",
+                         "urlRewrite": {"hostname": "internal.svc",
+                                        "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/v2"}}}
+                    ],
+                    "backendRefs": [{"name": "api", "port": 80}]
+                }]
+            }),
+        )
+        .translate();
+    assert!(route_for(&out, "web", "x", "/api/users?v=2", &[]).is_none());
+    let r = route_for(&out, "web", "x", "/api/users?v=2", &[("x-canary", "yes")]).expect("routed");
+    assert_eq!(r.methods, Some(vec![Method::GET]));
+    assert_eq!(
+        crate::snapshot::router::rewritten_path(&r, "/api/users", Some("v=2")).as_deref(),
+        Some("/v2/users?v=2")
+    );
+    let set: Vec<_> = r
+        .request_headers
+        .set
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.to_str().expect("ascii")))
+        .collect();
+    assert_eq!(set, vec![("x-env", "canary"), ("host", "internal.svc")]);
+    assert_eq!(r.request_headers.remove[0].as_str(), "x-debug");
+    assert_eq!(r.response_headers.add[0].0.as_str(), "x-served-by");
+}
+
+#[test]
+fn redirect_and_full_path_rewrite() {
+    let out = http_gateway()
+        .route(
+            "apps",
+            "moves",
+            "2026-01-01T00:00:00Z",
+            json!({
+                "parentRefs": [{"name": "edge"}],
+                "rules": [
+                    {"matches": [{"path": {"type": "Exact", "value": "/old"}}],
+                     "filters": [{"type": "RequestRedirect",
+                                  "requestRedirect": {"scheme": "https", "hostname": "new.example.com",
+                                                      "statusCode": 301,
+                                                      "path": {"type": "ReplaceFullPath", "replaceFullPath": "/new"}}}]},
+                    {"matches": [{"path": {"type": "PathPrefix", "value": "/legacy"}}],
+                     "filters": [{"type": "URLRewrite",
+                                  "urlRewrite": {"path": {"type": "ReplaceFullPath", "replaceFullPath": "/index"}}}],
+                     "backendRefs": [{"name": "web", "port": 80}]}
+                ]
+            }),
+        )
+        .translate();
+    let r = route_for(&out, "web", "x", "/old", &[]).expect("routed");
+    let Action::Redirect(redirect) = &r.action else {
+        panic!("not a redirect")
+    };
+    assert_eq!(redirect.status.as_u16(), 301);
+    assert_eq!(redirect.scheme.as_deref(), Some("https"));
+    assert_eq!(redirect.host.as_deref(), Some("new.example.com"));
+    assert_eq!(redirect.path.as_deref(), Some("/new"));
+    let r = route_for(&out, "web", "x", "/legacy/a/b", &[]).expect("routed");
+    assert_eq!(
+        crate::snapshot::router::rewritten_path(&r, "/legacy/a/b", None).as_deref(),
+        Some("/index")
+    );
+}
+
+#[test]
+fn exact_beats_prefix_across_routes_and_older_objects_come_first_among_equals() {
+    let out = http_gateway()
+        .route(
+            "apps",
+            "b-prefix",
+            "2026-01-01T00:00:00Z",
+            json!({"parentRefs": [{"name": "edge"}],
+                   "rules": [{"matches": [{"path": {"value": "/login"}}],
+                              "backendRefs": [{"name": "web", "port": 80}]}]}),
+        )
+        .route(
+            "apps",
+            "a-exact",
+            "2026-01-03T00:00:00Z",
+            json!({"parentRefs": [{"name": "edge"}],
+                   "rules": [{"matches": [{"path": {"type": "Exact", "value": "/login"}}],
+                              "backendRefs": [{"name": "api", "port": 80}]}]}),
+        )
+        .route(
+            "apps",
+            "c-newer-same",
+            "2026-01-02T00:00:00Z",
+            json!({"parentRefs": [{"name": "edge"}],
+                   "rules": [{"matches": [{"path": {"value": "/login"}}],
+                              "backendRefs": [{"name": "api", "port": 80}]}]}),
+        )
+        .translate();
+    let exact = route_for(&out, "web", "x", "/login", &[]).expect("routed");
+    assert_eq!(&*exact.name, "httproute/apps/a-exact/0");
+    let prefix = route_for(&out, "web", "x", "/login/x", &[]).expect("routed");
+    // Equal precedence: the older object wins, whatever its name.
+    assert_eq!(&*prefix.name, "httproute/apps/b-prefix/0");
+    assert!(out.routes.iter().all(|r| r.order > CLUSTER_ORDER_BASE));
+}
+
+#[test]
+fn cross_namespace_backend_needs_a_reference_grant() {
+    let spec = json!({
+        "parentRefs": [{"name": "edge"}],
+        "rules": [{"backendRefs": [{"name": "db", "namespace": "other", "port": 80}]}]
+    });
+    let refused = http_gateway()
+        .route("apps", "r", "2026-01-01T00:00:00Z", spec.clone())
+        .translate();
+    let r = route_for(&refused, "web", "x", "/", &[]).expect("routed");
+    assert!(matches!(&r.action, Action::Respond(resp) if resp.status.as_u16() == 500));
+    let resolved = &refused.status.routes[&key("apps", "r")].parents[0].1[1];
+    assert_eq!(
+        (resolved.kind, resolved.status, resolved.reason),
+        ("ResolvedRefs", false, "RefNotPermitted")
+    );
+    assert!(resolved.message.contains("ReferenceGrant in other"));
+    // A grant in another namespace than the target's does not count.
+    let wrong_place = http_gateway()
+        .grant("apps", "apps")
+        .route("apps", "r", "2026-01-01T00:00:00Z", spec.clone())
+        .translate();
+    assert!(wrong_place.upstreams.is_empty());
+    let granted = http_gateway()
+        .grant("other", "apps")
+        .route("apps", "r", "2026-01-01T00:00:00Z", spec)
+        .translate();
+    let r = route_for(&granted, "web", "x", "/", &[]).expect("routed");
+    assert_eq!(upstream_of(&r), "service/other/db/80");
+}
+
+#[test]
+fn unresolved_backends_answer_500_and_say_why() {
+    let out = http_gateway()
+        .route(
+            "apps",
+            "typos",
+            "2026-01-01T00:00:00Z",
+            json!({"parentRefs": [{"name": "edge"}],
+            "rules": [
+                {"matches": [{"path": {"value": "/a"}}],
+                 "backendRefs": [{"name": "nope", "port": 80}]},
+                {"matches": [{"path": {"value": "/b"}}],
+                 "backendRefs": [{"name": "web", "port": 81}, {"name": "api", "port": 80}]}
+            ]}),
+        )
+        .translate();
+    let a = route_for(&out, "web", "x", "/a", &[]).expect("routed");
+    assert!(matches!(&a.action, Action::Respond(r) if r.status.as_u16() == 500));
+    // Half resolved: the unresolved backend keeps its share, as 500.
+    let b = route_for(&out, "web", "x", "/b", &[]).expect("routed");
+    let Action::Weighted(backends) = &b.action else {
+        panic!("not weighted")
+    };
+    assert_eq!(backends[0].upstream, None);
+    let resolved = &out.status.routes[&key("apps", "typos")].parents[0].1[1];
+    assert_eq!(resolved.reason, "BackendNotFound");
+    assert_eq!(
+        resolved.message,
+        "service apps/nope not found; service apps/web has no port 81"
+    );
+    assert!(out
+        .problems
+        .iter()
+        .any(|p| p.contains("service apps/web has no port 81")));
+}
+
+#[test]
+fn parent_refs_select_listeners_by_section_name_and_port_and_hostnames_narrow() {
+    let out = World::new()
+        .gateway(
+            "apps",
+            "edge",
+            "edgegate",
+            json!([
+                {"name": "http", "port": 8080, "protocol": "HTTP", "hostname": "*.example.com"},
+                {"name": "https", "port": 8443, "protocol": "HTTPS", "hostname": "secure.example.com",
+                 "allowedRoutes": {"namespaces": {"from": "All"}}},
+                {"name": "nowhere", "port": 9999, "protocol": "HTTP"}
+            ]),
+        )
+        .route(
+            "apps",
+            "by-section",
+            "2026-01-01T00:00:00Z",
+            json!({"parentRefs": [{"name": "edge", "sectionName": "https"}],
+                   "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
+        )
+        .route(
+            "apps",
+            "by-port",
+            "2026-01-01T00:00:00Z",
+            json!({"parentRefs": [{"name": "edge", "port": 8080}],
+                   "hostnames": ["a.example.com", "b.elsewhere.org"],
+                   "rules": [{"backendRefs": [{"name": "api", "port": 80}]}]}),
+        )
+        .route(
+            "other",
+            "foreign-ns",
+            "2026-01-01T00:00:00Z",
+            json!({"parentRefs": [{"name": "edge", "namespace": "apps", "sectionName": "http"}],
+                   "rules": [{"backendRefs": [{"name": "db", "port": 80}]}]}),
+        )
+        .translate();
+    let secure = route_for(&out, "websecure", "secure.example.com", "/", &[]).expect("routed");
+    assert_eq!(&*secure.name, "httproute/apps/by-section/0");
+    assert_eq!(
+        secure.hosts,
+        vec![HostMatch::Exact("secure.example.com".into())]
+    );
+    assert!(route_for(&out, "web", "secure.example.com", "/", &[]).is_none());
+    let a = route_for(&out, "web", "a.example.com", "/", &[]).expect("routed");
+    assert_eq!(&*a.name, "httproute/apps/by-port/0");
+    assert!(route_for(&out, "web", "b.elsewhere.org", "/", &[]).is_none());
+    // From another namespace onto a listener that allows only its own: not accepted.
+    let foreign = &out.status.routes[&key("other", "foreign-ns")].parents[0].1[0];
+    assert_eq!(
+        (foreign.status, foreign.reason),
+        (false, "NotAllowedByListeners")
+    );
+    // The listener on a port edgegate does not listen on is reported.
+    let gateway = &out.status.gateways[&key("apps", "edge")];
+    let programmed = &gateway.conditions[1];
+    assert!(!programmed.status && programmed.message.contains("port 9999"));
+    let http = gateway
+        .listeners
+        .iter()
+        .find(|l| l.0 == "http")
+        .expect("http");
+    assert_eq!(http.1, 1, "one route attached to the http listener");
+}
+
+#[test]
+fn regex_paths_match_the_whole_path_and_unsupported_rules_are_reported() {
+    let out = http_gateway()
+        .route(
+            "apps",
+            "mixed",
+            "2026-01-01T00:00:00Z",
+            json!({"parentRefs": [{"name": "edge"}],
+            "rules": [
+                {"matches": [{"path": {"type": "RegularExpression", "value": "/v[0-9]+"}}],
+                 "backendRefs": [{"name": "web", "port": 80}]},
+                {"filters": [{"type": "RequestMirror", "requestMirror": {}}],
+                 "backendRefs": [{"name": "web", "port": 80}]}
+            ]}),
+        )
+        .translate();
+    assert!(route_for(&out, "web", "x", "/v2", &[]).is_some());
+    assert!(route_for(&out, "web", "x", "/v2/x", &[]).is_none());
+    let conditions = &out.status.routes[&key("apps", "mixed")].parents[0].1;
+    let partial = conditions
+        .iter()
+        .find(|c| c.kind == "PartiallyInvalid")
+        .expect("partially invalid");
+    assert!(partial
+        .message
+        .contains("rule 1: filter RequestMirror is not served"));
+}
+
+#[test]
+fn ingresses_of_our_class_serve_rules_default_backend_and_tls() {
+    let mut world = World::new()
+        .ingress(
+            "apps",
+            "shop",
+            json!({
+                "ingressClassName": "edgegate",
+                "rules": [{"host": "shop.example.com", "http": {"paths": [
+                    {"path": "/exact", "pathType": "Exact",
+                     "backend": {"service": {"name": "api", "port": {"number": 80}}}},
+                    {"path": "/", "pathType": "ImplementationSpecific",
+                     "backend": {"service": {"name": "web", "port": {"name": "http"}}}}
+                ]}}],
+                "defaultBackend": {"service": {"name": "web", "port": {"number": 80}}},
+                "tls": [{"hosts": ["shop.example.com"], "secretName": "shop-tls"}]
+            }),
+        )
+        .ingress(
+            "apps",
+            "theirs",
+            json!({
+                "ingressClassName": "nginx",
+                "rules": [{"host": "theirs.example.com", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix",
+                     "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]
+            }),
+        );
+    world.0.secrets.insert(
+        key("apps", "shop-tls"),
+        TlsSecret {
+            cert: Bytes::from_static(b"CERT"),
+            key: Bytes::from_static(b"KEY"),
+        },
+    );
+    let out = world.translate();
+    let exact = route_for(&out, "web", "shop.example.com", "/exact", &[]).expect("routed");
+    assert_eq!(&*exact.name, "ingress/apps/shop/0");
+    assert_eq!(upstream_of(&exact), "service/apps/api/80");
+    let rest = route_for(&out, "websecure", "shop.example.com", "/x", &[]).expect("routed");
+    assert_eq!(upstream_of(&rest), "service/apps/web/http");
+    let fallback = route_for(&out, "web", "theirs.example.com", "/", &[]).expect("routed");
+    assert_eq!(&*fallback.name, "ingress/apps/shop/default");
+    assert_eq!(out.routes.len(), 3, "the other class's ingress is ignored");
+    assert_eq!(out.certificates.len(), 1);
+    assert_eq!(out.certificates[0].listeners, vec![Name::from("websecure")]);
+    assert_eq!(out.certificates[0].source, "secret/apps/shop-tls");
+    assert!(out.status.ingresses.contains(&key("apps", "shop")));
+    assert!(!out.status.ingresses.contains(&key("apps", "theirs")));
+}
+
+#[test]
+fn https_gateway_listeners_take_certificates_from_secrets() {
+    let mut world = World::new().gateway(
+        "apps",
+        "edge",
+        "edgegate",
+        json!([{"name": "https", "port": 8443, "protocol": "HTTPS",
+                "tls": {"certificateRefs": [{"name": "site"}, {"name": "missing"}]}}]),
+    );
+    world.0.secrets.insert(
+        key("apps", "site"),
+        TlsSecret {
+            cert: Bytes::from_static(b"C"),
+            key: Bytes::from_static(b"K"),
+        },
+    );
+    let out = world.translate();
+    assert_eq!(out.certificates.len(), 1);
+    assert_eq!(out.certificates[0].listeners, vec![Name::from("websecure")]);
+    let listener = &out.status.gateways[&key("apps", "edge")].listeners[0];
+    let resolved = listener
+        .2
+        .iter()
+        .find(|c| c.kind == "ResolvedRefs")
+        .expect("resolved");
+    assert_eq!(resolved.reason, "InvalidCertificateRef");
+    assert!(resolved.message.contains("secret apps/missing not found"));
+}
+
+#[test]
+fn without_classes_nothing_is_served() {
+    let world = http_gateway().route(
+        "apps",
+        "r",
+        "2026-01-01T00:00:00Z",
+        json!({"parentRefs": [{"name": "edge"}],
+               "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    let none = Settings {
+        gateway_class: None,
+        ingress_class: None,
+        namespaces: Vec::new(),
+    };
+    let out = translate(&world.0, &none, &listeners());
+    assert!(out.routes.is_empty() && out.upstreams.is_empty());
+}

@@ -1,0 +1,621 @@
+//! Watches of the kinds cluster routes read, feeding one store; each change re-translates
+//! the store and sends the result to the publisher as one [`Update::ClusterRoutes`].
+//!
+//! Nothing is sent until every watched kind has listed once, so a start never publishes
+//! routes without their Services (which would answer 500 for a moment). A kind the API
+//! server does not serve (Gateway API CRDs not installed: 404) counts as listed and
+//! empty, and keeps being retried, so Ingresses work in a cluster without the CRDs.
+//! A broken watch keeps the last known objects while kube-runtime re-lists with backoff.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::core::ApiResource;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+
+use super::objects::{self, Gateway, HttpRoute, ReferenceGrant};
+use super::status::StatusWriter;
+use super::translate::{
+    translate, ClusterObjects, ClusterRoutes, Key, ListenerFacts, ServicePorts, TlsSecret,
+};
+use crate::config::model;
+use crate::config::Config;
+use crate::control::update::Update;
+
+/// What a translation depends on besides the objects; a change restarts the watches.
+#[derive(Debug, Clone, PartialEq)]
+struct Inputs {
+    settings: model::KubernetesSettings,
+    listeners: Vec<ListenerFacts>,
+    /// What Ingress `status.loadBalancer` reports: where clients reach the listeners.
+    addresses: Vec<std::net::IpAddr>,
+}
+
+/// Follows the applied config: starts the watches when `[kubernetes]` appears, restarts
+/// them when it (or the listeners) change, and withdraws the cluster's routes when it
+/// goes away.
+pub async fn follow(
+    updates: mpsc::Sender<Update>,
+    mut configs: tokio::sync::watch::Receiver<Arc<Config>>,
+) {
+    let mut running: Option<(Inputs, Session)> = None;
+    loop {
+        let config = configs.borrow_and_update().clone();
+        let inputs = config.kubernetes.clone().map(|settings| Inputs {
+            settings,
+            listeners: ListenerFacts::of(&config.listeners),
+            addresses: super::status::ingress_addresses(
+                &config.listeners,
+                std::env::var("POD_IP").ok().as_deref(),
+            ),
+        });
+        if inputs.as_ref() != running.as_ref().map(|(i, _)| i) {
+            let was_running = running.take().is_some();
+            match inputs {
+                Some(inputs) => {
+                    tracing::info!(settings = ?inputs.settings, "watching the cluster for routes");
+                    let session = Session::start(inputs.clone(), updates.clone());
+                    running = Some((inputs, session));
+                }
+                None if was_running => {
+                    let _ = updates
+                        .send(Update::ClusterRoutes(Arc::new(ClusterRoutes::default())))
+                        .await;
+                }
+                None => {}
+            }
+        }
+        if configs.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The watch tasks of one set of inputs; dropping it stops them.
+struct Session {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Objects by kind and watch scope (one scope per watched namespace, or one for all).
+#[derive(Default)]
+struct Store {
+    scopes: Vec<ClusterObjects>,
+    /// `(kind, scope)` pairs that have listed at least once.
+    synced: BTreeSet<(&'static str, usize)>,
+}
+
+impl Store {
+    fn merged(&self) -> ClusterObjects {
+        let mut all = match self.scopes.as_slice() {
+            [one] => return one.clone(),
+            _ => ClusterObjects::default(),
+        };
+        for scope in &self.scopes {
+            all.gateways.extend(scope.gateways.clone());
+            all.routes.extend(scope.routes.clone());
+            all.grants.extend(scope.grants.clone());
+            all.ingresses.extend(scope.ingresses.clone());
+            all.services.extend(scope.services.clone());
+            all.secrets.extend(scope.secrets.clone());
+        }
+        all
+    }
+}
+
+/// One watched kind: how to reach it and where its objects go in the store.
+struct Kind<K: Resource, T> {
+    name: &'static str,
+    /// The collection in one namespace, or in all of them.
+    api: fn(Client, Option<&str>) -> Api<K>,
+    fields: Option<&'static str>,
+    slot: fn(&mut ClusterObjects) -> &mut BTreeMap<Key, T>,
+    convert: fn(K) -> Option<T>,
+    /// Whether two versions translate the same: a change of what translation does not
+    /// read (a status edgegate just wrote, a resourceVersion) does not re-translate.
+    same: fn(&T, &T) -> bool,
+}
+
+impl Session {
+    fn start(inputs: Inputs, updates: mpsc::Sender<Update>) -> Session {
+        let task = tokio::spawn(run(inputs, updates));
+        Session { tasks: vec![task] }
+    }
+}
+
+/// Connects (retrying until credentials work), starts one watch per kind and scope, and
+/// translates on every change until aborted.
+async fn run(inputs: Inputs, updates: mpsc::Sender<Update>) {
+    let client = loop {
+        match crate::control::sources::discovery::connect().await {
+            Some(client) => break client,
+            None => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    };
+    let scopes: Vec<Option<String>> = if inputs.settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        inputs
+            .settings
+            .namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
+    };
+    let store = Arc::new(Mutex::new(Store {
+        scopes: vec![ClusterObjects::default(); scopes.len()],
+        synced: BTreeSet::new(),
+    }));
+    let changed = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+    let mut kinds: Vec<&'static str> = vec!["Service", "Secret"];
+    for (scope, namespace) in scopes.iter().enumerate() {
+        let ns = namespace.as_deref();
+        let ctx = (client.clone(), ns, scope, store.clone(), changed.clone());
+        tasks.push(spawn(&ctx, services()));
+        tasks.push(spawn(&ctx, secrets()));
+        if inputs.settings.gateway_class.is_some() {
+            tasks.push(spawn(&ctx, gateways()));
+            tasks.push(spawn(&ctx, http_routes()));
+            tasks.push(spawn(&ctx, grants()));
+        }
+        if inputs.settings.ingress_class.is_some() {
+            tasks.push(spawn(&ctx, ingresses()));
+        }
+    }
+    if inputs.settings.gateway_class.is_some() {
+        kinds.extend(["Gateway", "HTTPRoute", "ReferenceGrant"]);
+    }
+    if inputs.settings.ingress_class.is_some() {
+        kinds.push("Ingress");
+    }
+    // Aborting this task must stop the watches too.
+    struct AbortAll(Vec<JoinHandle<()>>);
+    impl Drop for AbortAll {
+        fn drop(&mut self) {
+            for task in &self.0 {
+                task.abort();
+            }
+        }
+    }
+    let _watches = AbortAll(tasks);
+    let wanted = kinds.len() * scopes.len();
+    // Status is written by its own task, always the newest: thousands of patches after
+    // a start never delay the next translation.
+    let (status_tx, status_rx) = tokio::sync::watch::channel(None);
+    let _writer = AbortAll(vec![tokio::spawn(write_status(
+        StatusWriter::new(client.clone(), inputs.addresses.clone()),
+        status_rx,
+    ))]);
+    let mut last: Option<Arc<ClusterRoutes>> = None;
+    let mut logged: BTreeSet<String> = BTreeSet::new();
+    loop {
+        changed.notified().await;
+        let objects = {
+            let store = store.lock().unwrap_or_else(|e| e.into_inner());
+            if store.synced.len() < wanted {
+                continue;
+            }
+            store.merged()
+        };
+        let started = std::time::Instant::now();
+        let routes = translate(&objects, &inputs.settings, &inputs.listeners);
+        let current: BTreeSet<String> = routes.problems.iter().cloned().collect();
+        for problem in current.difference(&logged) {
+            tracing::warn!("cluster routes: {problem}");
+        }
+        logged = current;
+        if last.as_deref() == Some(&routes) {
+            continue;
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), routes = routes.routes.len(), "cluster objects translated");
+        let routes = Arc::new(routes);
+        if updates
+            .send(Update::ClusterRoutes(routes.clone()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        status_tx.send_replace(Some((Arc::new(objects), routes.clone())));
+        last = Some(routes);
+    }
+}
+
+/// The newest objects and their translation, for the status writer.
+type Latest = Option<(Arc<ClusterObjects>, Arc<ClusterRoutes>)>;
+
+async fn write_status(mut writer: StatusWriter, mut latest: tokio::sync::watch::Receiver<Latest>) {
+    while latest.changed().await.is_ok() {
+        let current = latest.borrow_and_update().clone();
+        if let Some((objects, routes)) = current {
+            writer.write(&objects, &routes.status).await;
+        }
+    }
+}
+
+type Context<'a> = (
+    Client,
+    Option<&'a str>,
+    usize,
+    Arc<Mutex<Store>>,
+    Arc<Notify>,
+);
+
+fn spawn<K, T>(ctx: &Context<'_>, kind: Kind<K, T>) -> JoinHandle<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    T: Send + 'static,
+{
+    let (client, namespace, scope, store, changed) = ctx;
+    let api = (kind.api)(client.clone(), *namespace);
+    tokio::spawn(watch_kind(
+        api,
+        kind,
+        *scope,
+        store.clone(),
+        changed.clone(),
+    ))
+}
+
+async fn watch_kind<K, T>(
+    api: Api<K>,
+    kind: Kind<K, T>,
+    scope: usize,
+    store: Arc<Mutex<Store>>,
+    changed: Arc<Notify>,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    T: Send + 'static,
+{
+    let mut config = watcher::Config::default();
+    if let Some(fields) = kind.fields {
+        config = config.fields(fields);
+    }
+    let mut events = kube::runtime::watcher(api, config)
+        .backoff(crate::control::sources::discovery::capped_backoff())
+        .boxed();
+    let mut pending: BTreeMap<Key, T> = BTreeMap::new();
+    let mut missing_logged = false;
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                if is_not_served(&e) {
+                    // The kind is not installed: nothing of it exists, until it is.
+                    if !missing_logged {
+                        tracing::warn!(kind = kind.name, "the API server does not serve this kind (CRDs not installed?); treating it as empty and retrying");
+                        missing_logged = true;
+                    }
+                    let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
+                    let first = s.synced.insert((kind.name, scope));
+                    drop(s);
+                    if first {
+                        changed.notify_one();
+                    }
+                } else {
+                    tracing::warn!(kind = kind.name, error = %e, "watch failed; keeping the last known objects and retrying");
+                }
+                continue;
+            }
+        };
+        let notify = {
+            let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(objects) = s.scopes.get_mut(scope) else {
+                return;
+            };
+            let slot = (kind.slot)(objects);
+            match event {
+                Event::Init => {
+                    pending.clear();
+                    false
+                }
+                Event::InitApply(object) => {
+                    let key = key_of(&object);
+                    if let Some(t) = (kind.convert)(object) {
+                        pending.insert(key, t);
+                    }
+                    false
+                }
+                Event::InitDone => {
+                    *slot = std::mem::take(&mut pending);
+                    s.synced.insert((kind.name, scope));
+                    true
+                }
+                Event::Apply(object) => {
+                    let key = key_of(&object);
+                    match (kind.convert)(object) {
+                        Some(t) => {
+                            let unchanged = slot.get(&key).is_some_and(|old| (kind.same)(old, &t));
+                            slot.insert(key, t);
+                            !unchanged
+                        }
+                        None => slot.remove(&key).is_some(),
+                    }
+                }
+                Event::Delete(object) => {
+                    slot.remove(&key_of(&object));
+                    true
+                }
+            }
+        };
+        if notify {
+            changed.notify_one();
+        }
+    }
+}
+
+fn dynamic<K>(client: Client, namespace: Option<&str>, resource: &ApiResource) -> Api<K>
+where
+    K: Resource<DynamicType = ApiResource, Scope = kube::core::DynamicResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced_with(client, ns, resource),
+        None => Api::all_with(client, resource),
+    }
+}
+
+fn services() -> Kind<Service, ServicePorts> {
+    Kind {
+        name: "Service",
+        api: |c, ns| ns.map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns)),
+        fields: None,
+        slot: |o| &mut o.services,
+        convert: service_ports,
+        same: |a, b| a == b,
+    }
+}
+
+fn secrets() -> Kind<Secret, TlsSecret> {
+    Kind {
+        name: "Secret",
+        api: |c, ns| ns.map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns)),
+        fields: Some("type=kubernetes.io/tls"),
+        slot: |o| &mut o.secrets,
+        convert: tls_secret,
+        same: |a, b| a == b,
+    }
+}
+
+fn gateways() -> Kind<Gateway, Gateway> {
+    Kind {
+        name: "Gateway",
+        api: |c, ns| dynamic(c, ns, &objects::gateway_resource()),
+        fields: None,
+        slot: |o| &mut o.gateways,
+        convert: Some,
+        same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
+    }
+}
+
+fn http_routes() -> Kind<HttpRoute, HttpRoute> {
+    Kind {
+        name: "HTTPRoute",
+        api: |c, ns| dynamic(c, ns, &objects::http_route_resource()),
+        fields: None,
+        slot: |o| &mut o.routes,
+        convert: Some,
+        same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
+    }
+}
+
+fn grants() -> Kind<ReferenceGrant, ReferenceGrant> {
+    Kind {
+        name: "ReferenceGrant",
+        api: |c, ns| dynamic(c, ns, &objects::reference_grant_resource()),
+        fields: None,
+        slot: |o| &mut o.grants,
+        convert: Some,
+        same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
+    }
+}
+
+fn ingresses() -> Kind<Ingress, Ingress> {
+    Kind {
+        name: "Ingress",
+        api: |c, ns| ns.map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns)),
+        fields: None,
+        slot: |o| &mut o.ingresses,
+        convert: Some,
+        same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
+    }
+}
+
+/// Lists every kind once and translates, for `edgegate route` (no watch, no status).
+/// A kind the API server does not serve is empty, as for the watches.
+pub async fn list_once(
+    settings: &model::KubernetesSettings,
+    listeners: &[ListenerFacts],
+) -> Result<ClusterRoutes, String> {
+    let client = crate::control::sources::discovery::connect()
+        .await
+        .ok_or("no Kubernetes credentials (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    let scopes: Vec<Option<&str>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings
+            .namespaces
+            .iter()
+            .map(|n| Some(n.as_str()))
+            .collect()
+    };
+    let mut objects = ClusterObjects::default();
+    for ns in scopes {
+        list_into(&client, ns, services(), &mut objects).await?;
+        list_into(&client, ns, secrets(), &mut objects).await?;
+        if settings.gateway_class.is_some() {
+            list_into(&client, ns, gateways(), &mut objects).await?;
+            list_into(&client, ns, http_routes(), &mut objects).await?;
+            list_into(&client, ns, grants(), &mut objects).await?;
+        }
+        if settings.ingress_class.is_some() {
+            list_into(&client, ns, ingresses(), &mut objects).await?;
+        }
+    }
+    Ok(translate(&objects, settings, listeners))
+}
+
+async fn list_into<K, T>(
+    client: &Client,
+    namespace: Option<&str>,
+    kind: Kind<K, T>,
+    objects: &mut ClusterObjects,
+) -> Result<(), String>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let api = (kind.api)(client.clone(), namespace);
+    let mut params = kube::api::ListParams::default();
+    if let Some(fields) = kind.fields {
+        params = params.fields(fields);
+    }
+    match api.list(&params).await {
+        Ok(list) => {
+            let slot = (kind.slot)(objects);
+            for object in list.items {
+                let key = key_of(&object);
+                if let Some(t) = (kind.convert)(object) {
+                    slot.insert(key, t);
+                }
+            }
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(format!("cannot list {}: {e}", kind.name)),
+    }
+}
+
+/// The metadata translation reads besides namespace and name.
+fn same_meta(
+    a: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    b: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> bool {
+    a.generation == b.generation && a.creation_timestamp == b.creation_timestamp
+}
+
+fn is_not_served(error: &watcher::Error) -> bool {
+    matches!(
+        error,
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+            | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+            if status.code == 404
+    )
+}
+
+fn key_of<K: Resource>(object: &K) -> Key {
+    let meta = object.meta();
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+fn service_ports(service: Service) -> Option<ServicePorts> {
+    let ports = service
+        .spec?
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| (p.name.unwrap_or_default(), p.port))
+        .collect();
+    Some(ServicePorts(ports))
+}
+
+/// Only `kubernetes.io/tls` Secrets with both halves; nothing else of a Secret is kept.
+fn tls_secret(secret: Secret) -> Option<TlsSecret> {
+    if secret.type_.as_deref() != Some("kubernetes.io/tls") {
+        return None;
+    }
+    let mut data = secret.data?;
+    let cert = data.remove("tls.crt")?.0;
+    let key = data.remove("tls.key")?.0;
+    Some(TlsSecret {
+        cert: cert.into(),
+        key: key.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(kind: &str, keys: &[&str]) -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s", "namespace": "n"},
+            "type": kind,
+            "data": keys.iter().map(|k| (k.to_string(), serde_json::json!("UEVN"))).collect::<serde_json::Map<_, _>>(),
+        }))
+        .expect("secret")
+    }
+
+    #[test]
+    fn only_complete_tls_secrets_are_kept() {
+        let kept = tls_secret(secret(
+            "kubernetes.io/tls",
+            &["tls.crt", "tls.key", "ca.crt"],
+        ));
+        assert_eq!(
+            kept.map(|s| s.cert),
+            Some(bytes::Bytes::from_static(b"PEM"))
+        );
+        assert!(tls_secret(secret("Opaque", &["tls.crt", "tls.key"])).is_none());
+        assert!(tls_secret(secret("kubernetes.io/tls", &["tls.crt"])).is_none());
+    }
+
+    #[test]
+    fn service_ports_keep_names_and_numbers() {
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "n"},
+            "spec": {"ports": [{"name": "http", "port": 80}, {"port": 9000}]}
+        }))
+        .expect("service");
+        assert_eq!(
+            service_ports(service),
+            Some(ServicePorts(vec![
+                ("http".into(), 80),
+                (String::new(), 9000)
+            ]))
+        );
+    }
+
+    #[test]
+    fn a_status_only_change_translates_the_same() {
+        let route = |generation: i64, status: serde_json::Value| -> HttpRoute {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "r", "namespace": "n", "generation": generation,
+                             "resourceVersion": status.to_string()},
+                "spec": {"parentRefs": [{"name": "edge"}]},
+                "status": status,
+            }))
+            .expect("route")
+        };
+        let same = (http_routes().same)(
+            &route(1, serde_json::json!({"parents": []})),
+            &route(1, serde_json::json!({"parents": [{"controllerName": "x"}]})),
+        );
+        assert!(same);
+        let bumped = (http_routes().same)(
+            &route(1, serde_json::json!({})),
+            &route(2, serde_json::json!({})),
+        );
+        assert!(!bumped);
+    }
+}

@@ -1,0 +1,9 @@
+//! Serving connections: the accept loops ([`listeners`]), TLS termination ([`tls`]),
+//! and the two renderers of the request core: edgegate's own HTTP/1.1 loop ([`h1`]) and
+//! the pingora adapter for HTTP/2 and what the loop hands over ([`proxy`]).
+
+pub mod buffered_io;
+pub mod h1;
+pub mod listeners;
+pub mod proxy;
+pub mod tls;
