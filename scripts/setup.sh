@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building edgegate needs on a fresh Debian machine with Rust and gcc:
-# cmake (pingora builds zlib-ng with it). Pass extra Debian package names to add them
+# cmake (pingora builds zlib-ng with it), and what its tests need: chromium and
+# chromium-driver for the status page tests. Pass extra Debian package names to add them
 # (the load benchmark wants nginx haproxy wrk nghttp2-client). It also installs grpcio
 # for the gRPC end-to-end tests.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
+# The status page tests drive a real headless Chromium over WebDriver.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

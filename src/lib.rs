@@ -52,7 +52,7 @@
 //!
 //! - [`config`]: text -> validated model, with `file:line:col` diagnostics.
 //! - [`telemetry`]: metrics, the access log, span export and trace context, systemd
-//!   readiness, and the admin listener.
+//!   readiness.
 //! - [`snapshot`]: model -> immutable router, pools and TLS acceptors (pure, no sockets).
 //! - [`control`]: the publisher (the single writer), its update messages, the producers
 //!   (the file, SIGHUP, Kubernetes discovery, routes from Gateway API and Ingress
@@ -60,7 +60,8 @@
 //! - [`pipeline`]: the request core (hygiene, routing, answers, header plans, failures,
 //!   retries), pure and tested without sockets.
 //! - [`serving`]: accept loops, the core's two renderers (the HTTP/1.1 loop and the
-//!   pingora adapter), and the hand-over of listening sockets to a new binary.
+//!   pingora adapter), the admin listener and its status page, and the hand-over of
+//!   listening sockets to a new binary.
 //! - [`process`]: the command line, `run`/`check`/`route`, signals and drain.
 
 #![forbid(unsafe_code)]

@@ -22,11 +22,11 @@ use crate::config::{self, Config};
 use crate::control::health::HealthChecks;
 use crate::control::sources::cluster_routes::translate::ClusterRoutes;
 use crate::control::update::{Batch, Update};
+use crate::serving::admin::{AdminListener, Readiness};
 use crate::serving::listeners::{ClusterCertificates, ListenerSet, Prepared};
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::{members_of, Discovered, DiscoveredMembers, Edges, Snapshot, SourceInfo};
 use crate::telemetry::access_log::AccessLog;
-use crate::telemetry::admin::{AdminListener, Readiness};
 use crate::telemetry::metrics::Metrics;
 
 pub struct Publisher<A> {
@@ -54,6 +54,8 @@ pub struct Publisher<A> {
     pub cluster_synced: bool,
     /// The certificates of `cluster`, parsed once per change, by listener.
     pub cluster_certificates: ClusterCertificates,
+    /// Each reload's outcome and the cluster's certificates, for the status page.
+    pub publish_log: Arc<crate::serving::admin::publish_log::PublishLog>,
 }
 
 /// What a reload compares to decide whether anything changed: the config text, and the
@@ -329,6 +331,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
             certificates = self.cluster.certificates.len(),
             "cluster routes applied"
         );
+        self.publish_log.cluster_applied(self.cluster.clone());
     }
 
     /// Members read from a Service an upstream no longer names are forgotten at once.
@@ -353,6 +356,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                     .with_label_values(&["success"])
                     .inc();
                 tracing::info!(cause, generation = self.handle.load().generation, changes = %summary, "config reloaded");
+                self.publish_log.record(cause, None);
                 true
             }
             Err(problems) => {
@@ -363,6 +367,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
                 for problem in problems.lines() {
                     tracing::error!(cause, "config reload refused: {problem}");
                 }
+                self.publish_log.record(cause, Some(problems));
                 false
             }
         }

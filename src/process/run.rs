@@ -20,12 +20,14 @@ use crate::control::sources::file_watch::FileWatch;
 use crate::control::update::Update;
 use crate::pipeline::Core;
 use crate::process::cli::{LogFormatArg, RunArgs};
+use crate::serving::admin::publish_log::PublishLog;
+use crate::serving::admin::status::StatusSource;
+use crate::serving::admin::{Admin, AdminListener, Readiness};
 use crate::serving::h1::Engine;
 use crate::serving::listeners::{ConnectionTracker, ListenerSet, Serving, Workers};
 use crate::serving::proxy::PingoraAdapter;
 use crate::snapshot::pool::MemberStates;
 use crate::snapshot::{Discovered, Edges, Snapshot, SourceInfo};
-use crate::telemetry::admin::{Admin, AdminListener, Readiness};
 use crate::telemetry::metrics::Metrics;
 
 pub fn run(args: RunArgs) -> ExitCode {
@@ -152,6 +154,9 @@ async fn serve(
         }
     };
     let metrics = Arc::new(Metrics::new());
+    // Made with the counters, so the status page's rates count every request served.
+    let publish_log = Arc::new(PublishLog::default());
+    let status = Arc::new(StatusSource::new(publish_log.clone()));
     let states = Arc::new(MemberStates::default());
     // Generation 0: nothing published yet, no listener (nothing can arrive). The
     // publisher makes generation 1 from the same config below, as it makes every other.
@@ -238,10 +243,12 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
+    tokio::spawn(status.clone().run(handle.clone(), metrics.clone()));
     let admin = Arc::new(pingora::apps::http_app::HttpServer::new_app(Admin {
         snapshot: handle.clone(),
         metrics: metrics.clone(),
         readiness: readiness.clone(),
+        status,
     }));
     let admin = Arc::new(tokio::sync::Mutex::new(AdminListener::start(
         Serving {
@@ -275,6 +282,7 @@ async fn serve(
         cluster_synced: false,
         cluster_certificates: Default::default(),
         admin: admin.clone(),
+        publish_log,
     };
     if let Err(e) = publisher.start(source, loaded).await {
         tracing::error!("{e}");

@@ -3,7 +3,6 @@
 //! readiness. It sits below the snapshot, which holds the sinks a request writes to.
 
 pub mod access_log;
-pub mod admin;
 pub mod metrics;
 pub mod notify;
 pub mod request_record;

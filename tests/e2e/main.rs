@@ -19,6 +19,7 @@ mod request_core;
 mod routing;
 mod signals;
 mod smuggling;
+mod status_page;
 mod systemd;
 mod tls;
 mod tracing;

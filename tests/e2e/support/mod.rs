@@ -1,5 +1,6 @@
 //! Test support: the real gateway binary on loopback, and real HTTP servers behind it.
 
+pub mod browser;
 pub mod gateway;
 pub mod http1;
 pub mod kube_api;

@@ -1,4 +1,11 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/config`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/config`, and the status
+//! page (`/` with its assets, `/status`).
+
+pub mod draining;
+pub mod page;
+pub mod publish_log;
+pub mod rates;
+pub mod status;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -151,6 +158,36 @@ pub struct Admin {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// What the status page shows beyond the snapshot and the metrics.
+    pub status: Arc<status::StatusSource>,
+}
+
+/// Who may ask for an admin path. Probes must keep working without credentials; the rest
+/// (the status page, `/status`, `/config`, `/metrics`) tells an outsider how the gateway
+/// is built, so it is what `[admin] auth` will cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Open,
+    Protected,
+}
+
+fn access(path: &str) -> Access {
+    match path {
+        "/healthz" | "/readyz" => Access::Open,
+        _ => Access::Protected,
+    }
+}
+
+impl Admin {
+    /// The one place protected paths are checked: the refusal to send, or `None` to
+    /// serve the request. There is no `[admin] auth` yet, so every request is served;
+    /// when it exists, a request without valid credentials gets its refusal (401 with a
+    /// challenge) from here.
+    fn refusal(&self, _session: &ServerSession, access: Access) -> Option<Response<Vec<u8>>> {
+        match access {
+            Access::Open | Access::Protected => None,
+        }
+    }
 }
 
 fn reply(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
@@ -163,12 +200,55 @@ fn reply(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response<
         .unwrap_or_default()
 }
 
+/// A file of the status page, with the headers that keep it to this origin.
+fn page_reply(content_type: &str, body: &'static str) -> Response<Vec<u8>> {
+    let mut response = reply(200, content_type, body);
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(page::CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        http::header::REFERRER_POLICY,
+        http::HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         let text = "text/plain; charset=utf-8";
+        if let Some(refused) = self.refusal(session, access(&path)) {
+            return refused;
+        }
+        if let Some(asset) = page::asset(&path) {
+            return page_reply(asset.content_type, asset.body);
+        }
         match path.as_str() {
+            "/status" => {
+                let snapshot = self.snapshot.load();
+                let document =
+                    self.status
+                        .document(&snapshot, &self.metrics, self.readiness.is_ready());
+                let mut body = serde_json::to_string_pretty(&document).unwrap_or_default();
+                body.push('\n');
+                let mut response = reply(200, "application/json", body);
+                response.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("no-store"),
+                );
+                response
+            }
             "/healthz" => reply(200, text, "ok\n"),
             "/readyz" => match self.readiness.is_ready() {
                 Ok(()) => reply(200, text, "ready\n"),
@@ -211,7 +291,7 @@ impl ServeHttp for Admin {
             _ => reply(
                 404,
                 text,
-                "not found: try /metrics, /healthz, /readyz, /config\n",
+                "not found: try /, /status, /metrics, /healthz, /readyz, /config\n",
             ),
         }
     }
