@@ -21,6 +21,9 @@ pub struct LocalAnswer {
     pub close: bool,
     /// Headers only, whatever the method (a redirect).
     pub head_only: bool,
+    /// Fields of the answer's own (an authentication challenge, or what an auth service
+    /// sent with its refusal).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 const PLAIN: &[u8] = b"text/plain; charset=utf-8";
@@ -35,6 +38,7 @@ impl LocalAnswer {
             route_edits: false,
             close: false,
             head_only: false,
+            headers: Vec::new(),
         }
     }
 
@@ -93,8 +97,11 @@ impl LocalAnswer {
                     || e.set.iter().any(|(n, _)| n.as_str() == name)
             })
         };
-        if !removed("content-type") {
+        if !removed("content-type") && !self.content_type.is_empty() {
             sink.put(b"content-type", &self.content_type);
+        }
+        for (name, value) in &self.headers {
+            sink.put(name.as_str().as_bytes(), value.as_bytes());
         }
         if !ctx.request_id.is_empty() && !removed("x-request-id") {
             sink.put(b"x-request-id", ctx.request_id.as_bytes());

@@ -258,6 +258,7 @@ fn empty_route(name: String, source: &str, order: usize) -> Route {
         response_headers: HeaderEdits::default(),
         timeout: None,
         max_body_size: None,
+        auth: None,
         // The source object stands where a file route has its line, so `/config`, logs
         // and `route` name the object a person edits.
         location: Location {
