@@ -75,12 +75,12 @@ pub(crate) fn hash_scheme(hash: &str) -> Result<(), String> {
 
 use std::str::FromStr;
 
+/// Users (name, hash) and the problems found, each at its place in the users file.
+pub(crate) type ParsedUsers = (Vec<(String, String)>, Vec<(Location, String)>);
+
 /// Parses htpasswd lines (`user:hash`; blank lines and `#` comments skipped). Each
 /// problem is reported at its line and column in the users file.
-pub(crate) fn parse_users(
-    file: &Path,
-    text: &str,
-) -> (Vec<(String, String)>, Vec<(Location, String)>) {
+pub(crate) fn parse_users(file: &Path, text: &str) -> ParsedUsers {
     let mut users = Vec::new();
     let mut problems = Vec::new();
     let at = |line: usize, column: usize| Location {
@@ -191,7 +191,7 @@ impl Checker<'_> {
             {
                 self.error(
                     &first.span(),
-                    format!("request_headers and response_headers apply to a \"forward\" authenticator only"),
+                    "request_headers and response_headers apply to a \"forward\" authenticator only",
                 );
             }
         }

@@ -84,7 +84,7 @@ pub struct Compiled {
 enum Runtime {
     Basic(basic::Basic),
     Jwt(jwt::Jwt),
-    Forward(forward::Forward),
+    Forward(Box<forward::Forward>),
 }
 
 impl std::fmt::Debug for Compiled {
@@ -133,7 +133,9 @@ impl Authenticators {
                     let runtime = match &spec.kind {
                         AuthKind::Basic(b) => Runtime::Basic(basic::Basic::new(b)),
                         AuthKind::Jwt(j) => Runtime::Jwt(jwt::Jwt::new(j)),
-                        AuthKind::Forward(f) => Runtime::Forward(forward::Forward::new(f)),
+                        AuthKind::Forward(f) => {
+                            Runtime::Forward(Box::new(forward::Forward::new(f)))
+                        }
                     };
                     Arc::new(Compiled {
                         spec: spec.clone(),
