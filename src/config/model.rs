@@ -105,6 +105,9 @@ pub struct ForwardAuth {
     pub request_headers: Vec<HeaderName>,
     pub response_headers: Vec<HeaderName>,
     pub timeout: Duration,
+    /// Where a 401 from the service redirects the client instead (`?rd=` the original
+    /// URL), as ingress-nginx's `auth-signin`; only from an Ingress annotation.
+    pub signin: Option<String>,
 }
 
 impl Config {

@@ -401,6 +401,7 @@ impl Checker<'_> {
             request_headers,
             response_headers,
             timeout,
+            signin: None,
         })
     }
 }

@@ -106,6 +106,9 @@ impl Forward {
                 drop_authorization: false,
             };
         }
+        if let (401, Some(signin)) = (answer.status, &self.spec.signin) {
+            return Outcome::Denied(signin_redirect(signin, probe));
+        }
         let headers = answer
             .headers
             .iter()
@@ -122,6 +125,26 @@ impl Forward {
     }
 }
 
+/// A 302 to the sign-in page, with the original URL in `rd` (as ingress-nginx does).
+fn signin_redirect<F: Fields>(signin: &str, probe: &Probe<'_, F>) -> super::LocalAnswer {
+    let scheme = if probe.tls { "https" } else { "http" };
+    let original = format!("{scheme}://{}{}", probe.host, probe.uri);
+    let escaped: String = original
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let separator = if signin.contains('?') { '&' } else { '?' };
+    let mut answer = super::LocalAnswer::plain(302, b"");
+    answer.location = Some(format!("{signin}{separator}rd={escaped}"));
+    answer.head_only = true;
+    answer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +156,7 @@ mod tests {
             request_headers: vec![HeaderName::from_static("cookie")],
             response_headers: vec![],
             timeout: std::time::Duration::from_secs(1),
+            signin: None,
         });
         let mut fields = http::HeaderMap::new();
         fields.insert("cookie", HeaderValue::from_static("sid=1"));
@@ -155,5 +179,11 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "app.test");
         assert_eq!(h["x-forwarded-uri"], "/admin?x=1");
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        let redirect = signin_redirect("https://login.test/start?a=1", &probe);
+        assert_eq!(redirect.status, 302);
+        assert_eq!(
+            redirect.location.as_deref(),
+            Some("https://login.test/start?a=1&rd=https%3A%2F%2Fapp.test%2Fadmin%3Fx%3D1")
+        );
     }
 }

@@ -189,7 +189,13 @@ impl State {
             .load()
             .fetched
             .is_some_and(|at| at.elapsed() >= REFRESH_EVERY);
-        if stale {
+        // One background fetch at a time, and none while the last attempt is recent
+        // (a JWKS endpoint that is down is not asked on every request).
+        let due = self
+            .last_fetch
+            .try_lock()
+            .is_ok_and(|last| last.is_none_or(|at| at.elapsed() >= REFRESH_EVERY));
+        if stale && due {
             let state = self.clone();
             tokio::spawn(async move { state.refresh(REFRESH_EVERY).await });
         }

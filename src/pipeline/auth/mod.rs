@@ -177,24 +177,12 @@ pub async fn gate<F: Fields + Sync>(
         // Validation resolves every name; a missing one must never let a request in.
         return Some(LocalAnswer::plain(500, b"authenticator missing\n"));
     };
-    let uri = match super::hygiene::split_target(request.target) {
-        Ok(target) => match target.query {
-            Some(query) => format!("{}?{query}", target.path),
-            None => target.path.into_owned(),
-        },
-        Err(_) => request.target.to_string(),
+    // Only a forward authenticator tells its service about the request.
+    let (uri, host) = if compiled.kind() == "forward" {
+        forwarded_request(request, ctx)
+    } else {
+        (String::new(), String::new())
     };
-    let host = request
-        .authority
-        .map(str::to_string)
-        .or_else(|| {
-            request
-                .fields
-                .first("host")
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| ctx.host.clone());
     let probe = Probe {
         method: request.method,
         uri: &uri,
@@ -240,6 +228,33 @@ pub async fn gate<F: Fields + Sync>(
         a.route_edits = true;
         a
     })
+}
+
+/// The normalised path and query (as routing and the upstream see them, so an auth
+/// service never judges `/public/../admin` as public) and the Host, for a subrequest.
+fn forwarded_request<F: Fields>(
+    request: &Incoming<'_, F>,
+    ctx: &RequestContext,
+) -> (String, String) {
+    let uri = match super::hygiene::split_target(request.target) {
+        Ok(target) => match target.query {
+            Some(query) => format!("{}?{query}", target.path),
+            None => target.path.into_owned(),
+        },
+        Err(_) => request.target.to_string(),
+    };
+    let host = request
+        .authority
+        .map(str::to_string)
+        .or_else(|| {
+            request
+                .fields
+                .first("host")
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| ctx.host.clone());
+    (uri, host)
 }
 
 /// A 401 with its challenge.

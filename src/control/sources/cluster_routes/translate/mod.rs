@@ -67,6 +67,8 @@ pub struct ClusterRoutes {
     pub status: Status,
     /// Things a person should fix, each naming its object; logged when they change.
     pub problems: Vec<String>,
+    /// Authenticators from Ingress annotations (`auth-url`), named `ingress/NS/NAME`.
+    pub auth: Vec<Arc<model::Authenticator>>,
 }
 
 impl ClusterRoutes {
@@ -78,6 +80,11 @@ impl ClusterRoutes {
         for upstream in &self.upstreams {
             if config.upstream(&upstream.name).is_none() {
                 config.upstreams.push(upstream.clone());
+            }
+        }
+        for auth in &self.auth {
+            if config.authenticator(&auth.name).is_none() {
+                config.auth.push(auth.clone());
             }
         }
         config
@@ -162,6 +169,7 @@ pub fn translate(
         certificates: Vec::new(),
         status: Status::default(),
         problems: Vec::new(),
+        auth: Vec::new(),
         order: CLUSTER_ORDER_BASE,
     };
     let gateways = match &settings.gateway_class {
@@ -210,6 +218,7 @@ pub fn translate(
         certificates: out.certificates,
         status: out.status,
         problems: out.problems,
+        auth: out.auth,
     }
 }
 
@@ -222,6 +231,7 @@ struct Translation<'a> {
     certificates: Vec<ClusterCertificate>,
     status: Status,
     problems: Vec<String>,
+    auth: Vec<Arc<model::Authenticator>>,
     order: usize,
 }
 
