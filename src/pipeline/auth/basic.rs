@@ -26,10 +26,10 @@ const CACHE_LIMIT: usize = 10_000;
 /// How long a check may wait for a place in the pool before the request gets 503.
 const QUEUE_WAIT: Duration = Duration::from_secs(5);
 
-/// Checks at once across the process: the cores, so the blocking pool never holds more
-/// hashing threads than can run.
+/// Checks at once across the process: half the cores (at least one), so a flood of
+/// wrong passwords never takes every core from the workers serving other routes.
 fn parallel_checks() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 static CHECKS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(parallel_checks()));
