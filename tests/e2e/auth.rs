@@ -169,7 +169,18 @@ async fn basic_auth_on_every_protocol_and_a_users_file_edited_live() {
             !seen.headers.contains_key("authorization"),
             "{proto:?}: the password reached the upstream"
         );
+        // A request with a body is refused before the body is read, and the client
+        // sees the 401, not a reset.
+        let post = edge
+            .client(proto)
+            .post(edge.url(proto, "/admin/upload"))
+            .body(vec![b'x'; 256 * 1024])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(post.status(), 401, "{proto:?}");
         // A respond route is guarded too.
+
         let hello = edge.get(proto, "/hello", &[]).await;
         assert_eq!(hello.status(), 401, "{proto:?}");
         let hello = edge
@@ -305,7 +316,8 @@ async fn jwt_on_every_protocol_with_claims_upstream_and_forged_identities_stripp
     let other = Key::new("k1");
     let edge = start(
         &format!(
-            "[auth.api]\ntype = \"jwt\"\njwks_file = \"jwks.json\"\nissuer = \"https://idp.test/\"\n\
+            "[gateway]\naccess_log = \"access.log\"\n\n\
+             [auth.api]\ntype = \"jwt\"\njwks_file = \"jwks.json\"\nissuer = \"https://idp.test/\"\n\
              audiences = [\"api\"]\nclock_skew = \"5s\"\n\
              claims_to_headers = {{ sub = \"x-user\", email = \"x-user-email\" }}\n\n\
              [[routes]]\nname = \"api\"\npath_prefix = \"/api\"\nupstream = \"app\"\nauth = \"api\"\n\n\
@@ -397,6 +409,36 @@ async fn jwt_on_every_protocol_with_claims_upstream_and_forged_identities_stripp
         assert!(!seen.headers.contains_key("x-user"), "{proto:?}");
         assert!(!seen.headers.contains_key("x-user-email"), "{proto:?}");
     }
+    // The access log names the verdict, and the subject of an accepted token.
+    let path = edge.gw.dir.path().join("access.log");
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect::<Vec<_>>();
+        if lines.iter().filter(|v| v["route"] == "open").count() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let accepted = lines
+        .iter()
+        .find(|v| v["route"] == "api" && v["status"] == 200)
+        .expect("an accepted request logged");
+    assert_eq!(accepted["auth"]["result"], "allowed");
+    assert_eq!(accepted["auth"]["user"], "u-1");
+    let refused = lines
+        .iter()
+        .find(|v| v["route"] == "api" && v["status"] == 401)
+        .expect("a refused request logged");
+    assert_eq!(refused["auth"]["result"], "denied");
+    let open = lines
+        .iter()
+        .find(|v| v["route"] == "open")
+        .expect("an open request logged");
+    assert!(open.get("auth").is_none(), "{open}");
 }
 
 /// A tiny HTTP/1.1 server on loopback answering with `handler`.
