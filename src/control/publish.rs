@@ -507,6 +507,19 @@ pub fn describe_changes(old: &Config, new: &Config) -> String {
         |u| &u.name,
         &mut out,
     );
+    // Authenticators by what they do (an edited users file is a change), not by place.
+    let kinds = |auth: &[Arc<config::model::Authenticator>]| {
+        auth.iter()
+            .map(|a| (a.name.clone(), a.kind.clone()))
+            .collect::<Vec<_>>()
+    };
+    diff(
+        "authenticators",
+        &kinds(&old.auth),
+        &kinds(&new.auth),
+        |(name, _)| name,
+        &mut out,
+    );
     if out.is_empty() {
         "no changes".to_string()
     } else {

@@ -127,7 +127,7 @@ impl Authenticators {
             .map(|spec| {
                 let kept = previous
                     .and_then(|p| p.by_name.get(&spec.name))
-                    .filter(|c| *c.spec == **spec)
+                    .filter(|c| c.spec.kind == spec.kind)
                     .cloned();
                 let compiled = kept.unwrap_or_else(|| {
                     let runtime = match &spec.kind {
@@ -284,4 +284,53 @@ pub(crate) fn passed_through(
         content_type.map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.as_bytes()));
     answer.headers = headers;
     answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SourceFile;
+
+    fn config(dir: &std::path::Path, users: &str) -> Config {
+        std::fs::write(dir.join("users"), users).expect("users");
+        let text = "[auth.staff]\ntype = \"basic\"\nusers_file = \"users\"\n\n\
+                    [auth.api]\ntype = \"jwt\"\njwks_url = \"http://127.0.0.1:9/keys\"\n\
+                    claims_to_headers = { sub = \"x-user\" }\n\n\
+                    [auth.sso]\ntype = \"forward\"\naddress = \"http://127.0.0.1:9/\"\n\
+                    response_headers = [\"x-groups\"]\n";
+        crate::config::load(&SourceFile::new(dir.join("edgegate.toml"), text))
+            .expect("valid")
+            .config
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_unchanged_authenticators_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hash = bcrypt::hash("pw", 4).expect("bcrypt");
+        let first = config(dir.path(), &format!("alice:{hash}\n"));
+        let compiled = Authenticators::compile(&first, None);
+        let again = Authenticators::compile(
+            &config(dir.path(), &format!("alice:{hash}\n")),
+            Some(&compiled),
+        );
+        for name in ["staff", "api", "sso"] {
+            let (a, b) = (
+                compiled.get(name).expect(name),
+                again.get(name).expect(name),
+            );
+            assert!(Arc::ptr_eq(a, b), "{name} was rebuilt");
+        }
+        let edited =
+            Authenticators::compile(&config(dir.path(), &format!("bob:{hash}\n")), Some(&again));
+        assert!(!Arc::ptr_eq(
+            again.get("staff").expect("staff"),
+            edited.get("staff").expect("staff")
+        ));
+        assert!(Arc::ptr_eq(
+            again.get("api").expect("api"),
+            edited.get("api").expect("api")
+        ));
+        let filled: Vec<_> = Authenticators::filled_headers(&first).collect();
+        assert_eq!(filled, ["x-user", "x-groups"]);
+    }
 }
