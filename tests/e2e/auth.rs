@@ -333,6 +333,17 @@ async fn jwt_on_every_protocol_with_claims_upstream_and_forged_identities_stripp
     let wrong_aud = key.token(serde_json::json!({
         "sub": "u-1", "iss": "https://idp.test/", "aud": "other", "exp": now() + 600
     }));
+    let no_iss = key.token(serde_json::json!({"sub": "u-1", "aud": "api", "exp": now() + 600}));
+    let no_aud = key.token(serde_json::json!({
+        "sub": "u-1", "iss": "https://idp.test/", "exp": now() + 600
+    }));
+    let no_exp = key.token(serde_json::json!({
+        "sub": "u-1", "iss": "https://idp.test/", "aud": "api"
+    }));
+    let not_yet = key.token(serde_json::json!({
+        "sub": "u-1", "iss": "https://idp.test/", "aud": "api", "exp": now() + 600,
+        "nbf": now() + 300
+    }));
     // alg "none": a header and claims with no signature.
     let b64 = |t: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t);
     let none = format!(
@@ -358,6 +369,10 @@ async fn jwt_on_every_protocol_with_claims_upstream_and_forged_identities_stripp
             ("expired", &expired),
             ("signed by another key", &forged),
             ("another audience", &wrong_aud),
+            ("no issuer", &no_iss),
+            ("no audience", &no_aud),
+            ("no expiry", &no_exp),
+            ("not yet valid", &not_yet),
             ("alg none", &none),
             ("HS256", &hs),
             ("garbage", &"a.b.c".to_string()),

@@ -167,14 +167,20 @@ impl State {
         validation.algorithms = vec![alg];
         validation.leeway = self.spec.clock_skew.as_secs();
         validation.validate_nbf = true;
+        // The library checks `iss` and `aud` only when a token has them: a configured
+        // issuer or audience makes the claim required, so leaving it out never passes.
+        let mut required = vec!["exp"];
         if let Some(issuer) = &self.spec.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
         if self.spec.audiences.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&self.spec.audiences);
+            required.push("aud");
         }
+        validation.set_required_spec_claims(&required);
         validation
     }
 
