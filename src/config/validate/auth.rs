@@ -19,6 +19,25 @@ const DEFAULT_ALGORITHMS: &[jsonwebtoken::Algorithm] = &[
     jsonwebtoken::Algorithm::EdDSA,
 ];
 
+/// Fields the gateway writes itself (or that frame the message): an authenticator
+/// filling one would send the upstream two of them.
+const GATEWAY_OWNED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+    "expect",
+    "x-request-id",
+    "traceparent",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
 /// Keys that belong to one kind only, refused on another at their place.
 fn misplaced(raw: &raw::Auth, kind: &str) -> Vec<(&'static str, Range<usize>)> {
     let basic = [("users_file", &raw.users_file), ("realm", &raw.realm)];
@@ -113,6 +132,20 @@ pub(crate) fn parse_users(file: &Path, text: &str) -> ParsedUsers {
 }
 
 impl Checker<'_> {
+    /// A header an authenticator fills for the upstream: a valid name the gateway does
+    /// not write itself.
+    fn filled_header(&mut self, text: &raw::Text) -> Option<HeaderName> {
+        let name = self.header_name(text)?;
+        if GATEWAY_OWNED.contains(&name.as_str()) {
+            self.error(
+                &text.span(),
+                format!("{name} is written by the gateway itself; an authenticator cannot fill it"),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
     /// A name in `auth = "NAME"`: it must be one of the `[auth.NAME]` tables.
     pub(super) fn auth_ref(
         &mut self,
@@ -336,7 +369,7 @@ impl Checker<'_> {
             .claims_to_headers
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|(claim, header)| Some((claim, self.header_name(&header)?)))
+            .filter_map(|(claim, header)| Some((claim, self.filled_header(&header)?)))
             .collect();
         let cookie = match raw.cookie {
             Some(c) if !is_token(c.get_ref()) => {
@@ -393,7 +426,12 @@ impl Checker<'_> {
                 .collect()
         };
         let request_headers = names(self, raw.request_headers);
-        let response_headers = names(self, raw.response_headers);
+        let response_headers = raw
+            .response_headers
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|h| self.filled_header(h))
+            .collect();
         let timeout =
             self.positive_duration(raw.timeout.as_ref(), Duration::from_secs(2), "timeout");
         Some(ForwardAuth {

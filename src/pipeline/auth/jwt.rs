@@ -42,7 +42,11 @@ impl KeySet {
             .keys
             .iter()
             .filter_map(|jwk| {
-                // Keys of a kind we cannot use (symmetric ones included) are skipped.
+                // Keys of a kind we cannot use (symmetric ones included) and encryption
+                // keys are skipped.
+                if jwk.common.public_key_use == Some(jsonwebtoken::jwk::PublicKeyUse::Encryption) {
+                    return None;
+                }
                 let key = DecodingKey::from_jwk(jwk).ok()?;
                 if matches!(
                     jwk.algorithm,
