@@ -21,7 +21,7 @@ const DEFAULT_ALGORITHMS: &[jsonwebtoken::Algorithm] = &[
 
 /// Fields the gateway writes itself (or that frame the message): an authenticator
 /// filling one would send the upstream two of them.
-const GATEWAY_OWNED: &[&str] = &[
+pub(crate) const GATEWAY_OWNED: &[&str] = &[
     "host",
     "content-length",
     "transfer-encoding",

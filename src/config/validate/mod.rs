@@ -4,7 +4,7 @@
 //! Split by section (`gateway`, `routes`, `upstreams`); the helpers every section uses
 //! (durations, sizes, shares, addresses, "one of these strings") live here.
 
-mod auth;
+pub(crate) mod auth;
 mod gateway;
 mod kubernetes;
 mod routes;
