@@ -456,8 +456,9 @@ async fn jwt_on_every_protocol_with_claims_upstream_and_forged_identities_stripp
     assert!(open.get("auth").is_none(), "{open}");
 }
 
-/// A tiny HTTP/1.1 server on loopback answering with `handler`.
-async fn serve<H>(handler: H) -> SocketAddr
+/// A tiny HTTP/1.1 server on loopback answering with `handler`; the counter counts the
+/// connections it accepted.
+async fn serve<H>(handler: H) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>)
 where
     H: Fn(http::Request<hyper::body::Incoming>) -> (u16, Vec<(&'static str, String)>, String)
         + Send
@@ -469,11 +470,14 @@ where
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let handler = Arc::new(handler);
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let handler = handler.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
@@ -504,7 +508,7 @@ where
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,7 +518,7 @@ async fn jwks_from_a_url_follows_rotation_and_survives_an_outage() {
     let second = Key::new("k2");
     let served = Arc::new(Mutex::new((200u16, jwks(&[&first]))));
     let jwks_state = served.clone();
-    let jwks_addr = serve(move |_| {
+    let (jwks_addr, _) = serve(move |_| {
         let (status, body) = jwks_state.lock().expect("lock").clone();
         (
             status,
@@ -571,7 +575,7 @@ async fn forward_auth_passes_refuses_as_the_service_answers_and_fails_closed() {
     let upstream = Upstream::start("app").await;
     let seen_by_service = Arc::new(Mutex::new(Vec::<http::HeaderMap>::new()));
     let record = seen_by_service.clone();
-    let service = serve(move |req| {
+    let (service, connections) = serve(move |req| {
         record.lock().expect("lock").push(req.headers().clone());
         let cookie = req
             .headers()
@@ -698,6 +702,13 @@ async fn forward_auth_passes_refuses_as_the_service_answers_and_fails_closed() {
         .metric("edgegate_auth_total{result=\"error\",route=\"down\"}")
         .await;
     assert_eq!(errors, Some(3.0));
+    // Subrequests reuse pooled connections (a timed-out one is closed, so a few are new).
+    let asked = seen_by_service.lock().expect("lock").len();
+    let opened = connections.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        opened * 2 <= asked,
+        "{opened} connections for {asked} subrequests"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
