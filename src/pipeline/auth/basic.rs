@@ -16,8 +16,9 @@ use tokio::sync::Semaphore;
 
 use crate::config::model::BasicAuth;
 
+use super::super::answer::LocalAnswer;
 use super::super::fields::Fields;
-use super::{unauthorized, unavailable, Outcome};
+use super::Outcome;
 
 /// How long a verified credential is believed without hashing it again.
 pub const CACHE_FOR: Duration = Duration::from_secs(30);
@@ -53,7 +54,7 @@ impl Basic {
     }
 
     fn refuse(&self) -> Outcome {
-        Outcome::Denied(unauthorized(self.challenge.clone()))
+        Outcome::Denied(LocalAnswer::unauthorized(self.challenge.clone()))
     }
 
     pub async fn check<F: Fields>(&self, fields: &F) -> Outcome {
@@ -82,7 +83,9 @@ impl Basic {
                 allowed(user)
             }
             Some(_) => self.refuse(),
-            None => Outcome::Error(unavailable(b"credential check unavailable\n")),
+            None => Outcome::Error(LocalAnswer::auth_unavailable(
+                b"credential check unavailable\n",
+            )),
         }
     }
 

@@ -10,9 +10,10 @@ use http_body_util::Empty;
 
 use crate::config::model::ForwardAuth;
 
+use super::super::answer::LocalAnswer;
 use super::super::fields::Fields;
 use super::client::{fetch, new_client, AuthClient};
-use super::{passed_through, unavailable, Outcome, Probe};
+use super::{Outcome, Probe};
 
 /// The largest answer body taken from the auth service (a login page, an error).
 const BODY_LIMIT: usize = 1 << 20;
@@ -83,7 +84,9 @@ impl Forward {
             Ok(answer) => answer,
             Err(reason) => {
                 tracing::warn!(address = %self.spec.address, error = %reason, "auth service unavailable");
-                return Outcome::Error(unavailable(b"authentication service unavailable\n"));
+                return Outcome::Error(LocalAnswer::auth_unavailable(
+                    b"authentication service unavailable\n",
+                ));
             }
         };
         if (200..300).contains(&answer.status) {
@@ -116,7 +119,7 @@ impl Forward {
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         let content_type = answer.headers.get(http::header::CONTENT_TYPE).cloned();
-        Outcome::Denied(passed_through(
+        Outcome::Denied(LocalAnswer::passed_through(
             answer.status,
             headers,
             content_type,
@@ -126,7 +129,7 @@ impl Forward {
 }
 
 /// A 302 to the sign-in page, with the original URL in `rd` (as ingress-nginx does).
-fn signin_redirect<F: Fields>(signin: &str, probe: &Probe<'_, F>) -> super::LocalAnswer {
+fn signin_redirect<F: Fields>(signin: &str, probe: &Probe<'_, F>) -> LocalAnswer {
     let scheme = if probe.tls { "https" } else { "http" };
     let original = format!("{scheme}://{}{}", probe.host, probe.uri);
     let escaped: String = original
@@ -139,7 +142,7 @@ fn signin_redirect<F: Fields>(signin: &str, probe: &Probe<'_, F>) -> super::Loca
         })
         .collect();
     let separator = if signin.contains('?') { '&' } else { '?' };
-    let mut answer = super::LocalAnswer::plain(302, b"");
+    let mut answer = LocalAnswer::plain(302, b"");
     answer.location = Some(format!("{signin}{separator}rd={escaped}"));
     answer.head_only = true;
     answer

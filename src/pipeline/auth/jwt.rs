@@ -19,9 +19,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use crate::config::model::{JwksSource, JwtAuth};
 
+use super::super::answer::LocalAnswer;
 use super::super::fields::Fields;
 use super::client::{fetch, new_client, AuthClient};
-use super::{unauthorized, unavailable, Outcome};
+use super::Outcome;
 
 pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
 pub const REFETCH_AT_MOST: Duration = Duration::from_secs(10);
@@ -117,11 +118,13 @@ impl Jwt {
     pub async fn check<F: Fields>(&self, fields: &F) -> Outcome {
         let state = &self.state;
         let Some(token) = token(fields, state.spec.cookie.as_deref()) else {
-            return Outcome::Denied(unauthorized("Bearer".to_string()));
+            return Outcome::Denied(LocalAnswer::unauthorized("Bearer".to_string()));
         };
         let invalid = |why: &str| {
             tracing::debug!(reason = why, "token refused");
-            Outcome::Denied(unauthorized("Bearer error=\"invalid_token\"".to_string()))
+            Outcome::Denied(LocalAnswer::unauthorized(
+                "Bearer error=\"invalid_token\"".to_string(),
+            ))
         };
         let header = match jsonwebtoken::decode_header(&token) {
             Ok(header) => header,
@@ -137,7 +140,9 @@ impl Jwt {
             state.refresh(REFETCH_AT_MOST).await;
             keys = state.keys.load_full();
             if keys.fetched.is_none() {
-                return Outcome::Error(unavailable(b"signing keys unavailable\n"));
+                return Outcome::Error(LocalAnswer::auth_unavailable(
+                    b"signing keys unavailable\n",
+                ));
             }
         }
         let Some(key) = keys.find(kid, header.alg) else {

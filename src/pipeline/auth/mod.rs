@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::config::model::{AuthKind, Authenticator, Config, Name};
@@ -255,35 +254,6 @@ fn forwarded_request<F: Fields>(
         })
         .unwrap_or_else(|| ctx.host.clone());
     (uri, host)
-}
-
-/// A 401 with its challenge.
-pub(crate) fn unauthorized(challenge: String) -> LocalAnswer {
-    let mut answer = LocalAnswer::plain(401, b"authentication required\n");
-    if let Ok(value) = HeaderValue::try_from(challenge) {
-        answer.headers.push((http::header::WWW_AUTHENTICATE, value));
-    }
-    answer
-}
-
-/// A 503: the authenticator could not decide, and nothing passes unauthenticated.
-pub(crate) fn unavailable(body: &'static [u8]) -> LocalAnswer {
-    LocalAnswer::plain(503, body)
-}
-
-/// An answer passed through as an auth service sent it.
-pub(crate) fn passed_through(
-    status: u16,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    content_type: Option<HeaderValue>,
-    body: Bytes,
-) -> LocalAnswer {
-    let mut answer = LocalAnswer::plain(status, b"");
-    answer.body = body;
-    answer.content_type =
-        content_type.map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.as_bytes()));
-    answer.headers = headers;
-    answer
 }
 
 #[cfg(test)]
