@@ -755,3 +755,26 @@ async fn the_admin_listener_behind_basic_auth() {
         .expect("healthz");
     assert_eq!(probe.status(), 200);
 }
+
+#[test]
+fn edgegate_route_names_the_authenticator() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("jwks.json"), r#"{"keys":[]}"#).expect("jwks");
+    let config = dir.path().join("edgegate.toml");
+    std::fs::write(
+        &config,
+        "[auth.api]\ntype = \"jwt\"\njwks_file = \"jwks.json\"\n\n\
+         [[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:8080\"\n\n\
+         [[routes]]\nname = \"api\"\npath_prefix = \"/api\"\nrespond = { status = 200 }\nauth = \"api\"\n",
+    )
+    .expect("config");
+    let out = std::process::Command::new(crate::support::gateway::BIN)
+        .args(["route", "--config"])
+        .arg(&config)
+        .args(["GET", "http://app.test/api/x"])
+        .output()
+        .expect("route");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.lines().any(|l| l == "auth: api (jwt)"), "{text}");
+}
