@@ -48,6 +48,85 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// `[kubernetes]`: routes from the cluster; `None` watches nothing.
     pub kubernetes: Option<KubernetesSettings>,
+    /// `[auth.NAME]`, in name order.
+    pub auth: Vec<Arc<Authenticator>>,
+}
+
+/// `[auth.NAME]`: how the requests of the routes naming it prove who they are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Authenticator {
+    pub name: Name,
+    pub kind: AuthKind,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthKind {
+    Basic(BasicAuth),
+    Jwt(JwtAuth),
+    Forward(ForwardAuth),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BasicAuth {
+    pub realm: String,
+    /// The users file as read when the config was loaded (a reload compares it by
+    /// content, so an edited file is a change).
+    pub users_file: TlsFile,
+    /// User name and its hash, checked at load to be bcrypt or argon2.
+    pub users: Arc<[(String, String)]>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JwksSource {
+    /// Read (and checked to be a key set) when the config is loaded.
+    File(TlsFile),
+    Url(http::Uri),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtAuth {
+    pub jwks: JwksSource,
+    pub issuer: Option<String>,
+    /// Empty: `aud` is not checked.
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub clock_skew: Duration,
+    /// Claim name, and the upstream header its value is sent in.
+    pub claims_to_headers: Vec<(String, HeaderName)>,
+    /// Read the token from this cookie instead of `Authorization: Bearer`.
+    pub cookie: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardAuth {
+    /// An `http://` URL.
+    pub address: http::Uri,
+    pub request_headers: Vec<HeaderName>,
+    pub response_headers: Vec<HeaderName>,
+    pub timeout: Duration,
+    /// Where a 401 from the service redirects the client instead (`?rd=` the original
+    /// URL), as ingress-nginx's `auth-signin`; only from an Ingress annotation.
+    pub signin: Option<String>,
+}
+
+impl Config {
+    pub fn authenticator(&self, name: &str) -> Option<&Arc<Authenticator>> {
+        self.auth.iter().find(|a| &*a.name == name)
+    }
+
+    /// Files the authenticators read at load (users files, JWKS files): a change to one
+    /// is a change to the config.
+    pub fn auth_files(&self) -> impl Iterator<Item = &TlsFile> {
+        self.auth.iter().filter_map(|a| match &a.kind {
+            AuthKind::Basic(basic) => Some(&basic.users_file),
+            AuthKind::Jwt(JwtAuth {
+                jwks: JwksSource::File(file),
+                ..
+            }) => Some(file),
+            _ => None,
+        })
+    }
 }
 
 /// `[kubernetes]`: which cluster objects become routes.
@@ -130,6 +209,8 @@ pub enum AccessLogTarget {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admin {
     pub address: SocketAddr,
+    /// The `[auth.NAME]` guarding the admin pages.
+    pub auth: Option<Name>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -224,6 +305,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Largest request body in bytes; `None` is no limit.
     pub max_body_size: Option<u64>,
+    /// The `[auth.NAME]` every request on the route must pass.
+    pub auth: Option<Name>,
     pub location: Location,
 }
 

@@ -86,13 +86,15 @@ pub fn load_or_report(
     }
 }
 
-/// The files whose change means a reload: the config and every TLS file it names
-/// (certificates, keys, client and upstream CAs).
+/// The files whose change means a reload: the config, every TLS file it names
+/// (certificates, keys, client and upstream CAs) and the authenticators' users and JWKS
+/// files.
 pub fn watched_files(origin: &ConfigOrigin, config: &Config) -> Vec<PathBuf> {
     let mut files = match origin {
         ConfigOrigin::File(path) => vec![path.clone()],
         ConfigOrigin::Embedded => Vec::new(),
     };
     files.extend(config.tls_files().map(|f| f.path.clone()));
+    files.extend(config.auth_files().map(|f| f.path.clone()));
     files
 }

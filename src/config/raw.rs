@@ -25,6 +25,35 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Upstream>,
     /// Routes from the cluster's Gateway API and Ingress objects; off unless written.
     pub kubernetes: Option<Spanned<KubernetesSettings>>,
+    /// `[auth.NAME]`: authenticators that routes (and `[admin]`) name with `auth`.
+    #[serde(default)]
+    pub auth: BTreeMap<String, Spanned<Auth>>,
+}
+
+/// `[auth.NAME]`: one table for every kind; `type` says which keys apply, and
+/// validation refuses the keys of another kind at their place.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    #[serde(rename = "type")]
+    pub kind: Text,
+    /// basic: htpasswd lines, bcrypt or argon2 hashes.
+    pub users_file: Option<Text>,
+    pub realm: Option<Text>,
+    /// jwt: where the keys come from (exactly one).
+    pub jwks_url: Option<Text>,
+    pub jwks_file: Option<Text>,
+    pub issuer: Option<Text>,
+    pub audiences: Option<Vec<Text>>,
+    pub algorithms: Option<Vec<Text>>,
+    pub clock_skew: Option<Text>,
+    pub claims_to_headers: Option<BTreeMap<String, Text>>,
+    pub cookie: Option<Text>,
+    /// forward: the auth service's URL.
+    pub address: Option<Text>,
+    pub request_headers: Option<Vec<Text>>,
+    pub response_headers: Option<Vec<Text>>,
+    pub timeout: Option<Text>,
 }
 
 /// `[kubernetes]`: which Gateways and Ingresses are ours, and where to look for them.
@@ -60,6 +89,8 @@ pub struct Tracing {
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     pub address: Option<Text>,
+    /// An `[auth.NAME]` guarding every admin page.
+    pub auth: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +147,8 @@ pub struct Route {
     pub timeout: Option<Text>,
     /// A size: `"10MiB"`, `"512KiB"`, `"1GB"`, or bytes.
     pub max_body_size: Option<Text>,
+    /// An `[auth.NAME]` every request on the route must pass.
+    pub auth: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -64,6 +64,8 @@ pub struct Publisher<A> {
 pub struct Fingerprint {
     text: [u8; 32],
     tls_files: [u8; 32],
+    /// Users files and JWKS files: an edited users file is a change to the config.
+    auth_files: [u8; 32],
 }
 
 impl Fingerprint {
@@ -74,31 +76,47 @@ impl Fingerprint {
             config
                 .tls_files()
                 .map(|f| (f.path.as_path(), f.pem.to_vec())),
+            config
+                .auth_files()
+                .map(|f| (f.path.as_path(), f.pem.to_vec())),
         )
     }
 
     /// Of the files on disk now: `text` as just read, and the TLS files `config` names
     /// read again. Equal to the running config's [`Self::of`] when nothing changed.
     fn on_disk(text: &str, config: &Config) -> Self {
+        let read = |f: &'_ crate::config::model::TlsFile| {
+            (f.path.clone(), std::fs::read(&f.path).unwrap_or_default())
+        };
+        let tls: Vec<_> = config.tls_files().map(read).collect();
+        let auth: Vec<_> = config.auth_files().map(read).collect();
         Self::hash(
             text,
-            config
-                .tls_files()
-                .map(|f| (f.path.as_path(), std::fs::read(&f.path).unwrap_or_default())),
+            tls.iter().map(|(p, b)| (p.as_path(), b.clone())),
+            auth.iter().map(|(p, b)| (p.as_path(), b.clone())),
         )
     }
 
-    fn hash<'a>(text: &str, files: impl Iterator<Item = (&'a std::path::Path, Vec<u8>)>) -> Self {
+    fn hash<'a>(
+        text: &str,
+        tls_files: impl Iterator<Item = (&'a std::path::Path, Vec<u8>)>,
+        auth_files: impl Iterator<Item = (&'a std::path::Path, Vec<u8>)>,
+    ) -> Self {
         use sha2::Digest;
-        let mut tls = sha2::Sha256::new();
-        for (path, bytes) in files {
-            tls.update(path.as_os_str().as_encoded_bytes());
-            tls.update((bytes.len() as u64).to_le_bytes());
-            tls.update(bytes);
-        }
+        let digest = |files: &mut dyn Iterator<Item = (&'a std::path::Path, Vec<u8>)>| {
+            let mut hasher = sha2::Sha256::new();
+            for (path, bytes) in files {
+                hasher.update(path.as_os_str().as_encoded_bytes());
+                hasher.update((bytes.len() as u64).to_le_bytes());
+                hasher.update(bytes);
+            }
+            <[u8; 32]>::from(hasher.finalize())
+        };
+        let (mut tls_files, mut auth_files) = (tls_files, auth_files);
         Self {
             text: sha2::Sha256::digest(text.as_bytes()).into(),
-            tls_files: tls.finalize().into(),
+            tls_files: digest(&mut tls_files),
+            auth_files: digest(&mut auth_files),
         }
     }
 }
@@ -627,6 +645,19 @@ pub fn describe_changes(old: &Config, new: &Config) -> String {
         &old.upstreams,
         &new.upstreams,
         |u| &u.name,
+        &mut out,
+    );
+    // Authenticators by what they do (an edited users file is a change), not by place.
+    let kinds = |auth: &[Arc<config::model::Authenticator>]| {
+        auth.iter()
+            .map(|a| (a.name.clone(), a.kind.clone()))
+            .collect::<Vec<_>>()
+    };
+    diff(
+        "authenticators",
+        &kinds(&old.auth),
+        &kinds(&new.auth),
+        |(name, _)| name,
         &mut out,
     );
     if out.is_empty() {

@@ -21,6 +21,9 @@ pub struct LocalAnswer {
     pub close: bool,
     /// Headers only, whatever the method (a redirect).
     pub head_only: bool,
+    /// Fields of the answer's own (an authentication challenge, or what an auth service
+    /// sent with its refusal).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 const PLAIN: &[u8] = b"text/plain; charset=utf-8";
@@ -35,6 +38,7 @@ impl LocalAnswer {
             route_edits: false,
             close: false,
             head_only: false,
+            headers: Vec::new(),
         }
     }
 
@@ -70,6 +74,36 @@ impl LocalAnswer {
         answer
     }
 
+    /// 401 with its challenge (`Basic realm="..."`, `Bearer`, `Bearer error=...`).
+    pub fn unauthorized(challenge: String) -> Self {
+        let mut answer = Self::plain(401, b"authentication required\n");
+        if let Ok(value) = http::HeaderValue::try_from(challenge) {
+            answer.headers.push((http::header::WWW_AUTHENTICATE, value));
+        }
+        answer
+    }
+
+    /// 503: an authenticator could not decide (auth service down, no keys, the hashing
+    /// pool full for too long), and nothing passes unauthenticated.
+    pub fn auth_unavailable(body: &'static [u8]) -> Self {
+        Self::plain(503, body)
+    }
+
+    /// An auth service's refusal, passed through as it sent it.
+    pub fn passed_through(
+        status: u16,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        content_type: Option<http::HeaderValue>,
+        body: Bytes,
+    ) -> Self {
+        let mut answer = Self::plain(status, b"");
+        answer.body = body;
+        answer.content_type =
+            content_type.map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.as_bytes()));
+        answer.headers = headers;
+        answer
+    }
+
     /// The answer for a failed exchange. It always closes the client connection: the
     /// request's body may be half-sent, and the client must not pipeline into it.
     pub fn failure(failure: Failure) -> Self {
@@ -93,8 +127,11 @@ impl LocalAnswer {
                     || e.set.iter().any(|(n, _)| n.as_str() == name)
             })
         };
-        if !removed("content-type") {
+        if !removed("content-type") && !self.content_type.is_empty() {
             sink.put(b"content-type", &self.content_type);
+        }
+        for (name, value) in &self.headers {
+            sink.put(name.as_str().as_bytes(), value.as_bytes());
         }
         if !ctx.request_id.is_empty() && !removed("x-request-id") {
             sink.put(b"x-request-id", ctx.request_id.as_bytes());

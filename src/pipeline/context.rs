@@ -48,6 +48,11 @@ pub struct RequestContext {
     /// Fields a gate adds to whatever the client receives, an upstream's response or a
     /// local answer (rate-limit headers, CORS).
     pub response_additions: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The route's authenticator let the request in, or refused it: for the access log
+    /// and `edgegate_auth_total`.
+    pub auth: Option<super::auth::AuthNote>,
+    /// The client's `Authorization` is not forwarded (it carried a password).
+    pub drop_authorization: bool,
     /// Request body bytes seen so far, against the route's `max_body_size`.
     pub body_bytes: u64,
     pub request_id: String,
@@ -111,6 +116,8 @@ impl RequestContext {
             upstream_host: None,
             upstream_additions: Vec::new(),
             response_additions: Vec::new(),
+            auth: None,
+            drop_authorization: false,
             body_bytes: 0,
             request_id: String::new(),
             trace: TraceContext::default(),

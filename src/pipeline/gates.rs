@@ -13,9 +13,14 @@ use super::Incoming;
 
 /// Runs the routed request's gates in order; the first answer ends the request.
 pub async fn run<F: Fields + Sync>(
-    _request: &Incoming<'_, F>,
+    request: &Incoming<'_, F>,
     ctx: &mut RequestContext,
 ) -> Option<LocalAnswer> {
-    ctx.route.as_ref()?;
+    let route = ctx.route.as_ref()?;
+    if route.auth.is_some() {
+        if let Some(answer) = super::auth::gate(request, ctx).await {
+            return Some(answer);
+        }
+    }
     None
 }

@@ -103,6 +103,9 @@ impl UpstreamHeaders<'_> {
             // identity that the gateway vouches for elsewhere.
             return false;
         }
+        if self.ctx.drop_authorization && name.eq_ignore_ascii_case(b"authorization") {
+            return false;
+        }
         let edits = self.ctx.route.as_ref().map(|r| &r.request_headers);
         if edited_away(edits, name) {
             return false;

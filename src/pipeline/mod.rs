@@ -20,6 +20,7 @@
 //! additions, which the header plans and local answers write on every path.
 
 pub mod answer;
+pub mod auth;
 pub mod context;
 pub mod fields;
 pub mod forwarded;
@@ -272,6 +273,7 @@ fn act<'a, F: Fields>(
                 route_edits: true,
                 close: false,
                 head_only: false,
+                headers: Vec::new(),
             })
         }
         Action::Redirect(redirect) => {

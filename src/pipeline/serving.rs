@@ -145,6 +145,12 @@ impl Core {
                 .with_label_values(&[route])
                 .inc_by(exchange.bytes_sent);
         }
+        if let Some(note) = &ctx.auth {
+            self.metrics
+                .auth
+                .with_label_values(&[route, note.result.as_str()])
+                .inc();
+        }
         let export = ctx
             .snapshot
             .trace_export
@@ -169,6 +175,7 @@ impl Core {
             duration: elapsed,
             request_id: ctx.request_id.clone(),
             trace: ctx.trace,
+            auth: ctx.auth.clone(),
         });
         if let Some(export) = export {
             let (start_unix_nanos, end_unix_nanos) =

@@ -221,6 +221,14 @@ fn route(args: &RouteArgs) -> ExitCode {
     if winner.is_from_cluster() {
         println!("source: {}", winner.location.path.display());
     }
+    if let Some(name) = &winner.auth {
+        let kind = config.authenticator(name).map_or("", |a| match a.kind {
+            crate::config::model::AuthKind::Basic(_) => "basic",
+            crate::config::model::AuthKind::Jwt(_) => "jwt",
+            crate::config::model::AuthKind::Forward(_) => "forward",
+        });
+        println!("auth: {name} ({kind})");
+    }
     match &winner.action {
         Action::Upstream(name) => {
             let members = match config.upstream(name).map(|u| &u.members) {

@@ -162,34 +162,6 @@ pub struct Admin {
     pub status: Arc<status::StatusSource>,
 }
 
-/// Who may ask for an admin path. Probes must keep working without credentials; the rest
-/// (the status page, `/status`, `/config`, `/metrics`) tells an outsider how the gateway
-/// is built, so it is what `[admin] auth` will cover.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Open,
-    Protected,
-}
-
-fn access(path: &str) -> Access {
-    match path {
-        "/healthz" | "/readyz" => Access::Open,
-        _ => Access::Protected,
-    }
-}
-
-impl Admin {
-    /// The one place protected paths are checked: the refusal to send, or `None` to
-    /// serve the request. There is no `[admin] auth` yet, so every request is served;
-    /// when it exists, a request without valid credentials gets its refusal (401 with a
-    /// challenge) from here.
-    fn refusal(&self, _session: &ServerSession, access: Access) -> Option<Response<Vec<u8>>> {
-        match access {
-            Access::Open | Access::Protected => None,
-        }
-    }
-}
-
 fn reply(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
     let body = body.into();
     Response::builder()
@@ -228,8 +200,8 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_string();
         let text = "text/plain; charset=utf-8";
-        if let Some(refused) = self.refusal(session, access(&path)) {
-            return refused;
+        if let Some(refusal) = self.authenticate(session, &path).await {
+            return refusal;
         }
         if let Some(asset) = page::asset(&path) {
             return page_reply(asset.content_type, asset.body);
@@ -294,6 +266,75 @@ impl ServeHttp for Admin {
                 "not found: try /, /status, /metrics, /healthz, /readyz, /config\n",
             ),
         }
+    }
+}
+
+impl Admin {
+    /// `[admin] auth`: every page but the probes (`/healthz`, `/readyz`, which kubelets
+    /// and load balancers ask without credentials) passes the authenticator first.
+    async fn authenticate(&self, session: &ServerSession, path: &str) -> Option<Response<Vec<u8>>> {
+        use crate::pipeline::auth::{AuthResult, Outcome, Probe};
+        if matches!(path, "/healthz" | "/readyz") {
+            return None;
+        }
+        let snapshot = self.snapshot.load_full();
+        let name = snapshot.config.admin.auth.clone()?;
+        let Some(compiled) = snapshot.auth.get(&name).cloned() else {
+            return Some(reply(
+                500,
+                "text/plain; charset=utf-8",
+                "authenticator missing\n",
+            ));
+        };
+        let header = session.req_header();
+        let uri = header
+            .uri
+            .path_and_query()
+            .map_or_else(|| path.to_string(), |p| p.as_str().to_string());
+        let host = header
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let probe = Probe {
+            method: &header.method,
+            uri: &uri,
+            host: &host,
+            peer,
+            tls: false,
+            fields: &header.headers,
+        };
+        let (result, answer) = match compiled.check(&probe).await {
+            Outcome::Allowed { .. } => (AuthResult::Allowed, None),
+            Outcome::Denied(answer) => (AuthResult::Denied, Some(answer)),
+            Outcome::Error(answer) => (AuthResult::Error, Some(answer)),
+        };
+        self.metrics
+            .auth
+            .with_label_values(&["(admin)", result.as_str()])
+            .inc();
+        let answer = answer?;
+        let mut response = Response::builder().status(answer.status);
+        if !answer.content_type.is_empty() {
+            response = response.header(http::header::CONTENT_TYPE, answer.content_type.as_ref());
+        }
+        if let Some(location) = &answer.location {
+            response = response.header(http::header::LOCATION, location.as_str());
+        }
+        for (name, value) in &answer.headers {
+            response = response.header(name, value);
+        }
+        Some(
+            response
+                .header(http::header::CONTENT_LENGTH, answer.body.len())
+                .body(answer.body.to_vec())
+                .unwrap_or_default(),
+        )
     }
 }
 

@@ -21,6 +21,8 @@ use crate::telemetry::access_log::AccessLog;
 use pool::{MemberStates, Pool};
 use router::Router;
 
+use crate::pipeline::auth::Authenticators;
+
 use crate::telemetry::trace_export::TraceExport;
 
 /// Where a snapshot's config came from, for `/config` and logs.
@@ -126,6 +128,8 @@ pub struct Snapshot {
     /// Every listener's client identity header: removed from every client request on
     /// every listener, so no client forges one an upstream trusts.
     pub identity_headers: Arc<[http::HeaderName]>,
+    /// `[auth.NAME]` with their live state (credential caches, keys, pooled clients).
+    pub auth: Arc<Authenticators>,
 }
 
 impl Snapshot {
@@ -180,10 +184,14 @@ impl Snapshot {
                     .identity_header
                     .clone()
             })
+            // The headers authenticators fill are identities too: stripped the same way.
+            .chain(Authenticators::filled_headers(&config))
             .collect();
+        let auth = Arc::new(Authenticators::compile(&config, previous.map(|p| &*p.auth)));
         Snapshot {
             generation,
             identity_headers,
+            auth,
             config,
             source,
             router: Arc::new(router),
@@ -232,6 +240,7 @@ impl Snapshot {
             edges: self.edges.clone(),
             trace_export: self.trace_export.clone(),
             identity_headers: self.identity_headers.clone(),
+            auth: self.auth.clone(),
         })
     }
 }

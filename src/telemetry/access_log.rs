@@ -48,6 +48,16 @@ struct Line<'a> {
     duration_ms: f64,
     request_id: &'a str,
     trace_id: &'a str,
+    /// Only on a route with an authenticator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<AuthField<'a>>,
+}
+
+#[derive(Serialize)]
+struct AuthField<'a> {
+    result: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
 }
 
 /// An open access log: the queue into its writer task. It lives in the snapshot, so a
@@ -209,6 +219,10 @@ impl Writer {
                     duration_ms: record.duration.as_secs_f64() * 1000.0,
                     request_id: &record.request_id,
                     trace_id: &trace_id,
+                    auth: record.auth.as_ref().map(|note| AuthField {
+                        result: note.result.as_str(),
+                        user: note.user.as_deref(),
+                    }),
                 };
                 if serde_json::to_writer(&mut out, &line).is_ok() {
                     let _ = out.write_all(b"\n");

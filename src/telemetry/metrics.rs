@@ -118,6 +118,9 @@ pub struct Metrics {
     /// `edgegate_upstream_retry_budget_exhausted_total{upstream}`: retries not sent
     /// because retries in flight had reached the upstream's `retry_budget`.
     pub retry_budget_exhausted: IntCounterVec,
+    /// `edgegate_auth_total{route,result}`: authentication verdicts, `allowed`, `denied`
+    /// or `error` (the authenticator could not decide; the client got 503).
+    pub auth: IntCounterVec,
     /// `edgegate_upstream_ejections_total{upstream}`: members ejected by passive health.
     pub ejections: IntCounterVec,
     /// `edgegate_health_checks_total{upstream,result}`: active checks, `pass` or `fail`.
@@ -217,6 +220,14 @@ impl Metrics {
                 "Retries not sent because the upstream's retry budget was spent.",
             ),
             &["upstream"],
+        )
+        .expect("valid metric");
+        let auth = IntCounterVec::new(
+            Opts::new(
+                "edgegate_auth_total",
+                "Requests checked by a route's authenticator, by verdict.",
+            ),
+            &["route", "result"],
         )
         .expect("valid metric");
         let ejections = IntCounterVec::new(
@@ -356,6 +367,7 @@ impl Metrics {
             Box::new(upstream_retries.clone()),
             Box::new(retry_budget_exhausted.clone()),
             Box::new(ejections.clone()),
+            Box::new(auth.clone()),
             Box::new(health_checks.clone()),
             Box::new(access_log_dropped.clone()),
             Box::new(tls_handshakes.clone()),
@@ -395,6 +407,7 @@ impl Metrics {
             upstream_retries,
             retry_budget_exhausted,
             ejections,
+            auth,
             health_checks,
             access_log_dropped,
             tls_handshakes,
@@ -493,6 +506,7 @@ impl Metrics {
         forget(&self.upstream_retries, &["upstream"], &known);
         forget(&self.retry_budget_exhausted, &["upstream"], &known);
         forget(&self.ejections, &["upstream"], &known);
+        forget(&self.auth, &["route", "result"], &known);
         forget(&self.health_checks, &["upstream", "result"], &known);
         forget(&self.connections_active, &["listener"], &known);
         forget(&self.requests_in_flight, &["listener"], &known);

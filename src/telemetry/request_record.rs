@@ -26,4 +26,6 @@ pub struct RequestRecord {
     pub duration: Duration,
     pub request_id: String,
     pub trace: TraceContext,
+    /// The route's authenticator's verdict, and the user it names.
+    pub auth: Option<crate::pipeline::auth::AuthNote>,
 }

@@ -3,6 +3,7 @@
 mod support;
 
 mod admin;
+mod auth;
 mod cli;
 mod cluster_routes;
 mod consistency;

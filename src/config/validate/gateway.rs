@@ -73,13 +73,17 @@ impl Checker<'_> {
         }
     }
 
-    pub(super) fn admin(&mut self, raw: Option<raw::Admin>) -> Admin {
+    pub(super) fn admin(&mut self, raw: Option<raw::Admin>, auth: &HashSet<&str>) -> Admin {
         let default = SocketAddr::from(([127, 0, 0, 1], 9901));
-        let address = raw
-            .and_then(|a| a.address)
+        let (address, auth_name) = match raw {
+            Some(raw) => (raw.address, raw.auth),
+            None => (None, None),
+        };
+        let address = address
             .and_then(|text| self.socket_addr(&text, "admin address"))
             .unwrap_or(default);
-        Admin { address }
+        let auth = auth_name.and_then(|name| self.auth_ref(&name, auth, "[admin]"));
+        Admin { address, auth }
     }
 
     pub(super) fn unique_name<'n>(

@@ -4,6 +4,7 @@
 //! Split by section (`gateway`, `routes`, `upstreams`); the helpers every section uses
 //! (durations, sizes, shares, addresses, "one of these strings") live here.
 
+pub(crate) mod auth;
 mod gateway;
 mod kubernetes;
 mod routes;
@@ -219,12 +220,14 @@ impl Checker<'_> {
 
     fn config(&mut self, raw: raw::Config) -> model::Config {
         let gateway = self.gateway(raw.gateway.unwrap_or_default());
-        let admin = self.admin(raw.admin);
+        let auth = self.authenticators(raw.auth);
+        let auth_names: HashSet<&str> = auth.iter().map(|a| &*a.name).collect();
+        let admin = self.admin(raw.admin, &auth_names);
         let listeners = self.listeners(raw.listeners);
         let upstreams = self.upstreams(raw.upstreams);
         let listener_names: HashSet<&str> = listeners.iter().map(|l| &*l.name).collect();
         let upstream_names: HashSet<&str> = upstreams.iter().map(|u| &*u.name).collect();
-        let routes = self.routes(raw.routes, &listener_names, &upstream_names);
+        let routes = self.routes(raw.routes, &listener_names, &upstream_names, &auth_names);
         let kubernetes = raw.kubernetes.map(|raw| {
             kubernetes::validate(raw, &mut |severity, span, message| {
                 self.push(severity, &span, message)
@@ -237,6 +240,7 @@ impl Checker<'_> {
             routes,
             upstreams,
             kubernetes,
+            auth,
         }
     }
 }

@@ -53,6 +53,7 @@ impl Checker<'_> {
         raw: Vec<Spanned<raw::Route>>,
         listeners: &HashSet<&str>,
         upstreams: &HashSet<&str>,
+        auth: &HashSet<&str>,
     ) -> Vec<Arc<Route>> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
@@ -63,7 +64,10 @@ impl Checker<'_> {
                 .unique_name(&mut seen, &route.name, "route")
                 .unwrap_or_default()
                 .to_string();
-            if let Some(route) = self.route(order, name, span, route, listeners, upstreams) {
+            let auth_name = route.auth.clone();
+            if let Some(mut route) = self.route(order, name, span, route, listeners, upstreams) {
+                route.auth = auth_name
+                    .and_then(|a| self.auth_ref(&a, auth, &format!("route {:?}", &*route.name)));
                 out.push(Arc::new(route));
             }
         }
@@ -184,6 +188,7 @@ impl Checker<'_> {
             response_headers,
             timeout,
             max_body_size,
+            auth: None,
             location,
         })
     }

@@ -372,3 +372,95 @@ fn a_bodyless_respond_status_with_a_body_is_refused_at_its_status() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn authenticators_are_checked_at_their_place() {
+    let errs = errors(&route_text("auth = \"nope\"\n"));
+    assert!(
+        errs.iter().any(|e| e
+            .starts_with("error: t.toml:4:8: route \"r\" names unknown authenticator \"nope\"")),
+        "{errs:?}"
+    );
+    let errs = errors("[auth.a]\ntype = \"jwt\"\njwks_url = \"http://idp/keys\"\nalgorithms = [\"RS256\", \"HS256\", \"none\"]\n");
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("error: t.toml:4:24: algorithm \"HS256\" is refused")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("error: t.toml:4:33: algorithm \"none\" is refused")),
+        "{errs:?}"
+    );
+    let errs =
+        errors("[auth.a]\ntype = \"forward\"\naddress = \"http://x/\"\nusers_file = \"u\"\n");
+    assert!(
+        errs.iter().any(|e| e.starts_with(
+            "error: t.toml:4:14: users_file does not apply to a \"forward\" authenticator"
+        )),
+        "{errs:?}"
+    );
+    let errs = errors("[auth.a]\ntype = \"ldap\"\n");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("unknown auth type \"ldap\"")),
+        "{errs:?}"
+    );
+    let errs = errors("[auth.a]\ntype = \"forward\"\naddress = \"https://x/\"\n");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("address must be an http:// URL")),
+        "{errs:?}"
+    );
+    let errs = errors("[auth.a]\ntype = \"jwt\"\n");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("needs jwks_url or jwks_file")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn a_jwt_authenticator_has_safe_defaults_and_routes_name_it() {
+    let config = loaded(&format!(
+        "[auth.api]\ntype = \"jwt\"\njwks_url = \"https://idp.test/keys\"\n\
+         claims_to_headers = {{ sub = \"x-user\" }}\n\n[admin]\nauth = \"api\"\n\n{}",
+        route_text("auth = \"api\"\n")
+    ))
+    .config;
+    let AuthKind::Jwt(jwt) = &config.auth[0].kind else {
+        panic!("not jwt")
+    };
+    assert_eq!(jwt.clock_skew, Duration::from_secs(30));
+    assert!(jwt.algorithms.contains(&jsonwebtoken::Algorithm::ES256));
+    assert!(!jwt.algorithms.contains(&jsonwebtoken::Algorithm::HS256));
+    assert_eq!(config.routes[0].auth.as_deref(), Some("api"));
+    assert_eq!(config.admin.auth.as_deref(), Some("api"));
+}
+
+#[test]
+fn htpasswd_lines_are_checked_one_by_one() {
+    let bcrypt = bcrypt::hash("pw", 4).expect("bcrypt");
+    let text = format!(
+        "# staff\n\nalice:{bcrypt}\nbob:plain\ncarol:{{SHA}}abc=\ndave:$apr1$s$h\nnocolon\n"
+    );
+    let (users, problems) = auth::parse_users(Path::new("u"), &text);
+    assert_eq!(users.len(), 1);
+    let lines: Vec<String> = problems.iter().map(|(l, m)| format!("{l}: {m}")).collect();
+    assert!(
+        lines[0].starts_with("u:4:5: user \"bob\": the password is stored as plain text"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("u:5:7: user \"carol\": the password is stored as SHA1"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("u:6:6: user \"dave\": the password is stored as MD5"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[3].starts_with("u:7:1: expected USER:HASH"),
+        "{lines:?}"
+    );
+}

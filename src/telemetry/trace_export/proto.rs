@@ -228,6 +228,7 @@ mod tests {
             bytes_sent: 0,
             duration: std::time::Duration::from_millis(2),
             request_id: "r-1".into(),
+            auth: None,
         }
     }
 

@@ -1,5 +1,8 @@
 //! Ingresses of our class -> routes on every listener, and their TLS Secrets ->
-//! certificates on every TLS listener. Annotations are not read (docs/kubernetes-routes.md).
+//! certificates on every TLS listener. Of the annotations, the forward-auth ones are read
+//! here (`auth-url`, `auth-response-headers`, `auth-signin`); an Ingress asking for an
+//! authentication edgegate cannot give it (`auth-type`, a bad `auth-url`) has its routes
+//! answer 500 rather than serve them open.
 
 use std::sync::Arc;
 
@@ -7,7 +10,80 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::hostnames::host_match;
 use super::{empty_route, prefix, respond_500, ClusterCertificate, Key, Translation};
-use crate::config::model::{Action, PathMatch, ServicePort};
+use crate::config::model::{
+    Action, AuthKind, Authenticator, ForwardAuth, Name, PathMatch, ServicePort,
+};
+use crate::config::Location;
+
+/// The annotation prefixes read: ingress-nginx's, and edgegate's own.
+const PREFIXES: [&str; 2] = ["nginx.ingress.kubernetes.io/", "edgegate.dev/"];
+
+fn annotation<'a>(ingress: &'a Ingress, name: &str) -> Option<&'a str> {
+    let annotations = ingress.metadata.annotations.as_ref()?;
+    PREFIXES
+        .iter()
+        .find_map(|prefix| annotations.get(&format!("{prefix}{name}")))
+        .map(|v| v.trim())
+}
+
+/// The Ingress's authenticator: `Ok(None)` when it asks for none, `Err` with the problem
+/// when it asks for one that cannot be given.
+fn ingress_auth(
+    ingress: &Ingress,
+    source: &str,
+) -> Result<Option<std::sync::Arc<Authenticator>>, String> {
+    if let Some(kind) = annotation(ingress, "auth-type") {
+        return Err(format!(
+            "annotation auth-type {kind:?} is not served (users from a Secret); use auth-url, or a file route with [auth.NAME]; its routes answer 500"
+        ));
+    }
+    let Some(url) = annotation(ingress, "auth-url") else {
+        return Ok(None);
+    };
+    let address = url
+        .parse::<http::Uri>()
+        .ok()
+        .filter(|u| u.scheme_str() == Some("http") && u.host().is_some())
+        .ok_or_else(|| {
+            format!("annotation auth-url {url:?} is not an http:// URL; its routes answer 500")
+        })?;
+    let mut response_headers = Vec::new();
+    for name in annotation(ingress, "auth-response-headers")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(header)
+                if !crate::config::validate::auth::GATEWAY_OWNED.contains(&header.as_str()) =>
+            {
+                response_headers.push(header)
+            }
+            _ => {
+                return Err(format!(
+                    "annotation auth-response-headers names {name:?}, not a header an auth service may fill; its routes answer 500"
+                ))
+            }
+        }
+    }
+    Ok(Some(std::sync::Arc::new(Authenticator {
+        name: Name::from(source),
+        kind: AuthKind::Forward(ForwardAuth {
+            address,
+            // What ingress-nginx's auth subrequest carries that an auth service reads.
+            request_headers: vec![http::header::AUTHORIZATION, http::header::COOKIE],
+            response_headers,
+            timeout: std::time::Duration::from_secs(5),
+            signin: annotation(ingress, "auth-signin").map(str::to_string),
+        }),
+        location: Location {
+            path: source.into(),
+            line: 0,
+            column: 0,
+        },
+    })))
+}
 
 pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
     let (namespace, name) = key;
@@ -15,6 +91,17 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
         return;
     };
     let source = format!("ingress/{namespace}/{name}");
+    let auth = match ingress_auth(ingress, &source) {
+        Ok(auth) => auth,
+        Err(problem) => {
+            out.problems
+                .push(format!("ingress {namespace}/{name}: {problem}"));
+            // Never served open: every route of it answers 500.
+            return refuse_all(out, key, ingress, &source);
+        }
+    };
+    let auth_name = auth.as_ref().map(|a| a.name.clone());
+    out.auth.extend(auth);
     for (index, rule) in spec.rules.iter().flatten().enumerate() {
         let rule_name = format!("ingress/{namespace}/{name}/{index}");
         let hosts: Vec<_> = rule.host.iter().map(|h| host_match(h)).collect();
@@ -29,6 +116,7 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
             route.hosts = hosts.clone();
             route.path = path_match;
             route.action = backend_action(out, namespace, name, &path.backend);
+            route.auth = auth_name.clone();
             out.routes.push(Arc::new(route));
         }
     }
@@ -36,6 +124,7 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
         let rule_name = format!("ingress/{namespace}/{name}/default");
         let mut route = empty_route(rule_name, &source, out.next_order());
         route.action = backend_action(out, namespace, name, backend);
+        route.auth = auth_name.clone();
         out.routes.push(Arc::new(route));
     }
     for tls in spec.tls.iter().flatten() {
@@ -60,6 +149,43 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
                 "ingress {namespace}/{name}: secret {namespace}/{secret_name} not found (or not of type kubernetes.io/tls)"
             )),
         }
+    }
+    out.status.ingresses.insert(key.clone());
+}
+
+/// The Ingress's hosts and paths, each answering 500: its authentication could not be
+/// set up, and it is never served without it.
+fn refuse_all(out: &mut Translation<'_>, key: &Key, ingress: &Ingress, source: &str) {
+    let Some(spec) = &ingress.spec else {
+        return;
+    };
+    let (namespace, name) = key;
+    for (index, rule) in spec.rules.iter().flatten().enumerate() {
+        let hosts: Vec<_> = rule.host.iter().map(|h| host_match(h)).collect();
+        for path in rule.http.iter().flat_map(|h| &h.paths) {
+            let value = path.path.as_deref().unwrap_or("/");
+            let mut route = empty_route(
+                format!("ingress/{namespace}/{name}/{index}"),
+                source,
+                out.next_order(),
+            );
+            route.hosts = hosts.clone();
+            route.path = match path.path_type.as_str() {
+                "Exact" => PathMatch::Exact(value.to_string()),
+                _ => prefix(value),
+            };
+            route.action = respond_500("authentication not configured\n");
+            out.routes.push(Arc::new(route));
+        }
+    }
+    if spec.default_backend.is_some() {
+        let mut route = empty_route(
+            format!("ingress/{namespace}/{name}/default"),
+            source,
+            out.next_order(),
+        );
+        route.action = respond_500("authentication not configured\n");
+        out.routes.push(Arc::new(route));
     }
     out.status.ingresses.insert(key.clone());
 }

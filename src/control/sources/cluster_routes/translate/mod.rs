@@ -71,6 +71,8 @@ pub struct ClusterRoutes {
     /// port, so when a reload renames a listener, the names here say which listener
     /// each route and certificate meant until the watches translate again.
     pub listeners: Vec<ListenerFacts>,
+    /// Authenticators from Ingress annotations (`auth-url`), named `ingress/NS/NAME`.
+    pub auth: Vec<Arc<model::Authenticator>>,
 }
 
 impl ClusterRoutes {
@@ -123,6 +125,11 @@ impl ClusterRoutes {
         for upstream in &self.upstreams {
             if config.upstream(&upstream.name).is_none() {
                 config.upstreams.push(upstream.clone());
+            }
+        }
+        for auth in &self.auth {
+            if config.authenticator(&auth.name).is_none() {
+                config.auth.push(auth.clone());
             }
         }
         config
@@ -207,6 +214,7 @@ pub fn translate(
         certificates: Vec::new(),
         status: Status::default(),
         problems: Vec::new(),
+        auth: Vec::new(),
         order: CLUSTER_ORDER_BASE,
     };
     let gateways = match &settings.gateway_class {
@@ -256,6 +264,7 @@ pub fn translate(
         status: out.status,
         problems: out.problems,
         listeners: listeners.to_vec(),
+        auth: out.auth,
     }
 }
 
@@ -268,6 +277,7 @@ struct Translation<'a> {
     certificates: Vec<ClusterCertificate>,
     status: Status,
     problems: Vec<String>,
+    auth: Vec<Arc<model::Authenticator>>,
     order: usize,
 }
 
@@ -304,6 +314,7 @@ fn empty_route(name: String, source: &str, order: usize) -> Route {
         response_headers: HeaderEdits::default(),
         timeout: None,
         max_body_size: None,
+        auth: None,
         // The source object stands where a file route has its line, so `/config`, logs
         // and `route` name the object a person edits.
         location: Location {

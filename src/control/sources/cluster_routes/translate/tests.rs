@@ -7,7 +7,7 @@ use http::{HeaderMap, Method};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::config::model::{HostMatch, KubernetesSettings as Settings, ServicePort};
+use crate::config::model::{AuthKind, HostMatch, KubernetesSettings as Settings, ServicePort};
 use crate::snapshot::router::{RequestFacts, Router};
 
 fn settings() -> Settings {
@@ -618,4 +618,76 @@ fn without_classes_nothing_is_served() {
     };
     let out = translate(&world.0, &none, &listeners());
     assert!(out.routes.is_empty() && out.upstreams.is_empty());
+}
+
+#[test]
+fn ingress_auth_annotations_become_a_forward_authenticator_or_fail_closed() {
+    let backend = json!({"service": {"name": "web", "port": {"number": 80}}});
+    let spec = json!({
+        "ingressClassName": "edgegate",
+        "rules": [{"host": "app.example.com", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": backend}]}}]
+    });
+    let mut world = World::new().ingress("apps", "sso", spec.clone());
+    let annotate = |world: &mut World, name: &str, annotations: Value| {
+        let ingress = world
+            .0
+            .ingresses
+            .get_mut(&key("apps", name))
+            .expect("ingress");
+        ingress.metadata.annotations = serde_json::from_value(annotations).expect("annotations");
+    };
+    annotate(
+        &mut world,
+        "sso",
+        json!({
+            "nginx.ingress.kubernetes.io/auth-url": "http://auth.apps.svc/verify",
+            "nginx.ingress.kubernetes.io/auth-response-headers": "X-User, X-Groups",
+            "nginx.ingress.kubernetes.io/auth-signin": "https://login.example.com/start",
+        }),
+    );
+    world = world.ingress("apps", "basic", spec.clone());
+    annotate(
+        &mut world,
+        "basic",
+        json!({"nginx.ingress.kubernetes.io/auth-type": "basic"}),
+    );
+    world = world.ingress("apps", "bad", spec);
+    annotate(
+        &mut world,
+        "bad",
+        json!({"edgegate.dev/auth-url": "ftp://nope"}),
+    );
+    let out = world.translate();
+    assert_eq!(out.auth.len(), 1);
+    assert_eq!(&*out.auth[0].name, "ingress/apps/sso");
+    let AuthKind::Forward(forward) = &out.auth[0].kind else {
+        panic!("not forward")
+    };
+    assert_eq!(forward.address, "http://auth.apps.svc/verify");
+    assert_eq!(forward.response_headers, ["x-user", "x-groups"]);
+    assert_eq!(
+        forward.signin.as_deref(),
+        Some("https://login.example.com/start")
+    );
+    let by_name = |prefix: &str| {
+        out.routes
+            .iter()
+            .find(|r| r.name.starts_with(prefix))
+            .expect("route")
+            .clone()
+    };
+    assert_eq!(
+        by_name("ingress/apps/sso/").auth.as_deref(),
+        Some("ingress/apps/sso")
+    );
+    for refused in ["ingress/apps/basic/", "ingress/apps/bad/"] {
+        let route = by_name(refused);
+        assert!(
+            matches!(&route.action, Action::Respond(r) if r.status == 500),
+            "{refused}: {:?}",
+            route.action
+        );
+    }
+    assert_eq!(out.problems.len(), 2, "{:?}", out.problems);
 }
