@@ -77,6 +77,25 @@ pub struct GatewaySettings {
     pub access_log: AccessLogTarget,
     /// OTLP span export; `None` exports nothing.
     pub tracing: Option<Tracing>,
+    /// `[gateway.rate_limit_store]`: where `scope = "global"` limits keep their buckets.
+    pub rate_limit_store: Option<RateLimitStore>,
+}
+
+/// The shared store of global rate limits (Redis or a compatible server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitStore {
+    /// `redis://` or `rediss://`, as written (it may carry a password: never logged).
+    pub url: String,
+    pub on_error: OnStoreError,
+}
+
+/// What a global limit does when its store is down or slower than its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Admit the request (availability over the limit).
+    Allow,
+    /// Refuse it with 503.
+    Deny,
 }
 
 /// Where and how spans are exported (`[gateway.tracing]`).
@@ -109,6 +128,7 @@ impl Default for GatewaySettings {
             log_format: LogFormat::Text,
             access_log: AccessLogTarget::Off,
             tracing: None,
+            rate_limit_store: None,
         }
     }
 }
@@ -215,6 +235,8 @@ pub struct Route {
     pub methods: Option<Vec<Method>>,
     pub headers: Vec<(HeaderName, String)>,
     pub query: Vec<(String, String)>,
+    /// Exact cookie values the request must carry (a match, like `headers`).
+    pub cookies: Vec<(String, String)>,
     pub action: Action,
     pub rewrite_prefix: Option<String>,
     /// Replaces the whole path sent upstream (the Gateway API's `ReplaceFullPath`).
@@ -224,7 +246,110 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Largest request body in bytes; `None` is no limit.
     pub max_body_size: Option<u64>,
+    /// Access lists, rate limit and CORS; `None` on a route that uses none of them, so
+    /// such a route pays one check.
+    pub policy: Option<Arc<RoutePolicy>>,
     pub location: Location,
+}
+
+/// A route's traffic policy: what a request must pass before the route's action.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RoutePolicy {
+    /// The client address must be in one of these (empty: no allow list).
+    pub allow: Vec<ipnet::IpNet>,
+    /// Checked before `allow`; a client address in one is refused.
+    pub deny: Vec<ipnet::IpNet>,
+    pub rate_limit: Option<RateLimit>,
+    pub cors: Option<Cors>,
+}
+
+impl RoutePolicy {
+    /// Whether the policy does anything (an empty one is stored as no policy).
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+            && self.deny.is_empty()
+            && self.rate_limit.is_none()
+            && self.cors.is_none()
+    }
+}
+
+/// A token bucket: `burst` tokens, refilled at `requests` per `per`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    pub requests: u64,
+    pub per: Duration,
+    pub burst: u64,
+    pub key: RateLimitKey,
+    pub scope: RateLimitScope,
+}
+
+impl RateLimit {
+    /// The time one token takes to come back, in microseconds (at least 1).
+    pub fn interval_micros(&self) -> u64 {
+        let per = u64::try_from(self.per.as_micros()).unwrap_or(u64::MAX);
+        (per / self.requests.max(1)).max(1)
+    }
+}
+
+/// What a rate limit counts separately.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RateLimitKey {
+    /// The client address (the peer, or the last untrusted X-Forwarded-For hop).
+    Client,
+    /// One bucket for the whole route.
+    Route,
+    /// A request header's value; a request without it counts as the empty value.
+    Header(HeaderName),
+}
+
+/// Where a rate limit's buckets live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateLimitScope {
+    /// In this process.
+    Local,
+    /// In `[gateway.rate_limit_store]`, shared by every gateway using it.
+    Global,
+}
+
+/// Cross-origin resource sharing for a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    pub allow_origins: Vec<OriginMatch>,
+    pub allow_methods: Vec<Method>,
+    /// Lowercase.
+    pub allow_headers: Vec<HeaderName>,
+    pub expose_headers: Vec<HeaderName>,
+    pub allow_credentials: bool,
+    pub max_age: Option<Duration>,
+}
+
+/// One `allow_origins` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginMatch {
+    /// `"*"`: every origin.
+    Any,
+    /// `scheme://host[:port]`, lowercased.
+    Exact(String),
+    /// `https://*.example.com`: the scheme with `://`, and the suffix with its dot.
+    Subdomains { scheme: String, suffix: String },
+}
+
+impl OriginMatch {
+    /// Whether an `Origin` value (compared case-insensitively) is this entry's.
+    pub fn matches(&self, origin: &str) -> bool {
+        match self {
+            OriginMatch::Any => true,
+            OriginMatch::Exact(exact) => exact.eq_ignore_ascii_case(origin),
+            OriginMatch::Subdomains { scheme, suffix } => {
+                let lower = origin.to_ascii_lowercase();
+                lower.strip_prefix(scheme.as_str()).is_some_and(|host| {
+                    host.len() > suffix.len()
+                        && host.ends_with(suffix.as_str())
+                        && !host[..host.len() - suffix.len()].contains(['/', '@'])
+                })
+            }
+        }
+    }
 }
 
 impl Route {

@@ -48,6 +48,10 @@ pub struct RequestContext {
     /// Fields a gate adds to whatever the client receives, an upstream's response or a
     /// local answer (rate-limit headers, CORS).
     pub response_additions: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Traffic policy refused the request (counted when it is recorded).
+    pub refusal: Option<super::policy::Refusal>,
+    /// The rate-limit store failed this request (counted when it is recorded).
+    pub store_error: bool,
     /// Request body bytes seen so far, against the route's `max_body_size`.
     pub body_bytes: u64,
     pub request_id: String,
@@ -111,6 +115,8 @@ impl RequestContext {
             upstream_host: None,
             upstream_additions: Vec::new(),
             response_additions: Vec::new(),
+            refusal: None,
+            store_error: false,
             body_bytes: 0,
             request_id: String::new(),
             trace: TraceContext::default(),

@@ -13,9 +13,12 @@ use super::Incoming;
 
 /// Runs the routed request's gates in order; the first answer ends the request.
 pub async fn run<F: Fields + Sync>(
-    _request: &Incoming<'_, F>,
+    request: &Incoming<'_, F>,
     ctx: &mut RequestContext,
 ) -> Option<LocalAnswer> {
     ctx.route.as_ref()?;
+    if let Some(answer) = super::policy::run(request, ctx).await {
+        return Some(answer);
+    }
     None
 }

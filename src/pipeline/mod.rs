@@ -28,6 +28,7 @@ pub mod gates;
 pub mod headers;
 pub mod http_path;
 pub mod hygiene;
+pub mod policy;
 pub mod serving;
 pub mod trace;
 

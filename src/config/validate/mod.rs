@@ -6,6 +6,7 @@
 
 mod gateway;
 mod kubernetes;
+mod policy;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -41,6 +42,7 @@ pub fn load(source: &SourceFile) -> Result<Loaded, Diagnostics> {
         source,
         base_dir: source.base_dir(),
         diagnostics: Vec::new(),
+        has_rate_limit_store: false,
     };
     let raw: raw::Config = match toml::from_str(&source.text) {
         Ok(raw) => raw,
@@ -76,6 +78,8 @@ struct Checker<'a> {
     source: &'a SourceFile,
     base_dir: PathBuf,
     diagnostics: Vec<Diagnostic>,
+    /// `[gateway.rate_limit_store]` is configured: `scope = "global"` limits may be used.
+    has_rate_limit_store: bool,
 }
 
 impl Checker<'_> {
@@ -219,6 +223,7 @@ impl Checker<'_> {
 
     fn config(&mut self, raw: raw::Config) -> model::Config {
         let gateway = self.gateway(raw.gateway.unwrap_or_default());
+        self.has_rate_limit_store = gateway.rate_limit_store.is_some();
         let admin = self.admin(raw.admin);
         let listeners = self.listeners(raw.listeners);
         let upstreams = self.upstreams(raw.upstreams);

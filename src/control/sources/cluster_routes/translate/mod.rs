@@ -250,6 +250,7 @@ fn empty_route(name: String, source: &str, order: usize) -> Route {
         path: PathMatch::Prefix("/".to_string()),
         methods: None,
         headers: Vec::new(),
+        cookies: Vec::new(),
         query: Vec::new(),
         action: respond_500("no backend\n"),
         rewrite_prefix: None,
@@ -258,6 +259,7 @@ fn empty_route(name: String, source: &str, order: usize) -> Route {
         response_headers: HeaderEdits::default(),
         timeout: None,
         max_body_size: None,
+        policy: None,
         // The source object stands where a file route has its line, so `/config`, logs
         // and `route` name the object a person edits.
         location: Location {
