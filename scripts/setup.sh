@@ -6,6 +6,8 @@
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
+# The global rate limit tests start their own redis-server on a free loopback port.
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
