@@ -1,5 +1,7 @@
 //! Ingresses of our class -> routes on every listener, and their TLS Secrets ->
-//! certificates on every TLS listener. Annotations are not read (docs/kubernetes-routes.md).
+//! certificates on every TLS listener. The ingress-nginx annotations edgegate serves
+//! (access lists, rate limits, CORS, body size) apply to every route of the Ingress;
+//! the others are reported.
 
 use std::sync::Arc;
 
@@ -15,6 +17,19 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
         return;
     };
     let source = format!("ingress/{namespace}/{name}");
+    let annotations = super::annotations::read(ingress.metadata.annotations.as_ref());
+    for problem in annotations.unserved.iter().chain(&annotations.invalid) {
+        out.problems
+            .push(format!("ingress {namespace}/{name}: {problem}"));
+    }
+    let policy = annotations.policy.map(Arc::new);
+    let apply = |route: &mut crate::config::model::Route| {
+        route.policy = policy.clone();
+        route.max_body_size = annotations.max_body_size;
+        if !annotations.invalid.is_empty() {
+            route.action = respond_500("invalid annotation\n");
+        }
+    };
     for (index, rule) in spec.rules.iter().flatten().enumerate() {
         let rule_name = format!("ingress/{namespace}/{name}/{index}");
         let hosts: Vec<_> = rule.host.iter().map(|h| host_match(h)).collect();
@@ -29,6 +44,7 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
             route.hosts = hosts.clone();
             route.path = path_match;
             route.action = backend_action(out, namespace, name, &path.backend);
+            apply(&mut route);
             out.routes.push(Arc::new(route));
         }
     }
@@ -36,6 +52,7 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
         let rule_name = format!("ingress/{namespace}/{name}/default");
         let mut route = empty_route(rule_name, &source, out.next_order());
         route.action = backend_action(out, namespace, name, backend);
+        apply(&mut route);
         out.routes.push(Arc::new(route));
     }
     for tls in spec.tls.iter().flatten() {

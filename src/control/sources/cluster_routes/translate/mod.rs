@@ -6,6 +6,7 @@
 //! so among otherwise equal routes the file's always come first, and
 //! cluster objects follow one another by creation time, then namespace and name.
 
+mod annotations;
 mod backends;
 mod hostnames;
 mod httproute;
