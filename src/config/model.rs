@@ -498,6 +498,15 @@ pub struct Upstream {
     pub retry_budget: f64,
     /// The key `Balance::Hash` hashes; kept (and ignored) for other balancers.
     pub hash_on: HashOn,
+    /// Cookie affinity: a client that carries the cookie returns to its member.
+    pub affinity: Option<Affinity>,
+}
+
+/// `affinity = { cookie, max_age }` on an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affinity {
+    pub cookie: String,
+    pub max_age: Duration,
 }
 
 impl Upstream {

@@ -212,6 +212,15 @@ pub struct Upstream {
     /// A share of live requests, `"20%"`.
     pub retry_budget: Option<Text>,
     pub hash_on: Option<Spanned<HashOn>>,
+    pub affinity: Option<Spanned<Affinity>>,
+}
+
+/// `affinity = { cookie = "NAME", max_age = "1h" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Affinity {
+    pub cookie: Text,
+    pub max_age: Option<Text>,
 }
 
 /// What `balance = "hash"` hashes: `"client_address"`, `{ header = "x-user" }` or

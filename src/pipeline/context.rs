@@ -48,6 +48,8 @@ pub struct RequestContext {
     /// Fields a gate adds to whatever the client receives, an upstream's response or a
     /// local answer (rate-limit headers, CORS).
     pub response_additions: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The member key the request's affinity cookie names (upstreams with `affinity`).
+    pub affinity: Option<String>,
     /// Traffic policy refused the request (counted when it is recorded).
     pub refusal: Option<super::policy::Refusal>,
     /// The rate-limit store failed this request (counted when it is recorded).
@@ -115,6 +117,7 @@ impl RequestContext {
             upstream_host: None,
             upstream_additions: Vec::new(),
             response_additions: Vec::new(),
+            affinity: None,
             refusal: None,
             store_error: false,
             body_bytes: 0,

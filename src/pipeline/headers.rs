@@ -246,6 +246,13 @@ impl ResponseHeaders<'_> {
         for (name, value) in &self.ctx.response_additions {
             sink.put(name.as_str().as_bytes(), value.as_bytes());
         }
+        if let (Some(pool), Some(endpoint)) = (&self.ctx.pool, self.ctx.endpoint) {
+            if pool.upstream.affinity.is_some() {
+                if let Some(cookie) = pool.affinity_cookie(endpoint, self.ctx.affinity.as_deref()) {
+                    sink.put(b"set-cookie", cookie.as_bytes());
+                }
+            }
+        }
         if let Some(edits) = self.edits() {
             for (name, value) in edits.set.iter().chain(&edits.add) {
                 sink.put(name.as_str().as_bytes(), value.as_bytes());

@@ -329,5 +329,14 @@ fn limits<'a, F: Fields>(
     ctx.hash_key = forwarded::hash_key(&pool.upstream.hash_on, request.peer, |name| {
         request.fields.first(name)
     });
+    if let Some(affinity) = &pool.upstream.affinity {
+        ctx.affinity = request
+            .fields
+            .each()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
+            .find_map(|(_, field)| forwarded::cookie(field, &affinity.cookie))
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned);
+    }
     Flow::Next
 }

@@ -331,3 +331,51 @@ async fn two_gateways_share_one_global_limit_and_follow_on_error_when_the_store_
         assert!(errors.unwrap_or(0.0) >= 1.0, "{errors:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn affinity_cookies_return_clients_to_their_member_on_every_protocol() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let edge = start(&format!(
+        "[[routes]]\nname = \"app\"\nupstream = \"app\"\n\n\
+         [upstreams.app]\nendpoints = [\"{}\", \"{}\"]\n\
+         affinity = {{ cookie = \"edge-app\", max_age = \"1h\" }}\n",
+        a.addr, b.addr
+    ));
+    for proto in EVERY {
+        let first = edge.get(proto, "/", &[]).await;
+        assert_eq!(first.status(), 200, "{proto:?}");
+        let member = first.headers()["x-upstream"]
+            .to_str()
+            .expect("name")
+            .to_string();
+        let cookie = first.headers()["set-cookie"]
+            .to_str()
+            .expect("cookie")
+            .to_string();
+        assert!(cookie.starts_with("edge-app="), "{proto:?}: {cookie}");
+        for attribute in ["Path=/", "Max-Age=3600", "HttpOnly", "SameSite=Lax"] {
+            assert!(cookie.contains(attribute), "{proto:?}: {cookie}");
+        }
+        let pair = cookie.split(';').next().expect("pair").to_string();
+        // Round robin alone would alternate; the cookie keeps the member.
+        for _ in 0..4 {
+            let again = edge.get(proto, "/", &[("cookie", &pair)]).await;
+            assert_eq!(again.headers()["x-upstream"], member.as_str(), "{proto:?}");
+            assert!(
+                !again.headers().contains_key("set-cookie"),
+                "{proto:?}: the cookie is set once"
+            );
+        }
+        // A cookie naming no member in rotation is replaced.
+        let stale = edge.get(proto, "/", &[("cookie", "edge-app=gone")]).await;
+        assert_eq!(stale.status(), 200, "{proto:?}");
+        assert!(
+            stale.headers()["set-cookie"]
+                .to_str()
+                .expect("cookie")
+                .starts_with("edge-app="),
+            "{proto:?}"
+        );
+    }
+}

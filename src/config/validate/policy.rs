@@ -269,6 +269,24 @@ impl Checker<'_> {
         ok.then_some(Action::Weighted(out))
     }
 
+    pub(super) fn affinity(&mut self, raw: raw::Affinity) -> Option<Affinity> {
+        let max_age =
+            self.positive_duration(raw.max_age.as_ref(), Duration::from_secs(3600), "max_age");
+        let name = raw.cookie.get_ref();
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(token) {
+            self.error(
+                &raw.cookie.span(),
+                format!("invalid affinity cookie name {name:?}"),
+            );
+            return None;
+        }
+        Some(Affinity {
+            cookie: name.clone(),
+            max_age,
+        })
+    }
+
     pub(super) fn rate_limit_store(&mut self, raw: raw::RateLimitStore) -> Option<RateLimitStore> {
         let on_error = self.one_of(
             raw.on_error.as_ref(),

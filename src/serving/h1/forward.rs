@@ -198,7 +198,9 @@ pub async fn proxy<C: ClientIo>(
     let mut fresh = false;
     let _in_flight = pool.start_request();
     loop {
-        let Some(member) = pool.select(&ctx.tried, ctx.hash_key) else {
+        let Some(member) =
+            pool.select_preferring(&ctx.tried, ctx.hash_key, ctx.affinity.as_deref())
+        else {
             let failure = LocalAnswer::failure(FailureKind::NoHealthyEndpoint);
             return answer(client, buffers, ctx, meta, &failure).await;
         };

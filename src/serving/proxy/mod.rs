@@ -162,7 +162,9 @@ impl ProxyHttp for PingoraAdapter {
             .pool
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool chosen"))?;
-        let Some(member) = pool.select(&ctx.tried, ctx.hash_key) else {
+        let Some(member) =
+            pool.select_preferring(&ctx.tried, ctx.hash_key, ctx.affinity.as_deref())
+        else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 "no healthy endpoint",
