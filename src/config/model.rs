@@ -249,7 +249,41 @@ pub struct Route {
     /// Access lists, rate limit and CORS; `None` on a route that uses none of them, so
     /// such a route pays one check.
     pub policy: Option<Arc<RoutePolicy>>,
+    /// Response compression; `None` leaves bodies as the upstream sent them.
+    pub compress: Option<Compress>,
     pub location: Location,
+}
+
+/// `compress` on a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compress {
+    /// The codings offered, in no particular order (the client's preference decides).
+    pub algorithms: Vec<Encoding>,
+    /// Bodies shorter than this (by `Content-Length`, where known) are sent as they are.
+    pub min_size: u64,
+}
+
+impl Compress {
+    pub const DEFAULT_MIN_SIZE: u64 = 1024;
+}
+
+/// A content coding the gateway can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Zstd,
+    Br,
+    Gzip,
+}
+
+impl Encoding {
+    /// The `Content-Encoding` token.
+    pub fn token(self) -> &'static str {
+        match self {
+            Encoding::Zstd => "zstd",
+            Encoding::Br => "br",
+            Encoding::Gzip => "gzip",
+        }
+    }
 }
 
 /// A route's traffic policy: what a request must pass before the route's action.

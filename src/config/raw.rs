@@ -133,6 +133,8 @@ pub struct Route {
     pub deny: Option<Vec<Text>>,
     pub rate_limit: Option<Spanned<RateLimit>>,
     pub cors: Option<Spanned<Cors>>,
+    /// `true`, or `{ algorithms = [...], min_size = "1KiB" }`.
+    pub compress: Option<Spanned<toml::Value>>,
 }
 
 /// One of a route's weighted `backends`.

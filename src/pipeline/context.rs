@@ -50,6 +50,13 @@ pub struct RequestContext {
     pub response_additions: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The member key the request's affinity cookie names (upstreams with `affinity`).
     pub affinity: Option<String>,
+    /// The coding the client accepts, on a route with `compress` (the response decides
+    /// whether it is used).
+    pub compression: Option<crate::config::model::Encoding>,
+    /// The coding the answer was sent in (counted when the request is recorded).
+    pub compressed: Option<crate::config::model::Encoding>,
+    /// The response body's encoder (pingora's path), when the answer is compressed.
+    pub encoder: Option<super::compress::Encoder>,
     /// Traffic policy refused the request (counted when it is recorded).
     pub refusal: Option<super::policy::Refusal>,
     /// The rate-limit store failed this request (counted when it is recorded).
@@ -118,6 +125,9 @@ impl RequestContext {
             upstream_additions: Vec::new(),
             response_additions: Vec::new(),
             affinity: None,
+            compression: None,
+            encoder: None,
+            compressed: None,
             refusal: None,
             store_error: false,
             body_bytes: 0,

@@ -20,6 +20,7 @@
 //! additions, which the header plans and local answers write on every path.
 
 pub mod answer;
+pub mod compress;
 pub mod context;
 pub mod fields;
 pub mod forwarded;
@@ -329,6 +330,15 @@ fn limits<'a, F: Fields>(
     ctx.hash_key = forwarded::hash_key(&pool.upstream.hash_on, request.peer, |name| {
         request.fields.first(name)
     });
+    if let Some(compress) = ctx.route.as_ref().and_then(|r| r.compress.as_ref()) {
+        // A range is a slice of the identity body: never encoded.
+        if request.fields.first("range").is_none() {
+            ctx.compression = compress::choose(
+                request.fields.first("accept-encoding"),
+                &compress.algorithms,
+            );
+        }
+    }
     if let Some(affinity) = &pool.upstream.affinity {
         ctx.affinity = request
             .fields

@@ -142,6 +142,12 @@ impl Core {
             }
             None => {}
         }
+        if let Some(encoding) = ctx.compressed {
+            self.metrics
+                .compressed_responses
+                .with_label_values(&[route, encoding.token()])
+                .inc();
+        }
         if ctx.store_error {
             self.metrics.rate_limit_store_errors.inc();
         }

@@ -302,6 +302,7 @@ fn a_bodyless_response_carries_no_length() {
         ResponseHeaders {
             ctx: &ctx,
             status,
+            encoding: None,
             keep_framing,
         }
         .write(&upstream, &mut out);

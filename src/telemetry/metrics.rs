@@ -155,6 +155,8 @@ pub struct Metrics {
     /// `edgegate_rate_limit_store_errors_total`: global limit checks the store did not
     /// answer in time (each followed `on_error`).
     pub rate_limit_store_errors: IntCounter,
+    /// `edgegate_compressed_responses_total{route,encoding}`: answers the gateway encoded.
+    pub compressed_responses: IntCounterVec,
     /// Every collector above, for [`Metrics::describe`].
     collectors: Vec<Arc<dyn Collector>>,
 }
@@ -365,6 +367,14 @@ impl Metrics {
             "Global rate limit checks the store did not answer within its budget.",
         )
         .expect("valid metric");
+        let compressed_responses = IntCounterVec::new(
+            Opts::new(
+                "edgegate_compressed_responses_total",
+                "Responses the gateway compressed, by coding.",
+            ),
+            &["route", "encoding"],
+        )
+        .expect("valid metric");
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -393,6 +403,7 @@ impl Metrics {
             Box::new(access_denied.clone()),
             Box::new(rate_limited.clone()),
             Box::new(rate_limit_store_errors.clone()),
+            Box::new(compressed_responses.clone()),
         ];
         let collectors: Vec<Arc<dyn Collector>> = collectors.into_iter().map(Arc::from).collect();
         for collector in &collectors {
@@ -435,6 +446,7 @@ impl Metrics {
             access_denied,
             rate_limited,
             rate_limit_store_errors,
+            compressed_responses,
             collectors,
         }
     }
@@ -524,6 +536,7 @@ impl Metrics {
         forget(&self.response_bytes, &["route"], &known);
         forget(&self.access_denied, &["route"], &known);
         forget(&self.rate_limited, &["route"], &known);
+        forget(&self.compressed_responses, &["route", "encoding"], &known);
         forget(&self.upstream_duration, &["upstream"], &known);
         forget(&self.tls_handshakes, &["listener", "result"], &known);
     }

@@ -379,3 +379,94 @@ async fn affinity_cookies_return_clients_to_their_member_on_every_protocol() {
         );
     }
 }
+
+/// Decodes a body in `encoding` (`zstd`, `br` or `gzip`).
+fn decode(encoding: &str, bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    match encoding {
+        "gzip" => flate2::read::GzDecoder::new(bytes).read_to_end(&mut out),
+        "br" => brotli::Decompressor::new(bytes, 4096).read_to_end(&mut out),
+        "zstd" => zstd::stream::read::Decoder::new(bytes)
+            .expect("decoder")
+            .read_to_end(&mut out),
+        other => panic!("unexpected encoding {other}"),
+    }
+    .expect("decodes");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_answers_decode_byte_exact_for_every_codec_on_every_protocol() {
+    let upstream = Upstream::start("app").await;
+    let edge = start(&format!(
+        "[[routes]]\nname = \"app\"\nupstream = \"app\"\ncompress = true\n\n\
+         [upstreams.app]\nendpoints = [\"{}\"]\n",
+        upstream.addr
+    ));
+    let body: Vec<u8> = (0..2_000u32)
+        .flat_map(|i| format!("{{\"item\":{i},\"name\":\"thing\"}},").into_bytes())
+        .collect();
+    let post = |proto: Proto, accept: &str, extra: Option<(&str, &str)>, body: Vec<u8>| {
+        let mut request = edge
+            .client(proto)
+            .post(edge.url(proto, "/echo"))
+            .header("accept-encoding", accept)
+            .body(body);
+        if let Some((k, v)) = extra {
+            request = request.header(k, v);
+        }
+        request.send()
+    };
+    for proto in EVERY {
+        for (accept, expected) in [
+            ("gzip, br, zstd", "zstd"),
+            ("gzip, br", "br"),
+            ("br;q=0.5, gzip", "gzip"),
+        ] {
+            let response = post(proto, accept, None, body.clone()).await.expect("post");
+            assert_eq!(response.status(), 200, "{proto:?}");
+            let h = response.headers().clone();
+            assert_eq!(h["content-encoding"], expected, "{proto:?} {accept}");
+            assert!(!h.contains_key("content-length"), "{proto:?}: {h:?}");
+            assert!(
+                h.get_all("vary").iter().any(|v| v == "accept-encoding"),
+                "{proto:?}"
+            );
+            let encoded = response.bytes().await.expect("body");
+            assert!(encoded.len() < body.len() / 4, "{proto:?} {expected}");
+            assert!(decode(expected, &encoded) == body, "{proto:?} {expected}");
+        }
+        // Never for a range, a client that accepts none, or a small body.
+        let ranged = post(proto, "gzip", Some(("range", "bytes=0-9")), body.clone())
+            .await
+            .expect("post");
+        assert!(
+            !ranged.headers().contains_key("content-encoding"),
+            "{proto:?}"
+        );
+        let identity = post(proto, "identity", None, body.clone())
+            .await
+            .expect("post");
+        assert!(!identity.headers().contains_key("content-encoding"));
+        assert!(identity.bytes().await.expect("body") == body);
+        let small = post(proto, "gzip", None, b"{}".to_vec())
+            .await
+            .expect("post");
+        assert!(
+            !small.headers().contains_key("content-encoding"),
+            "{proto:?}"
+        );
+        assert_eq!(small.bytes().await.expect("body"), &b"{}"[..]);
+    }
+    let metrics = edge.gw.metrics_text().await;
+    for encoding in ["zstd", "br", "gzip"] {
+        let sample =
+            format!("edgegate_compressed_responses_total{{encoding=\"{encoding}\",route=\"app\"}}");
+        assert_eq!(
+            crate::support::gateway::metric_value(&metrics, &sample),
+            Some(EVERY.len() as f64),
+            "{sample}: {metrics}"
+        );
+    }
+}

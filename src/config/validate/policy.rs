@@ -269,6 +269,67 @@ impl Checker<'_> {
         ok.then_some(Action::Weighted(out))
     }
 
+    pub(super) fn compress(&mut self, raw: Spanned<toml::Value>) -> Option<Compress> {
+        let span = raw.span();
+        let all = vec![Encoding::Zstd, Encoding::Br, Encoding::Gzip];
+        let expected = "invalid compress: expected true, false or { algorithms = [\"zstd\", \"br\", \"gzip\"], min_size = \"1KiB\" }";
+        match raw.into_inner() {
+            toml::Value::Boolean(false) => None,
+            toml::Value::Boolean(true) => Some(Compress {
+                algorithms: all,
+                min_size: Compress::DEFAULT_MIN_SIZE,
+            }),
+            toml::Value::Table(table) => {
+                let mut out = Compress {
+                    algorithms: all,
+                    min_size: Compress::DEFAULT_MIN_SIZE,
+                };
+                for (key, value) in table {
+                    match (key.as_str(), value) {
+                        ("algorithms", toml::Value::Array(items)) => {
+                            let mut algorithms = Vec::new();
+                            for item in items {
+                                match item.as_str() {
+                                    Some("zstd") => algorithms.push(Encoding::Zstd),
+                                    Some("br") => algorithms.push(Encoding::Br),
+                                    Some("gzip") => algorithms.push(Encoding::Gzip),
+                                    _ => {
+                                        self.error(&span, format!("unknown compress algorithm {item}: expected \"zstd\", \"br\" or \"gzip\""));
+                                        return None;
+                                    }
+                                }
+                            }
+                            if algorithms.is_empty() {
+                                self.error(&span, "compress algorithms must not be empty");
+                                return None;
+                            }
+                            out.algorithms = algorithms;
+                        }
+                        ("min_size", toml::Value::String(size)) => match parse_size(&size) {
+                            Ok(bytes) => out.min_size = bytes,
+                            Err(problem) => {
+                                self.error(
+                                    &span,
+                                    format!("invalid compress min_size {size:?}: {problem}"),
+                                );
+                                return None;
+                            }
+                        },
+                        _ => {
+                            self.error(&span, expected);
+                            return None;
+                        }
+                    }
+                }
+                Some(out)
+            }
+            _ => {
+                self.error(&span, expected);
+                None
+            }
+        }
+    }
+
     pub(super) fn affinity(&mut self, raw: raw::Affinity) -> Option<Affinity> {
         let max_age =
             self.positive_duration(raw.max_age.as_ref(), Duration::from_secs(3600), "max_age");

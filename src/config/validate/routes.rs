@@ -174,6 +174,7 @@ impl Checker<'_> {
             ),
         };
         let policy = self.policy(raw.allow, raw.deny, raw.rate_limit, raw.cors);
+        let compress = raw.compress.and_then(|c| self.compress(c));
         let rewrite_prefix = raw.rewrite_prefix.and_then(|r| {
             if !matches!(path, Some(PathMatch::Prefix(_))) {
                 self.error(&r.span(), "rewrite_prefix needs path_prefix");
@@ -212,6 +213,7 @@ impl Checker<'_> {
             timeout,
             max_body_size,
             policy,
+            compress,
             location,
         })
     }

@@ -261,6 +261,7 @@ fn empty_route(name: String, source: &str, order: usize) -> Route {
         timeout: None,
         max_body_size: None,
         policy: None,
+        compress: None,
         // The source object stands where a file route has its line, so `/config`, logs
         // and `route` name the object a person edits.
         location: Location {
