@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 
 use crate::config::model::{
-    Cors, OriginMatch, RateLimit, RateLimitKey, RateLimitScope, RoutePolicy,
+    Compress, Cors, Encoding, OriginMatch, RateLimit, RateLimitKey, RateLimitScope, RoutePolicy,
 };
 
 const PREFIXES: [&str; 2] = ["nginx.ingress.kubernetes.io/", "edgegate.dev/"];
@@ -21,6 +21,8 @@ pub struct IngressPolicy {
     pub policy: Option<RoutePolicy>,
     /// `proxy-body-size` in bytes (`0`, or none given: no limit).
     pub max_body_size: Option<u64>,
+    /// `enable-compression: "true"`: `compress = true`.
+    pub compress: Option<Compress>,
     /// Values that could not be read: the routes answer 500.
     pub invalid: Vec<String>,
     /// Annotations under our prefixes that are not served.
@@ -126,6 +128,16 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> IngressPolicy {
                     ));
                 }
             }
+            "enable-compression" => match value {
+                "true" => {
+                    out.compress = Some(Compress {
+                        algorithms: vec![Encoding::Zstd, Encoding::Br, Encoding::Gzip],
+                        min_size: Compress::DEFAULT_MIN_SIZE,
+                    })
+                }
+                "false" => {}
+                _ => bad(name, value, "expected \"true\" or \"false\""),
+            },
             "proxy-body-size" => match nginx_size(value) {
                 Some(0) => out.max_body_size = None,
                 Some(size) => out.max_body_size = Some(size),
@@ -262,6 +274,7 @@ mod tests {
                 "https://app.example.com, https://*.example.org",
             ),
             ("proxy-body-size", "8m"),
+            ("enable-compression", "true"),
         ]);
         assert!(out.invalid.is_empty() && out.unserved.is_empty(), "{out:?}");
         let policy = out.policy.expect("policy");
@@ -278,6 +291,7 @@ mod tests {
             Some(Duration::from_secs(DEFAULT_CORS_MAX_AGE))
         );
         assert_eq!(out.max_body_size, Some(8 << 20));
+        assert_eq!(out.compress.expect("compress").min_size, 1024);
     }
 
     #[test]

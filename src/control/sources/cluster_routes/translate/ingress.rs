@@ -26,6 +26,7 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
     let apply = |route: &mut crate::config::model::Route| {
         route.policy = policy.clone();
         route.max_body_size = annotations.max_body_size;
+        route.compress = annotations.compress.clone();
         if !annotations.invalid.is_empty() {
             route.action = respond_500("invalid annotation\n");
         }
