@@ -87,6 +87,12 @@ pub struct RateLimitStore {
     /// `redis://` or `rediss://`, as written (it may carry a password: never logged).
     pub url: String,
     pub on_error: OnStoreError,
+    /// The most a request waits on the store.
+    pub timeout: Duration,
+}
+
+impl RateLimitStore {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 }
 
 /// What a global limit does when its store is down or slower than its budget.

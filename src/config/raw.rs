@@ -54,6 +54,7 @@ pub struct GatewaySettings {
 pub struct RateLimitStore {
     pub url: Text,
     pub on_error: Option<Text>,
+    pub timeout: Option<Text>,
 }
 
 /// `[gateway.tracing]`.

@@ -279,7 +279,7 @@ fn global_gateway(upstream: &Upstream, port: u16, on_error: &str) -> Gateway {
     Gateway::start(&crate::config(
         &["web"],
         &format!(
-            "[gateway.rate_limit_store]\nurl = \"redis://127.0.0.1:{port}/0\"\non_error = \"{on_error}\"\n\n\
+            "[gateway.rate_limit_store]\nurl = \"redis://127.0.0.1:{port}/0\"\non_error = \"{on_error}\"\ntimeout = \"2s\"\n\n\
              [[routes]]\nname = \"api\"\nupstream = \"app\"\n\
              rate_limit = {{ requests = 1, per = \"1h\", burst = 4, key = \"route\", scope = \"global\" }}\n\n\
              [upstreams.app]\nendpoints = [\"{}\"]\n",

@@ -367,9 +367,15 @@ impl Checker<'_> {
             );
             return None;
         }
+        let timeout = self.positive_duration(
+            raw.timeout.as_ref(),
+            RateLimitStore::DEFAULT_TIMEOUT,
+            "timeout",
+        );
         Some(RateLimitStore {
             url: url.to_string(),
             on_error,
+            timeout,
         })
     }
 }

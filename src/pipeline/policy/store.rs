@@ -2,7 +2,7 @@
 //! through the `redis` crate's connection manager, which reconnects by itself. Each
 //! request is one script call that reads, decides and writes its bucket atomically (the
 //! same GCRA as the local buckets, on the store's own clock, so every gateway process
-//! shares one time line). A call gets [`BUDGET`]; past it, or with the store down, the
+//! shares one time line). A call gets the store's `timeout` (50 ms unless set); past it, or with the store down, the
 //! request follows `on_error` and never waits longer.
 
 use std::sync::OnceLock;
@@ -13,9 +13,6 @@ use redis::aio::ConnectionManager;
 use crate::config::model::RateLimitStore;
 
 use super::bucket::Verdict;
-
-/// The most a request waits on the store.
-pub const BUDGET: Duration = Duration::from_millis(50);
 
 /// KEYS[1]: the bucket; ARGV[1]: the interval in microseconds; ARGV[2]: the burst.
 /// Returns admitted (0/1), remaining, retry-after and reset (microseconds).
@@ -68,8 +65,8 @@ impl Store {
     fn manager(&self) -> Result<ConnectionManager, StoreError> {
         let made = self.manager.get_or_init(|| {
             let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(BUDGET))
-                .set_response_timeout(Some(BUDGET))
+                .set_connection_timeout(Some(self.settings.timeout))
+                .set_response_timeout(Some(self.settings.timeout))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_millis(500));
             ConnectionManager::new_lazy_with_config(self.client.clone(), config)
@@ -78,14 +75,15 @@ impl Store {
         made.clone().map_err(StoreError)
     }
 
-    /// One request against the bucket `key`, within [`BUDGET`].
+    /// One request against the bucket `key`, within the store's `timeout`.
     pub async fn check(&self, key: &str, interval: u64, burst: u64) -> Result<Verdict, StoreError> {
         let mut manager = self.manager()?;
         let mut call = self.script.key(key);
         call.arg(interval).arg(burst);
-        let answer = tokio::time::timeout(BUDGET, call.invoke_async::<Vec<i64>>(&mut manager))
+        let budget = self.settings.timeout;
+        let answer = tokio::time::timeout(budget, call.invoke_async::<Vec<i64>>(&mut manager))
             .await
-            .map_err(|_| StoreError(format!("no answer within {BUDGET:?}")))?
+            .map_err(|_| StoreError(format!("no answer within {budget:?}")))?
             .map_err(|e| StoreError(e.to_string()))?;
         let [admitted, remaining, retry_after, reset] = answer[..] else {
             return Err(StoreError(format!("unexpected answer {answer:?}")));
