@@ -156,6 +156,31 @@ pub struct GatewaySettings {
     pub access_log: AccessLogTarget,
     /// OTLP span export; `None` exports nothing.
     pub tracing: Option<Tracing>,
+    /// `[gateway.rate_limit_store]`: where `scope = "global"` limits keep their buckets.
+    pub rate_limit_store: Option<RateLimitStore>,
+}
+
+/// The shared store of global rate limits (Redis or a compatible server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitStore {
+    /// `redis://` or `rediss://`, as written (it may carry a password: never logged).
+    pub url: String,
+    pub on_error: OnStoreError,
+    /// The most a request waits on the store.
+    pub timeout: Duration,
+}
+
+impl RateLimitStore {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+}
+
+/// What a global limit does when its store is down or slower than its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Admit the request (availability over the limit).
+    Allow,
+    /// Refuse it with 503.
+    Deny,
 }
 
 /// Where and how spans are exported (`[gateway.tracing]`).
@@ -188,6 +213,7 @@ impl Default for GatewaySettings {
             log_format: LogFormat::Text,
             access_log: AccessLogTarget::Off,
             tracing: None,
+            rate_limit_store: None,
         }
     }
 }
@@ -296,6 +322,8 @@ pub struct Route {
     pub methods: Option<Vec<Method>>,
     pub headers: Vec<(HeaderName, String)>,
     pub query: Vec<(String, String)>,
+    /// Exact cookie values the request must carry (a match, like `headers`).
+    pub cookies: Vec<(String, String)>,
     pub action: Action,
     pub rewrite_prefix: Option<String>,
     /// Replaces the whole path sent upstream (the Gateway API's `ReplaceFullPath`).
@@ -307,7 +335,144 @@ pub struct Route {
     pub max_body_size: Option<u64>,
     /// The `[auth.NAME]` every request on the route must pass.
     pub auth: Option<Name>,
+    /// Access lists, rate limit and CORS; `None` on a route that uses none of them, so
+    /// such a route pays one check.
+    pub policy: Option<Arc<RoutePolicy>>,
+    /// Response compression; `None` leaves bodies as the upstream sent them.
+    pub compress: Option<Compress>,
     pub location: Location,
+}
+
+/// `compress` on a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compress {
+    /// The codings offered, in no particular order (the client's preference decides).
+    pub algorithms: Vec<Encoding>,
+    /// Bodies shorter than this (by `Content-Length`, where known) are sent as they are.
+    pub min_size: u64,
+}
+
+impl Compress {
+    pub const DEFAULT_MIN_SIZE: u64 = 1024;
+}
+
+/// A content coding the gateway can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Zstd,
+    Br,
+    Gzip,
+}
+
+impl Encoding {
+    /// The `Content-Encoding` token.
+    pub fn token(self) -> &'static str {
+        match self {
+            Encoding::Zstd => "zstd",
+            Encoding::Br => "br",
+            Encoding::Gzip => "gzip",
+        }
+    }
+}
+
+/// A route's traffic policy: what a request must pass before the route's action.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RoutePolicy {
+    /// The client address must be in one of these (empty: no allow list).
+    pub allow: Vec<ipnet::IpNet>,
+    /// Checked before `allow`; a client address in one is refused.
+    pub deny: Vec<ipnet::IpNet>,
+    pub rate_limit: Option<RateLimit>,
+    pub cors: Option<Cors>,
+}
+
+impl RoutePolicy {
+    /// Whether the policy does anything (an empty one is stored as no policy).
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+            && self.deny.is_empty()
+            && self.rate_limit.is_none()
+            && self.cors.is_none()
+    }
+}
+
+/// A token bucket: `burst` tokens, refilled at `requests` per `per`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    pub requests: u64,
+    pub per: Duration,
+    pub burst: u64,
+    pub key: RateLimitKey,
+    pub scope: RateLimitScope,
+}
+
+impl RateLimit {
+    /// The time one token takes to come back, in microseconds (at least 1).
+    pub fn interval_micros(&self) -> u64 {
+        let per = u64::try_from(self.per.as_micros()).unwrap_or(u64::MAX);
+        (per / self.requests.max(1)).max(1)
+    }
+}
+
+/// What a rate limit counts separately.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RateLimitKey {
+    /// The client address (the peer, or the last untrusted X-Forwarded-For hop).
+    Client,
+    /// One bucket for the whole route.
+    Route,
+    /// A request header's value; a request without it counts as the empty value.
+    Header(HeaderName),
+}
+
+/// Where a rate limit's buckets live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateLimitScope {
+    /// In this process.
+    Local,
+    /// In `[gateway.rate_limit_store]`, shared by every gateway using it.
+    Global,
+}
+
+/// Cross-origin resource sharing for a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    pub allow_origins: Vec<OriginMatch>,
+    pub allow_methods: Vec<Method>,
+    /// Lowercase.
+    pub allow_headers: Vec<HeaderName>,
+    pub expose_headers: Vec<HeaderName>,
+    pub allow_credentials: bool,
+    pub max_age: Option<Duration>,
+}
+
+/// One `allow_origins` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginMatch {
+    /// `"*"`: every origin.
+    Any,
+    /// `scheme://host[:port]`, lowercased.
+    Exact(String),
+    /// `https://*.example.com`: the scheme with `://`, and the suffix with its dot.
+    Subdomains { scheme: String, suffix: String },
+}
+
+impl OriginMatch {
+    /// Whether an `Origin` value (compared case-insensitively) is this entry's.
+    pub fn matches(&self, origin: &str) -> bool {
+        match self {
+            OriginMatch::Any => true,
+            OriginMatch::Exact(exact) => exact.eq_ignore_ascii_case(origin),
+            OriginMatch::Subdomains { scheme, suffix } => {
+                let lower = origin.to_ascii_lowercase();
+                lower.strip_prefix(scheme.as_str()).is_some_and(|host| {
+                    host.len() > suffix.len()
+                        && host.ends_with(suffix.as_str())
+                        && !host[..host.len() - suffix.len()].contains(['/', '@'])
+                })
+            }
+        }
+    }
 }
 
 impl Route {
@@ -456,6 +621,15 @@ pub struct Upstream {
     pub retry_budget: f64,
     /// The key `Balance::Hash` hashes; kept (and ignored) for other balancers.
     pub hash_on: HashOn,
+    /// Cookie affinity: a client that carries the cookie returns to its member.
+    pub affinity: Option<Affinity>,
+}
+
+/// `affinity = { cookie, max_age }` on an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affinity {
+    pub cookie: String,
+    pub max_age: Duration,
 }
 
 impl Upstream {

@@ -74,6 +74,16 @@ pub struct GatewaySettings {
     pub log_format: Option<Text>,
     pub access_log: Option<Text>,
     pub tracing: Option<Spanned<Tracing>>,
+    pub rate_limit_store: Option<Spanned<RateLimitStore>>,
+}
+
+/// `[gateway.rate_limit_store]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitStore {
+    pub url: Text,
+    pub on_error: Option<Text>,
+    pub timeout: Option<Text>,
 }
 
 /// `[gateway.tracing]`.
@@ -138,7 +148,10 @@ pub struct Route {
     pub methods: Option<Spanned<Vec<Text>>>,
     pub headers: Option<BTreeMap<String, Text>>,
     pub query: Option<BTreeMap<String, Text>>,
+    pub cookies: Option<BTreeMap<String, Text>>,
     pub upstream: Option<Text>,
+    /// Weighted upstreams, instead of `upstream`.
+    pub backends: Option<Spanned<Vec<Spanned<Backend>>>>,
     pub redirect: Option<Spanned<Redirect>>,
     pub respond: Option<Spanned<Respond>>,
     pub rewrite_prefix: Option<Text>,
@@ -149,6 +162,43 @@ pub struct Route {
     pub max_body_size: Option<Text>,
     /// An `[auth.NAME]` every request on the route must pass.
     pub auth: Option<Text>,
+    /// CIDRs or addresses.
+    pub allow: Option<Vec<Text>>,
+    pub deny: Option<Vec<Text>>,
+    pub rate_limit: Option<Spanned<RateLimit>>,
+    pub cors: Option<Spanned<Cors>>,
+    /// `true`, or `{ algorithms = [...], min_size = "1KiB" }`.
+    pub compress: Option<Spanned<toml::Value>>,
+}
+
+/// One of a route's weighted `backends`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    pub upstream: Text,
+    pub weight: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests: Spanned<i64>,
+    pub per: Option<Text>,
+    pub burst: Option<Spanned<i64>>,
+    /// `"client"`, `"route"` or `{ header = "NAME" }`.
+    pub key: Option<Spanned<toml::Value>>,
+    pub scope: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    pub allow_origins: Spanned<Vec<Text>>,
+    pub allow_methods: Option<Vec<Text>>,
+    pub allow_headers: Option<Vec<Text>>,
+    pub expose_headers: Option<Vec<Text>>,
+    pub allow_credentials: Option<Spanned<bool>>,
+    pub max_age: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +248,15 @@ pub struct Upstream {
     /// A share of live requests, `"20%"`.
     pub retry_budget: Option<Text>,
     pub hash_on: Option<Spanned<HashOn>>,
+    pub affinity: Option<Spanned<Affinity>>,
+}
+
+/// `affinity = { cookie = "NAME", max_age = "1h" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Affinity {
+    pub cookie: Text,
+    pub max_age: Option<Text>,
 }
 
 /// What `balance = "hash"` hashes: `"client_address"`, `{ header = "x-user" }` or

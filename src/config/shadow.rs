@@ -73,5 +73,7 @@ fn shadows(earlier: &Route, later: &Route) -> bool {
         && earlier.path == later.path
         && methods_covered
         && same_set(&earlier.headers, &later.headers)
+        && earlier.cookies.len() == later.cookies.len()
+        && earlier.cookies.iter().all(|c| later.cookies.contains(c))
         && same_query
 }

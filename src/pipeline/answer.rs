@@ -67,6 +67,33 @@ impl LocalAnswer {
         Self::plain(500, b"backend not resolved\n")
     }
 
+    /// 403: the client address is refused by the route's access lists.
+    pub fn forbidden() -> Self {
+        Self::plain(403, b"forbidden\n").after_route()
+    }
+
+    /// 429: the route's rate limit refused the request (its fields carry the wait).
+    pub fn too_many_requests() -> Self {
+        Self::plain(429, b"too many requests\n").after_route()
+    }
+
+    /// 503: a global rate limit could not ask its store, and `on_error` is `deny`.
+    pub fn store_unavailable() -> Self {
+        Self::plain(503, b"rate limit store unavailable\n").after_route()
+    }
+
+    /// 204 to a CORS preflight: the gateway answers it, the upstream never sees it.
+    pub fn preflight() -> Self {
+        let mut answer = Self::plain(204, b"").after_route();
+        answer.content_type = Bytes::new();
+        answer
+    }
+
+    fn after_route(mut self) -> Self {
+        self.route_edits = true;
+        self
+    }
+
     /// 413: the rest of the body is not read, so the connection closes after it.
     pub fn body_too_large() -> Self {
         let mut answer = Self::plain(413, b"request body too large\n");

@@ -53,6 +53,19 @@ pub struct RequestContext {
     pub auth: Option<super::auth::AuthNote>,
     /// The client's `Authorization` is not forwarded (it carried a password).
     pub drop_authorization: bool,
+    /// The member key the request's affinity cookie names (upstreams with `affinity`).
+    pub affinity: Option<String>,
+    /// The coding the client accepts, on a route with `compress` (the response decides
+    /// whether it is used).
+    pub compression: Option<crate::config::model::Encoding>,
+    /// The coding the answer was sent in (counted when the request is recorded).
+    pub compressed: Option<crate::config::model::Encoding>,
+    /// The response body's encoder (pingora's path), when the answer is compressed.
+    pub encoder: Option<super::compress::Encoder>,
+    /// Traffic policy refused the request (counted when it is recorded).
+    pub refusal: Option<super::policy::Refusal>,
+    /// The rate-limit store failed this request (counted when it is recorded).
+    pub store_error: bool,
     /// Request body bytes seen so far, against the route's `max_body_size`.
     pub body_bytes: u64,
     pub request_id: String,
@@ -118,6 +131,12 @@ impl RequestContext {
             response_additions: Vec::new(),
             auth: None,
             drop_authorization: false,
+            affinity: None,
+            compression: None,
+            encoder: None,
+            compressed: None,
+            refusal: None,
+            store_error: false,
             body_bytes: 0,
             request_id: String::new(),
             trace: TraceContext::default(),

@@ -50,6 +50,12 @@ impl<T: Fields> RequestHeaders for T {
         self.each()
             .any(|(n, v)| n.eq_ignore_ascii_case(name.as_str().as_bytes()) && v == value)
     }
+
+    fn has_cookie(&self, name: &str, value: &[u8]) -> bool {
+        self.each()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
+            .any(|(_, field)| super::forwarded::cookie(field, name) == Some(value))
+    }
 }
 
 /// Where a header plan writes: the HTTP/1.1 loop's output bytes, or a list of typed

@@ -44,7 +44,7 @@ pub fn hash_key<'a>(
 }
 
 /// One cookie's value from a `Cookie` field (`a=1; b=2`).
-fn cookie<'a>(field: &'a [u8], name: &str) -> Option<&'a [u8]> {
+pub fn cookie<'a>(field: &'a [u8], name: &str) -> Option<&'a [u8]> {
     field.split(|&b| b == b';').find_map(|pair| {
         let pair = pair.trim_ascii();
         let eq = pair.iter().position(|&b| b == b'=')?;

@@ -17,7 +17,13 @@ pub async fn run<F: Fields + Sync>(
     ctx: &mut RequestContext,
 ) -> Option<LocalAnswer> {
     let route = ctx.route.as_ref()?;
-    if route.auth.is_some() {
+    let has_auth = route.auth.is_some();
+    // Policy first: a preflight is answered without credentials (browsers send none), and
+    // access lists and rate limits refuse before any password is hashed.
+    if let Some(answer) = super::policy::run(request, ctx).await {
+        return Some(answer);
+    }
+    if has_auth {
         if let Some(answer) = super::auth::gate(request, ctx).await {
             return Some(answer);
         }

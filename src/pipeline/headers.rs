@@ -199,6 +199,9 @@ const RESPONSE_SKIP: &[&str] = &[
 pub struct ResponseHeaders<'a> {
     pub ctx: &'a RequestContext,
     pub status: u16,
+    /// The body is encoded: `content-length` and a strong `etag` are replaced, and
+    /// `content-encoding` and `vary` added.
+    pub encoding: Option<&'a super::compress::Plan>,
     /// As for the request: pingora frames from the fields, the HTTP/1.1 loop writes its
     /// own.
     pub keep_framing: bool,
@@ -210,6 +213,11 @@ impl ResponseHeaders<'_> {
     }
 
     fn keeps_named<F: Fields>(&self, fields: &F, name: &[u8], has_connection: bool) -> bool {
+        if self.encoding.is_some()
+            && (name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"etag"))
+        {
+            return false;
+        }
         if listed(FRAMING, name) {
             // A 204 or a 1xx has no body, and a length on it is a protocol error
             // (RFC 9110 8.6) that some clients act on.
@@ -246,8 +254,22 @@ impl ResponseHeaders<'_> {
     }
 
     pub fn add<S: HeaderSink>(&self, sink: &mut S) {
+        if let Some(plan) = self.encoding {
+            sink.put(b"content-encoding", plan.encoding.token().as_bytes());
+            sink.put(b"vary", b"accept-encoding");
+            if let Some(etag) = &plan.etag {
+                sink.put(b"etag", etag.as_bytes());
+            }
+        }
         for (name, value) in &self.ctx.response_additions {
             sink.put(name.as_str().as_bytes(), value.as_bytes());
+        }
+        if let (Some(pool), Some(endpoint)) = (&self.ctx.pool, self.ctx.endpoint) {
+            if pool.upstream.affinity.is_some() {
+                if let Some(cookie) = pool.affinity_cookie(endpoint, self.ctx.affinity.as_deref()) {
+                    sink.put(b"set-cookie", cookie.as_bytes());
+                }
+            }
         }
         if let Some(edits) = self.edits() {
             for (name, value) in edits.set.iter().chain(&edits.add) {

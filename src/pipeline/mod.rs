@@ -21,6 +21,7 @@
 
 pub mod answer;
 pub mod auth;
+pub mod compress;
 pub mod context;
 pub mod fields;
 pub mod forwarded;
@@ -29,6 +30,7 @@ pub mod gates;
 pub mod headers;
 pub mod http_path;
 pub mod hygiene;
+pub mod policy;
 pub mod serving;
 
 #[cfg(test)]
@@ -331,5 +333,23 @@ fn limits<'a, F: Fields>(
     ctx.hash_key = forwarded::hash_key(&pool.upstream.hash_on, request.peer, |name| {
         request.fields.first(name)
     });
+    if let Some(compress) = ctx.route.as_ref().and_then(|r| r.compress.as_ref()) {
+        // A range is a slice of the identity body: never encoded.
+        if request.fields.first("range").is_none() {
+            ctx.compression = compress::choose(
+                request.fields.first("accept-encoding"),
+                &compress.algorithms,
+            );
+        }
+    }
+    if let Some(affinity) = &pool.upstream.affinity {
+        ctx.affinity = request
+            .fields
+            .each()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
+            .find_map(|(_, field)| forwarded::cookie(field, &affinity.cookie))
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned);
+    }
     Flow::Next
 }

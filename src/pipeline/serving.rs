@@ -133,6 +133,24 @@ impl Core {
             .request_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+        match ctx.refusal {
+            Some(super::policy::Refusal::AccessDenied) => {
+                self.metrics.access_denied.with_label_values(&[route]).inc()
+            }
+            Some(super::policy::Refusal::RateLimited) => {
+                self.metrics.rate_limited.with_label_values(&[route]).inc()
+            }
+            None => {}
+        }
+        if let Some(encoding) = ctx.compressed {
+            self.metrics
+                .compressed_responses
+                .with_label_values(&[route, encoding.token()])
+                .inc();
+        }
+        if ctx.store_error {
+            self.metrics.rate_limit_store_errors.inc();
+        }
         if exchange.bytes_received > 0 {
             self.metrics
                 .request_bytes

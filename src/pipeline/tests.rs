@@ -36,6 +36,14 @@ path = "/old"
 redirect = { path = "/new", status = 308 }
 
 [[routes]]
+name = "guarded"
+path_prefix = "/guarded"
+upstream = "api"
+deny = ["192.0.2.0/24"]
+rate_limit = { requests = 1, per = "1h", burst = 2, key = "route" }
+cors = { allow_origins = ["https://a.test"], allow_methods = ["GET", "PUT"] }
+
+[[routes]]
 name = "rest"
 path_prefix = "/"
 upstream = "api"
@@ -96,7 +104,12 @@ fn get(target: &'static str, pairs: &[(&str, &str)]) -> Facts {
 /// Runs the core; returns the decision's outcome as a status (200 for a forward) and
 /// the context it left.
 fn run(facts: &Facts) -> (u16, Option<String>, RequestContext) {
-    let mut ctx = RequestContext::new(snapshot(), "web".into());
+    run_on(snapshot(), facts)
+}
+
+/// [`run`] on a given snapshot (its rate-limit buckets carry over between requests).
+fn run_on(snapshot: Arc<Snapshot>, facts: &Facts) -> (u16, Option<String>, RequestContext) {
+    let mut ctx = RequestContext::new(snapshot, "web".into());
     let request = Incoming {
         method: &facts.method,
         version: facts.version,
@@ -302,6 +315,7 @@ fn a_bodyless_response_carries_no_length() {
         ResponseHeaders {
             ctx: &ctx,
             status,
+            encoding: None,
             keep_framing,
         }
         .write(&upstream, &mut out);
@@ -378,4 +392,62 @@ fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
         .build()
         .expect("runtime")
         .block_on(future)
+}
+
+#[test]
+fn policy_refuses_before_the_action_and_adds_its_fields() {
+    let shared = snapshot();
+    let addition = |ctx: &RequestContext, name: &str| {
+        ctx.response_additions
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.to_str().expect("text").to_string())
+    };
+    // The peer is in a denied network: 403, and no bucket is spent.
+    let (status, _, ctx) = run_on(shared.clone(), &get("/guarded", &[("host", "a.test")]));
+    assert_eq!(status, 403);
+    assert_eq!(ctx.refusal, Some(policy::Refusal::AccessDenied));
+    // Through a trusted proxy the client is the forwarded address.
+    let mut proxied = get(
+        "/guarded",
+        &[
+            ("host", "a.test"),
+            ("x-forwarded-for", "198.51.100.7"),
+            ("origin", "https://a.test"),
+        ],
+    );
+    proxied.peer = "10.0.0.1".parse().expect("ip");
+    let (status, _, ctx) = run_on(shared.clone(), &proxied);
+    assert_eq!(status, 200);
+    assert_eq!(addition(&ctx, "ratelimit-remaining").as_deref(), Some("1"));
+    assert_eq!(
+        addition(&ctx, "access-control-allow-origin").as_deref(),
+        Some("https://a.test")
+    );
+    // A preflight spends a token too, and is answered here.
+    let mut preflight = get(
+        "/guarded",
+        &[
+            ("host", "a.test"),
+            ("origin", "https://a.test"),
+            ("access-control-request-method", "PUT"),
+        ],
+    );
+    preflight.method = Method::OPTIONS;
+    preflight.peer = "10.0.0.1".parse().expect("ip");
+    let (status, _, ctx) = run_on(shared.clone(), &preflight);
+    assert_eq!(status, 204);
+    assert_eq!(
+        addition(&ctx, "access-control-allow-methods").as_deref(),
+        Some("GET, PUT")
+    );
+    // The bucket (burst 2) is empty now: 429 with the wait.
+    let (status, _, ctx) = run_on(shared.clone(), &proxied);
+    assert_eq!(status, 429);
+    assert_eq!(ctx.refusal, Some(policy::Refusal::RateLimited));
+    assert_eq!(addition(&ctx, "retry-after").as_deref(), Some("3600"));
+    // A route without policy meets none of it.
+    let (status, _, ctx) = run_on(shared, &get("/elsewhere", &[("host", "a.test")]));
+    assert_eq!(status, 200);
+    assert!(ctx.response_additions.is_empty() && ctx.refusal.is_none());
 }

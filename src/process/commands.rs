@@ -278,6 +278,11 @@ fn route(args: &RouteArgs) -> ExitCode {
             None => path.to_string(),
         });
     println!("path: {rewritten}");
+    if let Some(policy) = &winner.policy {
+        for line in policy_lines(policy) {
+            println!("policy: {line}");
+        }
+    }
     if path != raw_path {
         println!("raw-path: {raw_path} (normalised to {path} before routing)");
     }
@@ -304,4 +309,47 @@ fn route(args: &RouteArgs) -> ExitCode {
         println!("also-matched: {} {}", r.name, r.location);
     }
     ExitCode::SUCCESS
+}
+
+/// What a request on a route with traffic policy meets, one line each, in the order the
+/// gateway checks them.
+fn policy_lines(policy: &crate::config::model::RoutePolicy) -> Vec<String> {
+    use crate::config::model::{RateLimitKey, RateLimitScope};
+    let nets = |list: &[ipnet::IpNet]| {
+        list.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut out = Vec::new();
+    if !policy.deny.is_empty() {
+        out.push(format!("deny {} (403)", nets(&policy.deny)));
+    }
+    if !policy.allow.is_empty() {
+        out.push(format!("allow only {} (else 403)", nets(&policy.allow)));
+    }
+    if let Some(cors) = &policy.cors {
+        out.push(format!(
+            "cors for {} origin(s); preflights answered 204",
+            cors.allow_origins.len()
+        ));
+    }
+    if let Some(limit) = &policy.rate_limit {
+        let key = match &limit.key {
+            RateLimitKey::Client => "client address".to_string(),
+            RateLimitKey::Route => "route".to_string(),
+            RateLimitKey::Header(name) => format!("header {name}"),
+        };
+        let scope = match limit.scope {
+            RateLimitScope::Local => "local",
+            RateLimitScope::Global => "global (store)",
+        };
+        out.push(format!(
+            "rate_limit {} per {} burst {} by {key}, {scope} (429)",
+            limit.requests,
+            humantime::format_duration(limit.per),
+            limit.burst
+        ));
+    }
+    out
 }

@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::model::Listener;
-use crate::config::model::{Endpoint, KubernetesService, Members, Name, Upstream};
+use crate::config::model::{Endpoint, KubernetesService, Members, Name, RateLimitScope, Upstream};
 use crate::config::Config;
+use crate::pipeline::policy::bucket::LocalLimiter;
+use crate::pipeline::policy::store::Store;
 use crate::snapshot::tls::TlsAcceptor;
 use crate::telemetry::access_log::AccessLog;
 use pool::{MemberStates, Pool};
@@ -130,6 +132,52 @@ pub struct Snapshot {
     pub identity_headers: Arc<[http::HeaderName]>,
     /// `[auth.NAME]` with their live state (credential caches, keys, pooled clients).
     pub auth: Arc<Authenticators>,
+    /// The buckets of each route with a local rate limit, by route name. A reload that
+    /// keeps a route's limit keeps its buckets, so a reload never refills them.
+    pub limiters: HashMap<Name, Arc<LocalLimiter>>,
+    /// `[gateway.rate_limit_store]`, kept (with its connection) while its settings do not
+    /// change.
+    pub rate_limit_store: Option<Arc<Store>>,
+}
+
+/// The local limiters of `config`'s routes, taking over `previous` ones whose limit did
+/// not change.
+fn limiters(config: &Config, previous: Option<&Snapshot>) -> HashMap<Name, Arc<LocalLimiter>> {
+    config
+        .routes
+        .iter()
+        .filter_map(|route| {
+            let limit = route.policy.as_ref()?.rate_limit.as_ref()?;
+            if limit.scope != RateLimitScope::Local {
+                return None;
+            }
+            let reused = previous
+                .and_then(|p| p.limiters.get(&route.name))
+                .filter(|l| l.limit == *limit)
+                .cloned();
+            let limiter = reused.unwrap_or_else(|| Arc::new(LocalLimiter::new(limit.clone())));
+            Some((route.name.clone(), limiter))
+        })
+        .collect()
+}
+
+fn rate_limit_store(config: &Config, previous: Option<&Snapshot>) -> Option<Arc<Store>> {
+    let settings = config.gateway.rate_limit_store.as_ref()?;
+    if let Some(kept) = previous
+        .and_then(|p| p.rate_limit_store.clone())
+        .filter(|s| s.settings == *settings)
+    {
+        return Some(kept);
+    }
+    match Store::new(settings.clone()) {
+        Ok(store) => Some(Arc::new(store)),
+        Err(error) => {
+            // Validation checked the scheme; whatever the client still refuses is
+            // reported, and the global limits follow on_error.
+            tracing::error!(%error, "rate limit store unusable");
+            None
+        }
+    }
 }
 
 impl Snapshot {
@@ -190,6 +238,8 @@ impl Snapshot {
         let auth = Arc::new(Authenticators::compile(&config, previous.map(|p| &*p.auth)));
         Snapshot {
             generation,
+            limiters: limiters(&config, previous),
+            rate_limit_store: rate_limit_store(&config, previous),
             identity_headers,
             auth,
             config,
@@ -241,6 +291,8 @@ impl Snapshot {
             trace_export: self.trace_export.clone(),
             identity_headers: self.identity_headers.clone(),
             auth: self.auth.clone(),
+            limiters: self.limiters.clone(),
+            rate_limit_store: self.rate_limit_store.clone(),
         })
     }
 }

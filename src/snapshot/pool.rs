@@ -158,6 +158,21 @@ pub struct Member {
     /// `RequestContext::h2_checkout`). Per member, not per upstream: an endpoint that
     /// blackholes connects holds up only the requests that picked it.
     pub h2_checkout: Arc<tokio::sync::Mutex<()>>,
+    /// The opaque value of this member's affinity cookie: a digest of the upstream's
+    /// name and the address, so the cookie names no address and is the same in every
+    /// gateway process.
+    pub affinity_key: Name,
+}
+
+/// The affinity cookie value of `address` in upstream `upstream`.
+pub fn affinity_key(upstream: &str, address: SocketAddr) -> Name {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{upstream}/{address}").as_bytes());
+    digest[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into()
 }
 
 /// One compiled upstream.
@@ -203,6 +218,7 @@ impl Pool {
                 state: states.get(&upstream.name, e.address),
                 label: Name::from(e.address.to_string()),
                 h2_checkout: Arc::default(),
+                affinity_key: affinity_key(&upstream.name, e.address),
             })
             .collect();
         let schedule = smooth_weighted_schedule(endpoints);
@@ -328,6 +344,47 @@ impl Pool {
     pub fn select(&self, tried: &[SocketAddr], hash_key: u64) -> Option<&Member> {
         self.select_excluding(tried, hash_key)
             .or_else(|| self.select_excluding(&[], hash_key))
+    }
+
+    /// [`Pool::select`], but the member whose affinity key is `prefer` first, while it is
+    /// in rotation and not yet tried.
+    pub fn select_preferring(
+        &self,
+        tried: &[SocketAddr],
+        hash_key: u64,
+        prefer: Option<&str>,
+    ) -> Option<&Member> {
+        if let Some(prefer) = prefer {
+            let now = self.ejection.as_ref().map(|_| now_millis());
+            if let Some(member) = self.members.iter().find(|m| {
+                &*m.affinity_key == prefer
+                    && m.state.is_healthy()
+                    && !tried.contains(&m.endpoint.address)
+                    && !now.is_some_and(|n| m.state.is_ejected(n))
+            }) {
+                return Some(member);
+            }
+        }
+        self.select(tried, hash_key)
+    }
+
+    /// The affinity cookie a response from `address` sets: `None` when the upstream
+    /// has no affinity or the request already carried that member's key.
+    pub fn affinity_cookie(&self, address: SocketAddr, carried: Option<&str>) -> Option<String> {
+        let affinity = self.upstream.affinity.as_ref()?;
+        let member = self
+            .members
+            .iter()
+            .find(|m| m.endpoint.address == address)?;
+        if carried == Some(&*member.affinity_key) {
+            return None;
+        }
+        Some(format!(
+            "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+            affinity.cookie,
+            member.affinity_key,
+            affinity.max_age.as_secs()
+        ))
     }
 
     fn select_excluding(&self, tried: &[SocketAddr], hash_key: u64) -> Option<&Member> {
@@ -501,6 +558,7 @@ mod tests {
             passive_health,
             retry_budget: Upstream::DEFAULT_RETRY_BUDGET,
             hash_on: Default::default(),
+            affinity: None,
         });
         Pool::new(upstream, endpoints, states)
     }

@@ -28,6 +28,8 @@ pub struct RequestFacts<'a> {
 pub trait RequestHeaders {
     /// Whether some field `name` has exactly `value`.
     fn has_value(&self, name: &http::HeaderName, value: &[u8]) -> bool;
+    /// Whether some `Cookie` field carries cookie `name` with exactly `value`.
+    fn has_cookie(&self, name: &str, value: &[u8]) -> bool;
 }
 
 /// The routes of one listener, indexed.
@@ -177,7 +179,7 @@ impl PathTable {
     }
 }
 
-/// Sort key after host and path: methods first, then more headers, then more query
+/// Sort key after host and path: methods first, then more headers and cookies, then more query
 /// parameters, then file order.
 fn tie_break_key(
     route: &Route,
@@ -189,7 +191,7 @@ fn tie_break_key(
 ) {
     (
         route.methods.is_none(),
-        std::cmp::Reverse(route.headers.len()),
+        std::cmp::Reverse(route.headers.len() + route.cookies.len()),
         std::cmp::Reverse(route.query.len()),
         route.order,
     )
@@ -214,6 +216,10 @@ pub fn conditions_match(route: &Route, request: &RequestFacts<'_>) -> bool {
         .iter()
         .all(|(name, value)| request.headers.has_value(name, value.as_bytes()));
     headers_ok
+        && route
+            .cookies
+            .iter()
+            .all(|(name, value)| request.headers.has_cookie(name, value.as_bytes()))
         && route
             .query
             .iter()
@@ -276,7 +282,7 @@ pub fn matches_directly(route: &Route, request: &RequestFacts<'_>) -> Option<Pre
         host: host_rank,
         path: path_rank,
         methods: route.methods.is_some(),
-        headers: route.headers.len(),
+        headers: route.headers.len() + route.cookies.len(),
         query: route.query.len(),
         order: std::cmp::Reverse(route.order),
     })

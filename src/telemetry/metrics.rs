@@ -161,6 +161,15 @@ pub struct Metrics {
     /// (the exporter fell behind) or `export_failed` (the collector was down, slow or
     /// refused the batch).
     pub tracing_spans_dropped: IntCounterVec,
+    /// `edgegate_access_denied_total{route}`: requests refused by a route's `allow`/`deny`.
+    pub access_denied: IntCounterVec,
+    /// `edgegate_rate_limited_total{route}`: requests refused by a route's rate limit.
+    pub rate_limited: IntCounterVec,
+    /// `edgegate_rate_limit_store_errors_total`: global limit checks the store did not
+    /// answer in time (each followed `on_error`).
+    pub rate_limit_store_errors: IntCounter,
+    /// `edgegate_compressed_responses_total{route,encoding}`: answers the gateway encoded.
+    pub compressed_responses: IntCounterVec,
     /// Every collector above, for [`Metrics::describe`].
     collectors: Vec<Arc<dyn Collector>>,
 }
@@ -358,6 +367,35 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let access_denied = IntCounterVec::new(
+            Opts::new(
+                "edgegate_access_denied_total",
+                "Requests refused (403) by a route's allow or deny list.",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "edgegate_rate_limited_total",
+                "Requests refused (429) by a route's rate limit.",
+            ),
+            &["route"],
+        )
+        .expect("valid metric");
+        let rate_limit_store_errors = IntCounter::new(
+            "edgegate_rate_limit_store_errors_total",
+            "Global rate limit checks the store did not answer within its budget.",
+        )
+        .expect("valid metric");
+        let compressed_responses = IntCounterVec::new(
+            Opts::new(
+                "edgegate_compressed_responses_total",
+                "Responses the gateway compressed, by coding.",
+            ),
+            &["route", "encoding"],
+        )
+        .expect("valid metric");
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -384,6 +422,10 @@ impl Metrics {
             Box::new(response_bytes.clone()),
             Box::new(tracing_spans_exported.clone()),
             Box::new(tracing_spans_dropped.clone()),
+            Box::new(access_denied.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(rate_limit_store_errors.clone()),
+            Box::new(compressed_responses.clone()),
         ];
         let collectors: Vec<Arc<dyn Collector>> = collectors.into_iter().map(Arc::from).collect();
         for collector in &collectors {
@@ -424,6 +466,10 @@ impl Metrics {
             response_bytes,
             tracing_spans_exported,
             tracing_spans_dropped,
+            access_denied,
+            rate_limited,
+            rate_limit_store_errors,
+            compressed_responses,
             collectors,
         }
     }
@@ -512,6 +558,9 @@ impl Metrics {
         forget(&self.requests_in_flight, &["listener"], &known);
         forget(&self.request_bytes, &["route"], &known);
         forget(&self.response_bytes, &["route"], &known);
+        forget(&self.access_denied, &["route"], &known);
+        forget(&self.rate_limited, &["route"], &known);
+        forget(&self.compressed_responses, &["route", "encoding"], &known);
         forget(&self.upstream_duration, &["upstream"], &known);
         forget(&self.tls_handshakes, &["listener", "result"], &known);
     }

@@ -481,3 +481,33 @@ fn check_golden_config_edges() {
         assert_eq!(out, *expected, "{rest}");
     }
 }
+
+#[test]
+fn route_shows_the_policy_a_request_meets() {
+    let config = r#"
+[[listeners]]
+name = "web"
+address = "127.0.0.1:8080"
+
+[[routes]]
+name = "guarded"
+allow = ["10.0.0.0/8"]
+deny = ["10.9.0.0/16"]
+rate_limit = { requests = 5, per = "1m", key = { header = "x-user" } }
+cors = { allow_origins = ["https://app.example.com"] }
+respond = { status = 200, body = "x" }
+"#;
+    let (code, out) = route(config, &["GET", "/"]);
+    assert_eq!(code, 0, "{out}");
+    let policy: Vec<&str> = out.lines().filter(|l| l.starts_with("policy: ")).collect();
+    assert_eq!(
+        policy,
+        [
+            "policy: deny 10.9.0.0/16 (403)",
+            "policy: allow only 10.0.0.0/8 (else 403)",
+            "policy: cors for 1 origin(s); preflights answered 204",
+            "policy: rate_limit 5 per 1m burst 5 by header x-user, local (429)",
+        ],
+        "{out}"
+    );
+}

@@ -1236,3 +1236,85 @@ async fn a_listener_added_by_reload_serves_its_gateway_routes_without_a_relist()
         .collect();
     assert!(lists.is_empty(), "listed again: {lists:#?}");
 }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_nginx_annotations_apply_to_every_route_of_their_ingress() {
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 22, 1).await;
+    web.publish(&api, "shop", "web");
+    let ingress = |host: &str, annotations: Value| {
+        json!({"metadata": {"annotations": annotations},
+               "spec": {"ingressClassName": "edgegate", "rules": [{"host": host, "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": "web", "port": {"name": "http"}}}}]}}]}})
+    };
+    let nginx = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "limited",
+        ingress(
+            "limited.example.com",
+            json!({nginx("limit-rpm"): "1", nginx("limit-burst-multiplier"): "2",
+                   nginx("enable-cors"): "true",
+                   nginx("cors-allow-origin"): "https://app.example.com"}),
+        ),
+    );
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "office",
+        ingress(
+            "office.example.com",
+            json!({nginx("whitelist-source-range"): "10.0.0.0/8",
+                   nginx("rewrite-target"): "/$1"}),
+        ),
+    );
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "broken",
+        ingress(
+            "broken.example.com",
+            json!({"edgegate.dev/whitelist-source-range": "not-a-cidr"}),
+        ),
+    );
+    let gw = start_gateway(&api, free_port(), "");
+    gw.wait_ready().await;
+    within(
+        Duration::from_secs(5),
+        &gw,
+        "office.example.com",
+        "/",
+        |r| r.0 == 403,
+    )
+    .await;
+    let origin = [("origin", "https://app.example.com")];
+    let first = get(&gw, "limited.example.com", "/", &origin).await;
+    let second = get(&gw, "limited.example.com", "/", &origin).await;
+    let third = get(&gw, "limited.example.com", "/", &origin).await;
+    assert_eq!(
+        (first.0, second.0, third.0),
+        (200, 200, 429),
+        "burst = 1 x 2"
+    );
+    let answer = client()
+        .get(gw.url("web", "/"))
+        .header("host", "limited.example.com")
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        answer.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(get(&gw, "broken.example.com", "/", &[]).await.0, 500);
+    gw.wait_for_log(
+        "annotation rewrite-target is not served",
+        Duration::from_secs(5),
+    );
+    gw.wait_for_log(
+        "annotation whitelist-source-range: invalid value",
+        Duration::from_secs(5),
+    );
+}

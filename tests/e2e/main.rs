@@ -14,6 +14,7 @@ mod hardening;
 mod kube;
 mod kube_double;
 mod limits;
+mod policy;
 mod proxying;
 mod reload;
 mod request_core;

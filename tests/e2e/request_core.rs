@@ -13,30 +13,35 @@ use crate::support::{raw_exchange, status_of, Gateway, RawClient, RawUpstream, U
 const WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proto {
+pub(crate) enum Proto {
     H1,
     H2c,
     H2Tls,
 }
 
-const EVERY: [Proto; 3] = [Proto::H1, Proto::H2c, Proto::H2Tls];
+pub(crate) const EVERY: [Proto; 3] = [Proto::H1, Proto::H2c, Proto::H2Tls];
 
 /// A gateway with a plain listener `web` and a TLS listener `secure` for `app.test`
 /// (which asks for client certificates and passes their identity in `x-client-cert`),
 /// both serving `rest`.
-struct Edge {
-    gw: Gateway,
+pub(crate) struct Edge {
+    pub(crate) gw: Gateway,
     pki: Pki,
     _cert: Issued,
 }
 
-fn start(rest: &str) -> Edge {
+pub(crate) fn start(rest: &str) -> Edge {
+    start_with_listener_keys("", rest)
+}
+
+/// [`start`] with `keys` (TOML lines) on both listeners.
+pub(crate) fn start_with_listener_keys(keys: &str, rest: &str) -> Edge {
     let pki = Pki::new("request core ca");
     let cert = pki.issue(&["app.test"]);
     let config = format!(
         "[admin]\naddress = \"127.0.0.1:0\"\n\n\
-         [[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n\n\
-         [[listeners]]\nname = \"secure\"\naddress = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n{keys}\n\n\
+         [[listeners]]\nname = \"secure\"\naddress = \"127.0.0.1:0\"\n{keys}\n\
          [listeners.tls]\ncertificates = [{{ cert = \"app.pem\", key = \"app.key\" }}]\n\
          client_ca = \"clients.pem\"\nclient_auth = \"request\"\nclient_identity_header = \"x-client-cert\"\n\n{rest}"
     );
@@ -52,7 +57,7 @@ fn start(rest: &str) -> Edge {
 }
 
 impl Edge {
-    fn client(&self, proto: Proto) -> reqwest::Client {
+    pub(crate) fn client(&self, proto: Proto) -> reqwest::Client {
         let builder = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -74,7 +79,7 @@ impl Edge {
         .expect("client")
     }
 
-    fn url(&self, proto: Proto, path: &str) -> String {
+    pub(crate) fn url(&self, proto: Proto, path: &str) -> String {
         match proto {
             Proto::H1 | Proto::H2c => {
                 format!("http://app.test:{}{path}", self.gw.addr("web").port())
@@ -83,7 +88,12 @@ impl Edge {
         }
     }
 
-    async fn get(&self, proto: Proto, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn get(
+        &self,
+        proto: Proto,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut request = self.client(proto).get(self.url(proto, path));
         for (name, value) in headers {
             request = request.header(*name, *value);

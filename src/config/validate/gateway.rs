@@ -65,6 +65,9 @@ impl Checker<'_> {
             shutdown_delay: self.duration(raw.shutdown_delay.as_ref(), defaults.shutdown_delay),
             log_format,
             access_log,
+            rate_limit_store: raw
+                .rate_limit_store
+                .and_then(|raw| self.rate_limit_store(raw.into_inner())),
             tracing: raw.tracing.and_then(|raw| {
                 crate::config::validate::tracing::tracing(raw, &mut |span, message| {
                     self.error(span, message)

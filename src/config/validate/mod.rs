@@ -7,6 +7,7 @@
 pub(crate) mod auth;
 mod gateway;
 mod kubernetes;
+mod policy;
 mod routes;
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,7 @@ pub fn load(source: &SourceFile) -> Result<Loaded, Diagnostics> {
         source,
         base_dir: source.base_dir(),
         diagnostics: Vec::new(),
+        has_rate_limit_store: false,
     };
     let raw: raw::Config = match toml::from_str(&source.text) {
         Ok(raw) => raw,
@@ -77,6 +79,8 @@ struct Checker<'a> {
     source: &'a SourceFile,
     base_dir: PathBuf,
     diagnostics: Vec<Diagnostic>,
+    /// `[gateway.rate_limit_store]` is configured: `scope = "global"` limits may be used.
+    has_rate_limit_store: bool,
 }
 
 impl Checker<'_> {
@@ -222,6 +226,7 @@ impl Checker<'_> {
         let gateway = self.gateway(raw.gateway.unwrap_or_default());
         let auth = self.authenticators(raw.auth);
         let auth_names: HashSet<&str> = auth.iter().map(|a| &*a.name).collect();
+        self.has_rate_limit_store = gateway.rate_limit_store.is_some();
         let admin = self.admin(raw.admin, &auth_names);
         let listeners = self.listeners(raw.listeners);
         let upstreams = self.upstreams(raw.upstreams);

@@ -144,14 +144,41 @@ impl Checker<'_> {
             .into_iter()
             .map(|(k, v)| (k, v.into_inner()))
             .collect();
-        let action = self.action(
-            &name,
-            &span,
-            raw.upstream,
-            raw.redirect,
-            raw.respond,
-            upstreams,
-        );
+        let cookies = raw
+            .cookies
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| {
+                if k.is_empty() || k.contains([';', '=', ' ']) {
+                    self.error(&v.span(), format!("invalid cookie name {k:?}"));
+                    return None;
+                }
+                Some((k, v.into_inner()))
+            })
+            .collect();
+        let action = match raw.backends {
+            Some(backends) => {
+                if raw.upstream.is_some() || raw.redirect.is_some() || raw.respond.is_some() {
+                    self.error(
+                        &span,
+                        format!("route {name:?} needs exactly one action: upstream, backends, redirect or respond"),
+                    );
+                    None
+                } else {
+                    self.backends(&name, backends, upstreams)
+                }
+            }
+            None => self.action(
+                &name,
+                &span,
+                raw.upstream,
+                raw.redirect,
+                raw.respond,
+                upstreams,
+            ),
+        };
+        let policy = self.policy(raw.allow, raw.deny, raw.rate_limit, raw.cors);
+        let compress = raw.compress.and_then(|c| self.compress(c));
         let rewrite_prefix = raw.rewrite_prefix.and_then(|r| {
             if !matches!(path, Some(PathMatch::Prefix(_))) {
                 self.error(&r.span(), "rewrite_prefix needs path_prefix");
@@ -181,6 +208,7 @@ impl Checker<'_> {
             methods,
             headers,
             query,
+            cookies,
             action: action?,
             rewrite_prefix,
             rewrite_path: None,
@@ -189,6 +217,8 @@ impl Checker<'_> {
             timeout,
             max_body_size,
             auth: None,
+            policy,
+            compress,
             location,
         })
     }

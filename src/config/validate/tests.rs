@@ -464,3 +464,67 @@ fn htpasswd_lines_are_checked_one_by_one() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn traffic_policy_is_read_and_an_unused_one_is_none() {
+    let route = |extra: &str| loaded(&route_text(extra)).config.routes[0].clone();
+    assert!(
+        route("").policy.is_none(),
+        "a route without policy pays nothing"
+    );
+    let r = route(
+        "allow = [\"10.0.0.0/8\", \"192.0.2.1\"]\ndeny = [\"10.9.0.0/16\"]\n\
+         rate_limit = { requests = 100, per = \"1m\", key = { header = \"x-user\" } }\n\
+         cors = { allow_origins = [\"https://*.example.com\"], allow_credentials = true }\n\
+         cookies = { \"canary\" = \"always\" }\n",
+    );
+    let policy = r.policy.clone().expect("policy");
+    assert_eq!(policy.allow.len(), 2);
+    let limit = policy.rate_limit.as_ref().expect("limit");
+    assert_eq!(
+        (limit.requests, limit.burst),
+        (100, 100),
+        "burst defaults to requests"
+    );
+    assert_eq!(limit.per, Duration::from_secs(60));
+    assert_eq!(limit.scope, RateLimitScope::Local);
+    assert!(policy.cors.as_ref().expect("cors").allow_origins[0].matches("https://a.example.com"));
+    assert_eq!(
+        r.cookies,
+        vec![("canary".to_string(), "always".to_string())]
+    );
+}
+
+#[test]
+fn bad_traffic_policy_is_reported_at_its_location() {
+    let e = errors(&route_text(
+        "cors = { allow_origins = [\"*\"], allow_credentials = true }\n",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("error: t.toml:4:"), "{e:?}");
+    assert!(e[0].contains("allow_credentials"), "{e:?}");
+    let e = errors(&route_text(
+        "rate_limit = { requests = 5, scope = \"global\" }\n",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("[gateway.rate_limit_store]"), "{e:?}");
+    let e = errors(&route_text("allow = [\"10.0.0.0/33\"]\n"));
+    assert!(
+        e[0].starts_with("error: t.toml:4:10: invalid allow entry"),
+        "{e:?}"
+    );
+    let e = errors(&route_text("rate_limit = { requests = 0 }\n"));
+    assert!(e[0].contains("between 1 and"), "{e:?}");
+    let e = errors(&route_text("rate_limit = { requests = 1, key = \"ip\" }\n"));
+    assert!(e[0].contains("invalid rate_limit key"), "{e:?}");
+    let e = errors(&route_text(
+        "cors = { allow_origins = [\"example.com\"] }\n",
+    ));
+    assert!(e[0].contains("invalid cors origin"), "{e:?}");
+    let store = "[gateway.rate_limit_store]\nurl = \"http://x\"\n";
+    let e = errors(&format!("{store}{}", route_text("")));
+    assert!(
+        e[0].starts_with("error: t.toml:2:7: invalid rate_limit_store url"),
+        "{e:?}"
+    );
+}

@@ -213,6 +213,7 @@ impl Checker<'_> {
             passive_health,
             retry_budget,
             hash_on,
+            affinity: raw.affinity.and_then(|a| self.affinity(a.into_inner())),
         })
     }
 

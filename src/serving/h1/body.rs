@@ -166,6 +166,10 @@ pub struct Transfer<'a> {
     pub out: &'a mut Vec<u8>,
     pub limits: Limits,
     pub max_size: Option<u64>,
+    /// Encodes the body (route `compress`): each piece read is encoded, flushed and sent
+    /// as a chunk, so the output is chunked whatever the input's framing (pass
+    /// `Output::Dechunked` so the input's own chunk framing is not copied).
+    pub encoder: Option<crate::pipeline::compress::Encoder>,
 }
 
 impl Transfer<'_> {
@@ -269,8 +273,24 @@ impl Transfer<'_> {
                 }
             }
         }
+        if let Some(encoder) = self.encoder.take() {
+            let last = encoder.finish().map_err(BodyError::Write)?;
+            self.chunk(&last);
+            self.out.extend_from_slice(b"0\r\n\r\n");
+        }
         self.flush(dst, interrupt).await?;
         Ok(delivered)
+    }
+
+    /// One chunk of encoded bytes, due to the receiver (nothing for no bytes: a zero
+    /// length chunk would end the body).
+    fn chunk(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.out
+                .extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
+            self.out.extend_from_slice(bytes);
+            self.out.extend_from_slice(b"\r\n");
+        }
     }
 
     /// Moves the first `len` bytes of `buf` towards `dst`: gathered in `out` while small,
@@ -281,6 +301,15 @@ impl Transfer<'_> {
         len: usize,
         interrupt: &I,
     ) -> Result<(), BodyError> {
+        if let Some(encoder) = self.encoder.as_mut() {
+            let encoded = encoder.push(&self.buf[..len]).map_err(BodyError::Write)?;
+            self.buf.advance(len);
+            self.chunk(&encoded);
+            if self.out.len() >= COALESCE {
+                self.flush(dst, interrupt).await?;
+            }
+            return Ok(());
+        }
         if self.out.len() + len <= COALESCE {
             self.out.extend_from_slice(&self.buf[..len]);
         } else {
@@ -374,6 +403,7 @@ mod tests {
                 deadline: None,
             },
             max_size: Some(1 << 20),
+            encoder: None,
         };
         let result = transfer
             .copy(&mut src, &mut dst, framing, output, &Never)

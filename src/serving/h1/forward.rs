@@ -198,7 +198,9 @@ pub async fn proxy<C: ClientIo>(
     let mut fresh = false;
     let _in_flight = pool.start_request();
     loop {
-        let Some(member) = pool.select(&ctx.tried, ctx.hash_key) else {
+        let Some(member) =
+            pool.select_preferring(&ctx.tried, ctx.hash_key, ctx.affinity.as_deref())
+        else {
             let failure = LocalAnswer::failure(FailureKind::NoHealthyEndpoint);
             return answer(client, buffers, ctx, meta, &failure).await;
         };
@@ -370,6 +372,7 @@ async fn attempt<C: ClientIo>(
                 deadline,
             },
             max_size: meta.max_body_size,
+            encoder: None,
         };
         let copied = transfer
             .copy(
@@ -531,7 +534,21 @@ async fn relay_response<C: ClientIo>(
         view.has_token("connection", b"keep-alive")
     };
     let http10_client = meta.minor == 0;
-    let output = if framing == Framing::Chunked && http10_client {
+    // An HTTP/1.0 client cannot take chunks: its answers stay as they are.
+    let encoding = match ctx.route.as_ref().and_then(|r| r.compress.as_ref()) {
+        Some(settings) if !http10_client => {
+            crate::pipeline::compress::plan(ctx.compression, settings, head.status, &view)
+        }
+        _ => None,
+    };
+    let encoder = match (&encoding, framing) {
+        (Some(plan), Framing::Length(_) | Framing::Chunked | Framing::UntilClose) => {
+            crate::pipeline::compress::Encoder::new(plan.encoding).ok()
+        }
+        _ => None,
+    };
+    ctx.compressed = encoding.as_ref().map(|plan| plan.encoding);
+    let output = if (framing == Framing::Chunked && http10_client) || encoder.is_some() {
         Output::Dechunked
     } else {
         Output::Same
@@ -553,10 +570,14 @@ async fn relay_response<C: ClientIo>(
     ResponseHeaders {
         ctx,
         status: head.status,
+        encoding: encoding.as_ref(),
         keep_framing: false,
     }
     .write(&view, out);
     match (framing, output) {
+        _ if encoder.is_some() => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        // An encoded HEAD answer has no length to promise.
+        (Framing::None, _) if encoding.is_some() => {}
         (Framing::Chunked, Output::Same) => {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n")
         }
@@ -589,6 +610,7 @@ async fn relay_response<C: ClientIo>(
             deadline: limits.deadline,
         },
         max_size: None,
+        encoder,
     };
     let relayed = transfer
         .copy(&mut stream, client, framing, output, &Never)

@@ -162,7 +162,9 @@ impl ProxyHttp for PingoraAdapter {
             .pool
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool chosen"))?;
-        let Some(member) = pool.select(&ctx.tried, ctx.hash_key) else {
+        let Some(member) =
+            pool.select_preferring(&ctx.tried, ctx.hash_key, ctx.affinity.as_deref())
+        else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 "no healthy endpoint",
@@ -360,6 +362,33 @@ impl ProxyHttp for PingoraAdapter {
 
     /// Enforces the route's total `timeout` while the body streams: a response that keeps
     /// trickling in never outlives it.
+    /// Encodes the body when the response was planned for compression: each piece is
+    /// flushed through the encoder as it arrives (streams stay live).
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<Duration>> {
+        let Some(encoder) = ctx.encoder.as_mut() else {
+            return Ok(None);
+        };
+        let encode_error =
+            |e: std::io::Error| Error::explain(ErrorType::InternalError, format!("encoding: {e}"));
+        let mut out = match body.take() {
+            Some(piece) if !piece.is_empty() => encoder.push(&piece).map_err(encode_error)?,
+            _ => Vec::new(),
+        };
+        if end_of_stream {
+            if let Some(encoder) = ctx.encoder.take() {
+                out.extend(encoder.finish().map_err(encode_error)?);
+            }
+        }
+        *body = (!out.is_empty()).then(|| Bytes::from(out));
+        Ok(None)
+    }
+
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
@@ -372,7 +401,7 @@ impl ProxyHttp for PingoraAdapter {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -388,9 +417,22 @@ impl ProxyHttp for PingoraAdapter {
                 );
             }
         }
+        let encoding = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.compress.as_ref())
+            .and_then(|settings| {
+                crate::pipeline::compress::plan(
+                    ctx.compression,
+                    settings,
+                    status,
+                    &upstream_response.headers,
+                )
+            });
         let plan = ResponseHeaders {
             ctx,
             status,
+            encoding: encoding.as_ref(),
             keep_framing: true,
         };
         let mut added: Vec<(http::HeaderName, http::HeaderValue)> = Vec::with_capacity(4);
@@ -399,7 +441,17 @@ impl ProxyHttp for PingoraAdapter {
             upstream_response,
             |fields, name| plan.keeps(fields, name),
             added,
-        )
+        )?;
+        if let Some(plan) = &encoding {
+            ctx.compressed = Some(plan.encoding);
+            if !session.is_http2() {
+                upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
+            if session.req_header().method != http::Method::HEAD {
+                ctx.encoder = crate::pipeline::compress::Encoder::new(plan.encoding).ok();
+            }
+        }
+        Ok(())
     }
 
     async fn fail_to_proxy(

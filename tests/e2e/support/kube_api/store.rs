@@ -220,14 +220,17 @@ impl Store {
     }
 
     /// Creates or replaces an object from its labels and top-level fields (all but
-    /// kind/apiVersion/metadata); returns its resourceVersion.
+    /// kind/apiVersion; a `metadata` given, such as annotations, is merged into the
+    /// server's own); returns its resourceVersion.
     pub(super) fn upsert(
         &mut self,
         key: Key,
         labels: Map<String, Value>,
-        body: Map<String, Value>,
+        mut body: Map<String, Value>,
     ) -> String {
         let old = self.objects.get(&key).cloned();
+        // Metadata the caller gives (annotations) joins the server's own.
+        let given_metadata = body.remove("metadata");
         let mut metadata = match &old {
             Some(old) => old["metadata"].clone(),
             None => {
@@ -262,6 +265,11 @@ impl Store {
             }
         } else {
             metadata["labels"] = Value::Object(labels);
+        }
+        if let Some(Value::Object(given)) = given_metadata {
+            for (k, v) in given {
+                metadata[k] = v;
+            }
         }
         let mut object = Map::new();
         object.insert("kind".into(), json!(key.kind.name()));

@@ -1,6 +1,7 @@
 //! Ingresses of our class -> routes on every listener, and their TLS Secrets ->
-//! certificates on every TLS listener. Of the annotations, the forward-auth ones are read
-//! here (`auth-url`, `auth-response-headers`, `auth-signin`); an Ingress asking for an
+//! certificates on every TLS listener. The ingress-nginx annotations edgegate serves
+//! (access lists, rate limits, CORS, body size, compression, forward auth) apply to every
+//! route of the Ingress; the others are reported. An Ingress asking for an
 //! authentication edgegate cannot give it (`auth-type`, a bad `auth-url`) has its routes
 //! answer 500 rather than serve them open.
 
@@ -102,6 +103,20 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
     };
     let auth_name = auth.as_ref().map(|a| a.name.clone());
     out.auth.extend(auth);
+    let annotations = super::annotations::read(ingress.metadata.annotations.as_ref());
+    for problem in annotations.unserved.iter().chain(&annotations.invalid) {
+        out.problems
+            .push(format!("ingress {namespace}/{name}: {problem}"));
+    }
+    let policy = annotations.policy.map(Arc::new);
+    let apply = |route: &mut crate::config::model::Route| {
+        route.policy = policy.clone();
+        route.max_body_size = annotations.max_body_size;
+        route.compress = annotations.compress.clone();
+        if !annotations.invalid.is_empty() {
+            route.action = respond_500("invalid annotation\n");
+        }
+    };
     for (index, rule) in spec.rules.iter().flatten().enumerate() {
         let rule_name = format!("ingress/{namespace}/{name}/{index}");
         let hosts: Vec<_> = rule.host.iter().map(|h| host_match(h)).collect();
@@ -117,6 +132,7 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
             route.path = path_match;
             route.action = backend_action(out, namespace, name, &path.backend);
             route.auth = auth_name.clone();
+            apply(&mut route);
             out.routes.push(Arc::new(route));
         }
     }
@@ -125,6 +141,7 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
         let mut route = empty_route(rule_name, &source, out.next_order());
         route.action = backend_action(out, namespace, name, backend);
         route.auth = auth_name.clone();
+        apply(&mut route);
         out.routes.push(Arc::new(route));
     }
     for tls in spec.tls.iter().flatten() {

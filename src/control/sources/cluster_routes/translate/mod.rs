@@ -6,6 +6,7 @@
 //! so among otherwise equal routes the file's always come first, and
 //! cluster objects follow one another by creation time, then namespace and name.
 
+mod annotations;
 mod backends;
 mod hostnames;
 mod httproute;
@@ -306,6 +307,7 @@ fn empty_route(name: String, source: &str, order: usize) -> Route {
         path: PathMatch::Prefix("/".to_string()),
         methods: None,
         headers: Vec::new(),
+        cookies: Vec::new(),
         query: Vec::new(),
         action: respond_500("no backend\n"),
         rewrite_prefix: None,
@@ -315,6 +317,8 @@ fn empty_route(name: String, source: &str, order: usize) -> Route {
         timeout: None,
         max_body_size: None,
         auth: None,
+        policy: None,
+        compress: None,
         // The source object stands where a file route has its line, so `/config`, logs
         // and `route` name the object a person edits.
         location: Location {
