@@ -43,6 +43,8 @@
 //! - [`proxy`]: the pingora `ProxyHttp` implementation; [`listeners`]: accept loops;
 //!   [`tls`]: rustls acceptors.
 //! - [`http_path`]: request-path normalisation before routing (pure).
+//! - [`l4`]: connections relayed whole (tcp listeners, TLS passthrough by SNI) and the
+//!   PROXY protocol.
 //! - [`health`], [`admin`], [`metrics`], [`access_log`]: operations; [`notify`]: systemd
 //!   readiness; [`upgrade`]: binary upgrades.
 //! - [`cli`], [`commands`], [`run`]: the binary's commands.
@@ -58,6 +60,7 @@ pub mod config;
 pub mod h1;
 pub mod health;
 pub mod http_path;
+pub mod l4;
 pub mod listeners;
 pub mod metrics;
 pub mod notify;

@@ -148,6 +148,14 @@ pub struct Metrics {
     /// (the exporter fell behind) or `export_failed` (the collector was down, slow or
     /// refused the batch).
     pub tracing_spans_dropped: IntCounterVec,
+    /// `edgegate_tcp_connections_total{listener,route,upstream}`: connections relayed
+    /// whole (tcp listeners and TLS passthrough), counted when their route is chosen.
+    pub tcp_connections: IntCounterVec,
+    /// `edgegate_tcp_bytes_total{route,direction}`: relayed bytes, `upstream` (from the
+    /// client) or `downstream` (to the client).
+    pub tcp_bytes: IntCounterVec,
+    /// `edgegate_tcp_connections_active{listener}`: relayed connections open now.
+    pub tcp_connections_active: IntGaugeVec,
     /// Every collector above, for [`Metrics::describe`].
     collectors: Vec<Arc<dyn Collector>>,
 }
@@ -337,6 +345,30 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let tcp_connections = IntCounterVec::new(
+            Opts::new(
+                "edgegate_tcp_connections_total",
+                "Connections relayed whole to an upstream (tcp listeners and TLS passthrough).",
+            ),
+            &["listener", "route", "upstream"],
+        )
+        .expect("valid metric");
+        let tcp_bytes = IntCounterVec::new(
+            Opts::new(
+                "edgegate_tcp_bytes_total",
+                "Bytes relayed on tcp routes: upstream from clients, downstream to them.",
+            ),
+            &["route", "direction"],
+        )
+        .expect("valid metric");
+        let tcp_connections_active = IntGaugeVec::new(
+            Opts::new(
+                "edgegate_tcp_connections_active",
+                "Relayed connections currently open.",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -362,6 +394,9 @@ impl Metrics {
             Box::new(response_bytes.clone()),
             Box::new(tracing_spans_exported.clone()),
             Box::new(tracing_spans_dropped.clone()),
+            Box::new(tcp_connections.clone()),
+            Box::new(tcp_bytes.clone()),
+            Box::new(tcp_connections_active.clone()),
         ];
         let collectors: Vec<Arc<dyn Collector>> = collectors.into_iter().map(Arc::from).collect();
         for collector in &collectors {
@@ -401,6 +436,9 @@ impl Metrics {
             response_bytes,
             tracing_spans_exported,
             tracing_spans_dropped,
+            tcp_connections,
+            tcp_bytes,
+            tcp_connections_active,
             collectors,
         }
     }
@@ -469,7 +507,10 @@ impl Metrics {
             value.is_empty()
                 || match label {
                     "listener" => config.listeners.iter().any(|l| &*l.name == value),
-                    "route" => config.routes.iter().any(|r| &*r.name == value),
+                    "route" => {
+                        config.routes.iter().any(|r| &*r.name == value)
+                            || config.tcp_routes.iter().any(|r| &*r.name == value)
+                    }
                     "upstream" => config.upstreams.iter().any(|u| &*u.name == value),
                     _ => true,
                 }
@@ -490,6 +531,13 @@ impl Metrics {
         forget(&self.response_bytes, &["route"], &known);
         forget(&self.upstream_duration, &["upstream"], &known);
         forget(&self.tls_handshakes, &["listener", "result"], &known);
+        forget(
+            &self.tcp_connections,
+            &["listener", "route", "upstream"],
+            &known,
+        );
+        forget(&self.tcp_bytes, &["route", "direction"], &known);
+        forget(&self.tcp_connections_active, &["listener"], &known);
     }
 
     /// Drops the per-endpoint series of endpoints no longer in their upstream (removed by

@@ -45,6 +45,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// Shared with the compiled router, so compiling a snapshot copies no route.
     pub routes: Vec<Arc<Route>>,
+    /// Whole connections relayed to an upstream, by listener (and SNI on TLS listeners).
+    pub tcp_routes: Vec<Arc<TcpRoute>>,
     pub upstreams: Vec<Upstream>,
     /// `[kubernetes]`: routes from the cluster; `None` watches nothing.
     pub kubernetes: Option<ClusterRoutes>,
@@ -146,6 +148,42 @@ pub struct Listener {
     /// Peers whose `X-Forwarded-*` headers are believed; single addresses are `/32` or
     /// `/128` networks. Stored without host bits.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub protocol: ListenerProtocol,
+    /// Connections must open with a PROXY protocol header, and only trusted peers may
+    /// send one: its source address then stands for the peer's everywhere.
+    pub proxy_protocol: bool,
+}
+
+/// What a listener speaks to its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// HTTP/1.1 and HTTP/2 (TLS when `tls` is set), with TLS passthrough by SNI.
+    Http,
+    /// Raw TCP: each connection is relayed whole to its route's upstream.
+    Tcp,
+}
+
+/// A layer-4 route: the connection is not parsed, only relayed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpRoute {
+    pub name: Name,
+    /// Position in the file; the last tie-breaker among equally specific SNI matches.
+    pub order: usize,
+    /// `None` applies the route to every tcp listener (never to TLS listeners, where a
+    /// route needs `sni`).
+    pub listeners: Option<Vec<Name>>,
+    /// Empty on a tcp listener; on a TLS listener, the ClientHello names it matches.
+    pub sni: Vec<HostMatch>,
+    pub upstream: Name,
+    pub location: Location,
+}
+
+impl TcpRoute {
+    pub fn applies_to_listener(&self, listener: &str) -> bool {
+        self.listeners
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| &**n == listener))
+    }
 }
 
 impl Listener {
@@ -163,6 +201,8 @@ impl Listener {
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             trusted_proxies: Vec::new(),
+            protocol: ListenerProtocol::Http,
+            proxy_protocol: false,
         }
     }
 
@@ -373,6 +413,14 @@ pub struct Upstream {
     pub retry_budget: f64,
     /// The key `Balance::Hash` hashes; kept (and ignored) for other balancers.
     pub hash_on: HashOn,
+    /// A PROXY protocol header sent first on each new connection to an endpoint.
+    pub send_proxy_protocol: Option<ProxyProtocolVersion>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocolVersion {
+    V1,
+    V2,
 }
 
 impl Upstream {

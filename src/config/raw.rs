@@ -18,6 +18,10 @@ pub struct Config {
     pub listeners: Vec<Spanned<Listener>>,
     #[serde(default)]
     pub routes: Vec<Spanned<Route>>,
+    /// Layer-4 routes: whole connections relayed to an upstream (tcp listeners, and TLS
+    /// passthrough by SNI on TLS listeners).
+    #[serde(default)]
+    pub tcp_routes: Vec<Spanned<TcpRoute>>,
     /// Neither keys nor values are `Spanned`: toml 0.8 cannot span a table that is only
     /// created implicitly (`[upstreams.web.kubernetes]` with no `[upstreams.web]`), so
     /// validation finds an upstream's place in the text itself.
@@ -73,6 +77,19 @@ pub struct Listener {
     pub max_connections: Option<Spanned<i64>>,
     /// CIDRs (`"10.0.0.0/8"`) or single addresses whose `X-Forwarded-*` are believed.
     pub trusted_proxies: Option<Vec<Text>>,
+    /// `"http"` (default) or `"tcp"`.
+    pub protocol: Option<Text>,
+    /// Connections must open with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpRoute {
+    pub name: Text,
+    pub listeners: Option<Vec<Text>>,
+    pub sni: Option<Vec<Text>>,
+    pub upstream: Text,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +182,8 @@ pub struct Upstream {
     /// A share of live requests, `"20%"`.
     pub retry_budget: Option<Text>,
     pub hash_on: Option<Spanned<HashOn>>,
+    /// `"v1"` or `"v2"`: a PROXY protocol header on each new connection to an endpoint.
+    pub send_proxy_protocol: Option<Text>,
 }
 
 /// What `balance = "hash"` hashes: `"client_address"`, `{ header = "x-user" }` or

@@ -486,6 +486,7 @@ mod tests {
             passive_health,
             retry_budget: Upstream::DEFAULT_RETRY_BUDGET,
             hash_on: Default::default(),
+            send_proxy_protocol: None,
         });
         Pool::new(upstream, endpoints, states)
     }

@@ -130,7 +130,7 @@ impl Checker<'_> {
                     }
                 },
             };
-            let trusted_proxies = listener
+            let trusted_proxies: Vec<ipnet::IpNet> = listener
                 .trusted_proxies
                 .unwrap_or_default()
                 .iter()
@@ -147,8 +147,36 @@ impl Checker<'_> {
                     );
                 }
             }
+            let protocol = self.one_of(
+                listener.protocol.as_ref(),
+                "protocol",
+                &[
+                    ("http", ListenerProtocol::Http),
+                    ("tcp", ListenerProtocol::Tcp),
+                ],
+                ListenerProtocol::Http,
+            );
+            if let (ListenerProtocol::Tcp, Some(tls)) = (protocol, &listener.tls) {
+                self.error(
+                    &tls.span(),
+                    format!("listener {name:?}: a tcp listener relays bytes and terminates no TLS; for TLS passthrough, give a TLS listener tcp_routes with `sni`"),
+                );
+            }
+            let proxy_protocol = match listener.proxy_protocol {
+                Some(p) if *p.get_ref() && trusted_proxies.is_empty() => {
+                    self.error(
+                        &p.span(),
+                        format!("listener {name:?}: proxy_protocol needs trusted_proxies, the peers allowed to send the header (every other connection is closed)"),
+                    );
+                    true
+                }
+                Some(p) => *p.get_ref(),
+                None => false,
+            };
             let tls = listener.tls.map(|tls| self.listener_tls(tls));
             out.push(Listener {
+                protocol,
+                proxy_protocol,
                 name: name.into(),
                 address,
                 tls,

@@ -6,6 +6,7 @@
 
 mod gateway;
 mod routes;
+mod tcp_routes;
 #[cfg(test)]
 mod tests;
 mod upstreams;
@@ -223,6 +224,7 @@ impl Checker<'_> {
         let listener_names: HashSet<&str> = listeners.iter().map(|l| &*l.name).collect();
         let upstream_names: HashSet<&str> = upstreams.iter().map(|u| &*u.name).collect();
         let routes = self.routes(raw.routes, &listener_names, &upstream_names);
+        let tcp_routes = self.tcp_routes(raw.tcp_routes, &listeners, &upstreams, &routes);
         let kubernetes = raw.kubernetes.map(|raw| {
             super::cluster::validate(raw, &mut |severity, span, message| {
                 self.push(severity, &span, message)
@@ -233,6 +235,7 @@ impl Checker<'_> {
             admin,
             listeners,
             routes,
+            tcp_routes,
             upstreams,
             kubernetes,
         }

@@ -86,6 +86,7 @@ impl<'a> Backends<'a> {
                 passive_health: None,
                 retry_budget: Upstream::DEFAULT_RETRY_BUDGET,
                 hash_on: HashOn::ClientAddress,
+                send_proxy_protocol: None,
             });
         Ok(name)
     }
