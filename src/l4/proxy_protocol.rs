@@ -66,6 +66,11 @@ async fn peek_header(tcp: &TcpStream) -> Result<(usize, Option<SocketAddr>), Hea
             return Err(HeaderError::Closed);
         }
         let parsed = HeaderResult::parse(&buf[..n]);
+        if parsed.is_incomplete() && v1_line_ended(&buf[..n]) {
+            // A whole v1 line the parser still calls partial (a bad address reads as a
+            // missing one): more bytes cannot fix it.
+            return Err(HeaderError::Malformed("invalid v1 line".to_string()));
+        }
         if parsed.is_incomplete() {
             if n == buf.len() {
                 return Err(HeaderError::Malformed(format!(
@@ -83,6 +88,13 @@ async fn peek_header(tcp: &TcpStream) -> Result<(usize, Option<SocketAddr>), Hea
             HeaderResult::V2(Err(e)) => Err(HeaderError::Malformed(e.to_string())),
         };
     }
+}
+
+/// A v1 header is one line of at most 107 bytes: once its end (or that length) has
+/// arrived, it is complete, whatever the parser thinks.
+fn v1_line_ended(bytes: &[u8]) -> bool {
+    const V1_MAX: usize = 107;
+    bytes.starts_with(b"PROXY") && (bytes.len() >= V1_MAX || bytes.windows(2).any(|w| w == b"\r\n"))
 }
 
 fn source_v1(header: &v1::Header<'_>) -> Option<SocketAddr> {
@@ -199,5 +211,7 @@ mod tests {
         assert!(parsed.is_complete());
         assert!(matches!(parsed, HeaderResult::V1(Err(_))));
         assert!(HeaderResult::parse(b"PROXY TCP4 1.2.3.4").is_incomplete());
+        assert!(!v1_line_ended(b"PROXY TCP4 1.2.3.4"));
+        assert!(v1_line_ended(b"PROXY TCP4 not-an-address\r\nGET /"));
     }
 }

@@ -12,6 +12,7 @@ mod h1_loop;
 mod hardening;
 mod kube;
 mod kube_double;
+mod l4;
 mod limits;
 mod proxying;
 mod reload;
