@@ -477,3 +477,59 @@ fn route_explains_tcp_and_passthrough_routes() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_pool_checks_its_members_by_connecting() {
+    let a = named_server("a").await;
+    let down = closed_port();
+    let gw = Gateway::start(&tcp_config(
+        &[down, a],
+        "[upstreams.pool.health_check]\ninterval = \"100ms\"\nunhealthy_threshold = 1\n",
+    ));
+    let sample = format!("edgegate_health_checks_total{{result=\"fail\",upstream=\"pool\"}}");
+    let deadline = std::time::Instant::now() + WAIT;
+    while gw.metric(&sample).await.is_none() {
+        assert!(std::time::Instant::now() < deadline, "no failed check");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Without retries, only a pool that skips the unhealthy member answers every time.
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(gw.addr("db")).await.expect("connect");
+        assert_eq!(read_all(&mut stream).await, b"a");
+    }
+    assert_eq!(
+        gw.metric("edgegate_health_checks_total{result=\"pass\",upstream=\"pool\"}")
+            .await
+            .map(|n| n >= 1.0),
+        Some(true),
+        "the listening member passes a connect check"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_holds_further_relays_until_one_closes() {
+    let echo = echo_server().await;
+    let text = listener_keys(&tcp_config(&[echo], ""), "db", "max_connections = 1");
+    // One worker: with several, the freed slot may go to a worker whose socket (of the
+    // SO_REUSEPORT group) is not the one holding the waiting connection.
+    let gw = Gateway::start(&format!("[gateway]\nthreads = 1\n{text}"));
+    let mut first = TcpStream::connect(gw.addr("db")).await.expect("connect");
+    first.write_all(b"one").await.expect("send");
+    let mut buf = [0u8; 3];
+    first.read_exact(&mut buf).await.expect("echo");
+    // The second waits in the backlog: its bytes are not relayed yet.
+    let mut second = TcpStream::connect(gw.addr("db")).await.expect("connect");
+    second.write_all(b"two").await.expect("send");
+    assert_eq!(
+        gw.metric("edgegate_tcp_connections_total{listener=\"db\",route=\"pg\",upstream=\"pool\"}")
+            .await,
+        Some(1.0)
+    );
+    first.shutdown().await.expect("shutdown");
+    assert_eq!(read_all(&mut first).await, b"got 3 bytes");
+    tokio::time::timeout(WAIT, second.read_exact(&mut buf))
+        .await
+        .expect("relayed once the first closed")
+        .expect("echo");
+    assert_eq!(&buf, b"two");
+}
