@@ -486,9 +486,9 @@ async fn a_tcp_pool_checks_its_members_by_connecting() {
         &[down, a],
         "[upstreams.pool.health_check]\ninterval = \"100ms\"\nunhealthy_threshold = 1\n",
     ));
-    let sample = format!("edgegate_health_checks_total{{result=\"fail\",upstream=\"pool\"}}");
+    let sample = "edgegate_health_checks_total{result=\"fail\",upstream=\"pool\"}";
     let deadline = std::time::Instant::now() + WAIT;
-    while gw.metric(&sample).await.is_none() {
+    while gw.metric(sample).await.is_none() {
         assert!(std::time::Instant::now() < deadline, "no failed check");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
