@@ -6,6 +6,8 @@
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
+# The ACME end-to-end tests run pebble, the ACME test server (with pebble-challtestsrv).
+command -v pebble >/dev/null 2>&1 || need+=(pebble)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -42,6 +42,7 @@
 //!   SIGHUP, discovery, and routes from Gateway API and Ingress objects: `sources::cluster`).
 //! - [`proxy`]: the pingora `ProxyHttp` implementation; [`listeners`]: accept loops;
 //!   [`tls`]: rustls acceptors.
+//! - [`acme`]: certificates obtained and renewed from an ACME directory.
 //! - [`http_path`]: request-path normalisation before routing (pure).
 //! - [`l4`]: connections relayed whole (tcp listeners, TLS passthrough by SNI) and the
 //!   PROXY protocol.
@@ -52,6 +53,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod buffered_io;
 pub mod cli;

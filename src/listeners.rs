@@ -381,6 +381,16 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
             Ok(()) => return,
             Err(tcp) => tcp,
         };
+    } else if crate::acme::challenge::challenges().http_pending() {
+        // Only while an http-01 order waits for its validation.
+        let answered = tokio::time::timeout(
+            FIRST_BYTES_TIMEOUT,
+            crate::acme::challenge::answer_http(&mut tcp),
+        )
+        .await;
+        if answered.unwrap_or(true) {
+            return;
+        }
     }
     let info = ConnectionInfo {
         listener: name.clone(),
@@ -528,6 +538,9 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
         };
         let mut served = Vec::with_capacity(listeners.len());
         for spec in listeners {
+            if let Some(acme) = spec.tls.as_ref().and_then(|t| t.acme.as_ref()) {
+                crate::acme::ensure_running(acme, &spec.name, &self.serving.metrics);
+            }
             let acceptor = match &spec.tls {
                 Some(settings) => {
                     let from_cluster = cluster.get(&spec.name).cloned().unwrap_or_default();

@@ -156,6 +156,8 @@ pub struct Metrics {
     pub tcp_bytes: IntCounterVec,
     /// `edgegate_tcp_connections_active{listener}`: relayed connections open now.
     pub tcp_connections_active: IntGaugeVec,
+    /// `edgegate_acme_orders_total{result}`: ACME orders, `success` or `failure`.
+    pub acme_orders: IntCounterVec,
     /// Every collector above, for [`Metrics::describe`].
     collectors: Vec<Arc<dyn Collector>>,
 }
@@ -369,6 +371,14 @@ impl Metrics {
             &["listener"],
         )
         .expect("valid metric");
+        let acme_orders = IntCounterVec::new(
+            Opts::new(
+                "edgegate_acme_orders_total",
+                "ACME certificate orders by outcome.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -397,6 +407,7 @@ impl Metrics {
             Box::new(tcp_connections.clone()),
             Box::new(tcp_bytes.clone()),
             Box::new(tcp_connections_active.clone()),
+            Box::new(acme_orders.clone()),
         ];
         let collectors: Vec<Arc<dyn Collector>> = collectors.into_iter().map(Arc::from).collect();
         for collector in &collectors {
@@ -439,6 +450,7 @@ impl Metrics {
             tcp_connections,
             tcp_bytes,
             tcp_connections_active,
+            acme_orders,
             collectors,
         }
     }

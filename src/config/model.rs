@@ -216,10 +216,33 @@ impl Listener {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerTls {
+    /// May be empty when `acme` provides the certificate.
     pub certificates: Vec<CertificateFiles>,
+    pub acme: Option<Acme>,
     pub min_version: TlsVersion,
     pub alpn: Vec<String>,
     pub client_auth: Option<ClientAuth>,
+}
+
+/// A certificate for `domains` from an ACME directory, kept in `storage`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Acme {
+    pub directory: String,
+    pub email: Option<String>,
+    /// Lowercased; the first names the files in `storage`.
+    pub domains: Vec<String>,
+    pub challenge: AcmeChallenge,
+    pub storage: PathBuf,
+    /// Roots for the directory's own HTTPS (a private or test CA); the system's otherwise.
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AcmeChallenge {
+    /// Answered on the TLS listener itself (ALPN `acme-tls/1`).
+    TlsAlpn01,
+    /// Answered on the plain HTTP listeners, port 80 in production.
+    Http01,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -71,7 +71,9 @@ pub struct Admin {
 pub struct Listener {
     pub name: Text,
     pub address: Text,
-    pub tls: Option<Spanned<ListenerTls>>,
+    /// Not `Spanned`: toml 0.8 cannot span a table created only implicitly (a listener
+    /// written with `[listeners.tls.acme]` and no `[listeners.tls]`).
+    pub tls: Option<ListenerTls>,
     pub header_timeout: Option<Text>,
     pub idle_timeout: Option<Text>,
     pub max_connections: Option<Spanned<i64>>,
@@ -95,7 +97,9 @@ pub struct TcpRoute {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
-    pub certificates: Spanned<Vec<Spanned<CertificatePair>>>,
+    /// Required unless `acme` provides the certificate.
+    pub certificates: Option<Spanned<Vec<Spanned<CertificatePair>>>>,
+    pub acme: Option<Spanned<Acme>>,
     pub min_version: Option<Text>,
     pub alpn: Option<Spanned<Vec<Text>>>,
     pub client_ca: Option<Text>,
@@ -103,6 +107,18 @@ pub struct ListenerTls {
     pub client_auth: Option<Text>,
     /// Header that carries the verified client certificate's subject to upstreams.
     pub client_identity_header: Option<Text>,
+}
+
+/// `[listeners.tls.acme]`: a certificate obtained and renewed from an ACME directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    pub directory: Text,
+    pub email: Option<Text>,
+    pub domains: Spanned<Vec<Text>>,
+    pub challenge: Option<Text>,
+    pub storage: Text,
+    pub ca: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

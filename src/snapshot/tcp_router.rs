@@ -106,6 +106,7 @@ mod tests {
         let mut listener = Listener::new("secure", "127.0.0.1:0".parse().expect("addr"));
         listener.tls = Some(ListenerTls {
             certificates: Vec::new(),
+            acme: None,
             min_version: crate::config::model::TlsVersion::V1_2,
             alpn: Vec::new(),
             client_auth: None,

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod acme;
 mod admin;
 mod cli;
 mod cluster_routes;
