@@ -435,3 +435,40 @@ fn a_tcp_listener_without_a_route_is_worth_a_warning() {
         "{warnings:#?}"
     );
 }
+
+#[test]
+fn acme_settings_are_read_and_checked() {
+    let base = "[[listeners]]\nname = \"s\"\naddress = \"127.0.0.1:0\"\n[listeners.tls.acme]\n";
+    let config = loaded(&format!(
+        "{base}directory = \"https://acme.example/dir\"\ndomains = [\"Example.com\", \"www.example.com\"]\nstorage = \"/var/lib/edgegate/acme\"\nchallenge = \"http-01\"\n"
+    ))
+    .config;
+    let tls = config.listeners[0].tls.as_ref().expect("tls");
+    assert!(tls.certificates.is_empty(), "acme alone is enough");
+    let acme = tls.acme.as_ref().expect("acme");
+    assert_eq!(acme.domains, ["example.com", "www.example.com"]);
+    assert_eq!(acme.challenge, AcmeChallenge::Http01);
+    assert_eq!(acme.storage, PathBuf::from("/var/lib/edgegate/acme"));
+
+    let problems = errors(&format!(
+        "{base}directory = \"http://acme.example/dir\"\ndomains = [\"*.example.com\"]\nstorage = \"acme\"\nchallenge = \"dns-01\"\n"
+    ));
+    for want in [
+        "error: t.toml:5:13: invalid ACME directory",
+        "error: t.toml:6:12: ACME wildcard names need the dns-01 challenge",
+        "error: t.toml:6:11: acme needs at least one domain",
+        "error: t.toml:8:13: unknown challenge \"dns-01\"",
+    ] {
+        assert!(
+            problems.iter().any(|e| e.starts_with(want)),
+            "missing {want:?} in {problems:#?}"
+        );
+    }
+    let errors =
+        errors("[[listeners]]\nname = \"s\"\naddress = \"127.0.0.1:0\"\n[listeners.tls]\n");
+    assert!(
+        errors.iter().any(|e| e
+            .contains("a TLS listener needs at least one certificate (or [listeners.tls.acme])")),
+        "{errors:#?}"
+    );
+}

@@ -61,6 +61,8 @@ pub struct TlsSecret {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterRoutes {
     pub routes: Vec<Arc<Route>>,
+    /// TLS passthrough by SNI (the Ingress `ssl-passthrough` annotation).
+    pub tcp_routes: Vec<Arc<model::TcpRoute>>,
     /// One per (Service, port) named by any route, so one discovery watch per Service.
     pub upstreams: Vec<Upstream>,
     pub certificates: Vec<ClusterCertificate>,
@@ -75,6 +77,7 @@ impl ClusterRoutes {
     pub fn merged_onto(&self, file: &model::Config) -> model::Config {
         let mut config = file.clone();
         config.routes.extend(self.routes.iter().cloned());
+        config.tcp_routes.extend(self.tcp_routes.iter().cloned());
         for upstream in &self.upstreams {
             if config.upstream(&upstream.name).is_none() {
                 config.upstreams.push(upstream.clone());
@@ -159,6 +162,7 @@ pub fn translate(
         listeners,
         backends: backends::Backends::new(objects),
         routes: Vec::new(),
+        tcp_routes: Vec::new(),
         certificates: Vec::new(),
         status: Status::default(),
         problems: Vec::new(),
@@ -206,6 +210,7 @@ pub fn translate(
     }
     ClusterRoutes {
         routes: out.routes,
+        tcp_routes: out.tcp_routes,
         upstreams: out.backends.into_upstreams(),
         certificates: out.certificates,
         status: out.status,
@@ -219,6 +224,7 @@ struct Translation<'a> {
     listeners: &'a [ListenerFacts],
     backends: backends::Backends<'a>,
     routes: Vec<Arc<Route>>,
+    tcp_routes: Vec<Arc<model::TcpRoute>>,
     certificates: Vec<ClusterCertificate>,
     status: Status,
     problems: Vec<String>,

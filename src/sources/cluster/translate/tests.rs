@@ -619,3 +619,45 @@ fn without_classes_nothing_is_served() {
     let out = translate(&world.0, &none, &listeners());
     assert!(out.routes.is_empty() && out.upstreams.is_empty());
 }
+
+#[test]
+fn an_ssl_passthrough_ingress_relays_its_hosts_on_tls_listeners() {
+    let mut world = World::new().ingress(
+        "apps",
+        "secure",
+        json!({
+            "ingressClassName": "edgegate",
+            "rules": [{"host": "secure.example.com", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": "api", "port": {"number": 80}}}}]}}]
+        }),
+    );
+    let annotations = &mut world
+        .0
+        .ingresses
+        .get_mut(&key("apps", "secure"))
+        .expect("ingress")
+        .metadata
+        .annotations;
+    annotations.get_or_insert_with(Default::default).insert(
+        "nginx.ingress.kubernetes.io/ssl-passthrough".into(),
+        "true".into(),
+    );
+    let out = world.translate();
+    assert!(
+        out.routes.is_empty(),
+        "no HTTP route for a passthrough host"
+    );
+    assert_eq!(out.tcp_routes.len(), 1);
+    let route = &out.tcp_routes[0];
+    assert_eq!(&*route.name, "ingress/apps/secure/0");
+    assert_eq!(route.listeners, Some(vec![Name::from("websecure")]));
+    assert_eq!(
+        route.sni,
+        vec![crate::config::model::HostMatch::Exact(
+            "secure.example.com".into()
+        )]
+    );
+    assert_eq!(&*route.upstream, "service/apps/api/80");
+    assert_eq!(out.upstreams.len(), 1, "the backend's members are watched");
+}
