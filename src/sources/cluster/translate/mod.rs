@@ -10,6 +10,7 @@ mod backends;
 mod hostnames;
 mod httproute;
 mod ingress;
+mod l4routes;
 #[cfg(test)]
 mod tests;
 
@@ -22,7 +23,7 @@ use http::{HeaderValue, StatusCode};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::objects::{Gateway, HttpRoute, ParentRef, ReferenceGrant};
+use super::objects::{Gateway, HttpRoute, ParentRef, ReferenceGrant, TcpRoute, TlsRoute};
 use crate::config::model::{
     self, Action, HeaderEdits, Listener, Name, PathMatch, Respond, Route, Upstream,
 };
@@ -40,6 +41,8 @@ pub type Key = (String, String);
 pub struct ClusterObjects {
     pub gateways: BTreeMap<Key, Gateway>,
     pub routes: BTreeMap<Key, HttpRoute>,
+    pub tls_routes: BTreeMap<Key, TlsRoute>,
+    pub tcp_routes: BTreeMap<Key, TcpRoute>,
     pub grants: BTreeMap<Key, ReferenceGrant>,
     pub ingresses: BTreeMap<Key, Ingress>,
     pub services: BTreeMap<Key, ServicePorts>,
@@ -135,6 +138,8 @@ pub struct ListenerFacts {
     pub name: Name,
     pub port: u16,
     pub tls: bool,
+    /// `protocol = "tcp"`: where TCPRoutes attach.
+    pub tcp: bool,
 }
 
 impl ListenerFacts {
@@ -145,6 +150,7 @@ impl ListenerFacts {
                 name: l.name.clone(),
                 port: l.address.port(),
                 tls: l.tls.is_some(),
+                tcp: l.protocol == model::ListenerProtocol::Tcp,
             })
             .collect()
     }
@@ -168,7 +174,7 @@ pub fn translate(
         problems: Vec::new(),
         order: CLUSTER_ORDER_BASE,
     };
-    let gateways = match &settings.gateway_class {
+    let mut gateways = match &settings.gateway_class {
         Some(class) => httproute::served_gateways(&mut out, class),
         None => BTreeMap::new(),
     };
@@ -204,6 +210,9 @@ pub fn translate(
             Item::Route(key, route) => httproute::translate(&mut out, &mut gateways, key, route),
             Item::Ingress(key, ingress) => ingress::translate(&mut out, key, ingress),
         }
+    }
+    if settings.gateway_class.is_some() {
+        l4routes::translate_all(&mut out, &mut gateways);
     }
     for (key, gateway) in gateways {
         out.status.gateways.insert(key, gateway.status());
