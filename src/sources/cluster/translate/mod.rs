@@ -174,7 +174,7 @@ pub fn translate(
         problems: Vec::new(),
         order: CLUSTER_ORDER_BASE,
     };
-    let mut gateways = match &settings.gateway_class {
+    let gateways = match &settings.gateway_class {
         Some(class) => httproute::served_gateways(&mut out, class),
         None => BTreeMap::new(),
     };
