@@ -71,7 +71,9 @@ pub fn certificate_for(settings: &Acme) -> Result<Arc<AcmeCertificate>, String> 
     if let Some(entry) = registry.get(settings) {
         return Ok(entry.certificate.clone());
     }
-    let stored = storage::Storage::new(settings).load_certificate(&settings.domains);
+    let stored = storage::Storage::new(settings)
+        .load_certificate(&settings.domains)
+        .filter(|stored| stored.not_after > now());
     let (key, not_after) = match stored {
         Some(stored) => (stored.certificate.key, stored.not_after),
         None => (challenge::self_signed(&settings.domains, None)?, 0),
