@@ -33,7 +33,8 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-pin() { if [[ $PIN == 1 ]]; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
+# exec: started with `&`, the program itself is `$!` (so the cleanup stops it).
+pin() { if [[ $PIN == 1 ]]; then exec taskset -c "$1" "${@:2}"; else exec "${@:2}"; fi; }
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 # CPU ticks (user + system) of a process and its children.
 ticks() {
@@ -61,7 +62,7 @@ address = "127.0.0.1:0"
 name = "tcp"
 address = "127.0.0.1:${PORT[edgegate]}"
 protocol = "tcp"
-max_connections = 100000
+max_connections = 8000
 [[tcp_routes]]
 name = "sink"
 upstream = "sink"
@@ -76,7 +77,7 @@ start_haproxy() {
   cat > "$TMP/haproxy.cfg" <<CFG
 global
   nbthread 1
-  maxconn 100000
+  maxconn 8000
 defaults
   mode tcp
   timeout connect 5s
@@ -97,8 +98,8 @@ worker_processes 1;
 daemon off;
 pid $TMP/nginx.pid;
 error_log $TMP/nginx.log warn;
-events { worker_connections 100000; }
-stream { server { listen 127.0.0.1:${PORT[nginx]}; proxy_pass 127.0.0.1:$SINK; } }
+events { worker_connections 8000; }
+stream { server { listen 127.0.0.1:${PORT[nginx]}; proxy_pass 127.0.0.1:$SINK; proxy_half_close on; } }
 CONF
   pin 0 nginx -c "$TMP/nginx.conf" &
   PID[nginx]=$!
