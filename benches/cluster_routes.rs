@@ -281,6 +281,7 @@ fn matching(size: Size) {
         name: "web".into(),
         port: 8080,
         tls: false,
+        tcp: false,
     }];
     let names: Vec<Name> = vec!["web".into()];
     let headers = http::HeaderMap::new();

@@ -12,6 +12,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # The global rate limit tests start their own redis-server on a free loopback port.
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# The ACME end-to-end tests run pebble, the ACME test server (with pebble-challtestsrv).
+command -v pebble >/dev/null 2>&1 || need+=(pebble)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -62,12 +62,16 @@
 //! - [`serving`]: accept loops, the core's two renderers (the HTTP/1.1 loop and the
 //!   pingora adapter), the admin listener and its status page, and the hand-over of
 //!   listening sockets to a new binary.
+//! - [`l4`]: connections relayed whole (tcp listeners, TLS passthrough by SNI) and the
+//!   PROXY protocol; [`acme`]: certificates obtained and renewed from an ACME directory.
 //! - [`process`]: the command line, `run`/`check`/`route`, signals and drain.
 
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod config;
 pub mod control;
+pub mod l4;
 pub mod pipeline;
 pub mod process;
 #[cfg(test)]

@@ -45,6 +45,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// Shared with the compiled router, so compiling a snapshot copies no route.
     pub routes: Vec<Arc<Route>>,
+    /// Whole connections relayed to an upstream, by listener (and SNI on TLS listeners).
+    pub tcp_routes: Vec<Arc<TcpRoute>>,
     pub upstreams: Vec<Upstream>,
     /// `[kubernetes]`: routes from the cluster; `None` watches nothing.
     pub kubernetes: Option<KubernetesSettings>,
@@ -253,6 +255,42 @@ pub struct Listener {
     /// Peers whose `X-Forwarded-*` headers are believed; single addresses are `/32` or
     /// `/128` networks. Stored without host bits.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub protocol: ListenerProtocol,
+    /// Connections must open with a PROXY protocol header, and only trusted peers may
+    /// send one: its source address then stands for the peer's everywhere.
+    pub proxy_protocol: bool,
+}
+
+/// What a listener speaks to its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// HTTP/1.1 and HTTP/2 (TLS when `tls` is set), with TLS passthrough by SNI.
+    Http,
+    /// Raw TCP: each connection is relayed whole to its route's upstream.
+    Tcp,
+}
+
+/// A layer-4 route: the connection is not parsed, only relayed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpRoute {
+    pub name: Name,
+    /// Position in the file; the last tie-breaker among equally specific SNI matches.
+    pub order: usize,
+    /// `None` applies the route to every tcp listener (never to TLS listeners, where a
+    /// route needs `sni`).
+    pub listeners: Option<Vec<Name>>,
+    /// Empty on a tcp listener; on a TLS listener, the ClientHello names it matches.
+    pub sni: Vec<HostMatch>,
+    pub upstream: Name,
+    pub location: Location,
+}
+
+impl TcpRoute {
+    pub fn applies_to_listener(&self, listener: &str) -> bool {
+        self.listeners
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| &**n == listener))
+    }
 }
 
 impl Listener {
@@ -270,6 +308,8 @@ impl Listener {
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             trusted_proxies: Vec::new(),
+            protocol: ListenerProtocol::Http,
+            proxy_protocol: false,
         }
     }
 
@@ -283,10 +323,33 @@ impl Listener {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerTls {
+    /// May be empty when `acme` provides the certificate.
     pub certificates: Vec<CertificateFiles>,
+    pub acme: Option<Acme>,
     pub min_version: TlsVersion,
     pub alpn: Vec<String>,
     pub client_auth: Option<ClientAuth>,
+}
+
+/// A certificate for `domains` from an ACME directory, kept in `storage`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Acme {
+    pub directory: String,
+    pub email: Option<String>,
+    /// Lowercased; the first names the files in `storage`.
+    pub domains: Vec<String>,
+    pub challenge: AcmeChallenge,
+    pub storage: PathBuf,
+    /// Roots for the directory's own HTTPS (a private or test CA); the system's otherwise.
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AcmeChallenge {
+    /// Answered on the TLS listener itself (ALPN `acme-tls/1`).
+    TlsAlpn01,
+    /// Answered on the plain HTTP listeners, port 80 in production.
+    Http01,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -623,6 +686,8 @@ pub struct Upstream {
     pub hash_on: HashOn,
     /// Cookie affinity: a client that carries the cookie returns to its member.
     pub affinity: Option<Affinity>,
+    /// A PROXY protocol header sent first on each new connection to an endpoint.
+    pub send_proxy_protocol: Option<ProxyProtocolVersion>,
 }
 
 /// `affinity = { cookie, max_age }` on an upstream.
@@ -630,6 +695,12 @@ pub struct Upstream {
 pub struct Affinity {
     pub cookie: String,
     pub max_age: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocolVersion {
+    V1,
+    V2,
 }
 
 impl Upstream {

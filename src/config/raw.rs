@@ -18,6 +18,10 @@ pub struct Config {
     pub listeners: Vec<Spanned<Listener>>,
     #[serde(default)]
     pub routes: Vec<Spanned<Route>>,
+    /// Layer-4 routes: whole connections relayed to an upstream (tcp listeners, and TLS
+    /// passthrough by SNI on TLS listeners).
+    #[serde(default)]
+    pub tcp_routes: Vec<Spanned<TcpRoute>>,
     /// Neither keys nor values are `Spanned`: toml 0.8 cannot span a table that is only
     /// created implicitly (`[upstreams.web.kubernetes]` with no `[upstreams.web]`), so
     /// validation finds an upstream's place in the text itself.
@@ -108,18 +112,35 @@ pub struct Admin {
 pub struct Listener {
     pub name: Text,
     pub address: Text,
-    pub tls: Option<Spanned<ListenerTls>>,
+    /// Not `Spanned`: toml 0.8 cannot span a table created only implicitly (a listener
+    /// written with `[listeners.tls.acme]` and no `[listeners.tls]`).
+    pub tls: Option<ListenerTls>,
     pub header_timeout: Option<Text>,
     pub idle_timeout: Option<Text>,
     pub max_connections: Option<Spanned<i64>>,
     /// CIDRs (`"10.0.0.0/8"`) or single addresses whose `X-Forwarded-*` are believed.
     pub trusted_proxies: Option<Vec<Text>>,
+    /// `"http"` (default) or `"tcp"`.
+    pub protocol: Option<Text>,
+    /// Connections must open with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpRoute {
+    pub name: Text,
+    pub listeners: Option<Vec<Text>>,
+    pub sni: Option<Vec<Text>>,
+    pub upstream: Text,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
-    pub certificates: Spanned<Vec<Spanned<CertificatePair>>>,
+    /// Required unless `acme` provides the certificate.
+    pub certificates: Option<Spanned<Vec<Spanned<CertificatePair>>>>,
+    pub acme: Option<Spanned<Acme>>,
     pub min_version: Option<Text>,
     pub alpn: Option<Spanned<Vec<Text>>>,
     pub client_ca: Option<Text>,
@@ -127,6 +148,18 @@ pub struct ListenerTls {
     pub client_auth: Option<Text>,
     /// Header that carries the verified client certificate's subject to upstreams.
     pub client_identity_header: Option<Text>,
+}
+
+/// `[listeners.tls.acme]`: a certificate obtained and renewed from an ACME directory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    pub directory: Text,
+    pub email: Option<Text>,
+    pub domains: Spanned<Vec<Text>>,
+    pub challenge: Option<Text>,
+    pub storage: Text,
+    pub ca: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +282,8 @@ pub struct Upstream {
     pub retry_budget: Option<Text>,
     pub hash_on: Option<Spanned<HashOn>>,
     pub affinity: Option<Spanned<Affinity>>,
+    /// `"v1"` or `"v2"`: a PROXY protocol header on each new connection to an endpoint.
+    pub send_proxy_protocol: Option<Text>,
 }
 
 /// `affinity = { cookie = "NAME", max_age = "1h" }`.

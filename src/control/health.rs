@@ -78,6 +78,13 @@ async fn run_checks(
         let Some(pool) = current.pools.get(&upstream).cloned() else {
             return;
         };
+        // A pool behind tcp routes speaks whatever its members speak (a database, TLS to
+        // its own certificate): a completed TCP connect is the check.
+        let connect_only = current
+            .config
+            .tcp_routes
+            .iter()
+            .any(|r| r.upstream == upstream);
         let host = pool.upstream.tls.as_ref().and_then(|t| t.sni.clone());
         let tls = pool.upstream.tls.as_ref().map(|_| tls_connector(&pool));
         let probes = pool.members.iter().map(|member| {
@@ -86,7 +93,17 @@ async fn run_checks(
             let path = check.path.clone();
             let tls = tls.clone();
             async move {
-                let passed = tokio::time::timeout(check.timeout, probe(address, host, &path, tls))
+                let check_once = async {
+                    if connect_only {
+                        TcpStream::connect(address)
+                            .await
+                            .map(drop)
+                            .map_err(|e| format!("connect: {e}"))
+                    } else {
+                        probe(address, host, &path, tls).await
+                    }
+                };
+                let passed = tokio::time::timeout(check.timeout, check_once)
                     .await
                     .unwrap_or(Err("timed out".to_string()));
                 (address, passed)

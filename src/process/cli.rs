@@ -78,6 +78,8 @@ pub struct RouteArgs {
     /// Request header, `Name: value`; repeatable.
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     pub headers: Vec<String>,
+    /// An HTTP method, or `TCP` to explain a tcp route (URL: `tls://SNI[:PORT]` for TLS
+    /// passthrough, `tcp://[HOST]:PORT` for a tcp listener).
     pub method: String,
     /// `http://host[:port]/path?query` or just `/path?query`.
     pub url: String,

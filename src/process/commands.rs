@@ -135,6 +135,9 @@ fn route(args: &RouteArgs) -> ExitCode {
         &MemberStates::default(),
         Default::default(),
     );
+    if args.method.eq_ignore_ascii_case("tcp") {
+        return crate::l4::explain::route(&config, &snapshot, args);
+    }
     let method = match Method::from_bytes(args.method.to_ascii_uppercase().as_bytes()) {
         Ok(m) => m,
         Err(_) => {

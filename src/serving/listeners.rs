@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::config::model::{Listener, Name};
+use crate::config::model::{Listener, ListenerProtocol, Name};
 use crate::serving::h1::{ConnectionInfo, Engine};
 use crate::snapshot::tls::{build_acceptor, TlsAcceptor};
 use crate::snapshot::{ServedListener, Snapshot};
@@ -207,10 +207,17 @@ pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let (name, tls) = match &serving.snapshot {
-                None => (name.clone(), None),
+            let (name, tls, layer4) = match &serving.snapshot {
+                None => (name.clone(), None, Layer4::default()),
                 Some(snapshot) => match snapshot.load().listener_at(bound) {
-                    Some(served) => (served.spec.name.clone(), served.tls.clone()),
+                    Some(served) => (
+                        served.spec.name.clone(),
+                        served.tls.clone(),
+                        Layer4 {
+                            tcp: served.spec.protocol == ListenerProtocol::Tcp,
+                            proxy_protocol: served.spec.proxy_protocol,
+                        },
+                    ),
                     // Retired by the reload being applied: its loop is about to stop.
                     None => continue,
                 },
@@ -224,7 +231,7 @@ pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
                     .connections_active
                     .with_label_values(&[&name]);
                 gauge.inc();
-                serve_connection(&name, tcp, peer, bound, tls, &serving).await;
+                serve_connection(&name, tcp, peer, bound, tls, layer4, &serving).await;
                 gauge.dec();
             });
         }
@@ -266,16 +273,138 @@ async fn starts_with_h2_preface(tcp: &tokio::net::TcpStream) -> Option<bool> {
         .flatten()
 }
 
-async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
-    name: &str,
-    tcp: tokio::net::TcpStream,
+/// What a connection needs before any HTTP: read from the listener's settings once, at
+/// accept.
+#[derive(Debug, Default, Clone, Copy)]
+struct Layer4 {
+    /// Relay the connection whole (`protocol = "tcp"`).
+    tcp: bool,
+    /// It must open with a PROXY header.
+    proxy_protocol: bool,
+}
+
+/// Reads the PROXY header a connection must open with, from a trusted peer only. The
+/// client it names becomes the connection's peer for everything after (routing by
+/// client, X-Forwarded-For, the access log, PROXY headers sent on). `None`: closed.
+async fn accept_proxy_header<A>(
+    name: &Name,
+    tcp: &mut tokio::net::TcpStream,
     peer: SocketAddr,
     bound: SocketAddr,
+    serving: &Serving<A>,
+) -> Option<SocketAddr> {
+    let (trusted, within) = match &serving.snapshot {
+        Some(snapshot) => snapshot
+            .load()
+            .listener_at(bound)
+            .map_or((false, FIRST_BYTES_TIMEOUT), |l| {
+                (l.spec.is_trusted(peer.ip()), l.spec.header_timeout)
+            }),
+        None => (false, FIRST_BYTES_TIMEOUT),
+    };
+    if !trusted {
+        tracing::info!(listener = %name, client = %peer, "PROXY protocol from a peer outside trusted_proxies; connection closed");
+        return None;
+    }
+    match crate::l4::proxy_protocol::read_header(tcp, within).await {
+        Ok(Some(client)) => Some(client),
+        Ok(None) => Some(peer),
+        Err(e) => {
+            tracing::info!(listener = %name, client = %peer, error = %e, "connection closed");
+            None
+        }
+    }
+}
+
+/// Relays a TLS connection whose ClientHello names a passthrough route; `Err` gives the
+/// connection back to be terminated, `Ok` means it was served (or closed).
+async fn try_passthrough<A>(
+    name: &Name,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    serving: &Serving<A>,
+) -> Result<(), tokio::net::TcpStream> {
+    let Some(snapshots) = &serving.snapshot else {
+        return Err(tcp);
+    };
+    if !snapshots.load().tcp_router.has_passthrough(name) {
+        return Err(tcp);
+    }
+    use crate::l4::client_hello::{peek_server_name, Hello};
+    let sni = match peek_server_name(&tcp, FIRST_BYTES_TIMEOUT).await {
+        Hello::Gone => return Ok(()),
+        Hello::NotTls | Hello::Tls(None) => return Err(tcp),
+        Hello::Tls(Some(sni)) => sni,
+    };
+    let snapshot = snapshots.load_full();
+    let Some(route) = snapshot.tcp_router.passthrough_route(name, &sni).cloned() else {
+        return Err(tcp);
+    };
+    let connection = crate::l4::Connection {
+        listener: name,
+        route,
+        client: peer,
+        snapshot,
+        metrics: &serving.metrics,
+    };
+    crate::l4::serve(connection, tcp).await;
+    Ok(())
+}
+
+async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
+    name: &Name,
+    mut tcp: tokio::net::TcpStream,
+    mut peer: SocketAddr,
+    bound: SocketAddr,
     acceptor: Option<Arc<TlsAcceptor>>,
+    layer4: Layer4,
     serving: &Serving<A>,
 ) {
+    if layer4.proxy_protocol {
+        match accept_proxy_header(name, &mut tcp, peer, bound, serving).await {
+            Some(client) => peer = client,
+            None => return,
+        }
+    }
+    if layer4.tcp {
+        if let Some(snapshots) = &serving.snapshot {
+            let snapshot = snapshots.load_full();
+            match snapshot.tcp_router.tcp_route(name).cloned() {
+                Some(route) => {
+                    let connection = crate::l4::Connection {
+                        listener: name,
+                        route,
+                        client: peer,
+                        snapshot,
+                        metrics: &serving.metrics,
+                    };
+                    crate::l4::serve(connection, tcp).await;
+                }
+                None => {
+                    tracing::debug!(listener = %name, client = %peer, "no tcp route; connection closed")
+                }
+            }
+        }
+        return;
+    }
+    if acceptor.is_some() {
+        tcp = match try_passthrough(name, tcp, peer, serving).await {
+            Ok(()) => return,
+            Err(tcp) => tcp,
+        };
+    } else if crate::acme::challenge::challenges().http_pending() {
+        // Only while an http-01 order waits for its validation.
+        let answered = tokio::time::timeout(
+            FIRST_BYTES_TIMEOUT,
+            crate::acme::challenge::answer_http(&mut tcp),
+        )
+        .await;
+        if answered.unwrap_or(true) {
+            return;
+        }
+    }
     let info = ConnectionInfo {
-        listener: name.into(),
+        listener: name.clone(),
         peer,
         bound,
         tls: acceptor.is_some(),
@@ -310,7 +439,7 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
                     serving
                         .metrics
                         .tls_handshakes
-                        .with_label_values(&[name, "success"])
+                        .with_label_values(&[&**name, "success"])
                         .inc();
                     let h2 = tls_stream.selected_alpn_proto() == Some(pingora::protocols::ALPN::H2);
                     if let (false, Some(engine)) = (h2, &serving.h1) {
@@ -323,7 +452,7 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
                     serving
                         .metrics
                         .tls_handshakes
-                        .with_label_values(&[name, "failure"])
+                        .with_label_values(&[&**name, "failure"])
                         .inc();
                     tracing::debug!(listener = %name, client = %peer, error = %e, "TLS handshake failed");
                     return;
@@ -430,6 +559,9 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
         };
         let mut served = Vec::with_capacity(listeners.len());
         for spec in listeners {
+            if let Some(acme) = spec.tls.as_ref().and_then(|t| t.acme.as_ref()) {
+                crate::acme::ensure_running(acme, &spec.name, &self.serving.metrics);
+            }
             let (acceptor, expiries) = match &spec.tls {
                 Some(settings) => {
                     let from_cluster = cluster.get(&spec.name).cloned().unwrap_or_default();

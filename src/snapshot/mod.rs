@@ -7,6 +7,7 @@ pub mod tls;
 
 #[cfg(test)]
 mod gauges_tests;
+pub mod tcp_router;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::snapshot::tls::TlsAcceptor;
 use crate::telemetry::access_log::AccessLog;
 use pool::{MemberStates, Pool};
 use router::Router;
+use tcp_router::TcpRouter;
 
 use crate::pipeline::auth::Authenticators;
 
@@ -122,6 +124,7 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub source: SourceInfo,
     pub router: Arc<Router>,
+    pub tcp_router: Arc<TcpRouter>,
     pub pools: HashMap<Name, Arc<Pool>>,
     pub edges: Edges,
     /// Span export (`[gateway.tracing]`), or `None` when off: requests read the sampling
@@ -194,6 +197,7 @@ impl Snapshot {
     ) -> Snapshot {
         let listener_names: Vec<Name> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let router = Router::compile(&config.routes, &listener_names);
+        let tcp_router = TcpRouter::compile(&config.tcp_routes, &config.listeners);
         let pools = config
             .upstreams
             .iter()
@@ -245,6 +249,7 @@ impl Snapshot {
             config,
             source,
             router: Arc::new(router),
+            tcp_router: Arc::new(tcp_router),
             pools,
             edges,
             trace_export,
@@ -286,6 +291,7 @@ impl Snapshot {
             config: self.config.clone(),
             source: self.source.clone(),
             router: self.router.clone(),
+            tcp_router: self.tcp_router.clone(),
             pools,
             edges: self.edges.clone(),
             trace_export: self.trace_export.clone(),

@@ -559,6 +559,7 @@ mod tests {
             retry_budget: Upstream::DEFAULT_RETRY_BUDGET,
             hash_on: Default::default(),
             affinity: None,
+            send_proxy_protocol: None,
         });
         Pool::new(upstream, endpoints, states)
     }

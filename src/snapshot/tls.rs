@@ -26,6 +26,9 @@ pub struct SniResolver {
     /// Certificates from cluster Secrets for this listener, after the
     /// file's by name. A renewed Secret builds a new acceptor into the next snapshot.
     cluster: Vec<LoadedCertificate>,
+    /// The listener's ACME certificate: served for its domains (and as the default when
+    /// the listener has no file certificate); its challenges answered for `acme-tls/1`.
+    acme: Option<Arc<crate::acme::AcmeCertificate>>,
 }
 
 impl SniResolver {
@@ -40,6 +43,7 @@ impl SniResolver {
         Self {
             certificates,
             cluster,
+            acme: None,
         }
     }
 
@@ -83,6 +87,18 @@ fn by_name<'a>(
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name();
+        if let Some(acme) = &self.acme {
+            let challenge = hello
+                .alpn()
+                .is_some_and(|mut p| p.any(|p| p == crate::acme::challenge::ACME_TLS_ALPN));
+            if challenge {
+                // A validation handshake: only the challenge certificate answers it.
+                return name.and_then(|n| crate::acme::challenge::challenges().tls_alpn(n));
+            }
+            if name.is_some_and(|n| acme.covers(n)) || self.certificates.is_empty() {
+                return Some(acme.key());
+            }
+        }
         if let Some(own) = by_name(&self.certificates, name) {
             return Some(own.key.clone());
         }
@@ -119,11 +135,16 @@ pub fn build_acceptor(
         .map(|files| tls_files::certificate(&files.cert, &files.key))
         .collect::<Result<Vec<_>, _>>()?;
     // File and Secret certificates alike: an expiry alert must cover both.
-    let expiries = certificates
+    let mut expiries: Vec<(String, i64)> = certificates
         .iter()
         .chain(&cluster)
         .map(|c| (c.names.first().cloned().unwrap_or_default(), c.not_after))
         .collect();
+    let acme = match &settings.acme {
+        Some(acme) => Some(crate::acme::certificate_for(acme)?),
+        None => None,
+    };
+    expiries.extend(acme.as_ref().and_then(|a| a.expiry()));
     let versions: &[&'static rustls::SupportedProtocolVersion] = match settings.min_version {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
@@ -149,13 +170,24 @@ pub fn build_acceptor(
             )
         }
     };
-    let resolver = SniResolver::with_cluster(certificates, cluster);
+    let mut resolver = SniResolver::with_cluster(certificates, cluster);
+    resolver.acme = acme;
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = settings
         .alpn
         .iter()
         .map(|p| p.as_bytes().to_vec())
         .collect();
+    if settings
+        .acme
+        .as_ref()
+        .is_some_and(|a| a.challenge == crate::config::model::AcmeChallenge::TlsAlpn01)
+    {
+        // Offered last: a client only gets it by offering nothing else (RFC 8737).
+        config
+            .alpn_protocols
+            .push(crate::acme::challenge::ACME_TLS_ALPN.to_vec());
+    }
     // Every suite rustls offers is AEAD with forward secrecy; choosing by our order (which
     // puts the strongest first) is what scanners and operators expect.
     config.ignore_client_order = true;

@@ -170,6 +170,16 @@ pub struct Metrics {
     pub rate_limit_store_errors: IntCounter,
     /// `edgegate_compressed_responses_total{route,encoding}`: answers the gateway encoded.
     pub compressed_responses: IntCounterVec,
+    /// `edgegate_tcp_connections_total{listener,route,upstream}`: connections relayed
+    /// whole (tcp listeners and TLS passthrough), counted when their route is chosen.
+    pub tcp_connections: IntCounterVec,
+    /// `edgegate_tcp_bytes_total{route,direction}`: relayed bytes, `upstream` (from the
+    /// client) or `downstream` (to the client).
+    pub tcp_bytes: IntCounterVec,
+    /// `edgegate_tcp_connections_active{listener}`: relayed connections open now.
+    pub tcp_connections_active: IntGaugeVec,
+    /// `edgegate_acme_orders_total{result}`: ACME orders, `success` or `failure`.
+    pub acme_orders: IntCounterVec,
     /// Every collector above, for [`Metrics::describe`].
     collectors: Vec<Arc<dyn Collector>>,
 }
@@ -396,6 +406,38 @@ impl Metrics {
             &["route", "encoding"],
         )
         .expect("valid metric");
+        let tcp_connections = IntCounterVec::new(
+            Opts::new(
+                "edgegate_tcp_connections_total",
+                "Connections relayed whole to an upstream (tcp listeners and TLS passthrough).",
+            ),
+            &["listener", "route", "upstream"],
+        )
+        .expect("valid metric");
+        let tcp_bytes = IntCounterVec::new(
+            Opts::new(
+                "edgegate_tcp_bytes_total",
+                "Bytes relayed on tcp routes: upstream from clients, downstream to them.",
+            ),
+            &["route", "direction"],
+        )
+        .expect("valid metric");
+        let tcp_connections_active = IntGaugeVec::new(
+            Opts::new(
+                "edgegate_tcp_connections_active",
+                "Relayed connections currently open.",
+            ),
+            &["listener"],
+        )
+        .expect("valid metric");
+        let acme_orders = IntCounterVec::new(
+            Opts::new(
+                "edgegate_acme_orders_total",
+                "ACME certificate orders by outcome.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -426,6 +468,10 @@ impl Metrics {
             Box::new(rate_limited.clone()),
             Box::new(rate_limit_store_errors.clone()),
             Box::new(compressed_responses.clone()),
+            Box::new(tcp_connections.clone()),
+            Box::new(tcp_bytes.clone()),
+            Box::new(tcp_connections_active.clone()),
+            Box::new(acme_orders.clone()),
         ];
         let collectors: Vec<Arc<dyn Collector>> = collectors.into_iter().map(Arc::from).collect();
         for collector in &collectors {
@@ -470,6 +516,10 @@ impl Metrics {
             rate_limited,
             rate_limit_store_errors,
             compressed_responses,
+            tcp_connections,
+            tcp_bytes,
+            tcp_connections_active,
+            acme_orders,
             collectors,
         }
     }
@@ -538,7 +588,10 @@ impl Metrics {
             value.is_empty()
                 || match label {
                     "listener" => config.listeners.iter().any(|l| &*l.name == value),
-                    "route" => config.routes.iter().any(|r| &*r.name == value),
+                    "route" => {
+                        config.routes.iter().any(|r| &*r.name == value)
+                            || config.tcp_routes.iter().any(|r| &*r.name == value)
+                    }
                     "upstream" => config.upstreams.iter().any(|u| &*u.name == value),
                     _ => true,
                 }
@@ -563,6 +616,13 @@ impl Metrics {
         forget(&self.compressed_responses, &["route", "encoding"], &known);
         forget(&self.upstream_duration, &["upstream"], &known);
         forget(&self.tls_handshakes, &["listener", "result"], &known);
+        forget(
+            &self.tcp_connections,
+            &["listener", "route", "upstream"],
+            &known,
+        );
+        forget(&self.tcp_bytes, &["route", "direction"], &known);
+        forget(&self.tcp_connections_active, &["listener"], &known);
     }
 
     /// The expiry of every certificate the listeners serve (files and Secrets alike),

@@ -1318,3 +1318,123 @@ async fn ingress_nginx_annotations_apply_to_every_route_of_their_ingress() {
         Duration::from_secs(5),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_routes_pass_through_and_tcp_routes_relay() {
+    use crate::support::pki::{self, ClientOptions, Pki};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = KubeApi::start().await;
+    // A TLS backend with its own certificate, as a Service's only pod.
+    let backend_pki = Pki::new("backend ca");
+    let backend_cert = backend_pki.issue(&["secure.example.com"]);
+    let backend =
+        Upstream::start_tls("secure-0", &backend_cert.cert_pem, &backend_cert.key_pem).await;
+    api.apply_service(
+        "shop",
+        "secure",
+        &[(Some("https"), 443, TargetPort::Number(backend.addr.port()))],
+    );
+    api.apply_endpoint_slice(
+        "shop",
+        "secure-a",
+        "secure",
+        &[(Some("https"), backend.addr.port())],
+        &[Endpoint::ready("127.0.0.1")],
+    );
+    let gateway_pki = Pki::new("gateway ca");
+    let gateway_cert = gateway_pki.issue(&["gw.example.com"]);
+    let (tls_port, tcp_port) = (free_port(), free_port());
+    api.apply_object(
+        "Gateway",
+        "shop",
+        "edge",
+        json!({"spec": {"gatewayClassName": "edgegate", "listeners": [
+            {"name": "passthrough", "port": tls_port, "protocol": "TLS", "tls": {"mode": "Passthrough"}},
+            {"name": "tcp", "port": tcp_port, "protocol": "TCP"}]}}),
+    );
+    api.apply_object(
+        "TLSRoute",
+        "shop",
+        "secure",
+        json!({"spec": {"parentRefs": [{"name": "edge", "sectionName": "passthrough"}],
+               "hostnames": ["secure.example.com"],
+               "rules": [{"backendRefs": [{"name": "secure", "port": 443}]}]}}),
+    );
+    api.apply_object(
+        "TCPRoute",
+        "shop",
+        "raw",
+        json!({"spec": {"parentRefs": [{"name": "edge", "sectionName": "tcp"}],
+               "rules": [{"backendRefs": [{"name": "secure", "port": 443}]}]}}),
+    );
+    let text = format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n\
+         [[listeners]]\nname = \"websecure\"\naddress = \"127.0.0.1:{tls_port}\"\n[listeners.tls]\n\
+         certificates = [{{ cert = \"gw.pem\", key = \"gw.key\" }}]\n\n\
+         [[listeners]]\nname = \"raw\"\naddress = \"127.0.0.1:{tcp_port}\"\nprotocol = \"tcp\"\n\n\
+         [[routes]]\nname = \"hello\"\nrespond = {{ status = 200, body = \"terminated\" }}\n\n\
+         [kubernetes]\ngateway_class = \"edgegate\"\n"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    gateway_cert.write(dir.path(), "gw");
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(&path, text).expect("write");
+    let kubeconfig = api.kubeconfig_path().display().to_string();
+    let gw = Gateway::spawn(dir, path, &[("KUBECONFIG", &kubeconfig)]);
+    gw.wait_ready().await;
+    let tls_addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().expect("addr");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let stream = loop {
+        match pki::connect(
+            tls_addr,
+            &ClientOptions::new("secure.example.com", &backend_pki.ca_pem),
+        )
+        .await
+        {
+            Ok(stream) => break stream,
+            Err(e) => assert!(Instant::now() < deadline, "TLSRoute not served: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(pki::served_certificate(&stream), backend_cert.der());
+    let answer = pki::get(stream, "secure.example.com", "/through")
+        .await
+        .expect("request");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Other names on the listener are terminated by the gateway.
+    let stream = pki::connect(
+        tls_addr,
+        &ClientOptions::new("gw.example.com", &gateway_pki.ca_pem),
+    )
+    .await
+    .expect("terminated handshake");
+    assert!(pki::get(stream, "gw.example.com", "/")
+        .await
+        .expect("request")
+        .ends_with("terminated"));
+    // The TCPRoute relays whole connections: a TLS handshake through it reaches the backend.
+    let tcp_addr: SocketAddr = format!("127.0.0.1:{tcp_port}").parse().expect("addr");
+    let stream = pki::connect(
+        tcp_addr,
+        &ClientOptions::new("secure.example.com", &backend_pki.ca_pem),
+    )
+    .await
+    .expect("handshake through the TCPRoute");
+    let mut stream = stream;
+    stream
+        .write_all(b"GET /raw HTTP/1.1\r\nHost: secure.example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.expect("read");
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(
+        gw.metric("edgegate_tcp_connections_total{listener=\"raw\",route=\"tcproute/shop/raw/0\",upstream=\"service/shop/secure/443\"}")
+            .await,
+        Some(1.0)
+    );
+}

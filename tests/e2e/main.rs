@@ -2,6 +2,7 @@
 
 mod support;
 
+mod acme;
 mod admin;
 mod auth;
 mod cli;
@@ -13,6 +14,7 @@ mod h1_loop;
 mod hardening;
 mod kube;
 mod kube_double;
+mod l4;
 mod limits;
 mod policy;
 mod proxying;

@@ -137,7 +137,7 @@ impl Checker<'_> {
                     }
                 },
             };
-            let trusted_proxies = listener
+            let trusted_proxies: Vec<ipnet::IpNet> = listener
                 .trusted_proxies
                 .unwrap_or_default()
                 .iter()
@@ -154,8 +154,37 @@ impl Checker<'_> {
                     );
                 }
             }
-            let tls = listener.tls.map(|tls| self.listener_tls(tls));
+            let protocol = self.one_of(
+                listener.protocol.as_ref(),
+                "protocol",
+                &[
+                    ("http", ListenerProtocol::Http),
+                    ("tcp", ListenerProtocol::Tcp),
+                ],
+                ListenerProtocol::Http,
+            );
+            if let (ListenerProtocol::Tcp, Some(_)) = (protocol, &listener.tls) {
+                self.error(
+                    &listener.name.span(),
+                    format!("listener {name:?}: a tcp listener relays bytes and terminates no TLS; for TLS passthrough, give a TLS listener tcp_routes with `sni`"),
+                );
+            }
+            let proxy_protocol = match listener.proxy_protocol {
+                Some(p) if *p.get_ref() && trusted_proxies.is_empty() => {
+                    self.error(
+                        &p.span(),
+                        format!("listener {name:?}: proxy_protocol needs trusted_proxies, the peers allowed to send the header (every other connection is closed)"),
+                    );
+                    true
+                }
+                Some(p) => *p.get_ref(),
+                None => false,
+            };
+            let name_span = listener.name.span();
+            let tls = listener.tls.map(|tls| self.listener_tls(tls, name_span));
             out.push(Listener {
+                protocol,
+                proxy_protocol,
                 name: name.into(),
                 address,
                 tls,
@@ -196,13 +225,20 @@ impl Checker<'_> {
         Some(network)
     }
 
-    pub(super) fn listener_tls(&mut self, raw: Spanned<raw::ListenerTls>) -> ListenerTls {
-        let raw = raw.into_inner();
-        let cert_span = raw.certificates.span();
+    /// `listener_span` points at the listener when the problem has no key of its own.
+    pub(super) fn listener_tls(
+        &mut self,
+        raw: raw::ListenerTls,
+        listener_span: Range<usize>,
+    ) -> ListenerTls {
+        let tls_span = listener_span;
+        let cert_span = raw.certificates.as_ref().map_or(tls_span, |c| c.span());
+        let acme = raw.acme.map(|acme| self.acme(acme));
         let mut names_seen: Vec<(String, PathBuf)> = Vec::new();
         let certificates: Vec<CertificateFiles> = raw
             .certificates
-            .into_inner()
+            .map(Spanned::into_inner)
+            .unwrap_or_default()
             .into_iter()
             .map(|pair| {
                 let span = pair.span();
@@ -225,8 +261,11 @@ impl Checker<'_> {
                 files
             })
             .collect();
-        if certificates.is_empty() {
-            self.error(&cert_span, "a TLS listener needs at least one certificate");
+        if certificates.is_empty() && acme.is_none() {
+            self.error(
+                &cert_span,
+                "a TLS listener needs at least one certificate (or [listeners.tls.acme])",
+            );
         }
         let min_version = self.one_of(
             raw.min_version.as_ref(),
@@ -286,9 +325,61 @@ impl Checker<'_> {
         };
         ListenerTls {
             certificates,
+            acme,
             min_version,
             alpn,
             client_auth,
+        }
+    }
+
+    fn acme(&mut self, raw: Spanned<raw::Acme>) -> Acme {
+        let raw = raw.into_inner();
+        let directory = raw.directory.get_ref().trim().to_string();
+        if !directory.starts_with("https://") {
+            self.error(
+                &raw.directory.span(),
+                format!("invalid ACME directory {directory:?}: expected an https:// URL"),
+            );
+        }
+        let domains_span = raw.domains.span();
+        let domains: Vec<String> = raw
+            .domains
+            .into_inner()
+            .iter()
+            .filter_map(|d| match self.host(d)? {
+                HostMatch::Exact(name) => Some(name),
+                HostMatch::Wildcard(_) => {
+                    self.error(
+                        &d.span(),
+                        "ACME wildcard names need the dns-01 challenge, which edgegate does not answer",
+                    );
+                    None
+                }
+            })
+            .collect();
+        if domains.is_empty() {
+            self.error(&domains_span, "acme needs at least one domain");
+        }
+        let challenge = self.one_of(
+            raw.challenge.as_ref(),
+            "challenge",
+            &[
+                ("tls-alpn-01", AcmeChallenge::TlsAlpn01),
+                ("http-01", AcmeChallenge::Http01),
+            ],
+            AcmeChallenge::TlsAlpn01,
+        );
+        let ca = raw.ca.map(|ca| {
+            let file = self.ca_file(&ca, "acme ca");
+            file.path
+        });
+        Acme {
+            directory,
+            email: raw.email.map(Spanned::into_inner),
+            domains,
+            challenge,
+            storage: self.path(raw.storage.get_ref()),
+            ca,
         }
     }
 

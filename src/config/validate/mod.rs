@@ -9,6 +9,7 @@ mod gateway;
 mod kubernetes;
 mod policy;
 mod routes;
+mod tcp_routes;
 #[cfg(test)]
 mod tests;
 pub(crate) mod tracing;
@@ -233,6 +234,7 @@ impl Checker<'_> {
         let listener_names: HashSet<&str> = listeners.iter().map(|l| &*l.name).collect();
         let upstream_names: HashSet<&str> = upstreams.iter().map(|u| &*u.name).collect();
         let routes = self.routes(raw.routes, &listener_names, &upstream_names, &auth_names);
+        let tcp_routes = self.tcp_routes(raw.tcp_routes, &listeners, &upstreams, &routes);
         let kubernetes = raw.kubernetes.map(|raw| {
             kubernetes::validate(raw, &mut |severity, span, message| {
                 self.push(severity, &span, message)
@@ -243,6 +245,7 @@ impl Checker<'_> {
             admin,
             listeners,
             routes,
+            tcp_routes,
             upstreams,
             kubernetes,
             auth,

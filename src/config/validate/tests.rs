@@ -528,3 +528,138 @@ fn bad_traffic_policy_is_reported_at_its_location() {
         "{e:?}"
     );
 }
+
+const TCP: &str = "[[listeners]]\nname = \"db\"\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\n\n\
+    [[listeners]]\nname = \"plain\"\naddress = \"127.0.0.1:0\"\n\n\
+    [upstreams.pg]\nendpoints = [\"127.0.0.1:1\"]\n\n";
+
+#[test]
+fn tcp_routes_are_read() {
+    let config = loaded(&format!(
+        "{TCP}[[tcp_routes]]\nname = \"pg\"\nlisteners = [\"db\"]\nupstream = \"pg\"\n"
+    ))
+    .config;
+    let route = &config.tcp_routes[0];
+    assert_eq!(&*route.name, "pg");
+    assert_eq!(&*route.upstream, "pg");
+    assert!(route.sni.is_empty());
+    assert!(route.applies_to_listener("db"));
+    assert_eq!(route.location.line, 14);
+}
+
+#[test]
+fn tcp_routes_refuse_what_could_never_serve() {
+    let text = format!(
+        "{TCP}[[tcp_routes]]\nname = \"a\"\nlisteners = [\"db\"]\nsni = [\"x.example.com\"]\nupstream = \"pg\"\n\n\
+         [[tcp_routes]]\nname = \"b\"\nlisteners = [\"plain\"]\nupstream = \"pg\"\n\n\
+         [[tcp_routes]]\nname = \"c\"\nlisteners = [\"plain\"]\nsni = [\"x.example.com\"]\nupstream = \"pg\"\n\n\
+         [[tcp_routes]]\nname = \"d\"\nlisteners = [\"nope\"]\nupstream = \"missing\"\n\n\
+         [[routes]]\nname = \"d\"\nlisteners = [\"db\"]\nrespond = {{ status = 200 }}\n"
+    );
+    let errors = errors(&text);
+    let expect = [
+        "error: t.toml:15:14: tcp route \"a\": listener \"db\" is a tcp listener",
+        "error: t.toml:21:14: tcp route \"b\": listener \"plain\" is an HTTP listener",
+        "error: t.toml:26:14: tcp route \"c\": listener \"plain\" has no [listeners.tls]",
+        "error: t.toml:32:14: tcp route \"d\" names unknown listener \"nope\"",
+        "error: t.toml:33:12: tcp route \"d\" names unknown upstream \"missing\"",
+        "error: t.toml:36:8: route \"d\" names listener \"db\", a tcp listener",
+        "error: t.toml:31:8: duplicate route name \"d\"",
+    ];
+    for want in expect {
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "missing {want:?} in {errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn layer4_listener_and_upstream_keys_are_checked() {
+    let errors = errors(
+        "[[listeners]]\nname = \"a\"\naddress = \"127.0.0.1:0\"\nprotocol = \"udp\"\nproxy_protocol = true\n\n\
+         [upstreams.u]\nendpoints = [\"127.0.0.1:1\"]\nsend_proxy_protocol = \"v3\"\n",
+    );
+    let expect = [
+        "error: t.toml:4:12: unknown protocol \"udp\": expected \"http\" or \"tcp\"",
+        "error: t.toml:5:18: listener \"a\": proxy_protocol needs trusted_proxies",
+        "error: t.toml:9:23: unknown send_proxy_protocol \"v3\": expected \"v1\" or \"v2\"",
+    ];
+    for want in expect {
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "missing {want:?} in {errors:#?}"
+        );
+    }
+    let l = one_listener(
+        "protocol = \"tcp\"\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+    );
+    assert_eq!(l.protocol, ListenerProtocol::Tcp);
+    assert!(l.proxy_protocol);
+    assert_eq!(
+        one_upstream("send_proxy_protocol = \"v2\"").send_proxy_protocol,
+        Some(ProxyProtocolVersion::V2)
+    );
+}
+
+#[test]
+fn a_proxy_protocol_upstream_serves_no_http_route() {
+    let errors = errors(&format!(
+        "{}\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
+        upstream_text("send_proxy_protocol = \"v1\"")
+    ));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("error: t.toml:5:8: route \"r\" sends HTTP to upstream \"u\", which has send_proxy_protocol")),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn a_tcp_listener_without_a_route_is_worth_a_warning() {
+    let warnings = warnings(TCP);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("tcp listener \"db\" has no tcp route")),
+        "{warnings:#?}"
+    );
+}
+
+#[test]
+fn acme_settings_are_read_and_checked() {
+    let base = "[[listeners]]\nname = \"s\"\naddress = \"127.0.0.1:0\"\n[listeners.tls.acme]\n";
+    let config = loaded(&format!(
+        "{base}directory = \"https://acme.example/dir\"\ndomains = [\"Example.com\", \"www.example.com\"]\nstorage = \"/var/lib/edgegate/acme\"\nchallenge = \"http-01\"\n"
+    ))
+    .config;
+    let tls = config.listeners[0].tls.as_ref().expect("tls");
+    assert!(tls.certificates.is_empty(), "acme alone is enough");
+    let acme = tls.acme.as_ref().expect("acme");
+    assert_eq!(acme.domains, ["example.com", "www.example.com"]);
+    assert_eq!(acme.challenge, AcmeChallenge::Http01);
+    assert_eq!(acme.storage, PathBuf::from("/var/lib/edgegate/acme"));
+
+    let problems = errors(&format!(
+        "{base}directory = \"http://acme.example/dir\"\ndomains = [\"*.example.com\"]\nstorage = \"acme\"\nchallenge = \"dns-01\"\n"
+    ));
+    for want in [
+        "error: t.toml:5:13: invalid ACME directory",
+        "error: t.toml:6:12: ACME wildcard names need the dns-01 challenge",
+        "error: t.toml:6:11: acme needs at least one domain",
+        "error: t.toml:8:13: unknown challenge \"dns-01\"",
+    ] {
+        assert!(
+            problems.iter().any(|e| e.starts_with(want)),
+            "missing {want:?} in {problems:#?}"
+        );
+    }
+    let errors =
+        errors("[[listeners]]\nname = \"s\"\naddress = \"127.0.0.1:0\"\n[listeners.tls]\n");
+    assert!(
+        errors.iter().any(|e| e
+            .contains("a TLS listener needs at least one certificate (or [listeners.tls.acme])")),
+        "{errors:#?}"
+    );
+}

@@ -214,6 +214,17 @@ impl Checker<'_> {
             retry_budget,
             hash_on,
             affinity: raw.affinity.and_then(|a| self.affinity(a.into_inner())),
+            send_proxy_protocol: raw.send_proxy_protocol.as_ref().and_then(|text| {
+                self.one_of(
+                    Some(text),
+                    "send_proxy_protocol",
+                    &[
+                        ("v1", Some(ProxyProtocolVersion::V1)),
+                        ("v2", Some(ProxyProtocolVersion::V2)),
+                    ],
+                    None,
+                )
+            }),
         })
     }
 

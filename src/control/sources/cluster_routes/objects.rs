@@ -11,6 +11,10 @@ pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 pub type Gateway = Object<GatewaySpec, NotUsed>;
 pub type HttpRoute = Object<HttpRouteSpec, HttpRouteStatus>;
 pub type ReferenceGrant = Object<ReferenceGrantSpec, NotUsed>;
+/// TLSRoute (passthrough by SNI) and TCPRoute share their shape: TCPRoute has no
+/// `hostnames`, which then stays empty.
+pub type TlsRoute = Object<L4RouteSpec, NotUsed>;
+pub type TcpRoute = Object<L4RouteSpec, NotUsed>;
 
 /// How kube-rs addresses each kind: Gateway and HTTPRoute are v1, ReferenceGrant v1beta1.
 pub fn gateway_resource() -> ApiResource {
@@ -24,6 +28,21 @@ pub fn http_route_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(GATEWAY_GROUP, "v1", "HTTPRoute"),
         "httproutes",
+    )
+}
+
+/// TLSRoute and TCPRoute are in the experimental channel, `v1alpha2`.
+pub fn tls_route_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(GATEWAY_GROUP, "v1alpha2", "TLSRoute"),
+        "tlsroutes",
+    )
+}
+
+pub fn tcp_route_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(GATEWAY_GROUP, "v1alpha2", "TCPRoute"),
+        "tcproutes",
     )
 }
 
@@ -287,4 +306,22 @@ mod tests {
         );
         assert_eq!(rule.backend_refs[0].weight, Some(3));
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct L4RouteSpec {
+    #[serde(default)]
+    pub parent_refs: Vec<ParentRef>,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    #[serde(default)]
+    pub rules: Vec<L4RouteRule>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct L4RouteRule {
+    #[serde(default)]
+    pub backend_refs: Vec<BackendRef>,
 }

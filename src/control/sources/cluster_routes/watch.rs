@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use super::objects::{self, Gateway, HttpRoute, ReferenceGrant};
+use super::objects::{self, Gateway, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute};
 use super::status::StatusWriter;
 use super::translate::{
     translate, ClusterObjects, ClusterRoutes, Key, ListenerFacts, ServicePorts, TlsSecret,
@@ -122,6 +122,8 @@ impl Store {
         for scope in &self.scopes {
             all.gateways.extend(scope.gateways.clone());
             all.routes.extend(scope.routes.clone());
+            all.tls_routes.extend(scope.tls_routes.clone());
+            all.tcp_routes.extend(scope.tcp_routes.clone());
             all.grants.extend(scope.grants.clone());
             all.ingresses.extend(scope.ingresses.clone());
             all.services.extend(scope.services.clone());
@@ -193,6 +195,8 @@ async fn run(mut inputs_rx: tokio::sync::watch::Receiver<Inputs>, updates: mpsc:
         if inputs.settings.gateway_class.is_some() {
             tasks.push(spawn(&ctx, gateways()));
             tasks.push(spawn(&ctx, http_routes()));
+            tasks.push(spawn(&ctx, tls_routes()));
+            tasks.push(spawn(&ctx, tcp_routes()));
             tasks.push(spawn(&ctx, grants()));
         }
         if inputs.settings.ingress_class.is_some() {
@@ -200,7 +204,13 @@ async fn run(mut inputs_rx: tokio::sync::watch::Receiver<Inputs>, updates: mpsc:
         }
     }
     if inputs.settings.gateway_class.is_some() {
-        kinds.extend(["Gateway", "HTTPRoute", "ReferenceGrant"]);
+        kinds.extend([
+            "Gateway",
+            "HTTPRoute",
+            "TLSRoute",
+            "TCPRoute",
+            "ReferenceGrant",
+        ]);
     }
     if inputs.settings.ingress_class.is_some() {
         kinds.push("Ingress");
@@ -486,6 +496,28 @@ fn http_routes() -> Kind<HttpRoute, HttpRoute> {
     }
 }
 
+fn tls_routes() -> Kind<TlsRoute, TlsRoute> {
+    Kind {
+        name: "TLSRoute",
+        api: |c, ns| dynamic(c, ns, &objects::tls_route_resource()),
+        fields: None,
+        slot: |o| &mut o.tls_routes,
+        convert: Some,
+        same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
+    }
+}
+
+fn tcp_routes() -> Kind<TcpRoute, TcpRoute> {
+    Kind {
+        name: "TCPRoute",
+        api: |c, ns| dynamic(c, ns, &objects::tcp_route_resource()),
+        fields: None,
+        slot: |o| &mut o.tcp_routes,
+        convert: Some,
+        same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
+    }
+}
+
 fn grants() -> Kind<ReferenceGrant, ReferenceGrant> {
     Kind {
         name: "ReferenceGrant",
@@ -533,6 +565,8 @@ pub async fn list_once(
         if settings.gateway_class.is_some() {
             list_into(&client, ns, gateways(), &mut objects).await?;
             list_into(&client, ns, http_routes(), &mut objects).await?;
+            list_into(&client, ns, tls_routes(), &mut objects).await?;
+            list_into(&client, ns, tcp_routes(), &mut objects).await?;
             list_into(&client, ns, grants(), &mut objects).await?;
         }
         if settings.ingress_class.is_some() {

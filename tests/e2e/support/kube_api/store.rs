@@ -13,11 +13,13 @@ pub(super) enum Kind {
     Ingress,
     Gateway,
     HttpRoute,
+    TlsRoute,
+    TcpRoute,
     ReferenceGrant,
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 8] = [
+    pub(super) const ALL: [Kind; 10] = [
         Kind::Service,
         Kind::Endpoints,
         Kind::EndpointSlice,
@@ -25,15 +27,18 @@ impl Kind {
         Kind::Ingress,
         Kind::Gateway,
         Kind::HttpRoute,
+        Kind::TlsRoute,
+        Kind::TcpRoute,
         Kind::ReferenceGrant,
     ];
 
     /// `(group, version)` pairs served under `/apis`, in discovery order.
-    pub(super) const GROUP_VERSIONS: [(&'static str, &'static str); 4] = [
+    pub(super) const GROUP_VERSIONS: [(&'static str, &'static str); 5] = [
         ("discovery.k8s.io", "v1"),
         ("networking.k8s.io", "v1"),
         ("gateway.networking.k8s.io", "v1"),
         ("gateway.networking.k8s.io", "v1beta1"),
+        ("gateway.networking.k8s.io", "v1alpha2"),
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -45,6 +50,8 @@ impl Kind {
             Kind::Ingress => "Ingress",
             Kind::Gateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::TlsRoute => "TLSRoute",
+            Kind::TcpRoute => "TCPRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
         }
     }
@@ -58,13 +65,18 @@ impl Kind {
             Kind::Service | Kind::Endpoints | Kind::Secret => "",
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::Ingress => "networking.k8s.io",
-            Kind::Gateway | Kind::HttpRoute | Kind::ReferenceGrant => "gateway.networking.k8s.io",
+            Kind::Gateway
+            | Kind::HttpRoute
+            | Kind::TlsRoute
+            | Kind::TcpRoute
+            | Kind::ReferenceGrant => "gateway.networking.k8s.io",
         }
     }
 
     pub(super) fn version(self) -> &'static str {
         match self {
             Kind::ReferenceGrant => "v1beta1",
+            Kind::TlsRoute | Kind::TcpRoute => "v1alpha2",
             _ => "v1",
         }
     }
@@ -85,6 +97,8 @@ impl Kind {
             Kind::Ingress => "ingresses",
             Kind::Gateway => "gateways",
             Kind::HttpRoute => "httproutes",
+            Kind::TlsRoute => "tlsroutes",
+            Kind::TcpRoute => "tcproutes",
             Kind::ReferenceGrant => "referencegrants",
         }
     }

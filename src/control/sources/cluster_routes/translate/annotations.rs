@@ -144,7 +144,11 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> IngressPolicy {
                 None => bad(name, value, "expected a size like 8m, 512k or 0"),
             },
             // Read with the Ingress's authentication (see `ingress.rs`).
-            "auth-url" | "auth-response-headers" | "auth-signin" | "auth-type" | "auth-secret"
+            "auth-url"
+            | "auth-response-headers"
+            | "auth-signin"
+            | "auth-type"
+            | "auth-secret"
             | "auth-realm" => {}
             other => out
                 .unserved

@@ -87,6 +87,7 @@ impl<'a> Backends<'a> {
                 retry_budget: Upstream::DEFAULT_RETRY_BUDGET,
                 hash_on: HashOn::ClientAddress,
                 affinity: None,
+                send_proxy_protocol: None,
             });
         Ok(name)
     }

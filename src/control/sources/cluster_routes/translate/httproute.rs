@@ -122,14 +122,22 @@ fn serve_listener(out: &mut Translation<'_>, key: &Key, spec: &GatewayListener) 
         unresolved_certificate: None,
         routes: 0,
     };
-    let tls = match spec.protocol.as_str() {
-        "HTTP" => false,
-        "HTTPS" => true,
+    let passthrough = spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.mode.as_deref())
+        .is_some_and(|m| m == "Passthrough");
+    let (tls, tcp) = match spec.protocol.as_str() {
+        "HTTP" => (false, false),
+        "HTTPS" => (true, false),
+        // TLSRoutes relay by SNI without terminating.
+        "TLS" if passthrough => (true, false),
+        "TCP" => (false, true),
         other => {
             served.invalid = Some((
                 "UnsupportedProtocol",
                 format!(
-                    "listener {}: protocol {other} is not served (HTTP and HTTPS are)",
+                    "listener {}: protocol {other} is not served (HTTP, HTTPS, TLS with mode Passthrough and TCP are)",
                     spec.name
                 ),
             ));
@@ -139,11 +147,15 @@ fn serve_listener(out: &mut Translation<'_>, key: &Key, spec: &GatewayListener) 
     served.attached_to = out
         .listeners
         .iter()
-        .filter(|l| i32::from(l.port) == spec.port && l.tls == tls)
+        .filter(|l| i32::from(l.port) == spec.port && l.tls == tls && l.tcp == tcp)
         .map(|l| l.name.clone())
         .collect();
     if served.attached_to.is_empty() {
-        let kind = if tls { "TLS" } else { "plain HTTP" };
+        let kind = match (tls, tcp) {
+            (true, _) => "TLS",
+            (false, true) => "tcp",
+            (false, false) => "plain HTTP",
+        };
         let message = format!(
             "listener {}: no edgegate {kind} listener on port {}",
             spec.name, spec.port
@@ -206,9 +218,9 @@ fn serve_listener(out: &mut Translation<'_>, key: &Key, spec: &GatewayListener) 
 }
 
 /// Where one route attaches: edgegate listeners and the hosts served there.
-struct Attachment {
-    listeners: Vec<Name>,
-    hosts: Vec<String>,
+pub(super) struct Attachment {
+    pub(super) listeners: Vec<Name>,
+    pub(super) hosts: Vec<String>,
 }
 
 pub fn translate(
@@ -237,7 +249,13 @@ pub fn translate(
         };
         let mut resolved_parent = parent.clone();
         resolved_parent.namespace = Some(gateway_ns);
-        let accepted = attach(gateway, namespace, parent, &route.spec.hostnames);
+        let accepted = attach(
+            gateway,
+            "HTTPRoute",
+            namespace,
+            parent,
+            &route.spec.hostnames,
+        );
         let accepted = match accepted {
             Ok(found) => {
                 attachments.extend(found);
@@ -311,9 +329,21 @@ pub fn translate(
     out.status.routes.insert(key.clone(), status);
 }
 
-/// The listeners of `gateway` a parentRef selects and admits, or why none does.
-fn attach(
+/// The kind of route a Gateway listener of `protocol` admits.
+fn admits(protocol: &str, route_kind: &str) -> bool {
+    match protocol {
+        "HTTP" | "HTTPS" => route_kind == "HTTPRoute",
+        "TLS" => route_kind == "TLSRoute",
+        "TCP" => route_kind == "TCPRoute",
+        _ => false,
+    }
+}
+
+/// The listeners of `gateway` a parentRef selects and admits (listeners of the protocol
+/// `route_kind` attaches to), or why none does.
+pub(super) fn attach(
     gateway: &mut ServedGateway,
+    route_kind: &str,
     route_namespace: &str,
     parent: &ParentRef,
     route_hosts: &[String],
@@ -338,11 +368,12 @@ fn attach(
             .and_then(|a| a.namespaces.as_ref())
             .and_then(|n| n.from.as_deref())
             .unwrap_or("Same");
-        let admitted = match from {
-            "All" => true,
-            "Same" => route_namespace == gateway.namespace,
-            _ => false, // Selector needs namespace labels, which are not watched
-        };
+        let admitted = admits(&spec.protocol, route_kind)
+            && match from {
+                "All" => true,
+                "Same" => route_namespace == gateway.namespace,
+                _ => false, // Selector needs namespace labels, which are not watched
+            };
         if !admitted {
             continue;
         }
@@ -635,7 +666,7 @@ fn backend_action(
     (action, problems)
 }
 
-fn resolve(
+pub(super) fn resolve(
     out: &mut Translation<'_>,
     namespace: &str,
     backend: &crate::control::sources::cluster_routes::objects::BackendRef,

@@ -108,6 +108,7 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
         out.problems
             .push(format!("ingress {namespace}/{name}: {problem}"));
     }
+    let passthrough = is_passthrough(ingress);
     let policy = annotations.policy.map(Arc::new);
     let apply = |route: &mut crate::config::model::Route| {
         route.policy = policy.clone();
@@ -120,6 +121,10 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
     for (index, rule) in spec.rules.iter().flatten().enumerate() {
         let rule_name = format!("ingress/{namespace}/{name}/{index}");
         let hosts: Vec<_> = rule.host.iter().map(|h| host_match(h)).collect();
+        if passthrough {
+            passthrough_rule(out, key, rule_name, &source, hosts, rule);
+            continue;
+        }
         for path in rule.http.iter().flat_map(|h| &h.paths) {
             let value = path.path.as_deref().unwrap_or("/");
             let path_match = match path.path_type.as_str() {
@@ -244,4 +249,58 @@ fn backend_action(
             respond_500("backend not resolved\n")
         }
     }
+}
+
+/// The annotation, under ingress-nginx's prefix or edgegate's own.
+const PASSTHROUGH: [&str; 2] = [
+    "nginx.ingress.kubernetes.io/ssl-passthrough",
+    "edgegate.dev/ssl-passthrough",
+];
+
+fn is_passthrough(ingress: &Ingress) -> bool {
+    ingress.metadata.annotations.as_ref().is_some_and(|a| {
+        PASSTHROUGH
+            .iter()
+            .any(|key| a.get(*key).is_some_and(|v| v.trim() == "true"))
+    })
+}
+
+/// A rule of a passthrough Ingress: its host's TLS connections go whole to the backend of
+/// its first path (ingress-nginx's reading), on every TLS listener; no HTTP route.
+fn passthrough_rule(
+    out: &mut Translation<'_>,
+    key: &Key,
+    rule_name: String,
+    source: &str,
+    sni: Vec<crate::config::model::HostMatch>,
+    rule: &k8s_openapi::api::networking::v1::IngressRule,
+) {
+    let (namespace, name) = key;
+    if sni.is_empty() {
+        out.problems.push(format!(
+            "ingress {namespace}/{name}: ssl-passthrough needs a host on every rule"
+        ));
+        return;
+    }
+    let Some(path) = rule.http.iter().flat_map(|h| &h.paths).next() else {
+        return;
+    };
+    let Action::Upstream(upstream) = backend_action(out, namespace, name, &path.backend) else {
+        return;
+    };
+    let order = out.next_order();
+    let listeners = out.tls_listeners();
+    out.tcp_routes
+        .push(Arc::new(crate::config::model::TcpRoute {
+            name: rule_name.into(),
+            order,
+            listeners: Some(listeners),
+            sni,
+            upstream,
+            location: crate::config::Location {
+                path: source.into(),
+                line: 0,
+                column: 0,
+            },
+        }));
 }

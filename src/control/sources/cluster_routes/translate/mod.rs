@@ -11,6 +11,7 @@ mod backends;
 mod hostnames;
 mod httproute;
 mod ingress;
+mod l4routes;
 #[cfg(test)]
 mod tests;
 
@@ -23,7 +24,7 @@ use http::{HeaderValue, StatusCode};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::objects::{Gateway, HttpRoute, ParentRef, ReferenceGrant};
+use super::objects::{Gateway, HttpRoute, ParentRef, ReferenceGrant, TcpRoute, TlsRoute};
 use crate::config::model::{
     self, Action, HeaderEdits, Listener, Name, PathMatch, Respond, Route, Upstream,
 };
@@ -41,6 +42,8 @@ pub type Key = (String, String);
 pub struct ClusterObjects {
     pub gateways: BTreeMap<Key, Gateway>,
     pub routes: BTreeMap<Key, HttpRoute>,
+    pub tls_routes: BTreeMap<Key, TlsRoute>,
+    pub tcp_routes: BTreeMap<Key, TcpRoute>,
     pub grants: BTreeMap<Key, ReferenceGrant>,
     pub ingresses: BTreeMap<Key, Ingress>,
     pub services: BTreeMap<Key, ServicePorts>,
@@ -62,6 +65,8 @@ pub struct TlsSecret {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterRoutes {
     pub routes: Vec<Arc<Route>>,
+    /// TLS passthrough by SNI (the Ingress `ssl-passthrough` annotation).
+    pub tcp_routes: Vec<Arc<model::TcpRoute>>,
     /// One per (Service, port) named by any route, so one discovery watch per Service.
     pub upstreams: Vec<Upstream>,
     pub certificates: Vec<ClusterCertificate>,
@@ -123,6 +128,7 @@ impl ClusterRoutes {
                 Arc::new(moved)
             }));
         }
+        config.tcp_routes.extend(self.tcp_routes.iter().cloned());
         for upstream in &self.upstreams {
             if config.upstream(&upstream.name).is_none() {
                 config.upstreams.push(upstream.clone());
@@ -185,6 +191,8 @@ pub struct ListenerFacts {
     pub name: Name,
     pub port: u16,
     pub tls: bool,
+    /// `protocol = "tcp"`: where TCPRoutes attach.
+    pub tcp: bool,
 }
 
 impl ListenerFacts {
@@ -195,6 +203,7 @@ impl ListenerFacts {
                 name: l.name.clone(),
                 port: l.address.port(),
                 tls: l.tls.is_some(),
+                tcp: l.protocol == model::ListenerProtocol::Tcp,
             })
             .collect()
     }
@@ -212,6 +221,7 @@ pub fn translate(
         listeners,
         backends: backends::Backends::new(objects),
         routes: Vec::new(),
+        tcp_routes: Vec::new(),
         certificates: Vec::new(),
         status: Status::default(),
         problems: Vec::new(),
@@ -255,11 +265,15 @@ pub fn translate(
             Item::Ingress(key, ingress) => ingress::translate(&mut out, key, ingress),
         }
     }
+    if settings.gateway_class.is_some() {
+        l4routes::translate_all(&mut out, &mut gateways);
+    }
     for (key, gateway) in gateways {
         out.status.gateways.insert(key, gateway.status());
     }
     ClusterRoutes {
         routes: out.routes,
+        tcp_routes: out.tcp_routes,
         upstreams: out.backends.into_upstreams(),
         certificates: out.certificates,
         status: out.status,
@@ -275,6 +289,7 @@ struct Translation<'a> {
     listeners: &'a [ListenerFacts],
     backends: backends::Backends<'a>,
     routes: Vec<Arc<Route>>,
+    tcp_routes: Vec<Arc<model::TcpRoute>>,
     certificates: Vec<ClusterCertificate>,
     status: Status,
     problems: Vec<String>,

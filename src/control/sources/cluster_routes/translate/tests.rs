@@ -24,11 +24,19 @@ fn listeners() -> Vec<ListenerFacts> {
             name: "web".into(),
             port: 8080,
             tls: false,
+            tcp: false,
         },
         ListenerFacts {
             name: "websecure".into(),
             port: 8443,
             tls: true,
+            tcp: false,
+        },
+        ListenerFacts {
+            name: "db".into(),
+            port: 5432,
+            tls: false,
+            tcp: true,
         },
     ]
 }
@@ -690,4 +698,118 @@ fn ingress_auth_annotations_become_a_forward_authenticator_or_fail_closed() {
         );
     }
     assert_eq!(out.problems.len(), 2, "{:?}", out.problems);
+}
+
+#[test]
+fn an_ssl_passthrough_ingress_relays_its_hosts_on_tls_listeners() {
+    let mut world = World::new().ingress(
+        "apps",
+        "secure",
+        json!({
+            "ingressClassName": "edgegate",
+            "rules": [{"host": "secure.example.com", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": "api", "port": {"number": 80}}}}]}}]
+        }),
+    );
+    let annotations = &mut world
+        .0
+        .ingresses
+        .get_mut(&key("apps", "secure"))
+        .expect("ingress")
+        .metadata
+        .annotations;
+    annotations.get_or_insert_with(Default::default).insert(
+        "nginx.ingress.kubernetes.io/ssl-passthrough".into(),
+        "true".into(),
+    );
+    let out = world.translate();
+    assert!(
+        out.routes.is_empty(),
+        "no HTTP route for a passthrough host"
+    );
+    assert_eq!(out.tcp_routes.len(), 1);
+    let route = &out.tcp_routes[0];
+    assert_eq!(&*route.name, "ingress/apps/secure/0");
+    assert_eq!(route.listeners, Some(vec![Name::from("websecure")]));
+    assert_eq!(
+        route.sni,
+        vec![crate::config::model::HostMatch::Exact(
+            "secure.example.com".into()
+        )]
+    );
+    assert_eq!(&*route.upstream, "service/apps/api/80");
+    assert_eq!(out.upstreams.len(), 1, "the backend's members are watched");
+}
+
+#[test]
+fn tls_routes_and_tcp_routes_attach_to_passthrough_and_tcp_listeners() {
+    let mut world = World::new().gateway(
+        "apps",
+        "edge",
+        "edgegate",
+        json!([
+            {"name": "passthrough", "port": 8443, "protocol": "TLS", "tls": {"mode": "Passthrough"},
+             "hostname": "*.mtls.example.com"},
+            {"name": "terminate", "port": 8443, "protocol": "TLS", "tls": {"mode": "Terminate"}},
+            {"name": "db", "port": 5432, "protocol": "TCP"},
+            {"name": "web", "port": 8080, "protocol": "HTTP"}
+        ]),
+    );
+    let tls: crate::control::sources::cluster_routes::objects::TlsRoute =
+        serde_json::from_value(json!({
+            "metadata": meta("apps", "secure", "2026-01-03T00:00:00Z"),
+            "spec": {
+                "parentRefs": [{"name": "edge", "sectionName": "passthrough"}],
+                "hostnames": ["a.mtls.example.com", "elsewhere.example.org"],
+                "rules": [{"backendRefs": [{"name": "api", "port": 80}]}]
+            }
+        }))
+        .expect("tlsroute");
+    world.0.tls_routes.insert(key("apps", "secure"), tls);
+    let tcp: crate::control::sources::cluster_routes::objects::TcpRoute =
+        serde_json::from_value(json!({
+            "metadata": meta("apps", "pg", "2026-01-03T00:00:00Z"),
+            "spec": {
+                "parentRefs": [{"name": "edge"}],
+                "rules": [{"backendRefs": [{"name": "web", "port": 9000}]}]
+            }
+        }))
+        .expect("tcproute");
+    world.0.tcp_routes.insert(key("apps", "pg"), tcp);
+    let out = world.translate();
+    assert!(out.routes.is_empty(), "no HTTP route: {:?}", out.routes);
+    let by_name = |n: &str| {
+        out.tcp_routes
+            .iter()
+            .find(|r| &*r.name == n)
+            .unwrap_or_else(|| panic!("no {n} in {:?}", out.tcp_routes))
+    };
+    let secure = by_name("tlsroute/apps/secure/0");
+    assert_eq!(secure.listeners, Some(vec![Name::from("websecure")]));
+    assert_eq!(
+        secure.sni,
+        vec![crate::config::model::HostMatch::Exact(
+            "a.mtls.example.com".into()
+        )],
+        "narrowed by the listener's hostname"
+    );
+    assert_eq!(&*secure.upstream, "service/apps/api/80");
+    let pg = by_name("tcproute/apps/pg/0");
+    assert_eq!(pg.listeners, Some(vec![Name::from("db")]));
+    assert!(pg.sni.is_empty());
+    assert_eq!(&*pg.upstream, "service/apps/web/9000");
+    let status = &out.status.gateways[&key("apps", "edge")];
+    let terminate = status
+        .listeners
+        .iter()
+        .find(|(name, _, _)| name == "terminate")
+        .expect("listener status");
+    assert!(
+        terminate
+            .2
+            .iter()
+            .any(|c| c.reason == "UnsupportedProtocol"),
+        "{terminate:?}"
+    );
 }
