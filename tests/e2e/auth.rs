@@ -13,94 +13,15 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::support::pki::{Issued, Pki};
-use crate::support::{Gateway, Upstream};
+use crate::request_core::{start_with_files, Edge, Proto, EVERY};
+use crate::support::Upstream;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proto {
-    H1,
-    H2c,
-    H2Tls,
-}
-
-const EVERY: [Proto; 3] = [Proto::H1, Proto::H2c, Proto::H2Tls];
-
-struct Edge {
-    gw: Gateway,
-    pki: Pki,
-    _cert: Issued,
-}
-
+/// The protocol matrix of the request-core tests, with the authenticators' files (users,
+/// JWKS) written beside the config.
 fn start(rest: &str, files: &[(&str, String)]) -> Edge {
-    let pki = Pki::new("auth ca");
-    let cert = pki.issue(&["app.test"]);
-    let config = format!(
-        "[admin]\naddress = \"127.0.0.1:0\"\n\n\
-         [[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n\n\
-         [[listeners]]\nname = \"secure\"\naddress = \"127.0.0.1:0\"\n\
-         [listeners.tls]\ncertificates = [{{ cert = \"app.pem\", key = \"app.key\" }}]\n\n{rest}"
-    );
-    let gw = Gateway::start_with(&config, |dir| {
-        cert.write(dir, "app");
-        for (name, text) in files {
-            std::fs::write(dir.join(name), text).expect("write file");
-        }
-    });
-    Edge {
-        gw,
-        pki,
-        _cert: cert,
-    }
-}
-
-impl Edge {
-    fn client(&self, proto: Proto) -> reqwest::Client {
-        let builder = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(WAIT);
-        match proto {
-            Proto::H1 => builder
-                .http1_only()
-                .resolve("app.test", self.gw.addr("web")),
-            Proto::H2c => builder
-                .http2_prior_knowledge()
-                .resolve("app.test", self.gw.addr("web")),
-            Proto::H2Tls => builder
-                .add_root_certificate(
-                    reqwest::Certificate::from_pem(self.pki.ca_pem.as_bytes()).expect("ca"),
-                )
-                .resolve("app.test", self.gw.addr("secure")),
-        }
-        .build()
-        .expect("client")
-    }
-
-    fn url(&self, proto: Proto, path: &str) -> String {
-        match proto {
-            Proto::H1 | Proto::H2c => {
-                format!("http://app.test:{}{path}", self.gw.addr("web").port())
-            }
-            Proto::H2Tls => format!("https://app.test:{}{path}", self.gw.addr("secure").port()),
-        }
-    }
-
-    async fn get(&self, proto: Proto, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut request = self.client(proto).get(self.url(proto, path));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.expect("request");
-        let expected = if proto == Proto::H1 {
-            reqwest::Version::HTTP_11
-        } else {
-            reqwest::Version::HTTP_2
-        };
-        assert_eq!(response.version(), expected, "{proto:?}");
-        response
-    }
+    start_with_files("", rest, files)
 }
 
 fn basic(user: &str, password: &str) -> String {

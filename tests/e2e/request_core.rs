@@ -36,6 +36,11 @@ pub(crate) fn start(rest: &str) -> Edge {
 
 /// [`start`] with `keys` (TOML lines) on both listeners.
 pub(crate) fn start_with_listener_keys(keys: &str, rest: &str) -> Edge {
+    start_with_files(keys, rest, &[])
+}
+
+/// [`start_with_listener_keys`] with `files` (name, text) written beside the config.
+pub(crate) fn start_with_files(keys: &str, rest: &str, files: &[(&str, String)]) -> Edge {
     let pki = Pki::new("request core ca");
     let cert = pki.issue(&["app.test"]);
     let config = format!(
@@ -48,6 +53,9 @@ pub(crate) fn start_with_listener_keys(keys: &str, rest: &str) -> Edge {
     let gw = Gateway::start_with(&config, |dir| {
         cert.write(dir, "app");
         std::fs::write(dir.join("clients.pem"), &pki.ca_pem).expect("client ca");
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).expect("write file");
+        }
     });
     Edge {
         gw,
