@@ -340,15 +340,27 @@ async fn try_passthrough<A>(
     let Some(route) = snapshot.tcp_router.passthrough_route(name, &sni).cloned() else {
         return Err(tcp);
     };
+    relay(name, route, peer, snapshot, serving, tcp).await;
+    Ok(())
+}
+
+/// Relays a connection whole over its tcp route.
+async fn relay<A>(
+    name: &Name,
+    route: Arc<crate::config::model::TcpRoute>,
+    client: SocketAddr,
+    snapshot: Arc<Snapshot>,
+    serving: &Serving<A>,
+    tcp: tokio::net::TcpStream,
+) {
     let connection = crate::l4::Connection {
         listener: name,
         route,
-        client: peer,
+        client,
         snapshot,
         metrics: &serving.metrics,
     };
     crate::l4::serve(connection, tcp).await;
-    Ok(())
 }
 
 async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
@@ -370,16 +382,7 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
         if let Some(snapshots) = &serving.snapshot {
             let snapshot = snapshots.load_full();
             match snapshot.tcp_router.tcp_route(name).cloned() {
-                Some(route) => {
-                    let connection = crate::l4::Connection {
-                        listener: name,
-                        route,
-                        client: peer,
-                        snapshot,
-                        metrics: &serving.metrics,
-                    };
-                    crate::l4::serve(connection, tcp).await;
-                }
+                Some(route) => relay(name, route, peer, snapshot, serving, tcp).await,
                 None => {
                     tracing::debug!(listener = %name, client = %peer, "no tcp route; connection closed")
                 }
