@@ -156,14 +156,20 @@ impl RequestContext {
         self.route.as_ref().map_or("", |r| &r.name)
     }
 
-    /// The header that carries a verified client certificate's identity upstream, when
-    /// the request's listener names one.
-    pub fn client_identity_header(&self) -> Option<http::HeaderName> {
+    /// The request's listener as its own snapshot defines it: the one place a step looks
+    /// up the listener's settings (trusted proxies, client identity).
+    pub fn listener_spec(&self) -> Option<&crate::config::model::Listener> {
         self.snapshot
             .config
             .listeners
             .iter()
-            .find(|l| l.name == self.listener)?
+            .find(|l| l.name == self.listener)
+    }
+
+    /// The header that carries a verified client certificate's identity upstream, when
+    /// the request's listener names one.
+    pub fn client_identity_header(&self) -> Option<http::HeaderName> {
+        self.listener_spec()?
             .tls
             .as_ref()?
             .client_auth

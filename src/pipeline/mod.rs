@@ -159,11 +159,7 @@ fn identify<'a, F: Fields>(
     );
     ctx.idempotent = request.method.is_idempotent();
     ctx.trusted = ctx
-        .snapshot
-        .config
-        .listeners
-        .iter()
-        .find(|l| l.name == ctx.listener)
+        .listener_spec()
         .is_some_and(|l| l.is_trusted(request.peer));
     Flow::Next
 }

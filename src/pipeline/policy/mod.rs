@@ -46,15 +46,7 @@ pub async fn run<F: Fields + Sync>(
     ctx: &mut RequestContext,
 ) -> Option<LocalAnswer> {
     let policy = ctx.route.as_ref()?.policy.clone()?;
-    let client = {
-        let listener = ctx
-            .snapshot
-            .config
-            .listeners
-            .iter()
-            .find(|l| l.name == ctx.listener);
-        client::client_address(request.peer, listener, request.fields)
-    };
+    let client = client::client_address(request.peer, ctx.listener_spec(), request.fields);
     if !admitted(&policy, client) {
         tracing::debug!(route = %ctx.route_name(), request_id = %ctx.request_id, %client, "access denied");
         ctx.refusal = Some(Refusal::AccessDenied);
