@@ -521,6 +521,51 @@ async fn the_route_timeout_answers_504_during_a_slow_upload() {
     assert_eq!(response.text(), "route timeout exceeded\n");
 }
 
+/// The same over HTTP/2 (pingora's path), with a body that keeps trickling in: the
+/// route's budget ends the exchange with a 504, not a silent reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_timeout_answers_504_during_a_slow_http2_upload() {
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    let upstream = RawUpstream::start_default().await;
+    let edge = start(&format!(
+        "[[routes]]\nname = \"rest\"\nupstream = \"app\"\ntimeout = \"1s\"\n\n[upstreams.app]\nendpoints = [\"{}\"]\n",
+        upstream.addr
+    ));
+    let tcp = tokio::net::TcpStream::connect(edge.gw.addr("web"))
+        .await
+        .expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(connection);
+    // One piece every 300 ms, 20 at most: the body outlives the route's 1 s.
+    let pieces = futures_util::stream::iter(0..20).then(|_| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(
+            b"xxxxxxxx",
+        )))
+    });
+    let request = http::Request::post("http://app.test/up")
+        .body(StreamBody::new(Box::pin(pieces)))
+        .expect("request");
+    let response = tokio::time::timeout(WAIT, sender.send_request(request))
+        .await
+        .expect("answered within the wait")
+        .expect("a response");
+    assert_eq!(response.status(), 504);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&body[..], b"route timeout exceeded\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_early_answer_reaches_a_client_still_sending_its_body() {
     let upstream = RawUpstream::start_default().await;

@@ -563,11 +563,15 @@ fn apply_plan(
     Ok(())
 }
 
+/// The error a spent route budget raises on pingora's path: a type of its own, so the
+/// failure table tells it from an upstream's read timeout whatever context pingora adds.
+pub(crate) const ROUTE_TIMEOUT: ErrorType = ErrorType::Custom("route timeout");
+
 /// The route's total budget, spent: 504, also while the request body is still arriving.
 fn check_route_timeout(ctx: &RequestContext) -> Result<()> {
     if let Some(timeout) = ctx.route.as_ref().and_then(|r| r.timeout) {
         if ctx.started.elapsed() > timeout {
-            return Error::e_explain(ErrorType::ReadTimedout, "route timeout exceeded");
+            return Error::e_explain(ROUTE_TIMEOUT, "route timeout exceeded");
         }
     }
     Ok(())

@@ -43,13 +43,7 @@ pub fn failure_of(e: &Error) -> Option<Failure> {
     Some(match e.etype() {
         HTTPStatus(503) => Failure::NoHealthyEndpoint,
         ConnectTimedout => Failure::ConnectTimeout,
-        ReadTimedout
-            if e.context
-                .as_ref()
-                .is_some_and(|c| c.as_str().contains("route timeout")) =>
-        {
-            Failure::RouteTimeout
-        }
+        etype if *etype == super::ROUTE_TIMEOUT => Failure::RouteTimeout,
         ReadTimedout | TLSHandshakeTimedout => Failure::ResponseTimeout,
         WriteTimedout => Failure::WriteTimeout,
         ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError => {
