@@ -136,6 +136,7 @@ async fn serve<IO, A>(
             return;
         }
     };
+    tracing::debug!(listener = %info.listener, client = %info.peer, "HTTP/2 connection");
     // Looked up once per connection: each stream only moves the gauge.
     let in_flight = engine
         .core
