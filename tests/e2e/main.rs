@@ -11,6 +11,7 @@ mod consistency;
 mod framing;
 mod grpc;
 mod h1_loop;
+mod h2_loop;
 mod hardening;
 mod kube;
 mod kube_double;

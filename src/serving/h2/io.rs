@@ -119,6 +119,11 @@ pub async fn pump<W: AsyncWrite + Unpin>(
             Ok(None) => break,
             Ok(Some(Ok(data))) => data,
         };
+        if data.is_empty() {
+            // An empty DATA frame (often the one that ends the stream): as a chunk, it
+            // would end the body early.
+            continue;
+        }
         sent += data.len() as u64;
         if max_size.is_some_and(|max| sent > max) {
             return Err(PumpError::TooLarge);

@@ -20,6 +20,8 @@
 mod io;
 mod stream;
 
+use stream::StreamEnd;
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -53,6 +55,9 @@ const MAX_HEADER_LIST: u32 = crate::pipeline::framing::MAX_REQUEST_HEAD as u32;
 /// Streams the client reset before the gateway accepted them, at once: past this the
 /// connection ends with ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).
 const MAX_PENDING_RESETS: usize = 20;
+/// Streams the client reset while their exchange was under way, past which a connection
+/// that resets more streams than it lets finish is closed with ENHANCE_YOUR_CALM.
+const MAX_CLIENT_RESETS: u64 = 100;
 /// Streams the gateway itself reset for the client's protocol errors over the
 /// connection's life, before it gives up on the client.
 const MAX_ERROR_RESETS: usize = 1024;
@@ -153,6 +158,7 @@ async fn serve<IO, A>(
     let mut shutdown = engine.shutdown.clone();
     let mut draining = false;
     let mut closing = false;
+    let (mut served, mut resets) = (0u64, 0u64);
     let idle = tokio::time::sleep(timers.idle);
     tokio::pin!(idle);
     if *shutdown.borrow() {
@@ -172,13 +178,28 @@ async fn serve<IO, A>(
                 }
                 None => break,
             },
-            Some(refused) = streams.next(), if !streams.is_empty() => {
-                if refused && !draining {
-                    // A stream this loop does not serve (the routes changed since the
-                    // connection opened): the client retries it on a new connection.
-                    draining = true;
-                    connection.graceful_shutdown();
+            Some(end) = streams.next(), if !streams.is_empty() => {
+                match end {
+                    StreamEnd::Refused if !draining => {
+                        // A stream this loop does not serve (the routes changed since
+                        // the connection opened): the client retries it on a new
+                        // connection.
+                        draining = true;
+                        connection.graceful_shutdown();
+                    }
+                    StreamEnd::ResetByClient => {
+                        resets += 1;
+                        if resets > MAX_CLIENT_RESETS && resets * 2 > served {
+                            // Rapid reset: most streams are cancelled as soon as they
+                            // start work upstream. The connection ends.
+                            tracing::warn!(listener = %info.listener, client = %info.peer, resets, served, "HTTP/2 client resets most of its streams; connection closed");
+                            closing = true;
+                            connection.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                        }
+                    }
+                    _ => {}
                 }
+                served += 1;
                 if streams.is_empty() {
                     let quiet = if draining { DRAIN_GRACE } else { timers.idle };
                     idle.as_mut().reset(tokio::time::Instant::now() + quiet);

@@ -23,7 +23,7 @@ use crate::serving::h1::forward::{
     self, capped, connect, deadline, read_response_head, response_framing, Failure,
     RequestMeta, ResponseFraming,
 };
-use crate::serving::h1::head::{FieldsView, Framing};
+use crate::serving::h1::head::{FieldsView, Framing, ResponseHead};
 use crate::serving::h1::upstream_cache::{self, CacheKey};
 use crate::serving::h1::{ConnectionInfo, Engine};
 use crate::snapshot::pool::Pool;
@@ -78,13 +78,22 @@ fn response_of(status: u16, fields: H2Fields) -> http::Response<()> {
     response
 }
 
-/// Serves one stream to its end. `true` when the stream was refused for the client to
-/// send it again on a new connection.
+/// How a stream ended, for the connection's bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    Served,
+    /// Refused for the client to send it again on a new connection.
+    Refused,
+    /// The client reset it before its response began.
+    ResetByClient,
+}
+
+/// Serves one stream to its end.
 pub async fn serve<A: ServerApp + Send + Sync + 'static>(
     shared: &Shared<'_, A>,
     request: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
-) -> bool {
+) -> StreamEnd {
     let core = &shared.engine.core;
     let info = shared.info;
     let snapshot = core.snapshot.load_full();
@@ -120,7 +129,7 @@ pub async fn serve<A: ServerApp + Send + Sync + 'static>(
         declared_length,
         peer: info.peer.ip(),
     };
-    let mut refused = false;
+    let mut end = StreamEnd::Served;
     let (status, bytes_sent) = match decide(&incoming, &mut ctx).await {
         Decision::Answer(answer) => send_answer(&mut respond, &answer, &ctx, &parts.method),
         Decision::Forward(forward) => {
@@ -130,7 +139,7 @@ pub async fn serve<A: ServerApp + Send + Sync + 'static>(
                 // upstream session only pingora-proxy keeps. Never processed, so the
                 // client may send it again, on a new connection (RFC 9113 8.7).
                 respond.send_reset(h2::Reason::REFUSED_STREAM);
-                refused = true;
+                end = StreamEnd::Refused;
                 (0, 0)
             } else {
                 let framing = if body.is_end_stream() {
@@ -180,8 +189,13 @@ pub async fn serve<A: ServerApp + Send + Sync + 'static>(
                     head,
                     body: &mut body,
                     respond: &mut respond,
+                    client_reset: false,
                 };
-                exchange.proxy(&pool).await
+                let answered = exchange.proxy(&pool).await;
+                if exchange.client_reset {
+                    end = StreamEnd::ResetByClient;
+                }
+                answered
             }
         }
     };
@@ -197,7 +211,7 @@ pub async fn serve<A: ServerApp + Send + Sync + 'static>(
             bytes_received: ctx.body_bytes,
         },
     );
-    refused
+    end
 }
 
 /// Sends an answer of the gateway's own; the status and body bytes sent (0, 0 when the
@@ -240,6 +254,21 @@ enum Attempt {
         failure: Failure,
         repeatable: bool,
     },
+    /// The client reset the stream before the response began: the work stops there.
+    ClientReset,
+}
+
+/// How far an attempt got before the response head arrived.
+enum Sent {
+    Head {
+        stream: TcpStream,
+        response: BytesMut,
+        fields: Vec<crate::serving::h1::head::Field>,
+        head: ResponseHead,
+        body_complete: bool,
+    },
+    Ended(Attempt),
+    BodyTooLarge,
 }
 
 /// One stream's forwarded request, across its attempts.
@@ -251,6 +280,8 @@ struct StreamExchange<'s> {
     head: Vec<u8>,
     body: &'s mut RecvStream,
     respond: &'s mut SendResponse<Bytes>,
+    /// The client reset the stream mid-exchange (counted against rapid reset).
+    client_reset: bool,
 }
 
 impl StreamExchange<'_> {
@@ -309,6 +340,10 @@ impl StreamExchange<'_> {
                         .settle_attempt(self.ctx, !matches!(status, 502..=504));
                     return (status, sent);
                 }
+                Attempt::ClientReset => {
+                    self.client_reset = true;
+                    return (0, 0);
+                }
                 Attempt::Stale => fresh = true,
                 Attempt::Failed {
                     failure,
@@ -342,118 +377,60 @@ impl StreamExchange<'_> {
         buffered: Option<&[u8]>,
     ) -> Attempt {
         let upstream = &pool.upstream;
-        let deadline = deadline(self.ctx);
         let key = CacheKey {
             group: pool.group_key,
             address,
         };
-        let cached = if fresh {
-            None
-        } else {
-            upstream_cache::checkout(key, upstream.idle_timeout)
-        };
-        let reused = cached.is_some();
-        let mut stream = match cached {
-            Some(stream) => stream,
-            None => match connect(address, capped(upstream.connect_timeout, deadline)).await {
-                Ok(stream) => stream,
-                Err(failure) => {
-                    tracing::warn!(upstream = %pool.name(), endpoint = %address, request_id = %self.ctx.request_id, error = %failure, "connect to endpoint failed");
-                    return Attempt::Failed {
-                        failure,
-                        repeatable: true,
-                    };
-                }
-            },
-        };
-        let replayable = buffered.is_some();
-        let may_retry = replayable && self.meta.method.is_idempotent();
-        let stale_or = |failure: Failure, sent: bool| {
-            let resend = if sent { may_retry } else { replayable };
-            if reused && resend && matches!(failure, Failure::Reset(_)) {
-                Attempt::Stale
-            } else {
-                Attempt::Failed {
-                    failure,
-                    repeatable: replayable,
-                }
-            }
-        };
-        let timed_out = |failure: Failure| {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                Failure::RouteTimeout
-            } else {
-                failure
-            }
-        };
-        let head = &mut self.head;
-        head.truncate(head_end);
-        if self.meta.needs_host {
-            use std::io::Write;
-            let _ = write!(head, "host: {address}\r\n");
-        }
-        head.extend_from_slice(b"\r\n");
-        if let Some(body) = buffered {
-            head.extend_from_slice(body);
-        }
         let limits = Limits {
             read: upstream.read_timeout,
             write: upstream.write_timeout,
-            deadline,
+            deadline: deadline(self.ctx),
         };
-        match tokio::time::timeout(limits.write_limit(), stream.write_all(head)).await {
-            Err(_) => {
-                return Attempt::Failed {
-                    failure: timed_out(Failure::WriteTimeout),
-                    repeatable: false,
+        let sending = Sending {
+            ctx: self.ctx,
+            meta: self.meta,
+            head: &mut self.head,
+            body: self.body,
+        };
+        let respond = &mut *self.respond;
+        // Until the response begins, a client reset ends the attempt at once: a client
+        // opening and resetting streams (rapid reset) costs no more upstream work than
+        // what had already started.
+        let sent = tokio::select! {
+            biased;
+            sent = sending.send(pool, key, fresh, head_end, buffered, limits) => sent,
+            _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => Sent::Ended(Attempt::ClientReset),
+        };
+        match sent {
+            Sent::Ended(attempt) => attempt,
+            Sent::BodyTooLarge => {
+                let (status, sent) = self.answer(&LocalAnswer::body_too_large());
+                Attempt::Done(status, sent)
+            }
+            Sent::Head {
+                stream,
+                response,
+                fields,
+                head,
+                body_complete,
+            } => {
+                let response = Upstream {
+                    stream,
+                    response,
+                    fields,
+                    head,
+                };
+                match self
+                    .relay_response(response, key, limits, body_complete)
+                    .await
+                {
+                    Ok(done) => done,
+                    Err(failure) => Attempt::Failed {
+                        failure,
+                        repeatable: false,
+                    },
                 }
             }
-            Ok(Err(e)) => return stale_or(Failure::Reset(e), false),
-            Ok(Ok(())) => {}
-        }
-        let mut body_complete = true;
-        if !replayable {
-            let pumped = io::pump(
-                self.body,
-                &mut stream,
-                self.meta.framing == Framing::Chunked,
-                self.meta.max_body_size,
-                CLIENT_TIMEOUT,
-                limits,
-            )
-            .await;
-            match pumped {
-                Ok(n) => self.ctx.body_bytes = n,
-                // The upstream stopped reading: it may have answered already.
-                Err(PumpError::UpstreamWrite(e)) => {
-                    tracing::debug!(request_id = %self.ctx.request_id, error = %e, "upstream stopped reading the request body");
-                    body_complete = false;
-                }
-                Err(PumpError::UpstreamWriteTimeout) => {
-                    return Attempt::Failed {
-                        failure: timed_out(Failure::WriteTimeout),
-                        repeatable: false,
-                    }
-                }
-                Err(PumpError::RouteTimeout) => {
-                    return Attempt::Failed {
-                        failure: Failure::RouteTimeout,
-                        repeatable: false,
-                    }
-                }
-                Err(PumpError::ClientGone) => {
-                    tracing::debug!(request_id = %self.ctx.request_id, "client went away while sending its body");
-                    return Attempt::Done(0, 0);
-                }
-                Err(PumpError::TooLarge) => {
-                    let (status, sent) = self.answer(&LocalAnswer::body_too_large());
-                    return Attempt::Done(status, sent);
-                }
-            }
-        }
-        match self.relay_response(stream, key, limits, body_complete).await {
-            Ok(done) => done,
-            Err(failure) => stale_or(timed_out(failure), true),
         }
     }
 
@@ -461,15 +438,17 @@ impl StreamExchange<'_> {
     /// client's window. `Err` only before anything reached the client.
     async fn relay_response(
         &mut self,
-        mut stream: TcpStream,
+        upstream: Upstream,
         key: CacheKey,
         limits: Limits,
         request_body_complete: bool,
     ) -> Result<Attempt, Failure> {
-        let mut response = BytesMut::with_capacity(4096);
-        let mut response_fields = Vec::with_capacity(16);
-        let head = read_response_head(&mut stream, &mut response, &mut response_fields, limits)
-            .await?;
+        let Upstream {
+            mut stream,
+            mut response,
+            fields: response_fields,
+            head,
+        } = upstream;
         if head.status == 101 {
             return Err(Failure::InvalidResponse("101 without an upgrade request"));
         }
@@ -570,6 +549,150 @@ impl StreamExchange<'_> {
                 send.send_reset(h2::Reason::INTERNAL_ERROR);
                 Ok(Attempt::Done(status, 0))
             }
+        }
+    }
+}
+
+/// An upstream response whose head has arrived.
+struct Upstream {
+    stream: TcpStream,
+    /// The head's bytes, then whatever of the body came with them.
+    response: BytesMut,
+    fields: Vec<crate::serving::h1::head::Field>,
+    head: ResponseHead,
+}
+
+/// What sending a request needs of its stream, the client's side of it excepted.
+struct Sending<'a> {
+    ctx: &'a mut RequestContext,
+    meta: &'a RequestMeta,
+    head: &'a mut Vec<u8>,
+    body: &'a mut RecvStream,
+}
+
+impl Sending<'_> {
+    /// Sends the request (head, then body) and reads the response head.
+    async fn send(
+        self,
+        pool: &Pool,
+        key: CacheKey,
+        fresh: bool,
+        head_end: usize,
+        buffered: Option<&[u8]>,
+        limits: Limits,
+    ) -> Sent {
+        let upstream = &pool.upstream;
+        let address = key.address;
+        let deadline = limits.deadline;
+        let cached = if fresh {
+            None
+        } else {
+            upstream_cache::checkout(key, upstream.idle_timeout)
+        };
+        let reused = cached.is_some();
+        let mut stream = match cached {
+            Some(stream) => stream,
+            None => match connect(address, capped(upstream.connect_timeout, deadline)).await {
+                Ok(stream) => stream,
+                Err(failure) => {
+                    tracing::warn!(upstream = %pool.name(), endpoint = %address, request_id = %self.ctx.request_id, error = %failure, "connect to endpoint failed");
+                    return Sent::Ended(Attempt::Failed {
+                        failure,
+                        repeatable: true,
+                    });
+                }
+            },
+        };
+        let replayable = buffered.is_some();
+        let may_retry = replayable && self.meta.method.is_idempotent();
+        // A pooled connection the upstream had closed fails at once: sent again on a
+        // fresh one when the request never left, or may be repeated anyway.
+        let stale_or = |failure: Failure, sent: bool| {
+            let resend = if sent { may_retry } else { replayable };
+            Sent::Ended(if reused && resend && matches!(failure, Failure::Reset(_)) {
+                Attempt::Stale
+            } else {
+                Attempt::Failed {
+                    failure,
+                    repeatable: replayable,
+                }
+            })
+        };
+        let timed_out = |failure: Failure| {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                Failure::RouteTimeout
+            } else {
+                failure
+            }
+        };
+        let head = self.head;
+        head.truncate(head_end);
+        if self.meta.needs_host {
+            use std::io::Write;
+            let _ = write!(head, "host: {address}\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        if let Some(body) = buffered {
+            head.extend_from_slice(body);
+        }
+        match tokio::time::timeout(limits.write_limit(), stream.write_all(head)).await {
+            Err(_) => {
+                return Sent::Ended(Attempt::Failed {
+                    failure: timed_out(Failure::WriteTimeout),
+                    repeatable: false,
+                })
+            }
+            Ok(Err(e)) => return stale_or(Failure::Reset(e), false),
+            Ok(Ok(())) => {}
+        }
+        let mut body_complete = true;
+        if !replayable {
+            let pumped = io::pump(
+                self.body,
+                &mut stream,
+                self.meta.framing == Framing::Chunked,
+                self.meta.max_body_size,
+                CLIENT_TIMEOUT,
+                limits,
+            )
+            .await;
+            match pumped {
+                Ok(n) => self.ctx.body_bytes = n,
+                // The upstream stopped reading: it may have answered already.
+                Err(PumpError::UpstreamWrite(e)) => {
+                    tracing::debug!(request_id = %self.ctx.request_id, error = %e, "upstream stopped reading the request body");
+                    body_complete = false;
+                }
+                Err(PumpError::UpstreamWriteTimeout) => {
+                    return Sent::Ended(Attempt::Failed {
+                        failure: timed_out(Failure::WriteTimeout),
+                        repeatable: false,
+                    })
+                }
+                Err(PumpError::RouteTimeout) => {
+                    return Sent::Ended(Attempt::Failed {
+                        failure: Failure::RouteTimeout,
+                        repeatable: false,
+                    })
+                }
+                Err(PumpError::ClientGone) => {
+                    tracing::debug!(request_id = %self.ctx.request_id, "client went away while sending its body");
+                    return Sent::Ended(Attempt::ClientReset);
+                }
+                Err(PumpError::TooLarge) => return Sent::BodyTooLarge,
+            }
+        }
+        let mut response = BytesMut::with_capacity(4096);
+        let mut fields = Vec::with_capacity(16);
+        match read_response_head(&mut stream, &mut response, &mut fields, limits).await {
+            Ok(head) => Sent::Head {
+                stream,
+                response,
+                fields,
+                head,
+                body_complete,
+            },
+            Err(failure) => stale_or(timed_out(failure), true),
         }
     }
 }
