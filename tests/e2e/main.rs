@@ -12,6 +12,7 @@ mod framing;
 mod grpc;
 mod h1_loop;
 mod hardening;
+mod ingress_auth;
 mod kube;
 mod kube_double;
 mod l4;
