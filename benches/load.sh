@@ -1207,12 +1207,12 @@ print_round_table() {  # scenario round
   local -a tv; mapfile -t tv < <(table_vars "$1")
   awk -F'\t' -v s="$1" -v r="$2" "${tv[@]}" '
     BEGIN { printf "\n[%s] round %s\n", s, r
-            printf "  %-12s %12s", "proxy", rl
+            printf "  %-18s %12s", "proxy", rl
             if (l1 != "") printf " %9s", l1
             if (l2 != "") printf " %9s", l2
             printf " %8s %11s %13s %13s %13s %7s %18s %9s %7s\n", "cpu s", cl, pl, ul, sl, "cpu %", "origin " pl, "up conns", "errors" }
     $1 == s && $2 == r {
-            printf "  %-12s %12.0f", $3, $4
+            printf "  %-18s %12.0f", $3, $4
             if (l1 != "") printf " %9.3f", $5
             if (l2 != "") printf " %9.3f", $12
             printf " %8.2f %11d %13.4f %13.4f %13.4f %7.1f %18.4f %9d %7d\n", $6, $7, $8, $14, $15, $13, $9, $10, $11 }' "$RESULTS"
@@ -1631,18 +1631,18 @@ summarize_rates() {  # scenario
               up[$3] += $10; err[$3] += $11; nr[$3]++ }
     END {
       split(na, nalist, " "); for (k in nalist) isna[nalist[k]] = 1
-      printf "  %-12s %12s", "proxy", rl
+      printf "  %-18s %12s", "proxy", rl
       if (l1 != "") printf " %9s", l1
       if (l2 != "") printf " %9s", l2
       printf " %12s %12s %12s %7s %13s %7s\n", pl, ul, sl, "cpu %", "new up conns", "errors"
       n = split(order, names, " ")
       for (i = 1; i <= n; i++) {
         p = names[i]
-        if (p in isna) { printf "  %-12s %12s   (cannot run this scenario)\n", p, "n/a"; continue }
+        if (p in isna) { printf "  %-18s %12s   (cannot run this scenario)\n", p, "n/a"; continue }
         if (!(p in nr)) continue
         R[p] = median(rps[p]); L1[p] = median(lat1[p]); L2[p] = median(lat2[p]); C[p] = median(cpu[p]); P[p] = median(pct[p])
         U[p] = median(ucpu[p]); S[p] = median(scpu[p])
-        printf "  %-12s %12.0f", p, R[p]
+        printf "  %-18s %12.0f", p, R[p]
         if (l1 != "") printf " %9.3f", L1[p]
         if (l2 != "") printf " %9.3f", L2[p]
         printf " %12.4f %12.4f %12.4f %7.1f %13d %7d\n", C[p], U[p], S[p], P[p], up[p], err[p]
@@ -1652,13 +1652,13 @@ summarize_rates() {  # scenario
       printf "   cpu %%: the proxy'"'"'s CPU time over wall time, 100 = one CPU busy;\n"
       printf "   new up conns: connections opened to the origin during the measured runs, all rounds; errors: all rounds)\n"
       if ("edgegate" in nr) {
-        printf "\n  %-21s %12s", "ratio", rl
+        printf "\n  %-27s %12s", "ratio", rl
         if (l1 != "") printf " %9s", l1
         if (l2 != "") printf " %9s", l2
         printf " %12s %12s %12s\n", pl, ul, sl
         for (i = 1; i <= n; i++) {
           p = names[i]; if (p == "edgegate" || !(p in nr)) continue
-          printf "  %-21s %12s", "edgegate/" p, ratio(R["edgegate"], R[p])
+          printf "  %-27s %12s", "edgegate/" p, ratio(R["edgegate"], R[p])
           if (l1 != "") printf " %9s", ratio(L1["edgegate"], L1[p])
           if (l2 != "") printf " %9s", ratio(L2["edgegate"], L2[p])
           printf " %12s %12s %12s\n", ratio(C["edgegate"], C[p]), ratio(U["edgegate"], U[p]), ratio(S["edgegate"], S[p])
