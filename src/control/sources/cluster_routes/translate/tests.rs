@@ -718,7 +718,7 @@ fn ingress_basic_auth_reads_its_users_from_a_secret_or_fails_closed() {
         )
     };
     let mut world = World::new();
-    let cases: [(&str, Value); 6] = [
+    let cases: [(&str, Value); 8] = [
         (
             "file",
             json!({"auth-type": "basic", "auth-secret": "users", "auth-realm": "Staff only"}),
@@ -741,6 +741,14 @@ fn ingress_basic_auth_reads_its_users_from_a_secret_or_fails_closed() {
             "both",
             json!({"auth-type": "basic", "auth-secret": "users",
                    "auth-url": "http://auth.apps.svc/"}),
+        ),
+        (
+            "badref",
+            json!({"auth-type": "basic", "auth-secret": "a/b/c"}),
+        ),
+        (
+            "quote",
+            json!({"auth-type": "basic", "auth-secret": "users", "auth-realm": "say \"hi\""}),
         ),
     ];
     for (name, annotations) in cases {
@@ -808,7 +816,7 @@ fn ingress_basic_auth_reads_its_users_from_a_secret_or_fails_closed() {
     };
     assert_eq!(route("file").auth.as_deref(), Some("ingress/apps/file"));
     assert!(matches!(route("file").action, Action::Upstream(_)));
-    for closed in ["weak", "missing", "digest", "both"] {
+    for closed in ["weak", "missing", "digest", "both", "badref", "quote"] {
         let route = route(closed);
         assert!(
             matches!(&route.action, Action::Respond(r) if r.status == 500),
@@ -828,7 +836,9 @@ fn ingress_basic_auth_reads_its_users_from_a_secret_or_fails_closed() {
     problem("ingress apps/missing: secret apps/nope not found");
     problem("annotation auth-type \"digest\" is not served");
     problem("auth-type and auth-url together");
-    assert_eq!(out.problems.len(), 4, "{:#?}", out.problems);
+    problem("annotation auth-secret \"a/b/c\" is not NAME or NAMESPACE/NAME");
+    problem("annotation auth-realm \"say \\\"hi\\\"\" cannot contain");
+    assert_eq!(out.problems.len(), 6, "{:#?}", out.problems);
 }
 
 #[test]
