@@ -1,7 +1,7 @@
 //! Basic auth on an Ingress (`auth-type: basic` with `auth-secret`), end to end: the real
 //! binary watches the API server double, the users come from an Opaque Secret holding
 //! bcrypt hashes made here, and the Secret is edited, broken and deleted while requests
-//! run, over HTTP/1.1 (the own loop) and h2c (pingora's path).
+//! run, over HTTP/1.1 and h2c.
 
 use std::time::{Duration, Instant};
 

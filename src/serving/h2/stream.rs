@@ -15,13 +15,13 @@ use tokio::net::TcpStream;
 
 use super::io::{self, DataWriter, PumpError};
 use crate::pipeline::{
-    decide, Core, Decision, Exchange, Failure as FailureKind, HeaderSink, InFlightGauge,
-    Incoming, LocalAnswer, RequestContext, ResponseHeaders, UpstreamHeaders,
+    decide, Core, Decision, Exchange, Failure as FailureKind, HeaderSink, InFlightGauge, Incoming,
+    LocalAnswer, RequestContext, ResponseHeaders, UpstreamHeaders,
 };
 use crate::serving::h1::body::{Limits, Never, Output, Transfer, CLIENT_TIMEOUT, COALESCE};
 use crate::serving::h1::forward::{
-    self, capped, connect, deadline, read_response_head, response_framing, Failure,
-    RequestMeta, ResponseFraming,
+    self, capped, connect, deadline, read_response_head, response_framing, Failure, RequestMeta,
+    ResponseFraming,
 };
 use crate::serving::h1::head::{FieldsView, Framing};
 use crate::serving::h1::upstream_cache::{self, CacheKey};
@@ -451,7 +451,10 @@ impl StreamExchange<'_> {
                 }
             }
         }
-        match self.relay_response(stream, key, limits, body_complete).await {
+        match self
+            .relay_response(stream, key, limits, body_complete)
+            .await
+        {
             Ok(done) => done,
             Err(failure) => stale_or(timed_out(failure), true),
         }
@@ -468,8 +471,8 @@ impl StreamExchange<'_> {
     ) -> Result<Attempt, Failure> {
         let mut response = BytesMut::with_capacity(4096);
         let mut response_fields = Vec::with_capacity(16);
-        let head = read_response_head(&mut stream, &mut response, &mut response_fields, limits)
-            .await?;
+        let head =
+            read_response_head(&mut stream, &mut response, &mut response_fields, limits).await?;
         if head.status == 101 {
             return Err(Failure::InvalidResponse("101 without an upgrade request"));
         }
@@ -519,7 +522,10 @@ impl StreamExchange<'_> {
         }
         let status = head.status;
         let empty = matches!(framing, Framing::None | Framing::Length(0));
-        let mut send = match self.respond.send_response(response_of(status, fields), empty) {
+        let mut send = match self
+            .respond
+            .send_response(response_of(status, fields), empty)
+        {
             Ok(send) => send,
             Err(e) => {
                 tracing::debug!(request_id = %self.ctx.request_id, error = %e, "client went away before the response");
