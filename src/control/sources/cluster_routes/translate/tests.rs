@@ -839,6 +839,17 @@ fn ingress_basic_auth_reads_its_users_from_a_secret_or_fails_closed() {
     problem("annotation auth-secret \"a/b/c\" is not NAME or NAMESPACE/NAME");
     problem("annotation auth-realm \"say \\\"hi\\\"\" cannot contain");
     assert_eq!(out.problems.len(), 6, "{:#?}", out.problems);
+    // Merged onto the file's config, a Secret's users are no file: a reload's fingerprint
+    // and the file watcher read none for them (or every reload would see a change).
+    let file = crate::config::load(&crate::config::SourceFile::new(
+        std::path::PathBuf::from("edgegate.toml"),
+        crate::config::DEFAULT_CONFIG,
+    ))
+    .expect("the shipped default")
+    .config;
+    let merged = out.merged_onto(&file);
+    assert!(merged.authenticator("ingress/apps/file").is_some());
+    assert_eq!(merged.auth_files().count(), file.auth_files().count());
 }
 
 #[test]
