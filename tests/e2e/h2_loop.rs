@@ -101,7 +101,12 @@ impl Drop for BigUpstream {
     }
 }
 
-async fn serve_big(mut stream: TcpStream, size: u64, cut_after: Option<u64>, written: Arc<AtomicU64>) {
+async fn serve_big(
+    mut stream: TcpStream,
+    size: u64,
+    cut_after: Option<u64>,
+    written: Arc<AtomicU64>,
+) {
     let mut buf = Vec::new();
     loop {
         // One request head (GET: no body).
@@ -274,7 +279,9 @@ async fn large_bodies_cross_both_ways_byte_exact() {
         .expect("whole body");
     assert_eq!(body.len() as u64, SIZE);
     assert!(
-        body.iter().enumerate().all(|(i, b)| *b == pattern(i as u64)),
+        body.iter()
+            .enumerate()
+            .all(|(i, b)| *b == pattern(i as u64)),
         "the body arrived altered"
     );
     drop(gw);
@@ -311,7 +318,10 @@ async fn large_bodies_cross_both_ways_byte_exact() {
         assert!(request.body == upload, "{} arrived altered", request.target);
     }
     assert!(!requests[0].1.chunked, "a declared length stays a length");
-    assert!(requests[1].1.chunked, "a body without a length goes on chunked");
+    assert!(
+        requests[1].1.chunked,
+        "a body without a length goes on chunked"
+    );
 }
 
 /// A client that never opens its window: the gateway reads no more of the upstream's
@@ -360,8 +370,15 @@ async fn a_client_reset_mid_body_never_reuses_the_upstream_connection() {
         .await
         .expect("body");
     assert_eq!(body.len() as u64, SIZE);
-    assert!(body.iter().enumerate().all(|(i, b)| *b == pattern(i as u64)));
-    assert_eq!(big.connections(), 2, "the reset exchange's connection was reused");
+    assert!(body
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == pattern(i as u64)));
+    assert_eq!(
+        big.connections(),
+        2,
+        "the reset exchange's connection was reused"
+    );
 }
 
 /// An upstream that dies mid-body: the client's stream is reset, never ended cleanly as
@@ -377,7 +394,11 @@ async fn an_upstream_dying_mid_body_resets_the_stream() {
         .expect("response head");
     assert_eq!(response.status(), 200);
     let body = response.bytes().await;
-    assert!(body.is_err(), "a cut body ended cleanly: {:?}", body.map(|b| b.len()));
+    assert!(
+        body.is_err(),
+        "a cut body ended cleanly: {:?}",
+        body.map(|b| b.len())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,17 +435,30 @@ async fn streams_past_the_concurrency_limit_are_refused() {
     let gw = Gateway::start(&proxy_config(&[upstream.addr], "", ""));
     let mut client = RawH2::connect(gw.addr("web"), &[]).await;
     // Wait for the gateway's SETTINGS (its limit) before opening streams.
-    client.until(|f| f.kind == SETTINGS && f.flags == 0).await.expect("settings");
-    client.send(&frame_bytes(SETTINGS, 1, 0, &[])).await.expect("ack");
+    client
+        .until(|f| f.kind == SETTINGS && f.flags == 0)
+        .await
+        .expect("settings");
+    client
+        .send(&frame_bytes(SETTINGS, 1, 0, &[]))
+        .await
+        .expect("ack");
     let mut burst = Vec::new();
     for i in 0..200u32 {
-        burst.extend(frame_bytes(HEADERS, END_HEADERS | END_STREAM, 2 * i + 1, &request_block("/slow")));
+        burst.extend(frame_bytes(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            2 * i + 1,
+            &request_block("/slow"),
+        ));
     }
     client.send(&burst).await.expect("burst");
     let mut refused = 0;
     let mut answered = 0;
     while refused + answered < 200 {
-        let Some(frame) = client.next().await else { break };
+        let Some(frame) = client.next().await else {
+            break;
+        };
         match frame.kind {
             RST_STREAM if frame.error_code() == REFUSED_STREAM => refused += 1,
             HEADERS => answered += 1,
@@ -432,7 +466,11 @@ async fn streams_past_the_concurrency_limit_are_refused() {
         }
     }
     assert!(answered <= 128, "{answered} streams served at once");
-    assert_eq!(refused + answered, 200, "refused {refused}, answered {answered}");
+    assert_eq!(
+        refused + answered,
+        200,
+        "refused {refused}, answered {answered}"
+    );
     assert!(refused >= 72, "only {refused} streams refused");
     assert!(upstream.requests().len() <= 128);
 }
@@ -475,7 +513,11 @@ async fn rapid_reset_ends_the_connection_before_the_upstream_pays_for_it() {
         "{reached} of {sent} reset streams reached the upstream"
     );
     // The gateway serves other clients as before.
-    let ok = h2c_client().get(gw.url("web", "/after")).send().await.expect("request");
+    let ok = h2c_client()
+        .get(gw.url("web", "/after"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(ok.status(), 200);
 }
 
@@ -553,18 +595,28 @@ async fn an_hpack_bomb_is_refused() {
     let _ = client
         .send(&frame_bytes(HEADERS, END_HEADERS | END_STREAM, 3, &bomb))
         .await;
-    let answer = client
-        .until(|f| f.stream == 3 || f.kind == GOAWAY)
-        .await;
+    let answer = client.until(|f| f.stream == 3 || f.kind == GOAWAY).await;
     if let Some(frame) = &answer {
         if frame.kind == HEADERS {
             // An answer of the gateway's own (431), never the upstream's.
             assert_eq!(frame.flags & END_HEADERS, END_HEADERS);
         }
     }
-    let targets: Vec<String> = upstream.requests().into_iter().map(|(_, r)| r.target).collect();
-    assert_eq!(targets, vec!["/seed".to_string()], "the bomb reached the upstream");
-    let ok = h2c_client().get(gw.url("web", "/after")).send().await.expect("request");
+    let targets: Vec<String> = upstream
+        .requests()
+        .into_iter()
+        .map(|(_, r)| r.target)
+        .collect();
+    assert_eq!(
+        targets,
+        vec!["/seed".to_string()],
+        "the bomb reached the upstream"
+    );
+    let ok = h2c_client()
+        .get(gw.url("web", "/after"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(ok.status(), 200);
 }
 
@@ -582,11 +634,18 @@ async fn a_drain_lets_streams_in_flight_finish() {
     let gw = Gateway::start(&proxy_config(&[upstream.addr], "", ""));
     let mut client = RawH2::connect(gw.addr("web"), &[]).await;
     client
-        .send(&frame_bytes(HEADERS, END_HEADERS | END_STREAM, 1, &request_block("/slow")))
+        .send(&frame_bytes(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            1,
+            &request_block("/slow"),
+        ))
         .await
         .expect("request");
     upstream
-        .wait_until("the request", WAIT, |conns| conns.iter().any(|c| !c.requests.is_empty()))
+        .wait_until("the request", WAIT, |conns| {
+            conns.iter().any(|c| !c.requests.is_empty())
+        })
         .await;
     gw.signal("TERM");
     let mut goaway = false;
@@ -657,5 +716,8 @@ async fn streams_reset_once_their_upstream_work_began_end_the_connection() {
         "all {reset} resets were taken without the connection ending"
     );
     let reached = upstream.requests().len();
-    assert!(reached <= 150, "{reached} reset streams reached the upstream");
+    assert!(
+        reached <= 150,
+        "{reached} reset streams reached the upstream"
+    );
 }

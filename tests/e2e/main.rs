@@ -13,6 +13,7 @@ mod grpc;
 mod h1_loop;
 mod h2_loop;
 mod hardening;
+mod ingress_auth;
 mod kube;
 mod kube_double;
 mod l4;

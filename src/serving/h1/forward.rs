@@ -142,10 +142,7 @@ pub(crate) fn capped(d: Duration, deadline: Option<Instant>) -> Duration {
     }
 }
 
-pub(crate) async fn connect(
-    address: SocketAddr,
-    timeout: Duration,
-) -> Result<TcpStream, Failure> {
+pub(crate) async fn connect(address: SocketAddr, timeout: Duration) -> Result<TcpStream, Failure> {
     match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
         Err(_) => Err(Failure::ConnectTimeout),
         Ok(Err(e)) => Err(Failure::Connect(e)),
@@ -634,8 +631,7 @@ pub(crate) async fn read_response_head(
             }
         }
         response.reserve(4096);
-        let read =
-            tokio::time::timeout(limits.read_limit(), stream.read_buf(response)).await;
+        let read = tokio::time::timeout(limits.read_limit(), stream.read_buf(response)).await;
         match read {
             Err(_) => return Err(Failure::ReadTimeout),
             Ok(Err(e)) => return Err(Failure::Reset(e)),

@@ -112,7 +112,11 @@ pub async fn pump<W: AsyncWrite + Unpin>(
             .deadline
             .map_or(client_limit, |_| limits.read_limit().min(client_limit));
         let data = match tokio::time::timeout(wait, body.data()).await {
-            Err(_) if limits.deadline.is_some_and(|d| std::time::Instant::now() >= d) => {
+            Err(_)
+                if limits
+                    .deadline
+                    .is_some_and(|d| std::time::Instant::now() >= d) =>
+            {
                 return Err(PumpError::RouteTimeout)
             }
             Err(_) | Ok(Some(Err(_))) => return Err(PumpError::ClientGone),

@@ -119,12 +119,8 @@ fn builder() -> h2::server::Builder {
     builder
 }
 
-async fn serve<IO, A>(
-    engine: &Engine<A>,
-    io: IO,
-    info: ConnectionInfo,
-    tls: Option<Arc<SslDigest>>,
-) where
+async fn serve<IO, A>(engine: &Engine<A>, io: IO, info: ConnectionInfo, tls: Option<Arc<SslDigest>>)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     A: ServerApp + Send + Sync + 'static,
 {
@@ -164,7 +160,8 @@ async fn serve<IO, A>(
     if *shutdown.borrow() {
         draining = true;
         connection.graceful_shutdown();
-        idle.as_mut().reset(tokio::time::Instant::now() + DRAIN_GRACE);
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + DRAIN_GRACE);
     }
     loop {
         tokio::select! {

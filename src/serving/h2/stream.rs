@@ -15,13 +15,13 @@ use tokio::net::TcpStream;
 
 use super::io::{self, DataWriter, PumpError};
 use crate::pipeline::{
-    decide, Core, Decision, Exchange, Failure as FailureKind, HeaderSink, InFlightGauge,
-    Incoming, LocalAnswer, RequestContext, ResponseHeaders, UpstreamHeaders,
+    decide, Core, Decision, Exchange, Failure as FailureKind, HeaderSink, InFlightGauge, Incoming,
+    LocalAnswer, RequestContext, ResponseHeaders, UpstreamHeaders,
 };
 use crate::serving::h1::body::{Limits, Never, Output, Transfer, CLIENT_TIMEOUT, COALESCE};
 use crate::serving::h1::forward::{
-    self, capped, connect, deadline, read_response_head, response_framing, Failure,
-    RequestMeta, ResponseFraming,
+    self, capped, connect, deadline, read_response_head, response_framing, Failure, RequestMeta,
+    ResponseFraming,
 };
 use crate::serving::h1::head::{FieldsView, Framing, ResponseHead};
 use crate::serving::h1::upstream_cache::{self, CacheKey};
@@ -498,7 +498,10 @@ impl StreamExchange<'_> {
         }
         let status = head.status;
         let empty = matches!(framing, Framing::None | Framing::Length(0));
-        let mut send = match self.respond.send_response(response_of(status, fields), empty) {
+        let mut send = match self
+            .respond
+            .send_response(response_of(status, fields), empty)
+        {
             Ok(send) => send,
             Err(e) => {
                 tracing::debug!(request_id = %self.ctx.request_id, error = %e, "client went away before the response");
@@ -609,14 +612,16 @@ impl Sending<'_> {
         // fresh one when the request never left, or may be repeated anyway.
         let stale_or = |failure: Failure, sent: bool| {
             let resend = if sent { may_retry } else { replayable };
-            Sent::Ended(if reused && resend && matches!(failure, Failure::Reset(_)) {
-                Attempt::Stale
-            } else {
-                Attempt::Failed {
-                    failure,
-                    repeatable: replayable,
-                }
-            })
+            Sent::Ended(
+                if reused && resend && matches!(failure, Failure::Reset(_)) {
+                    Attempt::Stale
+                } else {
+                    Attempt::Failed {
+                        failure,
+                        repeatable: replayable,
+                    }
+                },
+            )
         };
         let timed_out = |failure: Failure| {
             if deadline.is_some_and(|d| Instant::now() >= d) {
