@@ -27,7 +27,8 @@ pub struct Core {
 pub struct Exchange<'a> {
     pub status: u16,
     pub method: &'a http::Method,
-    pub path: &'a str,
+    /// Owned when the renderer already made a copy for the record (no second one).
+    pub path: std::borrow::Cow<'a, str>,
     pub client: Option<SocketAddr>,
     /// Response body bytes sent to the client.
     pub bytes_sent: u64,
@@ -121,7 +122,9 @@ impl Core {
     /// Counts a finished request, writes its access log line and hands its span to the
     /// exporter: the one place both request paths report a request, so the metrics, the
     /// log and the trace always describe the same requests.
-    pub fn record(&self, ctx: &RequestContext, exchange: &Exchange<'_>) {
+    /// The request is over: its owned fields move into the record instead of being
+    /// copied.
+    pub fn record(&self, ctx: &mut RequestContext, exchange: Exchange<'_>) {
         let elapsed = ctx.started.elapsed();
         let (route, upstream) = (ctx.route_name(), ctx.upstream_name());
         let code = crate::telemetry::metrics::status_code(exchange.status);
@@ -183,15 +186,15 @@ impl Core {
             listener: ctx.listener.clone(),
             client: exchange.client,
             method: exchange.method.clone(),
-            host: ctx.host.clone(),
-            path: exchange.path.to_string(),
+            host: std::mem::take(&mut ctx.host),
+            path: exchange.path.into_owned(),
             status: exchange.status,
             route: ctx.route.as_ref().map(|r| r.name.clone()),
             upstream: ctx.pool.as_ref().map(|p| p.name().clone()),
             endpoint: ctx.endpoint,
             bytes_sent: exchange.bytes_sent,
             duration: elapsed,
-            request_id: ctx.request_id.clone(),
+            request_id: std::mem::take(&mut ctx.request_id),
             trace: ctx.trace,
             auth: ctx.auth.clone(),
         });

@@ -200,15 +200,16 @@ pub async fn serve<A: ServerApp + Send + Sync + 'static>(
         }
     };
     ctx.in_flight = None;
+    let bytes_received = ctx.body_bytes;
     core.record(
-        &ctx,
-        &Exchange {
+        &mut ctx,
+        Exchange {
             status,
             method: &parts.method,
-            path: parts.uri.path(),
+            path: std::borrow::Cow::Borrowed(parts.uri.path()),
             client: Some(info.peer),
             bytes_sent,
-            bytes_received: ctx.body_bytes,
+            bytes_received,
         },
     );
     end

@@ -498,10 +498,10 @@ impl ProxyHttp for PingoraAdapter {
         }
         self.0.record(
             ctx,
-            &Exchange {
+            Exchange {
                 status,
                 method: &header.method,
-                path: header.uri.path(),
+                path: std::borrow::Cow::Borrowed(header.uri.path()),
                 client,
                 bytes_sent: session.body_bytes_sent() as u64,
                 bytes_received: session.body_bytes_read() as u64,
