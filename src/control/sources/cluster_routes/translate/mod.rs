@@ -334,6 +334,7 @@ fn empty_route(name: String, source: &str, order: usize) -> Route {
         auth: None,
         policy: None,
         compress: None,
+        mirror: None,
         // The source object stands where a file route has its line, so `/config`, logs
         // and `route` name the object a person edits.
         location: Location {
