@@ -409,6 +409,83 @@ async fn weighted_backends_split_about_one_to_three_and_filters_apply() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_route_request_mirror_copies_requests_to_its_service() {
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 41, 1).await;
+    let shadow = Pods::start("shadow", 42, 1).await;
+    web.publish(&api, "app", "web");
+    shadow.publish(&api, "app", "shadow");
+    let port = free_port();
+    gateway_object(&api, "app", "edge", "edgegate", port);
+    let mirror = |service: &str| {
+        json!([{"type": "RequestMirror",
+                "requestMirror": {"backendRef": {"name": service, "port": 80}, "percent": 100}}])
+    };
+    http_route(
+        &api,
+        "app",
+        "mirrored",
+        json!({"parentRefs": [{"name": "edge"}],
+        "rules": [
+          {"matches": [{"path": {"value": "/m"}}], "filters": mirror("shadow"),
+           "backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    // A mirror whose Service does not exist: reported, and the rule still serves.
+    http_route(
+        &api,
+        "app",
+        "lost",
+        json!({"parentRefs": [{"name": "edge"}],
+        "rules": [
+          {"matches": [{"path": {"value": "/lost"}}], "filters": mirror("nowhere"),
+           "backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    let gw = start_gateway(&api, port, "");
+    gw.wait_ready().await;
+    within(Duration::from_secs(5), &gw, "x", "/m/a", |r| {
+        r.0 == 200 && r.1 == "web-0"
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shadow.servers[0].hits() == 0 {
+        assert!(Instant::now() < deadline, "the shadow Service got no copy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let copy = shadow.servers[0].last();
+    assert_eq!((copy.method.as_str(), copy.path.as_str()), ("GET", "/m/a"));
+    assert_eq!(
+        copy.headers["x-request-id"],
+        web.servers[0].last().headers["x-request-id"],
+        "the copy is of the request the primary got"
+    );
+    let (status, who, _) = get(&gw, "x", "/lost", &[]).await;
+    assert_eq!((status, who.as_str()), (200, "web-0"));
+    wait_condition(
+        &api,
+        "app",
+        "lost",
+        "ResolvedRefs",
+        ("False", "BackendNotFound"),
+    )
+    .await;
+    wait_condition(
+        &api,
+        "app",
+        "mirrored",
+        "ResolvedRefs",
+        ("True", "ResolvedRefs"),
+    )
+    .await;
+    let sample =
+        "edgegate_mirror_requests_total{result=\"sent\",route=\"httproute/app/mirrored/0\"}";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.metric(sample).await.unwrap_or(0.0) < 1.0 {
+        assert!(Instant::now() < deadline, "the copy is counted as sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingresses_of_our_class_are_served_and_new_pods_get_traffic() {
     let api = KubeApi::start().await;
     let mut web = Pods::start("web", 14, 1).await;

@@ -413,7 +413,10 @@ impl Checker<'_> {
                 match number.filter(|p| (0.0..=100.0).contains(p)) {
                     Some(p) => p,
                     None => {
-                        self.error(&value.span(), "mirror percent must be a number from 0 to 100");
+                        self.error(
+                            &value.span(),
+                            "mirror percent must be a number from 0 to 100",
+                        );
                         return None;
                     }
                 }

@@ -27,6 +27,7 @@ pub struct Seen {
     pub path: String,
     pub headers: http::HeaderMap,
     pub body_len: usize,
+    pub body: Bytes,
 }
 
 struct State {
@@ -188,6 +189,7 @@ async fn handle(
         path: full_path.clone(),
         headers: headers.clone(),
         body_len: body.len(),
+        body: body.clone(),
     });
     if let Some(spec) = path.strip_prefix("/drip/") {
         // `/drip/<chunks>/<ms>`: a body that trickles in, one chunk every `ms`.
