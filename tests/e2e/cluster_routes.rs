@@ -1397,6 +1397,186 @@ async fn ingress_nginx_annotations_apply_to_every_route_of_their_ingress() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_nginx_upstream_redirect_and_canary_annotations_are_served_and_the_rest_warned() {
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 43, 1).await;
+    let beta = Pods::start("beta", 44, 1).await;
+    web.publish(&api, "shop", "web");
+    beta.publish(&api, "shop", "beta");
+    let ingress = |host: &str, service: &str, annotations: Value| {
+        json!({"metadata": {"annotations": annotations},
+               "spec": {"ingressClassName": "edgegate", "rules": [{"host": host, "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": service, "port": {"name": "http"}}}}]}}]}})
+    };
+    let nginx = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    // Upstream settings: HTTP/2 to the pods, a 1 s read timeout, cookie affinity.
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "tuned",
+        ingress(
+            "tuned.example.com",
+            "web",
+            json!({nginx("backend-protocol"): "GRPC", nginx("proxy-read-timeout"): "1",
+                   nginx("affinity"): "cookie", nginx("session-cookie-name"): "sticky",
+                   nginx("session-cookie-max-age"): "600"}),
+        ),
+    );
+    // The same Service without annotations keeps the plain upstream.
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "plain",
+        ingress("plain.example.com", "web", json!({})),
+    );
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "secure",
+        ingress(
+            "secure.example.com",
+            "web",
+            json!({nginx("force-ssl-redirect"): "true"}),
+        ),
+    );
+    // A canary by header and cookie (weight 0), and one taking every other request.
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "main",
+        ingress("main.example.com", "web", json!({})),
+    );
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "main-canary",
+        ingress(
+            "main.example.com",
+            "beta",
+            json!({nginx("canary"): "true", nginx("canary-by-header"): "x-canary",
+                   nginx("canary-by-cookie"): "beta", nginx("canary-weight"): "0"}),
+        ),
+    );
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "all",
+        ingress("all.example.com", "web", json!({})),
+    );
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "all-canary",
+        ingress(
+            "all.example.com",
+            "beta",
+            json!({nginx("canary"): "true", nginx("canary-weight"): "100",
+                   nginx("canary-by-header"): "x-version", nginx("canary-by-header-value"): "v1"}),
+        ),
+    );
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "odd",
+        ingress(
+            "odd.example.com",
+            "web",
+            json!({nginx("rewrite-target"): "/$1", nginx("session-cookie-name"): "x"}),
+        ),
+    );
+    let gw = start_gateway(&api, free_port(), "");
+    gw.wait_ready().await;
+    within(Duration::from_secs(5), &gw, "tuned.example.com", "/", |r| {
+        r.0 == 200 && r.1 == "web-0"
+    })
+    .await;
+    assert_eq!(web.servers[0].last().version, http::Version::HTTP_2);
+    let answer = client()
+        .get(gw.url("web", "/"))
+        .header("host", "tuned.example.com")
+        .send()
+        .await
+        .expect("request");
+    let cookie = answer.headers()["set-cookie"].to_str().expect("ascii");
+    assert!(
+        cookie.starts_with("sticky=") && cookie.contains("Max-Age=600"),
+        "{cookie}"
+    );
+    let (status, _, _) = get(&gw, "tuned.example.com", "/slow/3000", &[]).await;
+    assert_eq!(status, 504, "proxy-read-timeout: 1");
+    let (status, who, _) = get(&gw, "plain.example.com", "/slow/1500", &[]).await;
+    assert_eq!(
+        (status, who.as_str()),
+        (200, "web-0"),
+        "other Ingresses keep the defaults"
+    );
+    assert_eq!(web.servers[0].last().version, http::Version::HTTP_11);
+
+    let (status, _, location) = get(&gw, "secure.example.com", "/a?b=1", &[]).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (308, "https://secure.example.com/a?b=1")
+    );
+
+    let hits = |headers: &[(&str, &str)]| {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let gw = &gw;
+        async move {
+            let pairs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            get(gw, "main.example.com", "/", &pairs).await.1
+        }
+    };
+    assert_eq!(hits(&[]).await, "web-0");
+    assert_eq!(hits(&[("x-canary", "always")]).await, "beta-0");
+    assert_eq!(hits(&[("x-canary", "never")]).await, "web-0");
+    assert_eq!(hits(&[("cookie", "beta=always")]).await, "beta-0");
+    assert_eq!(hits(&[("cookie", "beta=never")]).await, "web-0");
+    for _ in 0..5 {
+        assert_eq!(get(&gw, "all.example.com", "/", &[]).await.1, "beta-0");
+    }
+    assert_eq!(
+        get(&gw, "all.example.com", "/", &[("x-version", "v1")])
+            .await
+            .1,
+        "beta-0"
+    );
+
+    gw.wait_for_log(
+        "annotation rewrite-target is not served",
+        Duration::from_secs(5),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = api.objects_of("Event", "shop");
+        let messages: Vec<&str> = events
+            .iter()
+            .filter(|e| e["involvedObject"]["name"] == "odd" && e["type"] == "Warning")
+            .filter_map(|e| e["message"].as_str())
+            .collect();
+        if messages.len() == 2 {
+            assert!(messages.contains(&"annotation rewrite-target is not served"));
+            assert!(messages
+                .iter()
+                .any(|m| m.contains("session-cookie-name without affinity")));
+            assert!(
+                events.iter().all(|e| e["involvedObject"]["name"] == "odd"),
+                "served annotations raise no warning: {events:#?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "warning events: {events:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_routes_pass_through_and_tcp_routes_relay() {
     use crate::support::pki::{self, ClientOptions, Pki};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -28,6 +28,7 @@ pub struct Seen {
     pub headers: http::HeaderMap,
     pub body_len: usize,
     pub body: Bytes,
+    pub version: http::Version,
 }
 
 struct State {
@@ -173,6 +174,7 @@ async fn handle(
     }
     state.hits.fetch_add(1, Ordering::Relaxed);
     let method = req.method().to_string();
+    let version = req.version();
     let full_path = req
         .uri()
         .path_and_query()
@@ -190,6 +192,7 @@ async fn handle(
         headers: headers.clone(),
         body_len: body.len(),
         body: body.clone(),
+        version,
     });
     if let Some(spec) = path.strip_prefix("/drip/") {
         // `/drip/<chunks>/<ms>`: a body that trickles in, one chunk every `ms`.

@@ -194,7 +194,8 @@ pub struct HttpRouteFilter {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestMirror {
-    pub backend_ref: BackendRef,
+    /// Optional here so that a route missing it is reported, not unreadable whole.
+    pub backend_ref: Option<BackendRef>,
     pub percent: Option<i32>,
     pub fraction: Option<Fraction>,
 }

@@ -615,7 +615,11 @@ fn request_mirror(
         (None, None) => 100.0,
         (Some(_), None) => return Err("RequestMirror percent must be from 0 to 100".into()),
     };
-    Ok(resolve(out, namespace, &m.backend_ref).map(|upstream| Mirror { upstream, percent }))
+    let backend = m
+        .backend_ref
+        .as_ref()
+        .ok_or("RequestMirror without a backendRef")?;
+    Ok(resolve(out, namespace, backend).map(|upstream| Mirror { upstream, percent }))
 }
 
 fn merge_edits(edits: &mut HeaderEdits, m: &HeaderModifier) -> Result<(), String> {

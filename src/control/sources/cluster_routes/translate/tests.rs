@@ -527,7 +527,7 @@ fn regex_paths_match_the_whole_path_and_unsupported_rules_are_reported() {
         .expect("partially invalid");
     assert!(partial
         .message
-        .contains("rule 1: filter RequestMirror is not served"));
+        .contains("rule 1: RequestMirror without a backendRef"));
 }
 
 #[test]
