@@ -31,6 +31,9 @@ pub struct IngressPolicy {
     /// `canary: "true"`: the Ingress splits traffic with the main Ingress of its host
     /// and path instead of serving routes of its own.
     pub canary: Option<Canary>,
+    /// `canary: "true"`, readable or not: such an Ingress never serves routes of its own
+    /// (a broken canary must not shadow its main Ingress with 500s).
+    pub is_canary: bool,
     /// Values that could not be read: the routes answer 500.
     pub invalid: Vec<String>,
     /// Annotations under our prefixes that are not served.
@@ -299,10 +302,13 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> IngressPolicy {
                 }
             }
             "canary" => match value {
-                "true" => match canary(&ours) {
-                    Ok(canary) => out.canary = Some(canary),
-                    Err((name, value, why)) => bad(name, value, why),
-                },
+                "true" => {
+                    out.is_canary = true;
+                    match canary(&ours) {
+                        Ok(canary) => out.canary = Some(canary),
+                        Err((name, value, why)) => bad(name, value, why),
+                    }
+                }
                 "false" => {}
                 _ => bad(name, value, "expected \"true\" or \"false\""),
             },
@@ -621,7 +627,10 @@ mod tests {
         }
         let out = read_pairs(&[("canary", "true"), ("canary-weight", "101")]);
         assert_eq!(out.invalid.len(), 1, "{out:?}");
-        assert!(out.canary.is_none());
+        assert!(
+            out.canary.is_none() && out.is_canary,
+            "a broken canary serves nothing"
+        );
         let out = read_pairs(&[("canary-weight", "10"), ("session-cookie-max-age", "60")]);
         assert_eq!(out.unserved.len(), 2, "{out:?}");
         assert!(out.invalid.is_empty() && out.canary.is_none() && out.upstream.is_default());

@@ -202,8 +202,9 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
                     .cloned(),
             );
     }
-    if annotations.canary.is_some() && annotations.invalid.is_empty() {
-        // Served through the main Ingress's routes (`collect_canaries`).
+    if annotations.is_canary {
+        // Served through the main Ingress's routes (`collect_canaries`), or, when its
+        // annotations cannot be read, not at all (reported above).
         out.status.ingresses.insert(key.clone());
         return;
     }
