@@ -133,6 +133,58 @@ async fn the_shadow_gets_a_copy_and_the_client_the_primarys_answer_on_every_prot
     assert_eq!(mirror_count(&edge, "never", "sent").await, 0.0);
 }
 
+/// A primary spoken to over HTTP/2 is served by pingora's path on every protocol: its
+/// copies are fed and sent there the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_forwarded_by_pingoras_path_are_mirrored_alike() {
+    let app = Upstream::start("app").await;
+    let shadow = Upstream::start("shadow").await;
+    let edge = start(&format!(
+        "[[routes]]\nname = \"h2\"\npath_prefix = \"/\"\nupstream = \"app\"\n\
+         mirror = {{ upstream = \"shadow\" }}\n\n\
+         [upstreams.app]\nendpoints = [\"{}\"]\nhttp2 = true\n\n\
+         [upstreams.shadow]\nendpoints = [\"{}\"]\n",
+        app.addr, shadow.addr
+    ));
+    let large = body_of(40 * 1024);
+    let mut copies = 0;
+    for proto in EVERY {
+        let got = edge.get(proto, "/get", &[]).await;
+        assert_eq!(got.status(), 200, "{proto:?}");
+        let posted = edge
+            .client(proto)
+            .post(edge.url(proto, "/post"))
+            .body(large.clone())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(posted.status(), 200, "{proto:?}");
+        copies += 2;
+        wait_for_hits(&shadow, copies).await;
+        let seen = shadow.seen();
+        let [get, post] = &seen[copies - 2..] else {
+            unreachable!()
+        };
+        assert_eq!((get.method.as_str(), get.path.as_str()), ("GET", "/get"));
+        assert!(get.body.is_empty(), "{proto:?}");
+        assert_eq!(
+            (post.method.as_str(), post.path.as_str()),
+            ("POST", "/post")
+        );
+        assert!(
+            post.body == large.as_slice(),
+            "{proto:?}: the body byte-exact"
+        );
+    }
+    assert!(
+        app.seen()
+            .iter()
+            .all(|s| s.version == http::Version::HTTP_2),
+        "the primary got every request over HTTP/2 (pingora's path)"
+    );
+    assert_eq!(app.hits(), copies);
+}
+
 /// A shadow that accepts connections and never answers; counts them.
 struct HangingShadow {
     addr: std::net::SocketAddr,
