@@ -373,6 +373,12 @@ fn log_outcome(kind: &str, key: &Key, result: Result<(), kube::Error>) -> Outcom
             error = %e,
             "cannot write status for now; retrying with backoff (routing is unaffected)"
         ),
+        (_, Err(e)) if kind == "Event" => tracing::warn!(
+            namespace = %key.0,
+            name = %key.1,
+            error = %e,
+            "cannot write a warning event on the Ingress (RBAC needs create on events); routing is unaffected"
+        ),
         (_, Err(e)) => tracing::warn!(
             kind,
             namespace = %key.0,
