@@ -74,28 +74,39 @@ pub struct Copy {
     /// Path and query as the route's own upstream gets them (rewrites applied).
     target: String,
     headers: Vec<(HeaderName, HeaderValue)>,
-    body: Vec<u8>,
+    body: Body,
+}
+
+/// A copy's body: whole, or given up once past [`BODY_LIMIT`] (and its memory freed).
+#[derive(Default)]
+struct Body {
+    bytes: Vec<u8>,
     too_large: bool,
+}
+
+impl Body {
+    fn feed(&mut self, piece: &[u8]) {
+        if self.too_large {
+            return;
+        }
+        if self.bytes.len() + piece.len() > BODY_LIMIT {
+            self.too_large = true;
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.extend_from_slice(piece);
+        }
+    }
 }
 
 impl Copy {
     /// A piece of the request body, as the upstream gets it.
     pub fn feed(&mut self, piece: &[u8]) {
-        if self.too_large {
-            return;
-        }
-        if self.body.len() + piece.len() > BODY_LIMIT {
-            self.too_large = true;
-            self.body = Vec::new();
-        } else {
-            self.body.extend_from_slice(piece);
-        }
+        self.body.feed(piece);
     }
 
     /// The body is sent again from its start (a retry on another endpoint).
     pub fn restart(&mut self) {
-        self.body.clear();
-        self.too_large = false;
+        self.body = Body::default();
     }
 }
 
@@ -135,8 +146,7 @@ pub fn choose<F: Fields>(
         method: request.method.clone(),
         target,
         headers,
-        body: Vec::new(),
-        too_large: false,
+        body: Body::default(),
     })
 }
 
@@ -149,7 +159,7 @@ pub fn send(metrics: &Metrics, copy: Copy) {
             .with_label_values(&[&copy.route, result])
             .inc()
     };
-    if copy.too_large {
+    if copy.body.too_large {
         count("too_large");
         return;
     }
@@ -181,7 +191,8 @@ async fn exchange(copy: &mut Copy) -> Result<(), String> {
         .ok_or("no healthy endpoint")?;
     let _in_flight = member.state.start_request();
     let uri = format!("http://{}{}", member.endpoint.address, copy.target);
-    let mut request = http::Request::new(Full::new(Bytes::from(std::mem::take(&mut copy.body))));
+    let mut request =
+        http::Request::new(Full::new(Bytes::from(std::mem::take(&mut copy.body.bytes))));
     *request.method_mut() = copy.method.clone();
     *request.uri_mut() = uri.parse().map_err(|e| format!("target: {e}"))?;
     let headers = request.headers_mut();
@@ -202,4 +213,27 @@ async fn exchange(copy: &mut Copy) -> Result<(), String> {
     tokio::time::timeout(budget, exchange)
         .await
         .map_err(|_| format!("no answer within {budget:?}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_copied_whole_up_to_the_limit_and_given_up_past_it() {
+        let mut body = Body::default();
+        body.feed(&[1; 1000]);
+        body.feed(&[2; BODY_LIMIT - 1000]);
+        assert!(!body.too_large);
+        assert_eq!(body.bytes.len(), BODY_LIMIT);
+        assert_eq!(&body.bytes[999..1001], &[1, 2]);
+        body.feed(&[3]);
+        assert!(body.too_large);
+        assert!(
+            body.bytes.is_empty() && body.bytes.capacity() == 0,
+            "memory freed"
+        );
+        body.feed(&[4; 10]);
+        assert!(body.too_large && body.bytes.is_empty(), "stays given up");
+    }
 }
