@@ -105,6 +105,20 @@ impl Core {
         }
     }
 
+    /// Feeds the request's mirror copy (if it has one) a piece of the body as the
+    /// upstream gets it; at the body's `end` the copy leaves, without waiting for it.
+    pub fn mirror_body(&self, ctx: &mut RequestContext, piece: &[u8], end: bool) {
+        let Some(copy) = ctx.mirror.as_mut() else {
+            return;
+        };
+        copy.feed(piece);
+        if end {
+            if let Some(copy) = ctx.mirror.take() {
+                super::mirror::send(&self.metrics, copy);
+            }
+        }
+    }
+
     /// Logs a request that failed with a gateway error, the same way on both paths.
     pub fn log_failure(&self, ctx: &RequestContext, status: u16, error: &dyn std::fmt::Display) {
         tracing::warn!(
