@@ -141,19 +141,19 @@ pub struct Snapshot {
     /// `[gateway.rate_limit_store]`, kept (with its connection) while its settings do not
     /// change.
     pub rate_limit_store: Option<Arc<Store>>,
-    /// Listeners with a route to an upstream over TLS or HTTP/2. edgegate's HTTP/2 loop
-    /// forwards over its plain HTTP/1.1 connections only; an HTTP/2 client of one of
-    /// these listeners is served whole by pingora-proxy, which keeps those upstream
-    /// sessions (a connection cannot change hands between its streams).
+    /// Listeners with a route to an upstream over TLS. edgegate's HTTP/2 loop forwards
+    /// over plain connections only (HTTP/1.1, or HTTP/2 for `http2` upstreams); an
+    /// HTTP/2 client of one of these listeners is served whole by pingora-proxy, which
+    /// keeps TLS upstream sessions (a connection cannot change hands between streams).
     pub h2_by_pingora: Arc<HashSet<Name>>,
 }
 
-/// The listeners of `config` with a route that can reach an upstream over TLS or HTTP/2.
+/// The listeners of `config` with a route that can reach an upstream over TLS.
 fn h2_by_pingora(config: &Config) -> HashSet<Name> {
     let special: HashSet<&str> = config
         .upstreams
         .iter()
-        .filter(|u| u.tls.is_some() || u.http2)
+        .filter(|u| u.tls.is_some())
         .map(|u| &*u.name)
         .collect();
     if special.is_empty() {

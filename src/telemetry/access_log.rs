@@ -272,15 +272,18 @@ mod clock_tests {
     fn timestamps_match_a_full_format_to_the_microsecond() {
         let mut clock = SecondClock::default();
         for offset_micros in [0u64, 1, 999_999, 1_000_000, 86_400_000_123] {
-            let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_765_000_000_000_000 + offset_micros);
+            let at = SystemTime::UNIX_EPOCH
+                + Duration::from_micros(1_765_000_000_000_000 + offset_micros);
             let full = time::OffsetDateTime::from(at)
                 .format(&time::format_description::well_known::Rfc3339)
                 .expect("format");
             let ours = clock.format(at);
-            let parsed = time::OffsetDateTime::parse(&ours, &time::format_description::well_known::Rfc3339)
-                .expect("ours parses as RFC 3339");
-            let reference = time::OffsetDateTime::parse(&full, &time::format_description::well_known::Rfc3339)
-                .expect("reference parses");
+            let parsed =
+                time::OffsetDateTime::parse(&ours, &time::format_description::well_known::Rfc3339)
+                    .expect("ours parses as RFC 3339");
+            let reference =
+                time::OffsetDateTime::parse(&full, &time::format_description::well_known::Rfc3339)
+                    .expect("reference parses");
             assert_eq!(parsed, reference, "{ours} vs {full}");
         }
     }

@@ -14,14 +14,15 @@ use crate::support::{closed_port, Upstream};
 /// The gateway's bound on copies in flight per process (`pipeline::mirror::IN_FLIGHT`).
 const IN_FLIGHT: usize = 128;
 
-/// Waits until `upstream` has seen `n` requests, or panics after a while.
+/// Waits until `upstream` has recorded `n` whole requests (a hit is counted when a
+/// request starts, before its body is read), or panics after a while.
 async fn wait_for_hits(upstream: &Upstream, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while upstream.hits() < n {
+    while upstream.seen().len() < n {
         assert!(
             Instant::now() < deadline,
-            "the shadow saw {} requests, not {n}",
-            upstream.hits()
+            "the shadow recorded {} requests, not {n}",
+            upstream.seen().len()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -133,10 +134,10 @@ async fn the_shadow_gets_a_copy_and_the_client_the_primarys_answer_on_every_prot
     assert_eq!(mirror_count(&edge, "never", "sent").await, 0.0);
 }
 
-/// A primary spoken to over HTTP/2 is served by pingora's path on every protocol: its
-/// copies are fed and sent there the same way.
+/// A primary spoken to over HTTP/2 (pingora's path for HTTP/1.1 clients, the HTTP/2
+/// loop's upstream sessions for HTTP/2 clients): copies are fed and sent the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_forwarded_by_pingoras_path_are_mirrored_alike() {
+async fn requests_to_an_http2_upstream_are_mirrored_alike() {
     let app = Upstream::start("app").await;
     let shadow = Upstream::start("shadow").await;
     let edge = start(&format!(

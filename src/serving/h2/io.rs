@@ -61,7 +61,8 @@ impl AsyncWrite for DataWriter<'_> {
     }
 }
 
-/// Why a request body stopped moving.
+/// Why a body stopped moving.
+#[derive(Debug)]
 pub enum PumpError {
     /// The client reset the stream or stopped sending for too long.
     ClientGone,

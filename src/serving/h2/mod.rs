@@ -19,6 +19,7 @@
 
 mod io;
 mod stream;
+mod upstream_h2;
 
 use stream::StreamEnd;
 

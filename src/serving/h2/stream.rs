@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::io::{self, DataWriter, PumpError};
+use super::upstream_h2;
 use crate::pipeline::{
     decide, Core, Decision, Exchange, Failure as FailureKind, HeaderSink, InFlightGauge, Incoming,
     LocalAnswer, RequestContext, ResponseHeaders, UpstreamHeaders,
@@ -134,7 +135,7 @@ pub async fn serve<A: ServerApp + Send + Sync + 'static>(
         Decision::Answer(answer) => send_answer(&mut respond, &answer, &ctx, &parts.method),
         Decision::Forward(forward) => {
             let upstream = &forward.pool.upstream;
-            if forward.tunnel || upstream.tls.is_some() || upstream.http2 {
+            if forward.tunnel || upstream.tls.is_some() {
                 // The routes changed since the connection opened: this stream needs an
                 // upstream session only pingora-proxy keeps. Never processed, so the
                 // client may send it again, on a new connection (RFC 9113 8.7).
@@ -172,21 +173,34 @@ pub async fn serve<A: ServerApp + Send + Sync + 'static>(
                     tunnel: false,
                     keep_framing: false,
                 };
-                let mut head = Vec::with_capacity(1024);
-                forward::write_upstream_head(
-                    &mut head,
-                    &meta,
-                    &forward.path,
-                    forward.query,
-                    &parts.headers,
-                    &plan,
-                );
+                let mut head = Vec::new();
+                let mut h2_request = None;
+                if upstream.http2 {
+                    h2_request = Some(H2Request::new(
+                        &plan,
+                        &parts.headers,
+                        &forward.path,
+                        forward.query,
+                        forward.host,
+                    ));
+                } else {
+                    head.reserve(1024);
+                    forward::write_upstream_head(
+                        &mut head,
+                        &meta,
+                        &forward.path,
+                        forward.query,
+                        &parts.headers,
+                        &plan,
+                    );
+                }
                 let pool = forward.pool;
                 let mut exchange = StreamExchange {
                     core,
                     ctx: &mut ctx,
                     meta: &meta,
                     head,
+                    h2_request,
                     body: &mut body,
                     respond: &mut respond,
                     client_reset: false,
@@ -277,8 +291,11 @@ struct StreamExchange<'s> {
     core: &'s Core,
     ctx: &'s mut RequestContext,
     meta: &'s RequestMeta,
-    /// The upstream head, all but its Host fallback and final empty line.
+    /// The upstream head, all but its Host fallback and final empty line (HTTP/1.1
+    /// upstreams).
     head: Vec<u8>,
+    /// The upstream request's parts (HTTP/2 upstreams).
+    h2_request: Option<H2Request>,
     body: &'s mut RecvStream,
     respond: &'s mut SendResponse<Bytes>,
     /// The client reset the stream mid-exchange (counted against rapid reset).
@@ -296,6 +313,8 @@ impl StreamExchange<'_> {
                 self.core.mirror_body(self.ctx, b"", true);
                 Some(Vec::new())
             }
+            // An HTTP/2 upstream takes the body as it streams (gRPC streams both ways).
+            _ if self.h2_request.is_some() => None,
             Framing::Length(n) if n as usize <= COALESCE => {
                 let limit = capped(CLIENT_TIMEOUT, deadline(self.ctx));
                 match io::read_whole(self.body, n as usize, limit).await {
@@ -329,9 +348,12 @@ impl StreamExchange<'_> {
             self.ctx.in_flight = Some(member.state.start_request());
             let began = Instant::now();
             self.ctx.upstream_answer = None;
-            let result = self
-                .attempt(pool, address, fresh, head_end, buffered.as_deref())
-                .await;
+            let result = if self.h2_request.is_some() {
+                self.attempt_h2(pool, address, fresh).await
+            } else {
+                self.attempt(pool, address, fresh, head_end, buffered.as_deref())
+                    .await
+            };
             fresh = false;
             match result {
                 Attempt::Done(status, sent) => {
@@ -437,6 +459,184 @@ impl StreamExchange<'_> {
                     },
                 }
             }
+        }
+    }
+
+    /// One attempt on an HTTP/2 upstream: the request body and the response move at
+    /// once (a gRPC call may stream both ways), each within its receiver's window.
+    async fn attempt_h2(&mut self, pool: &Pool, address: SocketAddr, fresh: bool) -> Attempt {
+        let upstream = &pool.upstream;
+        let key = CacheKey {
+            group: pool.group_key,
+            address,
+        };
+        let limits = Limits {
+            read: upstream.read_timeout,
+            write: upstream.write_timeout,
+            deadline: deadline(self.ctx),
+        };
+        let Some(request) = self
+            .h2_request
+            .as_ref()
+            .map(|r| r.build(&self.meta.method, address))
+        else {
+            return Attempt::Failed {
+                failure: Failure::InvalidResponse("no HTTP/2 request"),
+                repeatable: false,
+            };
+        };
+        let no_body = self.body.is_end_stream();
+        let connect_limit = capped(upstream.connect_timeout, limits.deadline);
+        let (mut session, reused) = match upstream_h2::session(key, fresh, connect_limit).await {
+            Ok(session) => session,
+            Err(failure) => {
+                tracing::warn!(upstream = %pool.name(), endpoint = %address, request_id = %self.ctx.request_id, error = %failure, "connect to endpoint failed");
+                return Attempt::Failed {
+                    failure,
+                    repeatable: true,
+                };
+            }
+        };
+        let (response, upstream_send) = match session.send_request(request, no_body) {
+            Ok(pair) => pair,
+            Err(e) => {
+                let failure = Failure::Reset(std::io::Error::other(e));
+                return if reused && no_body {
+                    Attempt::Stale
+                } else {
+                    Attempt::Failed {
+                        failure,
+                        repeatable: no_body,
+                    }
+                };
+            }
+        };
+        let max_size = self.meta.max_body_size;
+        // The mirror's copy is fed as the body streams, and leaves once it is whole.
+        let mut copy = self.ctx.mirror.take();
+        let feed = copy.as_mut();
+        let body = &mut *self.body;
+        let respond = &mut *self.respond;
+        let ctx = &mut *self.ctx;
+        let method = &self.meta.method;
+        let pump = async move {
+            if no_body {
+                return Ok(0);
+            }
+            let mut upstream_send = upstream_send;
+            let pumped = upstream_h2::relay(
+                body,
+                &mut upstream_send,
+                CLIENT_TIMEOUT,
+                max_size,
+                limits,
+                feed,
+            )
+            .await;
+            if pumped.is_err() {
+                upstream_send.send_reset(h2::Reason::CANCEL);
+            }
+            pumped
+        };
+        let answer = async {
+            let head = tokio::select! {
+                biased;
+                head = tokio::time::timeout(limits.read_limit(), response) => head,
+                _ = std::future::poll_fn(|cx| respond.poll_reset(cx)) => return Attempt::ClientReset,
+            };
+            let response = match head {
+                Err(_) => {
+                    let failure = if limits.deadline.is_some_and(|d| Instant::now() >= d) {
+                        Failure::RouteTimeout
+                    } else {
+                        Failure::ReadTimeout
+                    };
+                    return Attempt::Failed {
+                        failure,
+                        repeatable: no_body,
+                    };
+                }
+                Ok(Err(e)) => {
+                    let failure = Failure::Reset(std::io::Error::other(e));
+                    return if reused && no_body {
+                        Attempt::Stale
+                    } else {
+                        Attempt::Failed {
+                            failure,
+                            repeatable: no_body,
+                        }
+                    };
+                }
+                Ok(Ok(response)) => response,
+            };
+            let (parts, mut upstream_body) = response.into_parts();
+            let status = parts.status.as_u16();
+            ctx.upstream_answer = Some((status, Instant::now()));
+            let mut fields = H2Fields(http::HeaderMap::with_capacity(parts.headers.len() + 4));
+            ResponseHeaders {
+                ctx,
+                status,
+                encoding: None,
+                keep_framing: false,
+            }
+            .write(&parts.headers, &mut fields);
+            if let Some(length) = parts.headers.get(http::header::CONTENT_LENGTH) {
+                if status != 204 {
+                    fields
+                        .0
+                        .insert(http::header::CONTENT_LENGTH, length.clone());
+                }
+            }
+            let empty = upstream_body.is_end_stream() || *method == http::Method::HEAD;
+            let mut send = match respond.send_response(response_of(status, fields), empty) {
+                Ok(send) => send,
+                Err(_) => return Attempt::ClientReset,
+            };
+            if empty {
+                return Attempt::Done(status, 0);
+            }
+            let client_limits = Limits {
+                read: limits.read,
+                write: CLIENT_TIMEOUT,
+                deadline: limits.deadline,
+            };
+            let relayed = upstream_h2::relay(
+                &mut upstream_body,
+                &mut send,
+                limits.read,
+                None,
+                client_limits,
+                None,
+            )
+            .await;
+            match relayed {
+                Ok(sent) => Attempt::Done(status, sent),
+                Err(e) => {
+                    tracing::debug!(request_id = %ctx.request_id, error = ?e, "HTTP/2 response relay ended early");
+                    send.send_reset(h2::Reason::INTERNAL_ERROR);
+                    Attempt::Done(status, 0)
+                }
+            }
+        };
+        let (pumped, answered) = tokio::join!(pump, answer);
+        if let (Ok(_), Some(copy)) = (&pumped, copy) {
+            crate::pipeline::mirror::send(&self.core.metrics, copy);
+        }
+        match (pumped, answered) {
+            (Err(PumpError::TooLarge), Attempt::ClientReset) => {
+                let (status, sent) = send_answer(
+                    self.respond,
+                    &LocalAnswer::body_too_large(),
+                    self.ctx,
+                    &self.meta.method,
+                );
+                Attempt::Done(status, sent)
+            }
+            (Ok(n), answered) => {
+                self.ctx.body_bytes = n;
+                answered
+            }
+            (Err(_), answered) => answered,
         }
     }
 
@@ -711,5 +911,71 @@ impl Sending<'_> {
             },
             Err(failure) => stale_or(timed_out(failure), true),
         }
+    }
+}
+
+/// An upstream HTTP/2 request's parts, built once per stream: the path as routed (and
+/// rewritten), the authority, and the header plan's fields.
+struct H2Request {
+    path_and_query: String,
+    /// The client's Host (`None`: it sent none, and the endpoint is named instead).
+    authority: Option<String>,
+    fields: http::HeaderMap,
+}
+
+impl H2Request {
+    fn new(
+        plan: &UpstreamHeaders<'_>,
+        headers: &http::HeaderMap,
+        path: &str,
+        query: Option<&str>,
+        host: Option<&str>,
+    ) -> Self {
+        let rewritten = plan
+            .ctx
+            .route
+            .as_ref()
+            .and_then(|route| crate::snapshot::router::rewritten_path(route, path, query));
+        let path_and_query = match (rewritten, query) {
+            (Some(target), _) => target,
+            (None, Some(query)) => format!("{path}?{query}"),
+            (None, None) => path.to_string(),
+        };
+        let mut fields = H2Fields(http::HeaderMap::with_capacity(headers.len() + 8));
+        plan.write(headers, &mut fields);
+        // HTTP/2 names the authority in `:authority`, not in a Host field.
+        fields.0.remove(http::header::HOST);
+        // gRPC servers require `te: trailers`, the one TE value HTTP/2 allows.
+        if headers
+            .get(http::header::TE)
+            .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        {
+            fields
+                .0
+                .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        }
+        Self {
+            path_and_query,
+            authority: host.map(str::to_owned),
+            fields: fields.0,
+        }
+    }
+
+    fn build(&self, method: &http::Method, address: SocketAddr) -> http::Request<()> {
+        let authority = match &self.authority {
+            Some(host) => host.clone(),
+            None => address.to_string(),
+        };
+        let uri = http::Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(self.path_and_query.as_str())
+            .build()
+            .unwrap_or_else(|_| http::Uri::from_static("http://invalid/"));
+        let mut request = http::Request::new(());
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = self.fields.clone();
+        request
     }
 }
