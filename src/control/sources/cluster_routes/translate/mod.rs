@@ -160,6 +160,8 @@ pub struct Status {
     pub gateways: BTreeMap<Key, GatewayStatus>,
     /// Ingresses of our class, served.
     pub ingresses: BTreeSet<Key>,
+    /// TLSRoutes and TCPRoutes, by kind (`"TLSRoute"`, `"TCPRoute"`) and object.
+    pub l4_routes: BTreeMap<(&'static str, Key), RouteStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -777,8 +777,56 @@ fn tls_routes_and_tcp_routes_attach_to_passthrough_and_tcp_listeners() {
         }))
         .expect("tcproute");
     world.0.tcp_routes.insert(key("apps", "pg"), tcp);
+    // Attached to an HTTP listener, which admits no TCPRoute; and a backend not a Service.
+    let misfit: crate::control::sources::cluster_routes::objects::TcpRoute =
+        serde_json::from_value(json!({
+            "metadata": meta("apps", "misfit", "2026-01-03T00:00:00Z"),
+            "spec": {
+                "parentRefs": [{"name": "edge", "sectionName": "web"}],
+                "rules": [{"backendRefs": [{"name": "web", "port": 9000}]}]
+            }
+        }))
+        .expect("tcproute");
+    world.0.tcp_routes.insert(key("apps", "misfit"), misfit);
+    let odd: crate::control::sources::cluster_routes::objects::TcpRoute =
+        serde_json::from_value(json!({
+            "metadata": meta("apps", "odd", "2026-01-03T00:00:00Z"),
+            "spec": {
+                "parentRefs": [{"name": "edge", "sectionName": "db"}],
+                "rules": [{"backendRefs": [{"kind": "Bucket", "name": "b", "port": 1}]}]
+            }
+        }))
+        .expect("tcproute");
+    world.0.tcp_routes.insert(key("apps", "odd"), odd);
     let out = world.translate();
     assert!(out.routes.is_empty(), "no HTTP route: {:?}", out.routes);
+    let conditions = |kind: &'static str, name: &str| -> Vec<(&'static str, bool, &'static str)> {
+        let status = &out.status.l4_routes[&(kind, key("apps", name))];
+        assert_eq!(status.parents.len(), 1, "{status:?}");
+        assert_eq!(status.parents[0].0.namespace.as_deref(), Some("apps"));
+        status.parents[0]
+            .1
+            .iter()
+            .map(|c| (c.kind, c.status, c.reason))
+            .collect()
+    };
+    let served = vec![
+        ("Accepted", true, "Accepted"),
+        ("ResolvedRefs", true, "ResolvedRefs"),
+    ];
+    assert_eq!(conditions("TLSRoute", "secure"), served);
+    assert_eq!(conditions("TCPRoute", "pg"), served);
+    assert_eq!(
+        conditions("TCPRoute", "misfit"),
+        vec![("Accepted", false, "NotAllowedByListeners")]
+    );
+    assert_eq!(
+        conditions("TCPRoute", "odd"),
+        vec![
+            ("Accepted", true, "Accepted"),
+            ("ResolvedRefs", false, "InvalidKind")
+        ]
+    );
     let by_name = |n: &str| {
         out.tcp_routes
             .iter()
