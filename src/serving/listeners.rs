@@ -586,9 +586,6 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
         };
         let mut served = Vec::with_capacity(listeners.len());
         for spec in listeners {
-            if let Some(acme) = spec.tls.as_ref().and_then(|t| t.acme.as_ref()) {
-                crate::acme::ensure_running(acme, &spec.name, &self.serving.metrics);
-            }
             let (acceptor, expiries) = match &spec.tls {
                 Some(settings) => {
                     let from_cluster = cluster.get(&spec.name).cloned().unwrap_or_default();
