@@ -88,6 +88,24 @@ fn tcp_config(endpoints: &[SocketAddr], pool_extra: &str) -> String {
 async fn a_mebibyte_echoes_byte_exact_and_a_half_close_is_passed_on() {
     let echo = echo_server().await;
     let gw = Gateway::start(&tcp_config(&[echo], ""));
+    mebibyte_echo_with_half_close(&gw).await;
+}
+
+/// The same through the `splice(2)` relay: the bytes go socket -> pipe -> socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_splice_relay_echoes_a_mebibyte_byte_exact_and_passes_a_half_close_on() {
+    let echo = echo_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(&path, tcp_config(&[echo], "")).expect("write config");
+    let gw = Gateway::spawn(dir, path, &[("EDGEGATE_TCP_RELAY", "splice")]);
+    gw.wait_ready().await;
+    mebibyte_echo_with_half_close(&gw).await;
+    let line = gw.wait_for_log("tcp relay mode", WAIT);
+    assert!(line.contains("Splice"), "{line}");
+}
+
+async fn mebibyte_echo_with_half_close(gw: &Gateway) {
     let payload = pattern(1 << 20, 7);
     let stream = TcpStream::connect(gw.addr("db")).await.expect("connect");
     let (mut read, mut write) = stream.into_split();
