@@ -770,11 +770,6 @@ async fn the_gateway_api_projects_http_routing_example_applied_with_kubectl_is_s
 /// `edgegate`'s `controllerName` (packaging/kubernetes/gatewayclass.yaml).
 const OURS: &str = "edgegate.dev/gateway-controller";
 
-/// The route's `status.parents` entries.
-fn parent_entries(api: &KubeApi, namespace: &str, name: &str) -> Vec<Value> {
-    kind_parent_entries(api, "HTTPRoute", namespace, name)
-}
-
 /// The `status.parents` entries of a route of any kind.
 fn kind_parent_entries(api: &KubeApi, kind: &str, namespace: &str, name: &str) -> Vec<Value> {
     api.object(kind, namespace, name)
