@@ -79,7 +79,7 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
             HeadRead::Gone => return,
             HeadRead::H2c => {
                 let replay = buffers.request.split().freeze();
-                engine.hand_over(client, replay, &info, true).await;
+                engine.serve_h2(client, replay, info).await;
                 return;
             }
             HeadRead::Refused(status, reason) => {

@@ -149,6 +149,7 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> IngressPolicy {
             | "auth-signin"
             | "auth-type"
             | "auth-secret"
+            | "auth-secret-type"
             | "auth-realm" => {}
             other => out
                 .unserved

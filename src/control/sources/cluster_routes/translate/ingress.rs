@@ -1,9 +1,10 @@
 //! Ingresses of our class -> routes on every listener, and their TLS Secrets ->
 //! certificates on every TLS listener. The ingress-nginx annotations edgegate serves
-//! (access lists, rate limits, CORS, body size, compression, forward auth) apply to every
-//! route of the Ingress; the others are reported. An Ingress asking for an
-//! authentication edgegate cannot give it (`auth-type`, a bad `auth-url`) has its routes
-//! answer 500 rather than serve them open.
+//! (access lists, rate limits, CORS, body size, compression, forward auth, basic auth
+//! from a Secret) apply to every route of the Ingress; the others are reported. An
+//! Ingress asking for an authentication edgegate cannot give it (a bad `auth-url`, a
+//! missing Secret or one with weak hashes) has its routes answer 500 rather than serve
+//! them open.
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use crate::config::Location;
 /// The annotation prefixes read: ingress-nginx's, and edgegate's own.
 const PREFIXES: [&str; 2] = ["nginx.ingress.kubernetes.io/", "edgegate.dev/"];
 
-fn annotation<'a>(ingress: &'a Ingress, name: &str) -> Option<&'a str> {
+pub(super) fn annotation<'a>(ingress: &'a Ingress, name: &str) -> Option<&'a str> {
     let annotations = ingress.metadata.annotations.as_ref()?;
     PREFIXES
         .iter()
@@ -30,13 +31,13 @@ fn annotation<'a>(ingress: &'a Ingress, name: &str) -> Option<&'a str> {
 /// The Ingress's authenticator: `Ok(None)` when it asks for none, `Err` with the problem
 /// when it asks for one that cannot be given.
 fn ingress_auth(
+    objects: &super::ClusterObjects,
+    namespace: &str,
     ingress: &Ingress,
     source: &str,
 ) -> Result<Option<std::sync::Arc<Authenticator>>, String> {
-    if let Some(kind) = annotation(ingress, "auth-type") {
-        return Err(format!(
-            "annotation auth-type {kind:?} is not served (users from a Secret); use auth-url, or a file route with [auth.NAME]; its routes answer 500"
-        ));
+    if annotation(ingress, "auth-type").is_some() {
+        return super::ingress_basic::authenticator(objects, namespace, ingress, source).map(Some);
     }
     let Some(url) = annotation(ingress, "auth-url") else {
         return Ok(None);
@@ -92,7 +93,7 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
         return;
     };
     let source = format!("ingress/{namespace}/{name}");
-    let auth = match ingress_auth(ingress, &source) {
+    let auth = match ingress_auth(out.objects, namespace, ingress, &source) {
         Ok(auth) => auth,
         Err(problem) => {
             out.problems

@@ -11,6 +11,7 @@ mod backends;
 mod hostnames;
 mod httproute;
 mod ingress;
+mod ingress_basic;
 mod l4routes;
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,8 @@ pub struct ClusterObjects {
     pub ingresses: BTreeMap<Key, Ingress>,
     pub services: BTreeMap<Key, ServicePorts>,
     pub secrets: BTreeMap<Key, TlsSecret>,
+    /// `Opaque` Secrets: where an Ingress's `auth-secret` finds its users.
+    pub opaque_secrets: BTreeMap<Key, OpaqueSecret>,
 }
 
 /// A Service's ports, `(name, port)`; an unnamed port has an empty name.
@@ -59,6 +62,17 @@ pub struct ServicePorts(pub Vec<(String, i32)>);
 pub struct TlsSecret {
     pub cert: Bytes,
     pub key: Bytes,
+}
+
+/// An `Opaque` Secret's data by key. Its values are credentials (hashes at best), so
+/// `Debug` shows the keys only: a logged translation never carries them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct OpaqueSecret(pub BTreeMap<String, Bytes>);
+
+impl std::fmt::Debug for OpaqueSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// What the cluster contributes to the next snapshot.
@@ -77,7 +91,8 @@ pub struct ClusterRoutes {
     /// port, so when a reload renames a listener, the names here say which listener
     /// each route and certificate meant until the watches translate again.
     pub listeners: Vec<ListenerFacts>,
-    /// Authenticators from Ingress annotations (`auth-url`), named `ingress/NS/NAME`.
+    /// Authenticators from Ingress annotations (`auth-url`, or `auth-type: basic` with
+    /// the users of its `auth-secret`), named `ingress/NS/NAME`.
     pub auth: Vec<Arc<model::Authenticator>>,
 }
 

@@ -701,6 +701,158 @@ fn ingress_auth_annotations_become_a_forward_authenticator_or_fail_closed() {
 }
 
 #[test]
+fn ingress_basic_auth_reads_its_users_from_a_secret_or_fails_closed() {
+    let spec = json!({
+        "ingressClassName": "edgegate",
+        "rules": [{"host": "app.example.com", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]
+    });
+    let hash = bcrypt::hash("pw", 4).expect("bcrypt");
+    let secret = |pairs: &[(&str, &str)]| {
+        OpaqueSecret(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Bytes::from(v.to_string())))
+                .collect(),
+        )
+    };
+    let mut world = World::new();
+    let cases: [(&str, Value); 8] = [
+        (
+            "file",
+            json!({"auth-type": "basic", "auth-secret": "users", "auth-realm": "Staff only"}),
+        ),
+        (
+            "map",
+            json!({"auth-type": "basic", "auth-secret": "other/team",
+                   "auth-secret-type": "auth-map"}),
+        ),
+        ("weak", json!({"auth-type": "basic", "auth-secret": "weak"})),
+        (
+            "missing",
+            json!({"auth-type": "basic", "auth-secret": "nope"}),
+        ),
+        (
+            "digest",
+            json!({"auth-type": "digest", "auth-secret": "users"}),
+        ),
+        (
+            "both",
+            json!({"auth-type": "basic", "auth-secret": "users",
+                   "auth-url": "http://auth.apps.svc/"}),
+        ),
+        (
+            "badref",
+            json!({"auth-type": "basic", "auth-secret": "a/b/c"}),
+        ),
+        (
+            "quote",
+            json!({"auth-type": "basic", "auth-secret": "users", "auth-realm": "say \"hi\""}),
+        ),
+    ];
+    for (name, annotations) in cases {
+        world = world.ingress("apps", name, spec.clone());
+        let Value::Object(map) = annotations else {
+            unreachable!()
+        };
+        let prefixed: BTreeMap<String, String> = map
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    format!("nginx.ingress.kubernetes.io/{k}"),
+                    v.as_str().expect("text").to_string(),
+                )
+            })
+            .collect();
+        world
+            .0
+            .ingresses
+            .get_mut(&key("apps", name))
+            .expect("ingress")
+            .metadata
+            .annotations = Some(prefixed);
+    }
+    let users = format!("# staff\nalice:{hash}\n");
+    world
+        .0
+        .opaque_secrets
+        .insert(key("apps", "users"), secret(&[("auth", &users)]));
+    world
+        .0
+        .opaque_secrets
+        .insert(key("other", "team"), secret(&[("bob", &hash)]));
+    let weak = format!("alice:{hash}\ncarol:{{SHA}}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n");
+    world
+        .0
+        .opaque_secrets
+        .insert(key("apps", "weak"), secret(&[("auth", &weak)]));
+    let out = world.translate();
+    let basic = |name: &str| {
+        let auth = out
+            .auth
+            .iter()
+            .find(|a| &*a.name == name)
+            .unwrap_or_else(|| panic!("{name}: {:?}", out.problems));
+        let AuthKind::Basic(basic) = &auth.kind else {
+            panic!("{name} is not basic")
+        };
+        basic.clone()
+    };
+    let file = basic("ingress/apps/file");
+    assert_eq!(file.realm, "Staff only");
+    assert_eq!(&*file.users, [("alice".to_string(), hash.clone())]);
+    assert!(file.users_file.is_none());
+    let map = basic("ingress/apps/map");
+    assert_eq!(&*map.users, [("bob".to_string(), hash.clone())]);
+    assert_eq!(map.realm, "");
+    assert_eq!(out.auth.len(), 2, "{:?}", out.auth);
+    let route = |name: &str| {
+        out.routes
+            .iter()
+            .find(|r| r.name.starts_with(&format!("ingress/apps/{name}/")))
+            .expect("route")
+            .clone()
+    };
+    assert_eq!(route("file").auth.as_deref(), Some("ingress/apps/file"));
+    assert!(matches!(route("file").action, Action::Upstream(_)));
+    for closed in ["weak", "missing", "digest", "both", "badref", "quote"] {
+        let route = route(closed);
+        assert!(
+            matches!(&route.action, Action::Respond(r) if r.status == 500),
+            "{closed}: {:?}",
+            route.action
+        );
+        assert!(route.auth.is_none());
+    }
+    let problem = |needle: &str| {
+        assert!(
+            out.problems.iter().any(|p| p.contains(needle)),
+            "no problem with {needle:?}: {:#?}",
+            out.problems
+        )
+    };
+    problem("ingress apps/weak: secret apps/weak has unusable users (line 2: user \"carol\": the password is stored as SHA1");
+    problem("ingress apps/missing: secret apps/nope not found");
+    problem("annotation auth-type \"digest\" is not served");
+    problem("auth-type and auth-url together");
+    problem("annotation auth-secret \"a/b/c\" is not NAME or NAMESPACE/NAME");
+    problem("annotation auth-realm \"say \\\"hi\\\"\" cannot contain");
+    assert_eq!(out.problems.len(), 6, "{:#?}", out.problems);
+    // Merged onto the file's config, a Secret's users are no file: a reload's fingerprint
+    // and the file watcher read none for them (or every reload would see a change).
+    let file = crate::config::load(&crate::config::SourceFile::new(
+        std::path::PathBuf::from("edgegate.toml"),
+        crate::config::DEFAULT_CONFIG,
+    ))
+    .expect("the shipped default")
+    .config;
+    let merged = out.merged_onto(&file);
+    assert!(merged.authenticator("ingress/apps/file").is_some());
+    assert_eq!(merged.auth_files().count(), file.auth_files().count());
+}
+
+#[test]
 fn an_ssl_passthrough_ingress_relays_its_hosts_on_tls_listeners() {
     let mut world = World::new().ingress(
         "apps",
