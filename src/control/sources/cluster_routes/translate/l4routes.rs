@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::httproute::{attach, resolve, ServedGateway};
+use super::httproute::{attach, resolve_for, ServedGateway};
 use super::{condition, Key, RouteStatus, Translation};
 use crate::config::model::{HostMatch, Name, TcpRoute};
 use crate::control::sources::cluster_routes::objects::{TlsRoute as L4Route, GATEWAY_GROUP};
@@ -123,7 +123,7 @@ fn translate(
                 backend.name
             ));
         }
-        let upstream = match resolve(out, namespace, backend) {
+        let upstream = match resolve_for(out, kind, namespace, backend) {
             Ok(upstream) => upstream,
             Err(problem) => {
                 out.problems

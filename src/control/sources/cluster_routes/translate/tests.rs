@@ -1013,3 +1013,51 @@ fn tls_routes_and_tcp_routes_attach_to_passthrough_and_tcp_listeners() {
         "{terminate:?}"
     );
 }
+
+#[test]
+fn a_tcp_route_crosses_namespaces_only_with_a_grant_to_tcp_routes() {
+    let world = |from_kind: &str| {
+        let mut world = World::new().gateway(
+            "apps",
+            "edge",
+            "edgegate",
+            json!([{"name": "db", "port": 5432, "protocol": "TCP"}]),
+        );
+        let grant = serde_json::from_value(json!({
+            "metadata": meta("other", "allow", "2026-01-01T00:00:00Z"),
+            "spec": {
+                "from": [{"group": "gateway.networking.k8s.io", "kind": from_kind, "namespace": "apps"}],
+                "to": [{"group": "", "kind": "Service"}]
+            }
+        }))
+        .expect("grant");
+        world.0.grants.insert(key("other", "allow"), grant);
+        let tcp: crate::control::sources::cluster_routes::objects::TcpRoute =
+            serde_json::from_value(json!({
+                "metadata": meta("apps", "pg", "2026-01-03T00:00:00Z"),
+                "spec": {
+                    "parentRefs": [{"name": "edge"}],
+                    "rules": [{"backendRefs": [{"name": "db", "namespace": "other", "port": 80}]}]
+                }
+            }))
+            .expect("tcproute");
+        world.0.tcp_routes.insert(key("apps", "pg"), tcp);
+        world.translate()
+    };
+    // A grant to HTTPRoutes does not let a TCPRoute in.
+    let refused = world("HTTPRoute");
+    assert!(refused.tcp_routes.is_empty(), "{:?}", refused.tcp_routes);
+    let resolved = &refused.status.l4_routes[&("TCPRoute", key("apps", "pg"))].parents[0].1[1];
+    assert_eq!(
+        (resolved.kind, resolved.status, resolved.reason),
+        ("ResolvedRefs", false, "RefNotPermitted")
+    );
+    assert!(
+        resolved.message.contains("permit TCPRoutes"),
+        "{}",
+        resolved.message
+    );
+    let granted = world("TCPRoute");
+    assert_eq!(granted.tcp_routes.len(), 1, "{:?}", granted.problems);
+    assert_eq!(&*granted.tcp_routes[0].upstream, "service/other/db/80");
+}
