@@ -2,14 +2,16 @@
 //! third of their lifetime is left, kept in `storage` so a restart serves them at once.
 //!
 //! One manager task per ACME block (keyed by its settings, so two listeners with the
-//! same block share one certificate and one order). A reload that changes a block is a
-//! new block: its manager starts (ordering for its domains) when the config goes live,
-//! and the manager of a block no config names any more is stopped, so a removed name is
-//! no longer renewed and two managers never take turns rewriting shared storage. The TLS resolver reads the
+//! same block share one certificate and one order). The TLS resolver reads the
 //! certificate it publishes in an [`AcmeCertificate`]: a self-signed placeholder until
 //! issuance, then the issued one, swapped for new handshakes without a reload. A failed
 //! order is logged, counted and retried with backoff; the certificate being served stays
 //! until a new one is issued.
+//!
+//! A reload that changes a block makes a new block: its manager starts (ordering for its
+//! domains) when the config goes live, and the manager of a block no config names any
+//! more is stopped, so a removed name is no longer renewed and two managers never take
+//! turns rewriting one storage.
 
 pub mod challenge;
 mod order;

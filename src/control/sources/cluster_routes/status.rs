@@ -2,9 +2,9 @@
 //! `Accepted` and `ResolvedRefs`, Gateway `Accepted` and `Programmed`, Ingress
 //! `status.loadBalancer`. A patch on the status subresource, so the narrowest RBAC
 //! (`get` and `patch` on `httproutes/status`, `tlsroutes/status` and `tcproutes/status`,
-//! `patch` on `gateways/status` and `ingresses/status`) suffices. A refused write is logged and changes nothing else:
-//! routing never waits for, or depends on, status. A write that fails for a passing
-//! reason is retried with backoff by the caller.
+//! `patch` on `gateways/status` and `ingresses/status`) suffices. A refused write is
+//! logged and changes nothing else: routing never waits for, or depends on, status. A
+//! write that fails for a passing reason is retried with backoff by the caller.
 //!
 //! A route can be shared with other implementations: its `status.parents` holds one
 //! entry per (parent, controller), and edgegate writes only its own.
