@@ -1480,6 +1480,29 @@ async fn tls_routes_pass_through_and_tcp_routes_relay() {
     let parents = wait_kind_parents(&api, "TCPRoute", "shop", "raw", "ours served", served).await;
     assert_eq!(parents.len(), 1, "{parents:#?}");
     assert_eq!(parents[0]["parentRef"]["sectionName"], "tcp");
+    // The Gateway's listeners say which kind they take, and that one route attached.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let gateway = api.object("Gateway", "shop", "edge").expect("gateway");
+        let listeners = &gateway["status"]["listeners"];
+        let shows = |name: &str, kind: &str| {
+            listeners.as_array().is_some_and(|l| {
+                l.iter().any(|l| {
+                    l["name"] == name
+                        && l["supportedKinds"][0]["kind"] == kind
+                        && l["attachedRoutes"] == 1
+                })
+            })
+        };
+        if shows("passthrough", "TLSRoute") && shows("tcp", "TCPRoute") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway listener status: {listeners:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A backend that does not resolve is reported, and the entry updated in place.
     api.apply_object(

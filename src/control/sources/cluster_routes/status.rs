@@ -136,7 +136,10 @@ impl StatusWriter {
                     json!({
                         "name": name,
                         "attachedRoutes": attached,
-                        "supportedKinds": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}],
+                        "supportedKinds": [{
+                            "group": GATEWAY_GROUP,
+                            "kind": gateway.route_kinds.get(name).copied().unwrap_or("HTTPRoute"),
+                        }],
                         "conditions": conditions.iter().map(condition_json).collect::<Vec<_>>(),
                     })
                 })

@@ -83,6 +83,18 @@ impl ServedGateway {
                     (l.spec.name.clone(), l.routes, conditions)
                 })
                 .collect(),
+            route_kinds: self
+                .listeners
+                .iter()
+                .map(|l| {
+                    let kind = match l.spec.protocol.as_str() {
+                        "TLS" => "TLSRoute",
+                        "TCP" => "TCPRoute",
+                        _ => "HTTPRoute",
+                    };
+                    (l.spec.name.clone(), kind)
+                })
+                .collect(),
         }
     }
 }

@@ -200,6 +200,9 @@ pub struct GatewayStatus {
     pub conditions: Vec<Condition>,
     /// Per Gateway listener: name, routes attached, conditions.
     pub listeners: Vec<(String, i32, Vec<Condition>)>,
+    /// Per Gateway listener by name, the route kind it admits (`supportedKinds`): a `TLS`
+    /// listener takes TLSRoutes, a `TCP` one TCPRoutes, the others HTTPRoutes.
+    pub route_kinds: BTreeMap<String, &'static str>,
 }
 
 /// The edgegate listeners a Gateway listener can attach to.

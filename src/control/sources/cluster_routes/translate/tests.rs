@@ -1000,6 +1000,22 @@ fn tls_routes_and_tcp_routes_attach_to_passthrough_and_tcp_listeners() {
     assert!(pg.sni.is_empty());
     assert_eq!(&*pg.upstream, "service/apps/web/9000");
     let status = &out.status.gateways[&key("apps", "edge")];
+    for (listener, kind) in [
+        ("passthrough", "TLSRoute"),
+        ("db", "TCPRoute"),
+        ("web", "HTTPRoute"),
+    ] {
+        assert_eq!(status.route_kinds.get(listener).copied(), Some(kind));
+    }
+    let attached = |name: &str| {
+        status
+            .listeners
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, routes, _)| *routes)
+    };
+    assert_eq!(attached("passthrough"), Some(1));
+    assert_eq!(attached("db"), Some(2), "pg and odd; misfit is refused");
     let terminate = status
         .listeners
         .iter()
