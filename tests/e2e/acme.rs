@@ -293,20 +293,14 @@ async fn wait_verified(gw: &Gateway, name: &str, root: &str) -> Vec<u8> {
 async fn a_reload_orders_a_changed_acme_block_and_stops_the_old_one() {
     let shared = tempfile::tempdir().expect("tempdir");
     let storage = shared.path().join("acme");
-    let secure = closed_port();
+    // The gateway's listener on a port of its own choosing (no window for another test to
+    // take it), then pebble validating against that port.
+    let secure: SocketAddr = "127.0.0.1:0".parse().expect("address");
     let api = tempfile::tempdir().expect("tempdir");
     let pebble_address = closed_port();
     let directory = format!("https://{pebble_address}/dir");
     let api_ca = api.path().join("pebble-api-ca.pem");
-    // 12 s certificates: the old block's renewal falls within the test.
-    let pebble = Pebble::start(
-        api.path(),
-        pebble_address,
-        closed_port().port(),
-        secure.port(),
-        12,
-    );
-    let root = pebble.issuing_root().await;
+    std::fs::write(&api_ca, Pki::new("not yet").ca_pem).expect("ca");
     let gw = Gateway::start(&one_block_config(
         secure,
         &directory,
@@ -314,6 +308,15 @@ async fn a_reload_orders_a_changed_acme_block_and_stops_the_old_one() {
         &storage,
         "[\"alpn.test\"]",
     ));
+    // 12 s certificates: the old block's renewal falls within the test.
+    let pebble = Pebble::start(
+        api.path(),
+        pebble_address,
+        closed_port().port(),
+        gw.addr("secure").port(),
+        12,
+    );
+    let root = pebble.issuing_root().await;
     let first = wait_verified(&gw, "alpn.test", &root).await;
 
     let skip = gw.log_len();
