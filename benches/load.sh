@@ -11,10 +11,14 @@
 #   PROXIES="edgegate edgegate_jwt_rs256 edgegate_jwt_es256 edgegate_basic" \
 #     SCENARIOS="http_keepalive auth_flood" benches/load.sh
 #                              # the price of authentication, and a wrong-password flood
+#   PROXIES="edgegate edgegate_policy edgegate_zstd edgegate_br edgegate_redis nginx" \
+#     SCENARIOS="http_keepalive compress_json global_limit" benches/load.sh
+#                              # traffic policy: a policy route beside the plain one,
+#                              # compression against nginx's gzip, a Redis-shared limit
 #
 # Scenarios: http_keepalive, https_keepalive, h2_tls, tls_handshakes,
-# tls_resumed_handshakes, reload_under_load (see benches/README.md); auth_flood runs only
-# when named.
+# tls_resumed_handshakes, reload_under_load, compress_json, global_limit (see
+# benches/README.md); auth_flood runs only when named.
 #
 # See benches/README.md for what is measured and every knob (environment variables).
 set -euo pipefail
@@ -24,7 +28,7 @@ set -euo pipefail
 # ----------------------------------------------------------------------------------------
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
-ALL_SCENARIOS="http_keepalive https_keepalive h2_tls tls_handshakes tls_resumed_handshakes reload_under_load"
+ALL_SCENARIOS="http_keepalive https_keepalive h2_tls tls_handshakes tls_resumed_handshakes reload_under_load compress_json global_limit"
 
 usage() {
   cat <<EOF
@@ -41,6 +45,14 @@ Environment (defaults in brackets):
                  answering 200 to each POST, on the origin's CPU)
                  edgegate_logged = the edgegate binary with access_log to a file
                  (both n/a in reload_under_load)
+                 edgegate_policy = the edgegate binary, its route with allow, a local
+                 rate_limit that never refuses and cors (POLICY_ROUTE); every wrk request
+                 of the run then carries "Origin: POLICY_ORIGIN" (all rows alike)
+                 edgegate_zstd, edgegate_br = the edgegate binary in compress_json asked
+                 for zstd or br (the "edgegate" row there is asked for gzip, like nginx);
+                 n/a in every other scenario
+                 edgegate_redis = the edgegate binary, its route with a scope = "global"
+                 rate_limit (never refusing) in a local redis-server (on the origin's CPU)
                  edgegate_jwt_rs256, edgegate_jwt_es256 = the edgegate binary with its
                  route behind a jwt authenticator (JWKS file), wrk sending a valid RS256
                  or ES256 token; edgegate_basic = behind basic auth (a bcrypt users file),
@@ -68,6 +80,13 @@ Environment (defaults in brackets):
                  reload_under_load: reloads every RELOAD_INTERVAL s during a
                  RELOAD_DURATION wrk run with RELOAD_CONNECTIONS connections   [20, 0.5, 10s, 32]
   RELOAD_WRITE   how edgegate's config is rewritten: inplace|rename   [inplace]
+  POLICY_ROUTE   TOML lines of the edgegate_policy row's route
+                 [allow = ["127.0.0.0/8"], rate_limit of 1e9 per 1s, cors for POLICY_ORIGIN]
+  POLICY_ORIGIN  the Origin its requests carry     [https://app.example.com]
+  NGINX_GZIP_LEVEL  compress_json: nginx gzip_comp_level (edgegate's gzip is level 6)  [6]
+  JSON_BYTES     compress_json: size of the origin's JSON answer   [20480]
+  LAT_CONNECTIONS global_limit: wrk -t1 -c (a light load, so latency is not queueing)  [4]
+  REDIS_PORT     fixed port for the edgegate_redis row's redis-server
   EDGEGATE_BIN   edgegate binary [\$REPO/target/release/edgegate]; built if missing
   EDGEGATE_RUST_LOG  RUST_LOG for edgegate          [warn]
   BARE_PINGORA_BIN   bare pingora example binary
@@ -115,6 +134,11 @@ RELOAD_INTERVAL=${RELOAD_INTERVAL:-0.5}
 RELOAD_DURATION=${RELOAD_DURATION:-10s}
 RELOAD_CONNECTIONS=${RELOAD_CONNECTIONS:-32}
 RELOAD_WRITE=${RELOAD_WRITE:-inplace}
+POLICY_ORIGIN=${POLICY_ORIGIN:-https://app.example.com}
+POLICY_ROUTE=${POLICY_ROUTE:-$(printf 'allow = ["127.0.0.0/8"]\nrate_limit = { requests = 1000000000, per = "1s" }\ncors = { allow_origins = ["%s"], allow_methods = ["GET"] }' "$POLICY_ORIGIN")}
+NGINX_GZIP_LEVEL=${NGINX_GZIP_LEVEL:-6}
+JSON_BYTES=${JSON_BYTES:-20480}
+LAT_CONNECTIONS=${LAT_CONNECTIONS:-4}
 EDGEGATE_BIN=${EDGEGATE_BIN:-$REPO/target/release/edgegate}
 # A second edgegate build to compare against in the same run (say, the previous release),
 # shown as the row "edgegate_base"; required only when PROXIES names it.
@@ -134,7 +158,7 @@ READY_TIMEOUT=${READY_TIMEOUT:-10}   # seconds to wait for a process to answer
 read -r -a PROXY_LIST <<<"$PROXIES"
 AUTH_ROWS="edgegate_jwt_rs256 edgegate_jwt_es256 edgegate_basic"
 for p in "${PROXY_LIST[@]}"; do
-  case "$p" in edgegate|edgegate_base|edgegate_traced|edgegate_logged|edgegate_jwt_rs256|edgegate_jwt_es256|edgegate_basic|bare_pingora|nginx|haproxy) ;; *) echo "unknown proxy in PROXIES: $p" >&2; exit 2 ;; esac
+  case "$p" in edgegate|edgegate_base|edgegate_traced|edgegate_logged|edgegate_jwt_rs256|edgegate_jwt_es256|edgegate_basic|edgegate_policy|edgegate_zstd|edgegate_br|edgegate_redis|bare_pingora|nginx|haproxy) ;; *) echo "unknown proxy in PROXIES: $p" >&2; exit 2 ;; esac
 done
 FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-64}
 PROBE_CONNECTIONS=${PROBE_CONNECTIONS:-16}
@@ -167,7 +191,7 @@ DURATION_S=$(dur_secs "$DURATION"); WARMUP_S=$(dur_secs "$WARMUP"); RELOAD_DURAT
 [[ $RELOADS =~ ^[1-9][0-9]*$ ]] || die "RELOADS must be a positive integer"
 [[ $RELOAD_INTERVAL =~ ^[0-9]*\.?[0-9]+$ ]] || die "RELOAD_INTERVAL must be a number of seconds"
 [[ $RELOAD_WRITE == inplace || $RELOAD_WRITE == rename ]] || die "RELOAD_WRITE must be inplace or rename"
-for n in H2_CLIENTS H2_STREAMS HS_CLIENTS HS_CONNECTIONS RELOAD_CONNECTIONS FLOOD_CONNECTIONS PROBE_CONNECTIONS BCRYPT_COST; do
+for n in H2_CLIENTS H2_STREAMS HS_CLIENTS HS_CONNECTIONS RELOAD_CONNECTIONS FLOOD_CONNECTIONS PROBE_CONNECTIONS BCRYPT_COST JSON_BYTES LAT_CONNECTIONS NGINX_GZIP_LEVEL; do
   [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer"
 done
 
@@ -191,6 +215,9 @@ ensure_tools() {
   for bin in nginx haproxy wrk h2load openssl; do
     command -v "$bin" >/dev/null || missing+=("${pkg[$bin]}")
   done
+  if want edgegate_redis; then
+    command -v redis-server >/dev/null || missing+=(redis-server)
+  fi
   # htpasswd makes the bcrypt hashes of the basic-auth rows (Debian apache2-utils).
   if wants_auth; then
     command -v htpasswd >/dev/null || missing+=(apache2-utils)
@@ -202,7 +229,9 @@ ensure_tools() {
 }
 
 ensure_edgegate() {
-  want edgegate || want edgegate_traced || want edgegate_logged || wants_auth || return 0
+  want edgegate || want edgegate_traced || want edgegate_logged || wants_auth \
+    || want edgegate_policy || want edgegate_zstd || want edgegate_br || want edgegate_redis \
+    || return 0
   if [[ ! -x $EDGEGATE_BIN ]]; then
     log "$EDGEGATE_BIN does not exist; building it with cargo build --release"
     command -v cargo >/dev/null || die "cargo not found; install Rust (https://rustup.rs) or set EDGEGATE_BIN"
@@ -455,14 +484,37 @@ start_origin() {
     server {
         listen 127.0.0.1:$ORIGIN_PORT backlog=4096;
         location = /__stub_status { stub_status; }
+        location = /bench.json { default_type application/json; root $d; }
         location / { default_type text/plain; return 200 "ok\n"; }
     }
 }
 EOF
   } >"$d/nginx.conf"
+  make_json "$JSON_BYTES" >"$d/bench.json"
   start_nginx origin "$d" "$d/nginx.conf" "$CPU_ORIGIN"
   ORIGIN_PID=$LAST_PID
   wait_http "http://127.0.0.1:$ORIGIN_PORT/" "$ORIGIN_PID" ok
+}
+
+# An API-like JSON answer of BYTES: records with ids, names, cities, amounts and flags
+# from a fixed pseudo-random sequence, so it compresses like real JSON does (not like one
+# repeated line) and is the same in every run.
+make_json() {  # bytes
+  awk -v want="$1" 'BEGIN {
+    srand(19); split("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda", w, " ")
+    split("Lisbon Oslo Quito Lima Hanoi Dakar Perth Tunis Sofia Riga", c, " ")
+    out = "{\"items\":["; n = 0
+    while (length(out) < want - 200) {
+      rec = sprintf("%s{\"id\":%d,\"sku\":\"%s-%05d\",\"name\":\"%s %s\",\"city\":\"%s\",\"amount\":%.2f,\"qty\":%d,\"active\":%s,\"tags\":[\"%s\",\"%s\"]}",
+        (n ? "," : ""), 100000 + n * 7, toupper(substr(w[1 + int(rand() * 11)], 1, 3)), int(rand() * 99999),
+        w[1 + int(rand() * 11)], w[1 + int(rand() * 11)], c[1 + int(rand() * 10)], rand() * 1000,
+        int(rand() * 50), (rand() < 0.5 ? "true" : "false"), w[1 + int(rand() * 11)], w[1 + int(rand() * 11)])
+      out = out rec; n++
+    }
+    out = out "],\"count\":" n ",\"next\":null}"
+    while (length(out) < want - 1) out = out " "
+    print out
+  }'
 }
 
 # Connections the origin has accepted so far (including the one used to ask).
@@ -643,6 +695,7 @@ path_prefix = "/"
 upstream = "origin"
 ${ROUTE_EXTRA:-}
 EOF
+  [[ $mode == compress ]] && echo "compress = true"
   [[ $mode == reload ]] && echo "response_headers = { set = { \"x-reload\" = \"$gen\" } }"
   cat <<EOF
 ${MORE_ROUTES:-}
@@ -668,6 +721,54 @@ start_proxy_edgegate_traced() {
   start_otlp_sink
   GATEWAY_EXTRA=$(printf '[gateway.tracing]\notlp_endpoint = "http://127.0.0.1:%s/v1/traces"\nsample_ratio = 1.0\n' "$OTLP_SINK_PORT") \
     start_edgegate_as edgegate_traced "$EDGEGATE_BIN" "${1:-plain}"
+}
+
+# The price of a route's traffic policy: allow, a local rate limit that never refuses
+# and CORS, every request from an allowed origin.
+start_proxy_edgegate_policy() {
+  ROW_ROUTE_EXTRA=$POLICY_ROUTE start_edgegate_as edgegate_policy "$EDGEGATE_BIN" "${1:-plain}"
+  local url=${PROXY_URL[edgegate_policy]} head
+  head=$(curl -s -o /dev/null -D - --max-time 2 --cacert "$TLS_DIR/ca.pem" -H "Origin: $POLICY_ORIGIN" "$url" | tr -d '\r')
+  grep -qi '^ratelimit-limit:' <<<"$head" && grep -qi "^access-control-allow-origin: $POLICY_ORIGIN" <<<"$head" \
+    || die "edgegate_policy: the answer lacks the rate-limit or CORS fields: $head"
+}
+
+# The other codings of compress_json.
+start_proxy_edgegate_zstd() {
+  ROW_HEADER="Accept-Encoding: zstd" start_edgegate_as edgegate_zstd "$EDGEGATE_BIN" "${1:-compress}"
+}
+start_proxy_edgegate_br() {
+  ROW_HEADER="Accept-Encoding: br" start_edgegate_as edgegate_br "$EDGEGATE_BIN" "${1:-compress}"
+}
+
+# A limit shared through Redis: one store round trip per request.
+REDIS_PID=
+start_redis() {
+  [[ -n $REDIS_PID ]] && alive "$REDIS_PID" && return 0
+  alloc_port REDIS_PORT
+  local d=$TMP/redis i
+  mkdir -p "$d"
+  start_bg redis "$CPU_ORIGIN" "$d/redis.log" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+    --save "" --appendonly no --dir "$d"
+  REDIS_PID=$LAST_PID
+  for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
+    alive "$REDIS_PID" || die "redis-server exited (see $d/redis.log)"
+    [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && return 0
+    sleep 0.1
+  done
+  die "redis-server did not answer PING within ${READY_TIMEOUT}s"
+}
+start_proxy_edgegate_redis() {
+  start_redis
+  GATEWAY_EXTRA=$(printf '[gateway.rate_limit_store]\nurl = "redis://127.0.0.1:%s/0"\n' "$REDIS_PORT") \
+    ROW_ROUTE_EXTRA='rate_limit = { requests = 1000000000, per = "1s", scope = "global" }' \
+    start_edgegate_as edgegate_redis "$EDGEGATE_BIN" "${1:-plain}"
+  local head
+  head=$(curl -s -o /dev/null -D - --max-time 2 --cacert "$TLS_DIR/ca.pem" "${PROXY_URL[edgegate_redis]}" | tr -d '\r')
+  grep -qi '^ratelimit-remaining:' <<<"$head" || die "edgegate_redis: the answer lacks ratelimit-remaining: $head"
+  # (Its bucket, refilled in a microsecond, expires at once: ask for the script's calls.)
+  redis-cli -p "$REDIS_PORT" info commandstats 2>/dev/null | grep -q -E '^cmdstat_(evalsha|eval):' \
+    || die "edgegate_redis: redis ran no rate-limit script for a request"
 }
 
 # The price of the access log: one JSON line per request, to a file (outside the config's
@@ -710,6 +811,10 @@ note_edgegate_row() {  # row-name
       ROW_NOTES[$name]="requests $served, spans exported $(row_metric edgegate_tracing_spans_exported_total), dropped: queue_full $(row_metric 'edgegate_tracing_spans_dropped_total{reason="queue_full"}'), export_failed $(row_metric 'edgegate_tracing_spans_dropped_total{reason="export_failed"}')" ;;
     edgegate_logged)
       ROW_NOTES[$name]="requests $served, access log lines $(wc -l <"$TMP/logs/access.log" 2>/dev/null || echo 0), dropped $(row_metric edgegate_access_log_dropped_total)" ;;
+    edgegate_policy)
+      ROW_NOTES[$name]="requests $served, refused by the limit (must be 0): $(awk '/^edgegate_rate_limited_total\{/ { s += $2 } END { printf "%d", s }' <<<"$metrics"), by the access list (must be 0): $(awk '/^edgegate_access_denied_total\{/ { s += $2 } END { printf "%d", s }' <<<"$metrics")" ;;
+    edgegate_redis)
+      ROW_NOTES[$name]="requests $served, store errors (must be 0): $(row_metric edgegate_rate_limit_store_errors_total)" ;;
     edgegate_jwt_*|edgegate_basic)
       ROW_NOTES[$name]="requests $served, $(awk '/^edgegate_auth_total\{/ { match($0, /result="[a-z]+"/); r = substr($0, RSTART + 8, RLENGTH - 9); n[r] += $2 }
         END { printf "auth allowed %d, denied %d, error %d", n["allowed"], n["denied"], n["error"] }' <<<"$metrics")" ;;
@@ -834,6 +939,17 @@ EOF
             proxy_set_header Connection "";
 EOF
   [[ $mode == reload ]] && echo "            add_header X-Reload $gen always;"
+  if [[ $mode == compress ]]; then
+    # What edgegate's compress = true does: compressible types from 1 KiB, Vary.
+    cat <<EOF
+            gzip on;
+            gzip_comp_level $NGINX_GZIP_LEVEL;
+            gzip_types application/json;
+            gzip_min_length 1024;
+            gzip_proxied any;
+            gzip_vary on;
+EOF
+  fi
   cat <<EOF
         }
     }
@@ -912,7 +1028,7 @@ start_proxy_haproxy() {
 stop_proxies() {
   local p
   for p in "${!PROXY_PID[@]}"; do
-    case "$p" in edgegate_traced|edgegate_logged|edgegate_jwt_*|edgegate_basic) note_edgegate_row "$p" ;; esac
+    case "$p" in edgegate_traced|edgegate_logged|edgegate_jwt_*|edgegate_basic|edgegate_policy|edgegate_redis) note_edgegate_row "$p" ;; esac
   done
   for p in "${!PROXY_PID[@]}"; do
     stop_pid "${PROXY_PID[$p]}"
@@ -929,6 +1045,10 @@ proxy_supports() {
   fi
   case "$1:$2" in
     bare_pingora:reload|edgegate_base:reload|edgegate_traced:reload|edgegate_logged:reload) return 1 ;;
+    edgegate_policy:reload|edgegate_redis:reload) return 1 ;;
+    # compress_json compares compressing proxies: edgegate's codings and nginx's gzip.
+    edgegate:compress|edgegate_zstd:compress|edgegate_br:compress|nginx:compress) return 0 ;;
+    *:compress|edgegate_zstd:*|edgegate_br:*) return 1 ;;
     *) return 0 ;;
   esac
 }
@@ -996,15 +1116,25 @@ run_client() {
   return "$rc"
 }
 
-# The request header of the proxy being measured (an auth row's credential), or none.
+# The request header of a run (wrk, h2load and curl), by precedence: the row's own (an
+# auth row's credential; edgegate_zstd asks for zstd), the scenario's (compress_json asks
+# for gzip), else the policy row's Origin for every row of a run that has that row.
+declare -A SC_HEADER=() SC_PATH=()
 LOAD_HEADER=
-wrk_run() {  # duration url outfile
-  local dur=$1 url=$2 out=$3 secs
+request_header() {  # scenario proxy
+  if [[ -n ${PROXY_HEADER[$2]:-} ]]; then echo "${PROXY_HEADER[$2]}"
+  elif [[ -n ${SC_HEADER[$1]:-} ]]; then echo "${SC_HEADER[$1]}"
+  elif want edgegate_policy; then echo "Origin: $POLICY_ORIGIN"
+  fi
+}
+
+wrk_run() {  # duration url outfile [connections threads]
+  local dur=$1 url=$2 out=$3 conns=${4:-$CONNECTIONS} threads=${5:-$WRK_THREADS} secs
   local -a header=()
   [[ -n $LOAD_HEADER ]] && header=(-H "$LOAD_HEADER")
   secs=$(dur_secs "$dur")
   run_client "$out" $((secs + 30)) \
-    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency --timeout 2s "${header[@]}" "$url"
+    wrk -t"$threads" -c"$conns" -d"$dur" --latency --timeout 2s "${header[@]}" "$url"
 }
 
 to_ms() {  # wrk/h2load latency "1.23ms" / "850.00us" / "1.02s" -> ms
@@ -1041,6 +1171,21 @@ parse_wrk() {
   P_ALPN=http/1.1
   [[ -n $P_RATE && -n $P_COUNT && -n $p99raw ]] || return 1
   P_LAT1=$(to_ms "$p99raw"); P_LAT2=$(to_ms "${avgraw:-x}")
+}
+
+# wrk at a light load (LAT_CONNECTIONS connections, one thread): latency that is the
+# request's own, not queueing. P_LAT1 = p50, P_LAT2 = p99.
+load_wrk_lat() {
+  local dur=$DURATION
+  [[ $1 == warmup ]] && dur=$WARMUP
+  wrk_run "$dur" "$2" "$3" "$LAT_CONNECTIONS" 1
+}
+parse_wrk_lat() {
+  parse_wrk "$1" || return 1
+  local p50raw
+  p50raw=$(awk '$1 == "50%" { print $2; exit }' "$1")
+  [[ -n $p50raw ]] || return 1
+  P_LAT2=$P_LAT1; P_LAT1=$(to_ms "$p50raw")
 }
 
 # h2load, HTTP/2 over TLS: H2_CLIENTS connections with H2_STREAMS streams each, for a
@@ -1148,6 +1293,12 @@ def_scenario tls_handshakes s_time "hs/s" "" "" 1000 "cpu s/1k hs" handshakes ""
   "new full TLS handshakes: $HS_CLIENTS x openssl s_time -new -time $DURATION_S (never resumed; one HTTP/1.0 request with Host per connection)"
 def_scenario tls_resumed_handshakes h2load_hs "hs/s" "" "" 1000 "cpu s/1k hs" handshakes http/1.1 \
   "new TLS connections, session resumed when the server offers it: h2load --h1 -H 'Connection: close' -c$HS_CONNECTIONS -n (DURATION at the warm-up rate)"
+def_scenario compress_json wrk "req/s" "p99 ms" "" 100000 "cpu s/100k" requests "" \
+  "a ${JSON_BYTES}-byte JSON answer compressed by the proxy (edgegate compress = true: gzip 6, br 4, zstd 3; nginx gzip_comp_level $NGINX_GZIP_LEVEL), Accept-Encoding gzip (zstd, br for their rows): wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency"
+SC_PATH[compress_json]=bench.json
+SC_HEADER[compress_json]="Accept-Encoding: gzip"
+def_scenario global_limit wrk_lat "req/s" "p50 ms" "p99 ms" 100000 "cpu s/100k" requests "" \
+  "a light load for latency: wrk -t1 -c$LAT_CONNECTIONS -d$DURATION --latency; edgegate_redis checks a scope = \"global\" limit in a local redis-server on every request"
 def_scenario auth_flood flood "" "" "" 0 "" "" "" \
   "$FLOOD_CONNECTIONS connections of wrong passwords (each new, bcrypt cost $BCRYPT_COST) on a basic-auth route of edgegate, while wrk -c$PROBE_CONNECTIONS -d$DURATION --latency measures a plain route on the same worker, alone and under the flood, $ROUNDS round(s)"
 def_scenario reload_under_load reload "" "" "" 0 "" "" "" \
@@ -1156,11 +1307,11 @@ def_scenario reload_under_load reload "" "" "" 0 "" "" "" \
 # measure SCENARIO ROUND PROXY: warm up, then one measured run; appends to RESULTS.
 measure() {
   local scen=$1 round=$2 proxy=$3 tool=${SC_TOOL[$1]:-wrk} per=${SC_PER[$1]:-100000}
-  local url=${PROXY_URL[$proxy]} root=${PROXY_PID[$proxy]}
+  local url=${PROXY_URL[$proxy]}${SC_PATH[$1]:-} root=${PROXY_PID[$proxy]}
   local out=$TMP/$tool.$scen.r$round.$proxy.txt
   local pids opids u0 u1 s0 s1 ou0 ou1 os0 os1 a0 a1 t0 t1
   alive "$root" || die "$proxy (pid $root) is not running"
-  LOAD_HEADER=${PROXY_HEADER[$proxy]:-}
+  LOAD_HEADER=$(request_header "$scen" "$proxy")
   read -r -a pids <<<"$(proc_tree "$root")"
   read -r -a opids <<<"$(proc_tree "$ORIGIN_PID")"
 
@@ -1464,6 +1615,34 @@ scenario_tls_resumed_handshakes() {
   stop_proxies
 }
 
+# A compressed 20 KiB JSON answer: edgegate's codings against nginx's gzip. Each row's
+# coding and size are checked (and noted) first, so a row that did not compress cannot
+# pass for a cheap one.
+declare -A COMPRESSED_SIZE=()
+scenario_compress_json() {
+  start_proxies compress_json compress || return 0
+  local p header size encoding
+  for p in "${SCEN_PROXIES[@]}"; do
+    header=$(request_header compress_json "$p")
+    encoding=$(curl -s -o "$TMP/compressed.body" -D - --max-time 2 -H "$header" "${PROXY_URL[$p]}bench.json" \
+      | awk -F': *' 'tolower($1) == "content-encoding" { gsub(/\r/, "", $2); print $2; exit }')
+    size=$(wc -c <"$TMP/compressed.body")
+    [[ -n $encoding && $encoding == "${header#Accept-Encoding: }" ]] \
+      || die "$p: asked with '$header', answered with content-encoding '${encoding:-none}'"
+    COMPRESSED_SIZE[$p]="$encoding: $size of $JSON_BYTES bytes (ratio $(awk -v a="$JSON_BYTES" -v b="$size" 'BEGIN { printf "%.2f", a / b }'))"
+    log "compress_json $p: ${COMPRESSED_SIZE[$p]}"
+  done
+  run_rounds compress_json
+  stop_proxies
+}
+
+# The latency a Redis-shared limit adds (one store round trip), at a light load.
+scenario_global_limit() {
+  start_proxies global_limit plain || return 0
+  run_rounds global_limit
+  stop_proxies
+}
+
 # Config reloads under keepalive load: client-visible errors per proxy.
 scenario_reload_under_load() {
   use_proxies reload_under_load reload || return 0
@@ -1601,6 +1780,9 @@ version_of() {
     edgegate_base) "$EDGEGATE_BASE_BIN" --version 2>&1 | head -n 1 || true ;;
     edgegate_traced) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), [gateway.tracing] sample_ratio 1.0 to a local nginx sink" ;;
     edgegate_logged) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), access_log to a file" ;;
+    edgegate_policy) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), route with: $(tr '\n' ' ' <<<"$POLICY_ROUTE")" ;;
+    edgegate_zstd|edgegate_br) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), compress = true, asked for ${1#edgegate_} (n/a outside compress_json)" ;;
+    edgegate_redis) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), a scope = \"global\" rate_limit in $(redis-server --version 2>/dev/null | awk '{ print $1, $2, $3 }') on 127.0.0.1" ;;
     edgegate_jwt_rs256|edgegate_jwt_es256)
       echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), the route behind jwt (JWKS file), ${1#edgegate_jwt_} tokens" ;;
     edgegate_basic) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), the route behind basic auth (bcrypt cost $BCRYPT_COST), a cached credential" ;;
@@ -1671,6 +1853,22 @@ summarize_rates() {  # scenario
           printf "  %s: %+.1f%% CPU per request against the edgegate row (bar: at most +10%%)\n", p, 100 * (C[p] / C["edgegate"] - 1)
       }
       for (p in err) if (err[p] > 0) printf "  WARNING: %s had %d errors/non-2xx responses; its numbers are suspect\n", p, err[p]
+    }' "$RESULTS"
+}
+
+# global_limit: what the store adds, edgegate_redis minus edgegate (medians).
+summarize_added_latency() {
+  awk -F'\t' '
+    function median(list,   a, n, i, j, t) {
+      n = split(list, a, " ")
+      for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    $1 == "global_limit" && ($3 == "edgegate" || $3 == "edgegate_redis") { p50[$3] = p50[$3] " " $5; p99[$3] = p99[$3] " " $12 }
+    END {
+      if (!("edgegate" in p50) || !("edgegate_redis" in p50)) exit
+      printf "  added by the Redis-shared limit (edgegate_redis - edgegate, medians): p50 %+.3f ms, p99 %+.3f ms\n",
+        median(p50["edgegate_redis"]) - median(p50["edgegate"]), median(p99["edgegate_redis"]) - median(p99["edgegate"])
     }' "$RESULTS"
 }
 
@@ -1761,6 +1959,12 @@ summarize() {
         echo "scenario $scen — median over $ROUNDS round(s)"
         echo "  load: ${SC_DESC[$scen]:-}"
         summarize_rates "$scen"
+        if [[ $scen == compress_json ]]; then
+          for p in "${PROXY_LIST[@]}"; do
+            [[ -n ${COMPRESSED_SIZE[$p]:-} ]] && echo "  $p answer: ${COMPRESSED_SIZE[$p]}"
+          done
+        fi
+        [[ $scen == global_limit ]] && summarize_added_latency
       fi
     done
     echo

@@ -405,7 +405,17 @@ pub struct Route {
     pub policy: Option<Arc<RoutePolicy>>,
     /// Response compression; `None` leaves bodies as the upstream sent them.
     pub compress: Option<Compress>,
+    /// A shadow upstream that gets a copy of some requests; its answers are discarded.
+    pub mirror: Option<Mirror>,
     pub location: Location,
+}
+
+/// `mirror` on a route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mirror {
+    pub upstream: Name,
+    /// The share of requests copied, 0 to 100.
+    pub percent: f64,
 }
 
 /// `compress` on a route.

@@ -311,6 +311,7 @@ async fn large_bodies_cross_both_ways_byte_exact() {
     }
     body.send_data(bytes::Bytes::new(), true).expect("end");
     let streamed = response.await.expect("streamed upload");
+    assert_eq!(streamed.status(), 200);
     upstream.assert_read_cleanly();
     let requests = upstream.requests();
     assert_eq!(requests.len(), 2);

@@ -18,6 +18,7 @@ mod kube;
 mod kube_double;
 mod l4;
 mod limits;
+mod mirror;
 mod policy;
 mod proxying;
 mod reload;

@@ -173,6 +173,8 @@ pub struct Transfer<'a> {
     /// as a chunk, so the output is chunked whatever the input's framing (pass
     /// `Output::Dechunked` so the input's own chunk framing is not copied).
     pub encoder: Option<crate::pipeline::compress::Encoder>,
+    /// Receives a copy of each piece of body as it passes (a route's mirror).
+    pub tap: Option<&'a mut crate::pipeline::mirror::Copy>,
 }
 
 impl Transfer<'_> {
@@ -309,6 +311,9 @@ impl Transfer<'_> {
         output: Output,
         interrupt: &I,
     ) -> Result<(), BodyError> {
+        if let Some(tap) = self.tap.as_deref_mut() {
+            tap.feed(&self.buf[..len]);
+        }
         if let Some(encoder) = self.encoder.as_mut() {
             let encoded = encoder.push(&self.buf[..len]).map_err(BodyError::Write)?;
             self.buf.advance(len);
@@ -416,6 +421,7 @@ mod tests {
             },
             max_size: Some(1 << 20),
             encoder: None,
+            tap: None,
         };
         let result = transfer
             .copy(&mut src, &mut dst, framing, output, &Never)

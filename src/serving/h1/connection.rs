@@ -303,15 +303,16 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
             outcome
         }
     };
+    let bytes_received = ctx.body_bytes;
     core.record(
-        &ctx,
-        &Exchange {
+        &mut ctx,
+        Exchange {
             status: outcome.status,
             method: &logged.method,
-            path: &logged.path,
+            path: std::borrow::Cow::Owned(logged.path),
             client: Some(info.peer),
             bytes_sent: outcome.bytes_sent,
-            bytes_received: ctx.body_bytes,
+            bytes_received,
         },
     );
     outcome.next

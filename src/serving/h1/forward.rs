@@ -194,6 +194,7 @@ pub async fn proxy<C: ClientIo>(
             .extend_from_slice(&buffers.request[..n]);
         buffers.request.advance(n);
         ctx.body_bytes = n as u64;
+        core.mirror_body(ctx, &buffers.upstream_body, true);
     }
     let mut fresh = false;
     let _in_flight = pool.start_request();
@@ -211,6 +212,7 @@ pub async fn proxy<C: ClientIo>(
         let began = Instant::now();
         ctx.upstream_answer = None;
         let result = attempt(
+            core,
             client,
             buffers,
             ctx,
@@ -267,6 +269,7 @@ struct Wire {
 }
 
 async fn attempt<C: ClientIo>(
+    core: &Core,
     client: &mut C,
     buffers: &mut Buffers,
     ctx: &mut RequestContext,
@@ -373,6 +376,7 @@ async fn attempt<C: ClientIo>(
             },
             max_size: meta.max_body_size,
             encoder: None,
+            tap: ctx.mirror.as_mut(),
         };
         let copied = transfer
             .copy(
@@ -384,7 +388,10 @@ async fn attempt<C: ClientIo>(
             )
             .await;
         match copied {
-            Ok(n) => ctx.body_bytes = n,
+            Ok(n) => {
+                ctx.body_bytes = n;
+                core.mirror_body(ctx, b"", true);
+            }
             Err(BodyError::Interrupted) | Err(BodyError::Write(_)) => body_complete = false,
             Err(BodyError::WriteTimeout) => {
                 return Attempt::Failed {
@@ -566,6 +573,7 @@ async fn relay_response<C: ClientIo>(
         },
         max_size: None,
         encoder,
+        tap: None,
     };
     let relayed = transfer
         .copy(&mut stream, client, framing, output, &Never)

@@ -104,6 +104,8 @@ pub async fn pump<W: AsyncWrite + Unpin>(
     max_size: Option<u64>,
     client_limit: Duration,
     limits: Limits,
+    // Receives a copy of each piece as it passes (a route's mirror).
+    mut tap: Option<&mut crate::pipeline::mirror::Copy>,
 ) -> Result<u64, PumpError> {
     let mut sent = 0u64;
     let mut frame = Vec::with_capacity(16);
@@ -131,6 +133,9 @@ pub async fn pump<W: AsyncWrite + Unpin>(
         sent += data.len() as u64;
         if max_size.is_some_and(|max| sent > max) {
             return Err(PumpError::TooLarge);
+        }
+        if let Some(tap) = tap.as_deref_mut() {
+            tap.feed(&data);
         }
         let write = async {
             if chunked {

@@ -200,15 +200,16 @@ pub async fn serve<A: ServerApp + Send + Sync + 'static>(
         }
     };
     ctx.in_flight = None;
+    let bytes_received = ctx.body_bytes;
     core.record(
-        &ctx,
-        &Exchange {
+        &mut ctx,
+        Exchange {
             status,
             method: &parts.method,
-            path: parts.uri.path(),
+            path: std::borrow::Cow::Borrowed(parts.uri.path()),
             client: Some(info.peer),
             bytes_sent,
-            bytes_received: ctx.body_bytes,
+            bytes_received,
         },
     );
     end
@@ -291,12 +292,16 @@ impl StreamExchange<'_> {
         // A small body is read whole first: it rides with the head in one send, and can
         // be sent again if an attempt fails before the upstream answers.
         let buffered = match self.meta.framing {
-            Framing::None => Some(Vec::new()),
+            Framing::None => {
+                self.core.mirror_body(self.ctx, b"", true);
+                Some(Vec::new())
+            }
             Framing::Length(n) if n as usize <= COALESCE => {
                 let limit = capped(CLIENT_TIMEOUT, deadline(self.ctx));
                 match io::read_whole(self.body, n as usize, limit).await {
                     Ok(whole) => {
                         self.ctx.body_bytes = whole.len() as u64;
+                        self.core.mirror_body(self.ctx, &whole, true);
                         Some(whole)
                     }
                     Err(_) => {
@@ -387,6 +392,7 @@ impl StreamExchange<'_> {
             deadline: deadline(self.ctx),
         };
         let sending = Sending {
+            core: self.core,
             ctx: self.ctx,
             meta: self.meta,
             head: &mut self.head,
@@ -528,6 +534,7 @@ impl StreamExchange<'_> {
             },
             max_size: None,
             encoder,
+            tap: None,
         };
         let mut writer = DataWriter { send: &mut send };
         let relayed = transfer
@@ -567,6 +574,7 @@ struct Upstream {
 
 /// What sending a request needs of its stream, the client's side of it excepted.
 struct Sending<'a> {
+    core: &'a Core,
     ctx: &'a mut RequestContext,
     meta: &'a RequestMeta,
     head: &'a mut Vec<u8>,
@@ -659,10 +667,14 @@ impl Sending<'_> {
                 self.meta.max_body_size,
                 CLIENT_TIMEOUT,
                 limits,
+                self.ctx.mirror.as_mut(),
             )
             .await;
             match pumped {
-                Ok(n) => self.ctx.body_bytes = n,
+                Ok(n) => {
+                    self.ctx.body_bytes = n;
+                    self.core.mirror_body(self.ctx, b"", true);
+                }
                 // The upstream stopped reading: it may have answered already.
                 Err(PumpError::UpstreamWrite(e)) => {
                     tracing::debug!(request_id = %self.ctx.request_id, error = %e, "upstream stopped reading the request body");

@@ -177,6 +177,9 @@ pub struct Status {
     pub ingresses: BTreeSet<Key>,
     /// TLSRoutes and TCPRoutes, by kind (`"TLSRoute"`, `"TCPRoute"`) and object.
     pub l4_routes: BTreeMap<(&'static str, Key), RouteStatus>,
+    /// What a person should know about an Ingress's annotations (not served, or not
+    /// readable), written as Warning events on it.
+    pub ingress_warnings: BTreeMap<Key, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +249,7 @@ pub fn translate(
         status: Status::default(),
         problems: Vec::new(),
         auth: Vec::new(),
+        canaries: Vec::new(),
         order: CLUSTER_ORDER_BASE,
     };
     let gateways = match &settings.gateway_class {
@@ -278,6 +282,14 @@ pub fn translate(
         }
     }
     items.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let ingresses: Vec<(&Key, &Ingress)> = items
+        .iter()
+        .filter_map(|(_, _, item)| match item {
+            Item::Ingress(key, ingress) => Some((*key, *ingress)),
+            Item::Route(..) => None,
+        })
+        .collect();
+    ingress::collect_canaries(&mut out, &ingresses);
     let mut gateways = gateways;
     for (_, _, item) in items {
         match item {
@@ -285,6 +297,7 @@ pub fn translate(
             Item::Ingress(key, ingress) => ingress::translate(&mut out, key, ingress),
         }
     }
+    ingress::report_unused_canaries(&mut out);
     if settings.gateway_class.is_some() {
         l4routes::translate_all(&mut out, &mut gateways);
     }
@@ -314,6 +327,8 @@ struct Translation<'a> {
     status: Status,
     problems: Vec<String>,
     auth: Vec<Arc<model::Authenticator>>,
+    /// Paths of canary Ingresses, joined to their main Ingress's routes.
+    canaries: Vec<ingress::CanaryRoute>,
     order: usize,
 }
 
@@ -354,6 +369,7 @@ fn empty_route(name: String, source: &str, order: usize) -> Route {
         auth: None,
         policy: None,
         compress: None,
+        mirror: None,
         // The source object stands where a file route has its line, so `/config`, logs
         // and `route` name the object a person edits.
         location: Location {

@@ -89,6 +89,22 @@ impl World {
         self
     }
 
+    fn annotated_ingress(
+        mut self,
+        ns: &str,
+        name: &str,
+        created: &str,
+        annotations: Value,
+        spec: Value,
+    ) -> Self {
+        let mut metadata = meta(ns, name, created);
+        metadata["annotations"] = annotations;
+        let i =
+            serde_json::from_value(json!({"metadata": metadata, "spec": spec})).expect("ingress");
+        self.0.ingresses.insert(key(ns, name), i);
+        self
+    }
+
     fn grant(mut self, ns: &str, from_ns: &str) -> Self {
         let g = serde_json::from_value(json!({
             "metadata": meta(ns, "allow", "2026-01-01T00:00:00Z"),
@@ -527,7 +543,7 @@ fn regex_paths_match_the_whole_path_and_unsupported_rules_are_reported() {
         .expect("partially invalid");
     assert!(partial
         .message
-        .contains("rule 1: filter RequestMirror is not served"));
+        .contains("rule 1: RequestMirror without a backendRef"));
 }
 
 #[test]
@@ -1076,4 +1092,110 @@ fn a_tcp_route_crosses_namespaces_only_with_a_grant_to_tcp_routes() {
     let granted = world("TCPRoute");
     assert_eq!(granted.tcp_routes.len(), 1, "{:?}", granted.problems);
     assert_eq!(&*granted.tcp_routes[0].upstream, "service/other/db/80");
+}
+
+#[test]
+fn ingress_canaries_join_their_main_in_any_order_and_a_broken_one_serves_nothing() {
+    let spec = |service: &str, host: &str| {
+        json!({"ingressClassName": "edgegate", "rules": [{"host": host, "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": service, "port": {"number": 80}}}}]}}]})
+    };
+    let nginx = |k: &str| format!("nginx.ingress.kubernetes.io/{k}");
+    let out = World::new()
+        // The canary is older than its main Ingress.
+        .annotated_ingress(
+            "apps",
+            "a-canary",
+            "2026-01-01T00:00:00Z",
+            json!({nginx("canary"): "true", nginx("canary-by-header"): "x-canary",
+                   nginx("canary-weight"): "10", nginx("backend-protocol"): "GRPC"}),
+            spec("api", "shop.example.com"),
+        )
+        .annotated_ingress(
+            "apps",
+            "b-main",
+            "2026-01-02T00:00:00Z",
+            json!({nginx("force-ssl-redirect"): "true"}),
+            spec("web", "shop.example.com"),
+        )
+        // Broken and older than the Ingress it would join: it must not shadow it.
+        .annotated_ingress(
+            "apps",
+            "c-broken",
+            "2026-01-01T00:00:00Z",
+            json!({nginx("canary"): "true", nginx("canary-weight"): "500"}),
+            spec("api", "other.example.com"),
+        )
+        .annotated_ingress(
+            "apps",
+            "d-other",
+            "2026-01-03T00:00:00Z",
+            json!({}),
+            spec("web", "other.example.com"),
+        )
+        .translate();
+    let plain = route_for(&out, "web", "shop.example.com", "/x?y=1", &[]).expect("routed");
+    assert!(
+        matches!(&plain.action, Action::Redirect(r)
+            if r.status == http::StatusCode::PERMANENT_REDIRECT && r.scheme.as_deref() == Some("https")),
+        "{:?}",
+        plain.action
+    );
+    let canary_upstream = "service/apps/api/80@ingress/apps/a-canary";
+    let main = route_for(&out, "websecure", "shop.example.com", "/x", &[]).expect("routed");
+    match &main.action {
+        Action::Weighted(split) => {
+            let shares: Vec<(Option<&str>, u32)> = split
+                .iter()
+                .map(|b| (b.upstream.as_deref(), b.weight))
+                .collect();
+            assert_eq!(
+                shares,
+                [
+                    (Some("service/apps/web/80"), 90),
+                    (Some(canary_upstream), 10)
+                ]
+            );
+        }
+        other => panic!("not a split: {other:?}"),
+    }
+    let chosen = route_for(
+        &out,
+        "websecure",
+        "shop.example.com",
+        "/x",
+        &[("x-canary", "always")],
+    )
+    .expect("routed");
+    assert_eq!(upstream_of(&chosen), canary_upstream);
+    let never = route_for(
+        &out,
+        "websecure",
+        "shop.example.com",
+        "/x",
+        &[("x-canary", "never")],
+    )
+    .expect("routed");
+    assert_eq!(upstream_of(&never), "service/apps/web/80");
+    let tuned = out
+        .upstreams
+        .iter()
+        .find(|u| &*u.name == canary_upstream)
+        .expect("the canary's own upstream");
+    assert!(tuned.http2);
+    assert!(out
+        .upstreams
+        .iter()
+        .filter(|u| !u.name.contains('@'))
+        .all(|u| !u.http2));
+    let other = route_for(&out, "web", "other.example.com", "/", &[]).expect("routed");
+    assert_eq!(upstream_of(&other), "service/apps/web/80");
+    assert!(out.status.ingress_warnings[&key("apps", "c-broken")]
+        .iter()
+        .any(|w| w.contains("canary-weight")));
+    assert!(!out
+        .status
+        .ingress_warnings
+        .contains_key(&key("apps", "b-main")));
 }
