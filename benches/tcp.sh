@@ -4,6 +4,14 @@
 #
 #   bash scripts/setup.sh haproxy nginx libnginx-mod-stream
 #   benches/tcp.sh            # BULK_MIB=4096 per run, CONNECT_SECONDS=5, ROUNDS=3
+#   benches/tcp.sh splice     # edgegate's two relays against each other (and HAProxy)
+#
+# Proxies (PROXIES): edgegate (the userspace copy relay, EDGEGATE_TCP_RELAY=copy),
+# edgegate_splice (the same binary relaying with splice(2), EDGEGATE_TCP_RELAY=splice),
+# haproxy, nginx. The `splice` mode runs "edgegate edgegate_splice haproxy" unless
+# PROXIES says otherwise. A smoke run with debug builds:
+#   EDGEGATE_BIN=target/debug/edgegate LOAD_BIN=target/debug/examples/tcp_load \
+#     BULK_MIB=256 CONNECT_SECONDS=1 ROUNDS=1 benches/tcp.sh splice
 #
 # Two workloads through each proxy to the same backend (examples/tcp_load.rs sink):
 # - bulk: BULK_MIB MiB over BULK_CONNECTIONS connections; throughput and the proxy's CPU
@@ -14,12 +22,18 @@
 # The proxy is pinned to CPU 0, the backend and the load to CPU 1 (PIN=0 to not pin).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+MODE=${1:-all}
+case $MODE in
+  all) DEFAULT_PROXIES="edgegate haproxy nginx" ;;
+  splice) DEFAULT_PROXIES="edgegate edgegate_splice haproxy" ;;
+  *) echo "usage: benches/tcp.sh [all|splice]" >&2; exit 2 ;;
+esac
 BULK_MIB=${BULK_MIB:-4096}
 BULK_CONNECTIONS=${BULK_CONNECTIONS:-4}
 CONNECT_SECONDS=${CONNECT_SECONDS:-5}
 CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-32}
 ROUNDS=${ROUNDS:-3}
-PROXIES=${PROXIES:-"edgegate haproxy nginx"}
+PROXIES=${PROXIES:-$DEFAULT_PROXIES}
 PIN=${PIN:-1}
 EDGEGATE_BIN=${EDGEGATE_BIN:-$REPO/target/release/edgegate}
 LOAD_BIN=${LOAD_BIN:-$REPO/target/release/examples/tcp_load}
@@ -51,16 +65,18 @@ pin 1 "$LOAD_BIN" sink "127.0.0.1:$SINK" & PIDS+=($!)
 wait_port "$SINK"
 
 declare -A PORT PID
-start_edgegate() {
-  PORT[edgegate]=$(free_port)
-  cat > "$TMP/edgegate.toml" <<TOML
+# start_edgegate_as NAME RELAY: one edgegate process relaying by RELAY (copy or splice).
+start_edgegate_as() {
+  local name=$1 relay=$2
+  PORT[$name]=$(free_port)
+  cat > "$TMP/$name.toml" <<TOML
 [gateway]
 threads = 1
 [admin]
 address = "127.0.0.1:0"
 [[listeners]]
 name = "tcp"
-address = "127.0.0.1:${PORT[edgegate]}"
+address = "127.0.0.1:${PORT[$name]}"
 protocol = "tcp"
 max_connections = 8000
 [[tcp_routes]]
@@ -69,9 +85,11 @@ upstream = "sink"
 [upstreams.sink]
 endpoints = ["127.0.0.1:$SINK"]
 TOML
-  RUST_LOG=warn pin 0 "$EDGEGATE_BIN" run --config "$TMP/edgegate.toml" 2>"$TMP/edgegate.log" &
-  PID[edgegate]=$!
+  EDGEGATE_TCP_RELAY=$relay RUST_LOG=warn pin 0 "$EDGEGATE_BIN" run --config "$TMP/$name.toml" 2>"$TMP/$name.log" &
+  PID[$name]=$!
 }
+start_edgegate() { start_edgegate_as edgegate copy; }
+start_edgegate_splice() { start_edgegate_as edgegate_splice splice; }
 start_haproxy() {
   PORT[haproxy]=$(free_port)
   cat > "$TMP/haproxy.cfg" <<CFG
@@ -125,8 +143,8 @@ for round in $(seq "$ROUNDS"); do
 done
 
 {
-  echo "# benches/tcp.sh: BULK_MIB=$BULK_MIB x $BULK_CONNECTIONS conns, CONNECT ${CONNECT_SECONDS}s x $CONNECT_CONCURRENCY, ROUNDS=$ROUNDS (medians)"
-  printf "%-10s %12s %14s %12s %16s\n" proxy "bulk MiB/s" "CPU s per GiB" "conn/s" "CPU s per 1k conn"
+  echo "# benches/tcp.sh $MODE: BULK_MIB=$BULK_MIB x $BULK_CONNECTIONS conns, CONNECT ${CONNECT_SECONDS}s x $CONNECT_CONCURRENCY, ROUNDS=$ROUNDS (medians)"
+  printf "%-16s %12s %14s %12s %16s\n" proxy "bulk MiB/s" "CPU s per GiB" "conn/s" "CPU s per 1k conn"
   for p in $PROXIES; do
     awk -v p="$p" -v hz="$HZ" '
       $1 == p && $2 == "bulk"    { n1++; mbps[n1] = $6; cpg[n1] = ($8 / hz) / ($4 / 1024) }
@@ -135,7 +153,7 @@ done
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
         return a[int((n + 1) / 2)]
       }
-      END { printf "%-10s %12.0f %14.3f %12.0f %16.3f\n", p, median(mbps, n1), median(cpg, n1), median(cps, n2), median(cpk, n2) }
+      END { printf "%-16s %12.0f %14.3f %12.0f %16.3f\n", p, median(mbps, n1), median(cpg, n1), median(cps, n2), median(cpk, n2) }
     ' "$TMP/results"
   done
   echo "# raw:"; cat "$TMP/results"

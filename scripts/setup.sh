@@ -2,7 +2,8 @@
 # Installs what building edgegate needs on a fresh Debian machine with Rust and gcc:
 # cmake (pingora builds zlib-ng with it), and what its tests need: chromium and
 # chromium-driver for the status page tests. Pass extra Debian package names to add them
-# (the load benchmark wants nginx haproxy wrk nghttp2-client). It also installs grpcio
+# (the load benchmark wants nginx haproxy wrk nghttp2-client; benches/tcp.sh also wants
+# libnginx-mod-stream, nginx's stream module). It also installs grpcio
 # for the gRPC end-to-end tests.
 set -euo pipefail
 need=()

@@ -7,6 +7,11 @@
 //! issuance, then the issued one, swapped for new handshakes without a reload. A failed
 //! order is logged, counted and retried with backoff; the certificate being served stays
 //! until a new one is issued.
+//!
+//! A reload that changes a block makes a new block: its manager starts (ordering for its
+//! domains) when the config goes live, and the manager of a block no config names any
+//! more is stopped, so a removed name is no longer renewed and two managers never take
+//! turns rewriting one storage.
 
 pub mod challenge;
 mod order;
@@ -56,7 +61,8 @@ impl AcmeCertificate {
 
 struct Entry {
     certificate: Arc<AcmeCertificate>,
-    running: bool,
+    /// The manager, once the block went live.
+    manager: Option<tokio::task::AbortHandle>,
 }
 
 fn registry() -> &'static Mutex<HashMap<Acme, Entry>> {
@@ -76,7 +82,13 @@ pub fn certificate_for(settings: &Acme) -> Result<Arc<AcmeCertificate>, String> 
         .filter(|stored| stored.not_after > now());
     let (key, not_after) = match stored {
         Some(stored) => (stored.certificate.key, stored.not_after),
-        None => (challenge::self_signed(&settings.domains, None)?, 0),
+        // A block changed by a reload (a name added): until its order completes, the
+        // names it shares with a block already issued keep that block's certificate
+        // rather than falling back to a placeholder.
+        None => match issued_for_some_of(&registry, &settings.domains) {
+            Some(key) => (key, 0),
+            None => (challenge::self_signed(&settings.domains, None)?, 0),
+        },
     };
     let certificate = Arc::new(AcmeCertificate {
         domains: settings.domains.clone(),
@@ -87,14 +99,54 @@ pub fn certificate_for(settings: &Acme) -> Result<Arc<AcmeCertificate>, String> 
         settings.clone(),
         Entry {
             certificate: certificate.clone(),
-            running: false,
+            manager: None,
         },
     );
     Ok(certificate)
 }
 
+fn issued_for_some_of(
+    registry: &HashMap<Acme, Entry>,
+    domains: &[String],
+) -> Option<Arc<CertifiedKey>> {
+    registry
+        .values()
+        .map(|entry| &entry.certificate)
+        .find(|c| {
+            c.not_after.load(Ordering::Relaxed) > now()
+                && c.domains.iter().any(|d| domains.contains(d))
+        })
+        .map(|c| c.key())
+}
+
+/// Makes the running managers exactly those of the ACME blocks of `listeners` (the
+/// config that just went live): new blocks start ordering, blocks no longer named stop.
+/// Needs a Tokio runtime.
+pub fn apply(listeners: &[crate::config::model::Listener], metrics: &Arc<Metrics>) {
+    let blocks: Vec<(&Acme, &str)> = listeners
+        .iter()
+        .filter_map(|l| Some((l.tls.as_ref()?.acme.as_ref()?, &*l.name)))
+        .collect();
+    for (settings, listener) in &blocks {
+        ensure_running(settings, listener, metrics);
+    }
+    let mut registry = registry().lock().unwrap_or_else(|e| e.into_inner());
+    registry.retain(|settings, entry| {
+        if blocks.iter().any(|(s, _)| *s == settings) {
+            return true;
+        }
+        if let Some(manager) = entry.manager.take() {
+            // An order in flight is abandoned: its lock and challenges are released as
+            // the task is dropped.
+            manager.abort();
+            tracing::info!(domains = ?settings.domains, directory = %settings.directory, "ACME block no longer in the config: its certificate is no longer ordered or renewed");
+        }
+        false
+    });
+}
+
 /// Starts the manager of an ACME block unless it runs already. Needs a Tokio runtime.
-pub fn ensure_running(settings: &Acme, listener: &str, metrics: &Arc<Metrics>) {
+fn ensure_running(settings: &Acme, listener: &str, metrics: &Arc<Metrics>) {
     let certificate = match certificate_for(settings) {
         Ok(c) => c,
         Err(e) => {
@@ -102,19 +154,18 @@ pub fn ensure_running(settings: &Acme, listener: &str, metrics: &Arc<Metrics>) {
             return;
         }
     };
-    {
-        let mut registry = registry().lock().unwrap_or_else(|e| e.into_inner());
-        match registry.get_mut(settings) {
-            Some(entry) if !entry.running => entry.running = true,
-            _ => return,
+    let mut registry = registry().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(entry) = registry.get_mut(settings) {
+        if entry.manager.is_none() {
+            let task = tokio::spawn(manage(
+                settings.clone(),
+                listener.to_string(),
+                certificate,
+                metrics.clone(),
+            ));
+            entry.manager = Some(task.abort_handle());
         }
     }
-    tokio::spawn(manage(
-        settings.clone(),
-        listener.to_string(),
-        certificate,
-        metrics.clone(),
-    ));
 }
 
 /// When a certificate valid from `not_before` to `not_after` is renewed: with a third of

@@ -72,7 +72,10 @@ pub async fn order(
         AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
         AcmeChallenge::Http01 => ChallengeType::Http01,
     };
-    let mut published = Vec::new();
+    let mut published = Published {
+        challenges,
+        items: Vec::new(),
+    };
     {
         let mut authorizations = order.authorizations();
         while let Some(authorization) = authorizations.next().await {
@@ -91,12 +94,12 @@ pub async fn order(
             match settings.challenge {
                 AcmeChallenge::TlsAlpn01 => {
                     challenges.publish_tls_alpn(&domain, key_authorization.digest().as_ref())?;
-                    published.push(Published::TlsAlpn(domain));
+                    published.items.push(Challenge::TlsAlpn(domain));
                 }
                 AcmeChallenge::Http01 => {
                     let token = challenge.token.clone();
                     challenges.publish_http(&token, key_authorization.as_str());
-                    published.push(Published::Http(token));
+                    published.items.push(Challenge::Http(token));
                 }
             }
             challenge
@@ -109,12 +112,7 @@ pub async fn order(
         .initial_delay(Duration::from_millis(250))
         .timeout(Duration::from_secs(60));
     let status = order.poll_ready(&retries).await.map_err(err("ACME order"));
-    for done in published {
-        match done {
-            Published::TlsAlpn(domain) => challenges.withdraw_tls_alpn(&domain),
-            Published::Http(token) => challenges.withdraw_http(&token),
-        }
-    }
+    drop(published);
     match status? {
         OrderStatus::Ready => {}
         other => return Err(format!("ACME order ended {other:?}: a challenge failed")),
@@ -136,7 +134,26 @@ pub async fn order(
         .map_err(|e| format!("storing the certificate: {e}"))
 }
 
-enum Published {
+enum Challenge {
     TlsAlpn(String),
     Http(String),
+}
+
+/// The challenges an order answers, withdrawn when it is done with them, and also when
+/// the order is dropped half-way (its block left the config): an http-01 token left
+/// published would make every plain connection look for one.
+struct Published<'a> {
+    challenges: &'a Challenges,
+    items: Vec<Challenge>,
+}
+
+impl Drop for Published<'_> {
+    fn drop(&mut self) {
+        for done in self.items.drain(..) {
+            match done {
+                Challenge::TlsAlpn(domain) => self.challenges.withdraw_tls_alpn(&domain),
+                Challenge::Http(token) => self.challenges.withdraw_http(&token),
+            }
+        }
+    }
 }

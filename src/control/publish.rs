@@ -232,6 +232,9 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         if let Some(prepared) = effects.listeners {
             self.listeners.commit(prepared, &next.config.listeners);
         }
+        if !Arc::ptr_eq(&previous.config, &next.config) {
+            crate::acme::apply(&next.config.listeners, &self.metrics);
+        }
         if let Some((address, socket)) = effects.admin {
             self.admin.lock().await.move_to(address, socket);
         }

@@ -4,12 +4,20 @@
 //! half-close (`shutdown(Write)`) to the other, which may go on sending (a client that
 //! sends its request and closes its half still gets the whole answer). An error on either
 //! side, or `idle` with no byte either way, ends both.
+//!
+//! Two ways to move the bytes, chosen once per process by `EDGEGATE_TCP_RELAY`: `copy`
+//! (the default) reads into a buffer per direction and writes it out; `splice` moves them
+//! socket -> pipe -> socket with `splice(2)`, so they never enter user space. Which costs
+//! less CPU per byte depends on the kernel and the transfer sizes, so both are kept for
+//! `benches/tcp.sh` to compare on the machine that matters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::IntCounter;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustix::pipe::{PipeFlags, SpliceFlags};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -18,6 +26,35 @@ use crate::snapshot::pool::now_millis;
 /// Per direction. Large enough that a bulk transfer moves in few syscalls, small enough
 /// that ten thousand idle relays stay well under a GiB.
 const BUFFER: usize = 32 * 1024;
+
+/// How the bytes of a relay move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `read` into a buffer, `write` out of it.
+    Copy,
+    /// `splice(2)` through a pipe per direction.
+    Splice,
+}
+
+/// The process's relay mode, from `EDGEGATE_TCP_RELAY` (`copy`, `splice`) at first use.
+pub fn mode() -> Mode {
+    static MODE: OnceLock<Mode> = OnceLock::new();
+    *MODE.get_or_init(|| {
+        let mode = match std::env::var("EDGEGATE_TCP_RELAY").as_deref() {
+            Ok("splice") => Mode::Splice,
+            Ok("copy") | Err(_) => Mode::Copy,
+            Ok(other) => {
+                tracing::warn!(
+                    value = other,
+                    "EDGEGATE_TCP_RELAY is copy or splice; relaying by copy"
+                );
+                Mode::Copy
+            }
+        };
+        tracing::info!(mode = ?mode, "tcp relay mode");
+        mode
+    })
+}
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -36,6 +73,21 @@ pub async fn relay(
     to_client: &IntCounter,
 ) -> Ended {
     let activity = AtomicU64::new(now_millis());
+    if mode() == Mode::Splice {
+        let both = async {
+            tokio::try_join!(
+                splice_pipe(&client, &upstream, &activity, to_upstream),
+                splice_pipe(&upstream, &client, &activity, to_client),
+            )
+        };
+        return tokio::select! {
+            result = both => match result {
+                Ok(_) => Ended::Closed,
+                Err(e) => Ended::Failed(e),
+            },
+            () = idle_for(&activity, idle) => Ended::Idle,
+        };
+    }
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();
     let both = async {
@@ -73,6 +125,64 @@ async fn pipe(
         }
         activity.store(now_millis(), Ordering::Relaxed);
         to.write_all(&buf[..n]).await?;
+        counter.inc_by(n as u64);
+    }
+}
+
+/// What one `splice` call may move: the default pipe's capacity.
+const SPLICE_CHUNK: usize = 64 * 1024;
+
+/// One direction by `splice(2)`: `from` -> pipe -> `to`. The pipe is drained before it
+/// is filled again, so an `EAGAIN` always means the socket side is not ready, which is
+/// what tokio's readiness needs to be told.
+async fn splice_pipe(
+    from: &TcpStream,
+    to: &TcpStream,
+    activity: &AtomicU64,
+    counter: &IntCounter,
+) -> std::io::Result<()> {
+    let (pipe_out, pipe_in) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    loop {
+        let n = loop {
+            from.readable().await?;
+            match from.try_io(Interest::READABLE, || {
+                Ok(rustix::pipe::splice(
+                    from,
+                    None,
+                    &pipe_in,
+                    None,
+                    SPLICE_CHUNK,
+                    flags,
+                )?)
+            }) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            // Half-close passed on; the other direction carries on.
+            return match rustix::net::shutdown(to, rustix::net::Shutdown::Write) {
+                Ok(()) | Err(rustix::io::Errno::NOTCONN) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+        }
+        activity.store(now_millis(), Ordering::Relaxed);
+        let mut left = n;
+        while left > 0 {
+            to.writable().await?;
+            match to.try_io(Interest::WRITABLE, || {
+                Ok(rustix::pipe::splice(
+                    &pipe_out, None, to, None, left, flags,
+                )?)
+            }) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(m) => left -= m,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
         counter.inc_by(n as u64);
     }
 }

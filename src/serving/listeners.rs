@@ -186,13 +186,6 @@ pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
             _ = stop.changed() => return,
         }
         loop {
-            let slot = match &slots {
-                Some(slots) => tokio::select! {
-                    slot = slots.clone().acquire_owned() => slot.ok(),
-                    _ = stop.changed() => break,
-                },
-                None => None,
-            };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 _ = stop.changed() => break,
@@ -205,6 +198,22 @@ pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
+            };
+            // The slot is taken after the accept, not before: each worker accepts from its
+            // own socket and the kernel picks the socket, so a slot held by a loop still
+            // waiting for a connection could be the one another worker's connection needs.
+            // Over the cap each loop holds one accepted connection, unread, and accepts no
+            // more until a slot frees.
+            let mut stopped = false;
+            let slot = match &slots {
+                Some(slots) => tokio::select! {
+                    slot = slots.clone().acquire_owned() => Slot::Held(slot.ok()),
+                    _ = stop.changed() => {
+                        stopped = true;
+                        Slot::Awaited(slots.clone())
+                    }
+                },
+                None => Slot::Held(None),
             };
             let _ = tcp.set_nodelay(true);
             let (name, tls, layer4) = match &serving.snapshot {
@@ -219,13 +228,17 @@ pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
                         },
                     ),
                     // Retired by the reload being applied: its loop is about to stop.
+                    None if stopped => break,
                     None => continue,
                 },
             };
             let serving = serving.clone();
             tokio::spawn(async move {
-                let _slot = slot;
                 let _guard = serving.tracker.enter();
+                let _slot = match slot {
+                    Slot::Held(slot) => slot,
+                    Slot::Awaited(slots) => slots.acquire_owned().await.ok(),
+                };
                 let gauge = serving
                     .metrics
                     .connections_active
@@ -234,9 +247,20 @@ pub fn spawn_accept_loop<A: ServerApp + Send + Sync + 'static>(
                 serve_connection(&name, tcp, peer, bound, tls, layer4, &serving).await;
                 gauge.dec();
             });
+            if stopped {
+                break;
+            }
         }
         tracing::debug!(listener = %name, address = %bound, "stopped accepting");
     })
+}
+
+/// An accepted connection's place under `max_connections`.
+enum Slot {
+    Held(Option<tokio::sync::OwnedSemaphorePermit>),
+    /// The loop stopped while the connection waited for a slot: it is served (a draining
+    /// process finishes what it accepted) once one frees, without holding up the stop.
+    Awaited(Arc<Semaphore>),
 }
 
 /// How long a new connection may stay silent (or, with TLS, take to finish its handshake)
@@ -566,9 +590,6 @@ impl<A: ServerApp + Send + Sync + 'static> ListenerSet<A> {
         };
         let mut served = Vec::with_capacity(listeners.len());
         for spec in listeners {
-            if let Some(acme) = spec.tls.as_ref().and_then(|t| t.acme.as_ref()) {
-                crate::acme::ensure_running(acme, &spec.name, &self.serving.metrics);
-            }
             let (acceptor, expiries) = match &spec.tls {
                 Some(settings) => {
                     let from_cluster = cluster.get(&spec.name).cloned().unwrap_or_default();

@@ -252,3 +252,128 @@ async fn certificates_are_issued_by_both_challenges_renewed_and_reused_from_stor
         "no order on a restart with a valid stored certificate"
     );
 }
+
+fn one_block_config(
+    secure: SocketAddr,
+    directory: &str,
+    api_ca: &Path,
+    storage: &Path,
+    domains: &str,
+) -> String {
+    format!(
+        "[admin]\naddress = \"127.0.0.1:0\"\n\n\
+         [[listeners]]\nname = \"secure\"\naddress = \"{secure}\"\n\
+         [listeners.tls.acme]\ndirectory = \"{directory}\"\n\
+         domains = {domains}\nchallenge = \"tls-alpn-01\"\nstorage = \"{}\"\nca = \"{}\"\n\n\
+         [[routes]]\nname = \"hello\"\nrespond = {{ status = 200, body = \"hello over acme\" }}\n",
+        storage.display(),
+        api_ca.display(),
+    )
+}
+
+/// Waits until a handshake for `name` verifies against pebble's root; the served leaf.
+async fn wait_verified(gw: &Gateway, name: &str, root: &str) -> Vec<u8> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match pki::connect(gw.addr("secure"), &ClientOptions::new(name, root)).await {
+            Ok(stream) => return pki::served_certificate(&stream).to_vec(),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{name} not issued: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// A reload that changes the ACME block applies it: the new name is ordered and served
+/// without a restart, a name kept is served by the certificate it had until the new
+/// order completes, and the old block's manager stops (it would otherwise go on renewing
+/// the old certificate into the shared storage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_orders_a_changed_acme_block_and_stops_the_old_one() {
+    let shared = tempfile::tempdir().expect("tempdir");
+    let storage = shared.path().join("acme");
+    // The gateway's listener on a port of its own choosing (no window for another test to
+    // take it), then pebble validating against that port.
+    let secure: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let api = tempfile::tempdir().expect("tempdir");
+    let pebble_address = closed_port();
+    let directory = format!("https://{pebble_address}/dir");
+    let api_ca = api.path().join("pebble-api-ca.pem");
+    std::fs::write(&api_ca, Pki::new("not yet").ca_pem).expect("ca");
+    let gw = Gateway::start(&one_block_config(
+        secure,
+        &directory,
+        &api_ca,
+        &storage,
+        "[\"alpn.test\"]",
+    ));
+    // 12 s certificates: the old block's renewal falls within the test.
+    let pebble = Pebble::start(
+        api.path(),
+        pebble_address,
+        closed_port().port(),
+        gw.addr("secure").port(),
+        12,
+    );
+    let root = pebble.issuing_root().await;
+    let first = wait_verified(&gw, "alpn.test", &root).await;
+
+    let skip = gw.log_len();
+    gw.write_config(&one_block_config(
+        secure,
+        &directory,
+        &api_ca,
+        &storage,
+        "[\"next.test\", \"alpn.test\"]",
+    ));
+    let deadline = Instant::now() + WAIT;
+    while gw.metric("edgegate_config_generation").await != Some(2.0) {
+        assert!(Instant::now() < deadline, "reload not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // No placeholder for the kept name while the changed block orders.
+    pki::connect(gw.addr("secure"), &ClientOptions::new("alpn.test", &root))
+        .await
+        .expect("alpn.test still verifies right after the reload");
+    let issued = wait_verified(&gw, "next.test", &root).await;
+    assert_ne!(serial(&issued), serial(&first));
+    assert_eq!(
+        serial(&wait_verified(&gw, "alpn.test", &root).await),
+        serial(&issued),
+        "one certificate for the block's names"
+    );
+    gw.wait_for_log_after("ACME block no longer in the config", skip, WAIT);
+
+    // Past the moment the old certificate was due for renewal: no order for the old block.
+    let (_, old) = x509_parser::parse_x509_certificate(&first).expect("certificate");
+    let (from, to) = (
+        old.validity().not_before.timestamp(),
+        old.validity().not_after.timestamp(),
+    );
+    let due = to - (to - from) / 3 + 3;
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        if now >= due {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let old_orders: Vec<String> = gw
+        .lines()
+        .into_iter()
+        .skip(skip)
+        .filter(|l| {
+            l.contains("ordering a certificate")
+                && l.contains("alpn.test")
+                && !l.contains("next.test")
+        })
+        .collect();
+    assert!(
+        old_orders.is_empty(),
+        "the old block still orders: {old_orders:#?}"
+    );
+}

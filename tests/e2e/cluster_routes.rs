@@ -847,9 +847,9 @@ async fn the_gateway_api_projects_http_routing_example_applied_with_kubectl_is_s
 /// `edgegate`'s `controllerName` (packaging/kubernetes/gatewayclass.yaml).
 const OURS: &str = "edgegate.dev/gateway-controller";
 
-/// The route's `status.parents` entries.
-fn parent_entries(api: &KubeApi, namespace: &str, name: &str) -> Vec<Value> {
-    api.object("HTTPRoute", namespace, name)
+/// The `status.parents` entries of a route of any kind.
+fn kind_parent_entries(api: &KubeApi, kind: &str, namespace: &str, name: &str) -> Vec<Value> {
+    api.object(kind, namespace, name)
         .and_then(|r| r["status"]["parents"].as_array().cloned())
         .unwrap_or_default()
 }
@@ -862,15 +862,26 @@ async fn wait_parents(
     what: &str,
     check: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
+    wait_kind_parents(api, "HTTPRoute", namespace, name, what, check).await
+}
+
+async fn wait_kind_parents(
+    api: &KubeApi,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let parents = parent_entries(api, namespace, name);
+        let parents = kind_parent_entries(api, kind, namespace, name);
         if check(&parents) {
             return parents;
         }
         assert!(
             Instant::now() < deadline,
-            "{namespace}/{name}: {what}; status.parents: {parents:#?}"
+            "{kind} {namespace}/{name}: {what}; status.parents: {parents:#?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -1624,6 +1635,16 @@ async fn tls_routes_pass_through_and_tcp_routes_relay() {
         json!({"spec": {"parentRefs": [{"name": "edge", "sectionName": "tcp"}],
                "rules": [{"backendRefs": [{"name": "secure", "port": 443}]}]}}),
     );
+    // Another implementation also serves the TLSRoute and has written its entry.
+    let theirs = json!({
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                      "namespace": "shop", "name": "theirs"},
+        "controllerName": "example.com/other-gateway-controller",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                        "message": "theirs", "observedGeneration": 1,
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    });
+    api.set_status("TLSRoute", "shop", "secure", json!({"parents": [theirs]}));
     let text = format!(
         "[admin]\naddress = \"127.0.0.1:0\"\n\n\
          [[listeners]]\nname = \"websecure\"\naddress = \"127.0.0.1:{tls_port}\"\n[listeners.tls]\n\
@@ -1694,4 +1715,86 @@ async fn tls_routes_pass_through_and_tcp_routes_relay() {
             .await,
         Some(1.0)
     );
+
+    // Both report, per parent of ours, Accepted and ResolvedRefs; the other
+    // controller's entry on the TLSRoute stays as it was.
+    let served = |p: &[Value]| {
+        p.iter().any(|p| {
+            p["controllerName"] == OURS
+                && p["parentRef"]["name"] == "edge"
+                && ["Accepted", "ResolvedRefs"].iter().all(|kind| {
+                    p["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == *kind && c["status"] == "True")
+                    })
+                })
+        })
+    };
+    let parents =
+        wait_kind_parents(&api, "TLSRoute", "shop", "secure", "ours served", served).await;
+    assert!(parents.contains(&theirs), "{parents:#?}");
+    assert_eq!(parents.len(), 2, "{parents:#?}");
+    let parents = wait_kind_parents(&api, "TCPRoute", "shop", "raw", "ours served", served).await;
+    assert_eq!(parents.len(), 1, "{parents:#?}");
+    assert_eq!(parents[0]["parentRef"]["sectionName"], "tcp");
+    // The Gateway's listeners say which kind they take, and that one route attached.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let gateway = api.object("Gateway", "shop", "edge").expect("gateway");
+        let listeners = &gateway["status"]["listeners"];
+        let shows = |name: &str, kind: &str| {
+            listeners.as_array().is_some_and(|l| {
+                l.iter().any(|l| {
+                    l["name"] == name
+                        && l["supportedKinds"][0]["kind"] == kind
+                        && l["attachedRoutes"] == 1
+                })
+            })
+        };
+        if shows("passthrough", "TLSRoute") && shows("tcp", "TCPRoute") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway listener status: {listeners:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A backend that does not resolve is reported, and the entry updated in place.
+    api.apply_object(
+        "TCPRoute",
+        "shop",
+        "raw",
+        json!({"spec": {"parentRefs": [{"name": "edge", "sectionName": "tcp"}],
+               "rules": [{"backendRefs": [{"name": "secure", "namespace": "vault", "port": 443}]}]}}),
+    );
+    let parents = wait_kind_parents(&api, "TCPRoute", "shop", "raw", "RefNotPermitted", |p| {
+        p.iter().any(|p| {
+            p["conditions"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["type"] == "ResolvedRefs"
+                        && c["status"] == "False"
+                        && c["reason"] == "RefNotPermitted"
+                })
+            })
+        })
+    })
+    .await;
+    assert_eq!(parents.len(), 1, "{parents:#?}");
+
+    // The TLSRoute leaves edgegate's Gateway: our entry goes, theirs stays.
+    api.apply_object(
+        "TLSRoute",
+        "shop",
+        "secure",
+        json!({"spec": {"parentRefs": [{"name": "theirs"}],
+               "hostnames": ["secure.example.com"],
+               "rules": [{"backendRefs": [{"name": "secure", "port": 443}]}]}}),
+    );
+    let parents = wait_kind_parents(&api, "TLSRoute", "shop", "secure", "ours removed", |p| {
+        !p.iter().any(|p| p["controllerName"] == OURS)
+    })
+    .await;
+    assert_eq!(parents, vec![theirs]);
 }

@@ -88,6 +88,24 @@ fn tcp_config(endpoints: &[SocketAddr], pool_extra: &str) -> String {
 async fn a_mebibyte_echoes_byte_exact_and_a_half_close_is_passed_on() {
     let echo = echo_server().await;
     let gw = Gateway::start(&tcp_config(&[echo], ""));
+    mebibyte_echo_with_half_close(&gw).await;
+}
+
+/// The same through the `splice(2)` relay: the bytes go socket -> pipe -> socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_splice_relay_echoes_a_mebibyte_byte_exact_and_passes_a_half_close_on() {
+    let echo = echo_server().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("edgegate.toml");
+    std::fs::write(&path, tcp_config(&[echo], "")).expect("write config");
+    let gw = Gateway::spawn(dir, path, &[("EDGEGATE_TCP_RELAY", "splice")]);
+    gw.wait_ready().await;
+    mebibyte_echo_with_half_close(&gw).await;
+    let line = gw.wait_for_log("tcp relay mode", WAIT);
+    assert!(line.contains("Splice"), "{line}");
+}
+
+async fn mebibyte_echo_with_half_close(gw: &Gateway) {
     let payload = pattern(1 << 20, 7);
     let stream = TcpStream::connect(gw.addr("db")).await.expect("connect");
     let (mut read, mut write) = stream.into_split();
@@ -510,13 +528,16 @@ async fn a_tcp_pool_checks_its_members_by_connecting() {
 async fn max_connections_holds_further_relays_until_one_closes() {
     let echo = echo_server().await;
     let text = listener_keys(&tcp_config(&[echo], ""), "db", "max_connections = 1");
-    // One worker: with several, the freed slot may go to a worker whose socket (of the
-    // SO_REUSEPORT group) is not the one holding the waiting connection.
-    let gw = Gateway::start(&format!("[gateway]\nthreads = 1\n{text}"));
+    // Two workers: the waiting connection sits on one of their sockets, whichever the
+    // kernel picked, and the slot the first frees must reach that one.
+    let gw = Gateway::start(&format!("[gateway]\nthreads = 2\n{text}"));
     let mut first = TcpStream::connect(gw.addr("db")).await.expect("connect");
     first.write_all(b"one").await.expect("send");
     let mut buf = [0u8; 3];
-    first.read_exact(&mut buf).await.expect("echo");
+    tokio::time::timeout(WAIT, first.read_exact(&mut buf))
+        .await
+        .expect("the first relayed")
+        .expect("echo");
     // The second waits in the backlog: its bytes are not relayed yet.
     let mut second = TcpStream::connect(gw.addr("db")).await.expect("connect");
     second.write_all(b"two").await.expect("send");
@@ -532,4 +553,34 @@ async fn max_connections_holds_further_relays_until_one_closes() {
         .expect("relayed once the first closed")
         .expect("echo");
     assert_eq!(&buf, b"two");
+}
+
+/// Each worker accepts from its own socket of the `SO_REUSEPORT` group, and the kernel
+/// picks the socket by the connection's addresses: a worker that took the one slot before
+/// any connection arrived would hold it while a connection waits on the other's socket,
+/// unserved for as long as no connection lands on the holder's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_with_two_workers_serves_each_connection_in_turn() {
+    let echo = echo_server().await;
+    let text = listener_keys(&tcp_config(&[echo], ""), "db", "max_connections = 1");
+    let gw = Gateway::start(&format!("[gateway]\nthreads = 2\n{text}"));
+    // Each from a new source port, so they spread over both workers' sockets; a stranded
+    // slot stalls one of 12 with a chance of 1 - 2^-12.
+    for i in 0..12u8 {
+        let mut stream = TcpStream::connect(gw.addr("db")).await.expect("connect");
+        stream.write_all(&[b'a' + i]).await.expect("send");
+        let mut buf = [0u8; 1];
+        tokio::time::timeout(WAIT, stream.read_exact(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} relayed within {WAIT:?}"))
+            .expect("echo");
+        assert_eq!(buf[0], b'a' + i);
+        stream.shutdown().await.expect("shutdown");
+        assert_eq!(read_all(&mut stream).await, b"got 1 bytes");
+    }
+    assert_eq!(
+        gw.metric("edgegate_tcp_connections_total{listener=\"db\",route=\"pg\",upstream=\"pool\"}")
+            .await,
+        Some(12.0)
+    );
 }

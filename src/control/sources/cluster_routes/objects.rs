@@ -12,9 +12,9 @@ pub type Gateway = Object<GatewaySpec, NotUsed>;
 pub type HttpRoute = Object<HttpRouteSpec, HttpRouteStatus>;
 pub type ReferenceGrant = Object<ReferenceGrantSpec, NotUsed>;
 /// TLSRoute (passthrough by SNI) and TCPRoute share their shape: TCPRoute has no
-/// `hostnames`, which then stays empty.
-pub type TlsRoute = Object<L4RouteSpec, NotUsed>;
-pub type TcpRoute = Object<L4RouteSpec, NotUsed>;
+/// `hostnames`, which then stays empty. Their status is an HTTPRoute's: `parents`.
+pub type TlsRoute = Object<L4RouteSpec, HttpRouteStatus>;
+pub type TcpRoute = Object<L4RouteSpec, HttpRouteStatus>;
 
 /// How kube-rs addresses each kind: Gateway and HTTPRoute are v1, ReferenceGrant v1beta1.
 pub fn gateway_resource() -> ApiResource {

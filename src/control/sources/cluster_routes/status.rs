@@ -1,10 +1,10 @@
-//! Status written back to the objects: HTTPRoute parents' `Accepted`
-//! and `ResolvedRefs`, Gateway `Accepted` and `Programmed`, Ingress
+//! Status written back to the objects: HTTPRoute, TLSRoute and TCPRoute parents'
+//! `Accepted` and `ResolvedRefs`, Gateway `Accepted` and `Programmed`, Ingress
 //! `status.loadBalancer`. A patch on the status subresource, so the narrowest RBAC
-//! (`get` and `patch` on `httproutes/status`, `patch` on `gateways/status` and
-//! `ingresses/status`) suffices. A refused write is logged and changes nothing else:
-//! routing never waits for, or depends on, status. A write that fails for a passing
-//! reason is retried with backoff by the caller.
+//! (`get` and `patch` on `httproutes/status`, `tlsroutes/status` and `tcproutes/status`,
+//! `patch` on `gateways/status` and `ingresses/status`) suffices. A refused write is
+//! logged and changes nothing else: routing never waits for, or depends on, status. A
+//! write that fails for a passing reason is retried with backoff by the caller.
 //!
 //! A route can be shared with other implementations: its `status.parents` holds one
 //! entry per (parent, controller), and edgegate writes only its own.
@@ -20,7 +20,7 @@ use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 
-use super::objects::{self, Gateway, HttpRoute, GATEWAY_GROUP};
+use super::objects::{self, Gateway, HttpRouteStatus, GATEWAY_GROUP};
 use super::translate::{ClusterObjects, Condition, Key, RouteStatus, Status};
 use crate::config::model::Listener;
 
@@ -85,30 +85,50 @@ impl StatusWriter {
             if ours.parents.is_empty() && !has_ours && !self.attempted.contains_key(&id) {
                 continue; // never ours
             }
-            let entries: Vec<Value> = ours
-                .parents
-                .iter()
-                .map(|(parent, conditions)| {
-                    json!({
-                        "parentRef": {
-                            "group": parent.group.clone().unwrap_or_else(|| GATEWAY_GROUP.to_string()),
-                            "kind": parent.kind.clone().unwrap_or_else(|| "Gateway".to_string()),
-                            "namespace": parent.namespace,
-                            "name": parent.name,
-                            "sectionName": parent.section_name,
-                            "port": parent.port,
-                        },
-                        "controllerName": CONTROLLER_NAME,
-                        "conditions": conditions.iter().map(condition_json).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
-            let body = Value::Array(entries);
+            let body = parents_json(ours);
             if self.attempted.get(&id) == Some(&body) {
                 continue;
             }
-            let outcome = self.write_route_parents(key, route, &body).await;
+            let cached = cached_parents(&route.metadata, route.status.as_ref());
+            let resource = objects::http_route_resource();
+            let outcome = self
+                .write_route_parents(&resource, "HTTPRoute", key, cached, &body)
+                .await;
             retry |= self.settle(id, body, outcome);
+        }
+        for (kind, routes, resource) in [
+            (
+                "TLSRoute",
+                &objects.tls_routes,
+                objects::tls_route_resource(),
+            ),
+            (
+                "TCPRoute",
+                &objects.tcp_routes,
+                objects::tcp_route_resource(),
+            ),
+        ] {
+            for (key, route) in routes {
+                let ours = status.l4_routes.get(&(kind, key.clone())).unwrap_or(&empty);
+                let has_ours = route.status.as_ref().is_some_and(|s| {
+                    s.parents
+                        .iter()
+                        .any(|p| p["controllerName"] == CONTROLLER_NAME)
+                });
+                let id = (kind, key.clone());
+                if ours.parents.is_empty() && !has_ours && !self.attempted.contains_key(&id) {
+                    continue; // never ours
+                }
+                let body = parents_json(ours);
+                if self.attempted.get(&id) == Some(&body) {
+                    continue;
+                }
+                let cached = cached_parents(&route.metadata, route.status.as_ref());
+                let outcome = self
+                    .write_route_parents(&resource, kind, key, cached, &body)
+                    .await;
+                retry |= self.settle(id, body, outcome);
+            }
         }
         for (key, gateway) in &status.gateways {
             let listeners: Vec<Value> = gateway
@@ -118,7 +138,10 @@ impl StatusWriter {
                     json!({
                         "name": name,
                         "attachedRoutes": attached,
-                        "supportedKinds": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}],
+                        "supportedKinds": [{
+                            "group": GATEWAY_GROUP,
+                            "kind": gateway.route_kinds.get(name).copied().unwrap_or("HTTPRoute"),
+                        }],
                         "conditions": conditions.iter().map(condition_json).collect::<Vec<_>>(),
                     })
                 })
@@ -172,6 +195,8 @@ impl StatusWriter {
         // gets its status written afresh.
         self.attempted.retain(|(kind, key), _| match *kind {
             "HTTPRoute" => objects.routes.contains_key(key),
+            "TLSRoute" => objects.tls_routes.contains_key(key),
+            "TCPRoute" => objects.tcp_routes.contains_key(key),
             "Gateway" => objects.gateways.contains_key(key),
             "Event" => {
                 objects.ingresses.contains_key(key) && status.ingress_warnings.contains_key(key)
@@ -270,14 +295,16 @@ impl StatusWriter {
     /// the others' entries are written back with ours, conditional on the version they
     /// were read at: first the watch's copy of the route, then (409: someone wrote in
     /// between) a fresh read. A concurrent writer means a retry, never a lost entry.
-    async fn write_route_parents(&self, key: &Key, cached: &HttpRoute, ours: &Value) -> Outcome {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &key.0, &objects::http_route_resource());
-        let mut read = cached
-            .metadata
-            .resource_version
-            .clone()
-            .map(|version| (version, cached.status.clone().unwrap_or_default().parents));
+    async fn write_route_parents(
+        &self,
+        resource: &kube::core::ApiResource,
+        kind: &'static str,
+        key: &Key,
+        cached: Option<(String, Vec<Value>)>,
+        ours: &Value,
+    ) -> Outcome {
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &key.0, resource);
+        let mut read = cached;
         let mut result = Ok(());
         for _ in 0..CONFLICT_ATTEMPTS {
             let (version, parents) = match read.take() {
@@ -290,7 +317,7 @@ impl StatusWriter {
                             .cloned()
                             .unwrap_or_default(),
                     ),
-                    Err(e) => return log_outcome("HTTPRoute", key, Err(e)),
+                    Err(e) => return log_outcome(kind, key, Err(e)),
                 },
             };
             let mut stamped = ours.clone();
@@ -313,8 +340,45 @@ impl StatusWriter {
                 _ => break,
             }
         }
-        log_outcome("HTTPRoute", key, result)
+        log_outcome(kind, key, result)
     }
+}
+
+/// A route's `status.parents` entries of ours, without timestamps.
+fn parents_json(ours: &RouteStatus) -> Value {
+    let entries: Vec<Value> = ours
+        .parents
+        .iter()
+        .map(|(parent, conditions)| {
+            json!({
+                "parentRef": {
+                    "group": parent.group.clone().unwrap_or_else(|| GATEWAY_GROUP.to_string()),
+                    "kind": parent.kind.clone().unwrap_or_else(|| "Gateway".to_string()),
+                    "namespace": parent.namespace,
+                    "name": parent.name,
+                    "sectionName": parent.section_name,
+                    "port": parent.port,
+                },
+                "controllerName": CONTROLLER_NAME,
+                "conditions": conditions.iter().map(condition_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Value::Array(entries)
+}
+
+/// The watch's copy of a route's parents and the version they were read at: the first
+/// write needs no read of its own.
+fn cached_parents(
+    metadata: &kube::api::ObjectMeta,
+    status: Option<&HttpRouteStatus>,
+) -> Option<(String, Vec<Value>)> {
+    metadata.resource_version.clone().map(|version| {
+        (
+            version,
+            status.map(|s| s.parents.clone()).unwrap_or_default(),
+        )
+    })
 }
 
 fn condition_json(c: &Condition) -> Value {

@@ -124,7 +124,10 @@ impl Kind {
 
     /// Whether the kind has a `status` subresource the double accepts patches on.
     pub(super) fn has_status(self) -> bool {
-        matches!(self, Kind::Ingress | Kind::Gateway | Kind::HttpRoute)
+        matches!(
+            self,
+            Kind::Ingress | Kind::Gateway | Kind::HttpRoute | Kind::TlsRoute | Kind::TcpRoute
+        )
     }
 
     pub(super) fn from_path(group: &str, version: &str, plural: &str) -> Option<Kind> {

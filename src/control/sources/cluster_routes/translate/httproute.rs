@@ -84,6 +84,18 @@ impl ServedGateway {
                     (l.spec.name.clone(), l.routes, conditions)
                 })
                 .collect(),
+            route_kinds: self
+                .listeners
+                .iter()
+                .map(|l| {
+                    let kind = match l.spec.protocol.as_str() {
+                        "TLS" => "TLSRoute",
+                        "TCP" => "TCPRoute",
+                        _ => "HTTPRoute",
+                    };
+                    (l.spec.name.clone(), kind)
+                })
+                .collect(),
         }
     }
 }
@@ -717,6 +729,17 @@ pub(super) fn resolve(
     namespace: &str,
     backend: &crate::control::sources::cluster_routes::objects::BackendRef,
 ) -> Result<Name, Unresolved> {
+    resolve_for(out, "HTTPRoute", namespace, backend)
+}
+
+/// [`resolve`] for a route of `route_kind`: a ReferenceGrant permits one kind of route
+/// (`from.kind`), so a grant to HTTPRoutes does not open a namespace to TLSRoutes.
+pub(super) fn resolve_for(
+    out: &mut Translation<'_>,
+    route_kind: &str,
+    namespace: &str,
+    backend: &crate::control::sources::cluster_routes::objects::BackendRef,
+) -> Result<Name, Unresolved> {
     let group = backend.group.as_deref().unwrap_or("");
     let kind = backend.kind.as_deref().unwrap_or("Service");
     if !group.is_empty() || kind != "Service" {
@@ -732,12 +755,12 @@ pub(super) fn resolve(
     if target_ns != namespace
         && !out
             .backends
-            .granted("HTTPRoute", namespace, target_ns, "Service", &backend.name)
+            .granted(route_kind, namespace, target_ns, "Service", &backend.name)
     {
         return Err(Unresolved {
             reason: "RefNotPermitted",
             message: format!(
-                "backend {target_ns}/{} is in another namespace: a ReferenceGrant in {target_ns} must permit HTTPRoutes from {namespace}",
+                "backend {target_ns}/{} is in another namespace: a ReferenceGrant in {target_ns} must permit {route_kind}s from {namespace}",
                 backend.name
             ),
         });

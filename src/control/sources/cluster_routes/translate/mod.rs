@@ -175,6 +175,8 @@ pub struct Status {
     pub gateways: BTreeMap<Key, GatewayStatus>,
     /// Ingresses of our class, served.
     pub ingresses: BTreeSet<Key>,
+    /// TLSRoutes and TCPRoutes, by kind (`"TLSRoute"`, `"TCPRoute"`) and object.
+    pub l4_routes: BTreeMap<(&'static str, Key), RouteStatus>,
     /// What a person should know about an Ingress's annotations (not served, or not
     /// readable), written as Warning events on it.
     pub ingress_warnings: BTreeMap<Key, Vec<String>>,
@@ -201,6 +203,9 @@ pub struct GatewayStatus {
     pub conditions: Vec<Condition>,
     /// Per Gateway listener: name, routes attached, conditions.
     pub listeners: Vec<(String, i32, Vec<Condition>)>,
+    /// Per Gateway listener by name, the route kind it admits (`supportedKinds`): a `TLS`
+    /// listener takes TLSRoutes, a `TCP` one TCPRoutes, the others HTTPRoutes.
+    pub route_kinds: BTreeMap<String, &'static str>,
 }
 
 /// The edgegate listeners a Gateway listener can attach to.

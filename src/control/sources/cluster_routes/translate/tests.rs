@@ -945,8 +945,56 @@ fn tls_routes_and_tcp_routes_attach_to_passthrough_and_tcp_listeners() {
         }))
         .expect("tcproute");
     world.0.tcp_routes.insert(key("apps", "pg"), tcp);
+    // Attached to an HTTP listener, which admits no TCPRoute; and a backend not a Service.
+    let misfit: crate::control::sources::cluster_routes::objects::TcpRoute =
+        serde_json::from_value(json!({
+            "metadata": meta("apps", "misfit", "2026-01-03T00:00:00Z"),
+            "spec": {
+                "parentRefs": [{"name": "edge", "sectionName": "web"}],
+                "rules": [{"backendRefs": [{"name": "web", "port": 9000}]}]
+            }
+        }))
+        .expect("tcproute");
+    world.0.tcp_routes.insert(key("apps", "misfit"), misfit);
+    let odd: crate::control::sources::cluster_routes::objects::TcpRoute =
+        serde_json::from_value(json!({
+            "metadata": meta("apps", "odd", "2026-01-03T00:00:00Z"),
+            "spec": {
+                "parentRefs": [{"name": "edge", "sectionName": "db"}],
+                "rules": [{"backendRefs": [{"kind": "Bucket", "name": "b", "port": 1}]}]
+            }
+        }))
+        .expect("tcproute");
+    world.0.tcp_routes.insert(key("apps", "odd"), odd);
     let out = world.translate();
     assert!(out.routes.is_empty(), "no HTTP route: {:?}", out.routes);
+    let conditions = |kind: &'static str, name: &str| -> Vec<(&'static str, bool, &'static str)> {
+        let status = &out.status.l4_routes[&(kind, key("apps", name))];
+        assert_eq!(status.parents.len(), 1, "{status:?}");
+        assert_eq!(status.parents[0].0.namespace.as_deref(), Some("apps"));
+        status.parents[0]
+            .1
+            .iter()
+            .map(|c| (c.kind, c.status, c.reason))
+            .collect()
+    };
+    let served = vec![
+        ("Accepted", true, "Accepted"),
+        ("ResolvedRefs", true, "ResolvedRefs"),
+    ];
+    assert_eq!(conditions("TLSRoute", "secure"), served);
+    assert_eq!(conditions("TCPRoute", "pg"), served);
+    assert_eq!(
+        conditions("TCPRoute", "misfit"),
+        vec![("Accepted", false, "NotAllowedByListeners")]
+    );
+    assert_eq!(
+        conditions("TCPRoute", "odd"),
+        vec![
+            ("Accepted", true, "Accepted"),
+            ("ResolvedRefs", false, "InvalidKind")
+        ]
+    );
     let by_name = |n: &str| {
         out.tcp_routes
             .iter()
@@ -968,6 +1016,22 @@ fn tls_routes_and_tcp_routes_attach_to_passthrough_and_tcp_listeners() {
     assert!(pg.sni.is_empty());
     assert_eq!(&*pg.upstream, "service/apps/web/9000");
     let status = &out.status.gateways[&key("apps", "edge")];
+    for (listener, kind) in [
+        ("passthrough", "TLSRoute"),
+        ("db", "TCPRoute"),
+        ("web", "HTTPRoute"),
+    ] {
+        assert_eq!(status.route_kinds.get(listener).copied(), Some(kind));
+    }
+    let attached = |name: &str| {
+        status
+            .listeners
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, routes, _)| *routes)
+    };
+    assert_eq!(attached("passthrough"), Some(1));
+    assert_eq!(attached("db"), Some(2), "pg and odd; misfit is refused");
     let terminate = status
         .listeners
         .iter()
@@ -980,6 +1044,54 @@ fn tls_routes_and_tcp_routes_attach_to_passthrough_and_tcp_listeners() {
             .any(|c| c.reason == "UnsupportedProtocol"),
         "{terminate:?}"
     );
+}
+
+#[test]
+fn a_tcp_route_crosses_namespaces_only_with_a_grant_to_tcp_routes() {
+    let world = |from_kind: &str| {
+        let mut world = World::new().gateway(
+            "apps",
+            "edge",
+            "edgegate",
+            json!([{"name": "db", "port": 5432, "protocol": "TCP"}]),
+        );
+        let grant = serde_json::from_value(json!({
+            "metadata": meta("other", "allow", "2026-01-01T00:00:00Z"),
+            "spec": {
+                "from": [{"group": "gateway.networking.k8s.io", "kind": from_kind, "namespace": "apps"}],
+                "to": [{"group": "", "kind": "Service"}]
+            }
+        }))
+        .expect("grant");
+        world.0.grants.insert(key("other", "allow"), grant);
+        let tcp: crate::control::sources::cluster_routes::objects::TcpRoute =
+            serde_json::from_value(json!({
+                "metadata": meta("apps", "pg", "2026-01-03T00:00:00Z"),
+                "spec": {
+                    "parentRefs": [{"name": "edge"}],
+                    "rules": [{"backendRefs": [{"name": "db", "namespace": "other", "port": 80}]}]
+                }
+            }))
+            .expect("tcproute");
+        world.0.tcp_routes.insert(key("apps", "pg"), tcp);
+        world.translate()
+    };
+    // A grant to HTTPRoutes does not let a TCPRoute in.
+    let refused = world("HTTPRoute");
+    assert!(refused.tcp_routes.is_empty(), "{:?}", refused.tcp_routes);
+    let resolved = &refused.status.l4_routes[&("TCPRoute", key("apps", "pg"))].parents[0].1[1];
+    assert_eq!(
+        (resolved.kind, resolved.status, resolved.reason),
+        ("ResolvedRefs", false, "RefNotPermitted")
+    );
+    assert!(
+        resolved.message.contains("permit TCPRoutes"),
+        "{}",
+        resolved.message
+    );
+    let granted = world("TCPRoute");
+    assert_eq!(granted.tcp_routes.len(), 1, "{:?}", granted.problems);
+    assert_eq!(&*granted.tcp_routes[0].upstream, "service/other/db/80");
 }
 
 #[test]
