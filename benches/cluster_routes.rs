@@ -237,7 +237,7 @@ fn objects(routes: usize, rules: usize, ingresses: usize) -> ClusterObjects {
     for s in 0..SERVICES {
         objects.services.insert(
             ("bench".into(), format!("svc-{s}")),
-            ServicePorts(vec![("http".into(), 80)]),
+            ServicePorts(vec![("http".into(), 80)]).into(),
         );
     }
     let created = "2026-01-01T00:00:00Z";
@@ -246,6 +246,7 @@ fn objects(routes: usize, rules: usize, ingresses: usize) -> ClusterObjects {
         serde_json::from_value(json!({"metadata": {"namespace": "bench", "name": "edge"},
             "spec": {"gatewayClassName": "edgegate",
                      "listeners": [{"name": "http", "port": 8080, "protocol": "HTTP"}]}}))
+        .map(std::sync::Arc::new)
         .expect("gateway"),
     );
     for i in 0..routes {
@@ -256,6 +257,7 @@ fn objects(routes: usize, rules: usize, ingresses: usize) -> ClusterObjects {
             ("bench".into(), name.clone()),
             serde_json::from_value(json!({"metadata": {"namespace": "bench", "name": name,
                 "creationTimestamp": created}, "spec": spec}))
+            .map(std::sync::Arc::new)
             .expect("route"),
         );
     }
@@ -265,6 +267,7 @@ fn objects(routes: usize, rules: usize, ingresses: usize) -> ClusterObjects {
             ("bench".into(), name.clone()),
             serde_json::from_value(json!({"metadata": {"namespace": "bench", "name": name,
                 "creationTimestamp": created}, "spec": ingress_spec(k)}))
+            .map(std::sync::Arc::new)
             .expect("ingress"),
         );
     }

@@ -73,7 +73,7 @@ impl StatusWriter {
         let mut retry = false;
         let empty = RouteStatus::default();
         for (key, route) in &objects.routes {
-            let ours = status.routes.get(key).unwrap_or(&empty);
+            let ours = status.routes.get(key).map_or(&empty, |s| &**s);
             let has_ours = route.status.as_ref().is_some_and(|s| {
                 s.parents
                     .iter()

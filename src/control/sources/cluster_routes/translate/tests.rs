@@ -10,7 +10,7 @@ use super::*;
 use crate::config::model::{AuthKind, HostMatch, KubernetesSettings as Settings, ServicePort};
 use crate::snapshot::router::{RequestFacts, Router};
 
-fn settings() -> Settings {
+pub(super) fn settings() -> Settings {
     Settings {
         gateway_class: Some("edgegate".into()),
         ingress_class: Some("edgegate".into()),
@@ -18,7 +18,7 @@ fn settings() -> Settings {
     }
 }
 
-fn listeners() -> Vec<ListenerFacts> {
+pub(super) fn listeners() -> Vec<ListenerFacts> {
     vec![
         ListenerFacts {
             name: "web".into(),
@@ -41,55 +41,58 @@ fn listeners() -> Vec<ListenerFacts> {
     ]
 }
 
-fn key(ns: &str, name: &str) -> Key {
+pub(super) fn key(ns: &str, name: &str) -> Key {
     (ns.to_string(), name.to_string())
 }
 
-fn meta(ns: &str, name: &str, created: &str) -> Value {
+pub(super) fn meta(ns: &str, name: &str, created: &str) -> Value {
     json!({"namespace": ns, "name": name, "creationTimestamp": created, "generation": 2})
 }
 
-struct World(ClusterObjects);
+pub(super) struct World(pub(super) ClusterObjects);
 
 impl World {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let mut objects = ClusterObjects::default();
         for (ns, svc) in [("apps", "web"), ("apps", "api"), ("other", "db")] {
             objects.services.insert(
                 key(ns, svc),
-                ServicePorts(vec![("http".into(), 80), ("admin".into(), 9000)]),
+                Arc::new(ServicePorts(vec![
+                    ("http".into(), 80),
+                    ("admin".into(), 9000),
+                ])),
             );
         }
         World(objects)
     }
 
-    fn gateway(mut self, ns: &str, name: &str, class: &str, listeners: Value) -> Self {
+    pub(super) fn gateway(mut self, ns: &str, name: &str, class: &str, listeners: Value) -> Self {
         let g = serde_json::from_value(json!({
             "metadata": meta(ns, name, "2026-01-01T00:00:00Z"),
             "spec": {"gatewayClassName": class, "listeners": listeners}
         }))
         .expect("gateway");
-        self.0.gateways.insert(key(ns, name), g);
+        self.0.gateways.insert(key(ns, name), Arc::new(g));
         self
     }
 
-    fn route(mut self, ns: &str, name: &str, created: &str, spec: Value) -> Self {
+    pub(super) fn route(mut self, ns: &str, name: &str, created: &str, spec: Value) -> Self {
         let r = serde_json::from_value(json!({"metadata": meta(ns, name, created), "spec": spec}))
             .expect("route");
-        self.0.routes.insert(key(ns, name), r);
+        self.0.routes.insert(key(ns, name), Arc::new(r));
         self
     }
 
-    fn ingress(mut self, ns: &str, name: &str, spec: Value) -> Self {
+    pub(super) fn ingress(mut self, ns: &str, name: &str, spec: Value) -> Self {
         let i = serde_json::from_value(json!({
             "metadata": meta(ns, name, "2026-01-02T00:00:00Z"), "spec": spec
         }))
         .expect("ingress");
-        self.0.ingresses.insert(key(ns, name), i);
+        self.0.ingresses.insert(key(ns, name), Arc::new(i));
         self
     }
 
-    fn grant(mut self, ns: &str, from_ns: &str) -> Self {
+    pub(super) fn grant(mut self, ns: &str, from_ns: &str) -> Self {
         let g = serde_json::from_value(json!({
             "metadata": meta(ns, "allow", "2026-01-01T00:00:00Z"),
             "spec": {
@@ -98,16 +101,16 @@ impl World {
             }
         }))
         .expect("grant");
-        self.0.grants.insert(key(ns, "allow"), g);
+        self.0.grants.insert(key(ns, "allow"), Arc::new(g));
         self
     }
 
-    fn translate(&self) -> ClusterRoutes {
+    pub(super) fn translate(&self) -> ClusterRoutes {
         translate(&self.0, &settings(), &listeners())
     }
 }
 
-fn http_gateway() -> World {
+pub(super) fn http_gateway() -> World {
     World::new().gateway(
         "apps",
         "edge",
@@ -117,7 +120,7 @@ fn http_gateway() -> World {
 }
 
 /// Routes a request through the compiled router the way the proxy does.
-fn route_for(
+pub(super) fn route_for(
     out: &ClusterRoutes,
     listener: &str,
     host: &str,
@@ -560,10 +563,10 @@ fn ingresses_of_our_class_serve_rules_default_backend_and_tls() {
         );
     world.0.secrets.insert(
         key("apps", "shop-tls"),
-        TlsSecret {
+        Arc::new(TlsSecret {
             cert: Bytes::from_static(b"CERT"),
             key: Bytes::from_static(b"KEY"),
-        },
+        }),
     );
     let out = world.translate();
     let exact = route_for(&out, "web", "shop.example.com", "/exact", &[]).expect("routed");
@@ -592,10 +595,10 @@ fn https_gateway_listeners_take_certificates_from_secrets() {
     );
     world.0.secrets.insert(
         key("apps", "site"),
-        TlsSecret {
+        Arc::new(TlsSecret {
             cert: Bytes::from_static(b"C"),
             key: Bytes::from_static(b"K"),
-        },
+        }),
     );
     let out = world.translate();
     assert_eq!(out.certificates.len(), 1);
@@ -642,6 +645,7 @@ fn ingress_auth_annotations_become_a_forward_authenticator_or_fail_closed() {
             .0
             .ingresses
             .get_mut(&key("apps", name))
+            .map(Arc::make_mut)
             .expect("ingress");
         ingress.metadata.annotations = serde_json::from_value(annotations).expect("annotations");
     };
@@ -716,6 +720,7 @@ fn an_ssl_passthrough_ingress_relays_its_hosts_on_tls_listeners() {
         .0
         .ingresses
         .get_mut(&key("apps", "secure"))
+        .map(Arc::make_mut)
         .expect("ingress")
         .metadata
         .annotations;
@@ -766,7 +771,10 @@ fn tls_routes_and_tcp_routes_attach_to_passthrough_and_tcp_listeners() {
             }
         }))
         .expect("tlsroute");
-    world.0.tls_routes.insert(key("apps", "secure"), tls);
+    world
+        .0
+        .tls_routes
+        .insert(key("apps", "secure"), Arc::new(tls));
     let tcp: crate::control::sources::cluster_routes::objects::TcpRoute =
         serde_json::from_value(json!({
             "metadata": meta("apps", "pg", "2026-01-03T00:00:00Z"),
@@ -776,7 +784,7 @@ fn tls_routes_and_tcp_routes_attach_to_passthrough_and_tcp_listeners() {
             }
         }))
         .expect("tcproute");
-    world.0.tcp_routes.insert(key("apps", "pg"), tcp);
+    world.0.tcp_routes.insert(key("apps", "pg"), Arc::new(tcp));
     let out = world.translate();
     assert!(out.routes.is_empty(), "no HTTP route: {:?}", out.routes);
     let by_name = |n: &str| {
