@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
@@ -35,6 +36,10 @@ pub struct StatusWriter {
     /// logged) on every change. A write that failed for a passing reason is not here,
     /// so the next pass tries it again. Objects that are gone leave it.
     attempted: BTreeMap<(&'static str, Key), Value>,
+    /// The route status each `attempted` HTTPRoute body was made from. Translation
+    /// keeps an unchanged route's status as the same allocation, so after an edit the
+    /// thousand routes it did not touch are passed over without building their bodies.
+    settled: BTreeMap<Key, Arc<RouteStatus>>,
 }
 
 /// How one status write ended.
@@ -59,6 +64,7 @@ impl StatusWriter {
             client,
             addresses: Vec::new(),
             attempted: BTreeMap::new(),
+            settled: BTreeMap::new(),
         }
     }
 
@@ -73,7 +79,13 @@ impl StatusWriter {
         let mut retry = false;
         let empty = RouteStatus::default();
         for (key, route) in &objects.routes {
-            let ours = status.routes.get(key).map_or(&empty, |s| &**s);
+            let translated = status.routes.get(key);
+            if let (Some(now), Some(then)) = (translated, self.settled.get(key)) {
+                if Arc::ptr_eq(now, then) {
+                    continue; // the very status last written (or refused for good)
+                }
+            }
+            let ours = translated.map_or(&empty, |s| &**s);
             let has_ours = route.status.as_ref().is_some_and(|s| {
                 s.parents
                     .iter()
@@ -103,9 +115,20 @@ impl StatusWriter {
                 .collect();
             let body = Value::Array(entries);
             if self.attempted.get(&id) == Some(&body) {
+                if let Some(now) = translated {
+                    self.settled.insert(key.clone(), now.clone());
+                }
                 continue;
             }
             let outcome = self.write_route_parents(key, route, &body).await;
+            match (outcome, translated) {
+                (Outcome::Written | Outcome::Refused, Some(now)) => {
+                    self.settled.insert(key.clone(), now.clone());
+                }
+                _ => {
+                    self.settled.remove(key);
+                }
+            }
             retry |= self.settle(id, body, outcome);
         }
         for (key, gateway) in &status.gateways {
@@ -170,6 +193,8 @@ impl StatusWriter {
             "Gateway" => objects.gateways.contains_key(key),
             _ => objects.ingresses.contains_key(key),
         });
+        self.settled
+            .retain(|key, _| objects.routes.contains_key(key));
         retry
     }
 
