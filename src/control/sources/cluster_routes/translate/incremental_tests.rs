@@ -537,12 +537,6 @@ fn apply(world: &mut World, op: &Op, tls_port: &mut u16) {
     }
 }
 
-impl Default for World {
-    fn default() -> Self {
-        World(ClusterObjects::default())
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 

@@ -49,6 +49,7 @@ pub(super) fn meta(ns: &str, name: &str, created: &str) -> Value {
     json!({"namespace": ns, "name": name, "creationTimestamp": created, "generation": 2})
 }
 
+#[derive(Default)]
 pub(super) struct World(pub(super) ClusterObjects);
 
 impl World {
