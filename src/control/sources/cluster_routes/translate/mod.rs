@@ -288,9 +288,12 @@ pub fn translate(
 #[derive(Default)]
 pub struct Translator {
     inputs: Option<(model::KubernetesSettings, Vec<ListenerFacts>)>,
-    /// The objects of the last call: what `pieces` are valid for.
-    previous: ClusterObjects,
-    pieces: HashMap<(ItemKind, Key), Piece>,
+    /// The objects of the last call that pieces read: what `pieces` are valid for (the
+    /// HTTPRoutes and Ingresses themselves are in the pieces).
+    previous: Reread,
+    /// In the order of the last call's objects (creation time, key, kind), so the next
+    /// call pairs them with its objects in one walk.
+    pieces: Vec<Piece>,
     /// The upstreams the pieces name, with how many pieces name each.
     upstreams: BTreeMap<Name, (Upstream, usize)>,
     translated: usize,
@@ -314,7 +317,7 @@ impl Translator {
             .as_ref()
             .is_some_and(|(s, l)| s == settings && l.as_slice() == listeners);
         let changed = if same_inputs {
-            Changed::between(&self.previous, objects)
+            self.previous.changes(objects)
         } else {
             // Other classes or listeners: any object may read differently.
             self.pieces.clear();
@@ -322,7 +325,7 @@ impl Translator {
             self.inputs = Some((settings.clone(), listeners.to_vec()));
             Changed::default()
         };
-        self.previous = objects.clone();
+        self.previous = Reread::of(objects);
         self.translated = 0;
 
         let mut head = Translation::new(objects, listeners, CLUSTER_ORDER_BASE);
@@ -356,15 +359,36 @@ impl Translator {
         let mut out = ClusterRoutes {
             certificates: std::mem::take(&mut head.certificates),
             problems: std::mem::take(&mut head.problems),
-            routes: Vec::with_capacity(self.pieces.values().map(|p| p.routes.len()).sum()),
+            routes: Vec::with_capacity(self.pieces.iter().map(|p| p.routes.len()).sum()),
             ..ClusterRoutes::default()
         };
-        let mut previous = std::mem::take(&mut self.pieces);
+        let mut previous = std::mem::take(&mut self.pieces).into_iter().peekable();
         self.pieces.reserve(items.len());
         let mut orders = 0;
-        for (_, key, item) in items {
-            let id = (item.kind(), key.clone());
-            let kept = match previous.remove(&id) {
+        for (created, key, item) in items {
+            // Both in the same order: pieces before this object are of objects gone (or
+            // created again), one equal to it is its last translation.
+            let mut last = None;
+            while let Some(piece) = previous.peek() {
+                let order = (piece.created.as_ref(), &piece.key, piece.kind).cmp(&(
+                    created,
+                    key,
+                    item.kind(),
+                ));
+                match order {
+                    std::cmp::Ordering::Less => {
+                        if let Some(gone) = previous.next() {
+                            self.release(&gone);
+                        }
+                    }
+                    std::cmp::Ordering::Equal => {
+                        last = previous.next();
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            let kept = match last {
                 Some(piece) if piece.source.matches(item) && !changed.touches(&piece.reads) => {
                     Some(piece)
                 }
@@ -388,17 +412,23 @@ impl Translator {
                 None => {
                     self.translated += 1;
                     let base = CLUSTER_ORDER_BASE + orders;
-                    let piece =
-                        Piece::translate(objects, listeners, &mut gateways, key, item, base);
+                    let piece = Piece::translate(
+                        objects,
+                        listeners,
+                        &mut gateways,
+                        (created, key),
+                        item,
+                        base,
+                    );
                     self.acquire(&piece);
                     piece
                 }
             };
             orders += piece.orders;
-            piece.emit(key, &mut out);
-            self.pieces.insert(id, piece);
+            piece.emit(&mut out);
+            self.pieces.push(piece);
         }
-        for gone in previous.into_values() {
+        for gone in previous {
             self.release(&gone);
         }
 
@@ -448,8 +478,9 @@ impl Translator {
     }
 }
 
-/// The kinds translated one object at a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The kinds translated one object at a time (in this order where creation time and
+/// key are equal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum ItemKind {
     Route,
     Ingress,
@@ -499,6 +530,9 @@ impl Source {
 
 /// What one HTTPRoute or Ingress translated to, and what it read to get there.
 struct Piece {
+    created: Option<Time>,
+    key: Key,
+    kind: ItemKind,
     source: Source,
     routes: Vec<Arc<Route>>,
     tcp_routes: Vec<Arc<model::TcpRoute>>,
@@ -524,7 +558,7 @@ impl Piece {
         objects: &ClusterObjects,
         listeners: &[ListenerFacts],
         gateways: &mut BTreeMap<Key, httproute::ServedGateway>,
-        key: &Key,
+        (created, key): (Option<&Time>, &Key),
         item: Item<'_>,
         base: usize,
     ) -> Piece {
@@ -535,6 +569,9 @@ impl Piece {
         }
         let (upstreams, services, grants) = one.backends.into_parts();
         Piece {
+            created: created.cloned(),
+            key: key.clone(),
+            kind: item.kind(),
             source: item.source(),
             routes: one.routes,
             tcp_routes: one.tcp_routes,
@@ -575,17 +612,17 @@ impl Piece {
         self.base = base;
     }
 
-    fn emit(&self, key: &Key, out: &mut ClusterRoutes) {
+    fn emit(&self, out: &mut ClusterRoutes) {
         out.routes.extend(self.routes.iter().cloned());
         out.tcp_routes.extend(self.tcp_routes.iter().cloned());
         out.certificates.extend(self.certificates.iter().cloned());
         out.problems.extend(self.problems.iter().cloned());
         out.auth.extend(self.auth.iter().cloned());
         if let Some(status) = &self.route_status {
-            out.status.routes.insert(key.clone(), status.clone());
+            out.status.routes.insert(self.key.clone(), status.clone());
         }
         if self.ingress_status {
-            out.status.ingresses.insert(key.clone());
+            out.status.ingresses.insert(self.key.clone());
         }
     }
 }
@@ -601,6 +638,37 @@ struct Reads {
     grants: Vec<String>,
 }
 
+/// The kinds pieces read, as a call found them: the next call compares its objects
+/// with these (pointers first) to know what changed.
+#[derive(Default)]
+struct Reread {
+    gateways: BTreeMap<Key, Arc<Gateway>>,
+    services: BTreeMap<Key, Arc<ServicePorts>>,
+    secrets: BTreeMap<Key, Arc<TlsSecret>>,
+    grants: BTreeMap<Key, Arc<ReferenceGrant>>,
+}
+
+impl Reread {
+    fn of(objects: &ClusterObjects) -> Reread {
+        Reread {
+            gateways: objects.gateways.clone(),
+            services: objects.services.clone(),
+            secrets: objects.secrets.clone(),
+            grants: objects.grants.clone(),
+        }
+    }
+
+    fn changes(&self, now: &ClusterObjects) -> Changed {
+        let grants = changed_keys(&self.grants, &now.grants, |a, b| a.spec == b.spec);
+        Changed {
+            gateways: changed_keys(&self.gateways, &now.gateways, |a, b| a.spec == b.spec),
+            services: changed_keys(&self.services, &now.services, |a, b| a == b),
+            secrets: changed_keys(&self.secrets, &now.secrets, |a, b| a == b),
+            grant_namespaces: grants.into_iter().map(|(namespace, _)| namespace).collect(),
+        }
+    }
+}
+
 /// What differs between the objects of two calls, as translation reads them.
 #[derive(Default)]
 struct Changed {
@@ -611,16 +679,6 @@ struct Changed {
 }
 
 impl Changed {
-    fn between(old: &ClusterObjects, new: &ClusterObjects) -> Changed {
-        let grants = changed_keys(&old.grants, &new.grants, |a, b| a.spec == b.spec);
-        Changed {
-            gateways: changed_keys(&old.gateways, &new.gateways, |a, b| a.spec == b.spec),
-            services: changed_keys(&old.services, &new.services, |a, b| a == b),
-            secrets: changed_keys(&old.secrets, &new.secrets, |a, b| a == b),
-            grant_namespaces: grants.into_iter().map(|(namespace, _)| namespace).collect(),
-        }
-    }
-
     fn touches(&self, reads: &Reads) -> bool {
         reads.gateways.iter().any(|k| self.gateways.contains(k))
             || reads.services.iter().any(|k| self.services.contains(k))
