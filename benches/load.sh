@@ -8,9 +8,17 @@
 #   SCENARIOS="https_keepalive h2_tls" benches/load.sh  # some scenarios only
 #   PROXIES="edgegate edgegate_traced edgegate_logged" SCENARIOS=http_keepalive benches/load.sh
 #                              # the price of span export and of the access log, one run
+#   PROXIES="edgegate edgegate_jwt_rs256 edgegate_jwt_es256 edgegate_basic" \
+#     SCENARIOS="http_keepalive auth_flood" benches/load.sh
+#                              # the price of authentication, and a wrong-password flood
+#   PROXIES="edgegate edgegate_policy edgegate_zstd edgegate_br edgegate_redis nginx" \
+#     SCENARIOS="http_keepalive compress_json global_limit" benches/load.sh
+#                              # traffic policy: a policy route beside the plain one,
+#                              # compression against nginx's gzip, a Redis-shared limit
 #
 # Scenarios: http_keepalive, https_keepalive, h2_tls, tls_handshakes,
-# tls_resumed_handshakes, reload_under_load (see benches/README.md).
+# tls_resumed_handshakes, reload_under_load, compress_json, global_limit (see
+# benches/README.md); auth_flood runs only when named.
 #
 # See benches/README.md for what is measured and every knob (environment variables).
 set -euo pipefail
@@ -20,7 +28,7 @@ set -euo pipefail
 # ----------------------------------------------------------------------------------------
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
-ALL_SCENARIOS="http_keepalive https_keepalive h2_tls tls_handshakes tls_resumed_handshakes reload_under_load"
+ALL_SCENARIOS="http_keepalive https_keepalive h2_tls tls_handshakes tls_resumed_handshakes reload_under_load compress_json global_limit"
 
 usage() {
   cat <<EOF
@@ -37,8 +45,28 @@ Environment (defaults in brackets):
                  answering 200 to each POST, on the origin's CPU)
                  edgegate_logged = the edgegate binary with access_log to a file
                  (both n/a in reload_under_load)
+                 edgegate_policy = the edgegate binary, its route with allow, a local
+                 rate_limit that never refuses and cors (POLICY_ROUTE); every wrk request
+                 of the run then carries "Origin: POLICY_ORIGIN" (all rows alike)
+                 edgegate_zstd, edgegate_br = the edgegate binary in compress_json asked
+                 for zstd or br (the "edgegate" row there is asked for gzip, like nginx);
+                 n/a in every other scenario
+                 edgegate_redis = the edgegate binary, its route with a scope = "global"
+                 rate_limit (never refusing) in a local redis-server (on the origin's CPU)
+                 edgegate_jwt_rs256, edgegate_jwt_es256 = the edgegate binary with its
+                 route behind a jwt authenticator (JWKS file), wrk sending a valid RS256
+                 or ES256 token; edgegate_basic = behind basic auth (a bcrypt users file),
+                 wrk sending the right password, verified once and then cached
+                 (the three: http_keepalive, https_keepalive and h2_tls only)
   SCENARIOS      scenarios to run, or "all"         [all]
                  all = $ALL_SCENARIOS
+                 auth_flood (named only): FLOOD_CONNECTIONS connections send wrong
+                 passwords, each one new, to a basic-auth route of the edgegate row while
+                 PROBE_CONNECTIONS measure a plain route on the same worker (p99 with and
+                 without the flood)
+  FLOOD_CONNECTIONS PROBE_CONNECTIONS   auth_flood: wrk -c of the flood and the probe   [64, 16]
+  FLOOD_CPU_PROXY   auth_flood: CPUs of edgegate, bcrypt's blocking threads included  [CPU_PROXY]
+  BCRYPT_COST    cost of the bench users' bcrypt hashes (htpasswd -C)   [10]
   DURATION       duration per measured run          [10s]
   ROUNDS         rounds; the proxy order rotates    [3]
   WARMUP         unmeasured run before each run     [2s]
@@ -52,6 +80,13 @@ Environment (defaults in brackets):
                  reload_under_load: reloads every RELOAD_INTERVAL s during a
                  RELOAD_DURATION wrk run with RELOAD_CONNECTIONS connections   [20, 0.5, 10s, 32]
   RELOAD_WRITE   how edgegate's config is rewritten: inplace|rename   [inplace]
+  POLICY_ROUTE   TOML lines of the edgegate_policy row's route
+                 [allow = ["127.0.0.0/8"], rate_limit of 1e9 per 1s, cors for POLICY_ORIGIN]
+  POLICY_ORIGIN  the Origin its requests carry     [https://app.example.com]
+  NGINX_GZIP_LEVEL  compress_json: nginx gzip_comp_level (edgegate's gzip is level 6)  [6]
+  JSON_BYTES     compress_json: size of the origin's JSON answer   [20480]
+  LAT_CONNECTIONS global_limit: wrk -t1 -c (a light load, so latency is not queueing)  [4]
+  REDIS_PORT     fixed port for the edgegate_redis row's redis-server
   EDGEGATE_BIN   edgegate binary [\$REPO/target/release/edgegate]; built if missing
   EDGEGATE_RUST_LOG  RUST_LOG for edgegate          [warn]
   BARE_PINGORA_BIN   bare pingora example binary
@@ -99,6 +134,11 @@ RELOAD_INTERVAL=${RELOAD_INTERVAL:-0.5}
 RELOAD_DURATION=${RELOAD_DURATION:-10s}
 RELOAD_CONNECTIONS=${RELOAD_CONNECTIONS:-32}
 RELOAD_WRITE=${RELOAD_WRITE:-inplace}
+POLICY_ORIGIN=${POLICY_ORIGIN:-https://app.example.com}
+POLICY_ROUTE=${POLICY_ROUTE:-$(printf 'allow = ["127.0.0.0/8"]\nrate_limit = { requests = 1000000000, per = "1s" }\ncors = { allow_origins = ["%s"], allow_methods = ["GET"] }' "$POLICY_ORIGIN")}
+NGINX_GZIP_LEVEL=${NGINX_GZIP_LEVEL:-6}
+JSON_BYTES=${JSON_BYTES:-20480}
+LAT_CONNECTIONS=${LAT_CONNECTIONS:-4}
 EDGEGATE_BIN=${EDGEGATE_BIN:-$REPO/target/release/edgegate}
 # A second edgegate build to compare against in the same run (say, the previous release),
 # shown as the row "edgegate_base"; required only when PROXIES names it.
@@ -116,15 +156,26 @@ PIN=${PIN:-auto}
 READY_TIMEOUT=${READY_TIMEOUT:-10}   # seconds to wait for a process to answer
 
 read -r -a PROXY_LIST <<<"$PROXIES"
+AUTH_ROWS="edgegate_jwt_rs256 edgegate_jwt_es256 edgegate_basic"
 for p in "${PROXY_LIST[@]}"; do
-  case "$p" in edgegate|edgegate_base|edgegate_traced|edgegate_logged|bare_pingora|nginx|haproxy) ;; *) echo "unknown proxy in PROXIES: $p" >&2; exit 2 ;; esac
+  case "$p" in edgegate|edgegate_base|edgegate_traced|edgegate_logged|edgegate_jwt_rs256|edgegate_jwt_es256|edgegate_basic|edgegate_policy|edgegate_zstd|edgegate_br|edgegate_redis|bare_pingora|nginx|haproxy) ;; *) echo "unknown proxy in PROXIES: $p" >&2; exit 2 ;; esac
 done
+FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-64}
+PROBE_CONNECTIONS=${PROBE_CONNECTIONS:-16}
+BCRYPT_COST=${BCRYPT_COST:-10}
 [[ ${#PROXY_LIST[@]} -gt 0 ]] || { echo "PROXIES is empty" >&2; exit 2; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer" >&2; exit 2; }
 
 log()  { printf '[load.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die()  { log "error: $*"; exit 1; }
 want() { local p; for p in "${PROXY_LIST[@]}"; do [[ $p == "$1" ]] && return 0; done; return 1; }
+is_auth_row() { [[ " $AUTH_ROWS " == *" $1 "* ]]; }
+# Whether the run needs the authentication fixtures (users file, keys, tokens).
+wants_auth() {
+  local p
+  for p in "${PROXY_LIST[@]}"; do is_auth_row "$p" && return 0; done
+  [[ " $SCENARIOS " == *" auth_flood "* ]]
+}
 
 # wrk-style duration ("10s", "2m", "1h", "500ms") -> whole seconds, rounded up, >= 1.
 dur_secs() {
@@ -140,7 +191,7 @@ DURATION_S=$(dur_secs "$DURATION"); WARMUP_S=$(dur_secs "$WARMUP"); RELOAD_DURAT
 [[ $RELOADS =~ ^[1-9][0-9]*$ ]] || die "RELOADS must be a positive integer"
 [[ $RELOAD_INTERVAL =~ ^[0-9]*\.?[0-9]+$ ]] || die "RELOAD_INTERVAL must be a number of seconds"
 [[ $RELOAD_WRITE == inplace || $RELOAD_WRITE == rename ]] || die "RELOAD_WRITE must be inplace or rename"
-for n in H2_CLIENTS H2_STREAMS HS_CLIENTS HS_CONNECTIONS RELOAD_CONNECTIONS; do
+for n in H2_CLIENTS H2_STREAMS HS_CLIENTS HS_CONNECTIONS RELOAD_CONNECTIONS FLOOD_CONNECTIONS PROBE_CONNECTIONS BCRYPT_COST JSON_BYTES LAT_CONNECTIONS NGINX_GZIP_LEVEL; do
   [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer"
 done
 
@@ -164,6 +215,13 @@ ensure_tools() {
   for bin in nginx haproxy wrk h2load openssl; do
     command -v "$bin" >/dev/null || missing+=("${pkg[$bin]}")
   done
+  if want edgegate_redis; then
+    command -v redis-server >/dev/null || missing+=(redis-server)
+  fi
+  # htpasswd makes the bcrypt hashes of the basic-auth rows (Debian apache2-utils).
+  if wants_auth; then
+    command -v htpasswd >/dev/null || missing+=(apache2-utils)
+  fi
   ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
   for bin in curl awk timeout getconf; do
     command -v "$bin" >/dev/null || die "missing required tool: $bin"
@@ -171,7 +229,9 @@ ensure_tools() {
 }
 
 ensure_edgegate() {
-  want edgegate || want edgegate_traced || want edgegate_logged || return 0
+  want edgegate || want edgegate_traced || want edgegate_logged || wants_auth \
+    || want edgegate_policy || want edgegate_zstd || want edgegate_br || want edgegate_redis \
+    || return 0
   if [[ ! -x $EDGEGATE_BIN ]]; then
     log "$EDGEGATE_BIN does not exist; building it with cargo build --release"
     command -v cargo >/dev/null || die "cargo not found; install Rust (https://rustup.rs) or set EDGEGATE_BIN"
@@ -349,12 +409,14 @@ alloc_port() {
 # ----------------------------------------------------------------------------------------
 # Readiness: poll until a URL answers 200 (and optionally a given body), bounded.
 # ----------------------------------------------------------------------------------------
-wait_http() {
+wait_http() {  # url pid [want-body [request-header]]
   local url=$1 pid=$2 want_body=${3:-} deadline code body
+  local -a header=()
+  [[ -n ${4:-} ]] && header=(-H "$4")
   deadline=$((SECONDS + READY_TIMEOUT))
   while ((SECONDS < deadline)); do
     alive "$pid" || die "${PID_NAME[$pid]:-pid $pid} exited before answering $url"
-    code=$(curl -s -o "$TMP/probe.body" -w '%{http_code}' --max-time 1 --cacert "$TLS_DIR/ca.pem" "$url" 2>/dev/null || true)
+    code=$(curl -s -o "$TMP/probe.body" -w '%{http_code}' --max-time 1 --cacert "$TLS_DIR/ca.pem" "${header[@]}" "$url" 2>/dev/null || true)
     if [[ $code == 200 ]]; then
       body=$(<"$TMP/probe.body")
       if [[ -z $want_body || $body == "$want_body" ]]; then return 0; fi
@@ -422,14 +484,37 @@ start_origin() {
     server {
         listen 127.0.0.1:$ORIGIN_PORT backlog=4096;
         location = /__stub_status { stub_status; }
+        location = /bench.json { default_type application/json; root $d; }
         location / { default_type text/plain; return 200 "ok\n"; }
     }
 }
 EOF
   } >"$d/nginx.conf"
+  make_json "$JSON_BYTES" >"$d/bench.json"
   start_nginx origin "$d" "$d/nginx.conf" "$CPU_ORIGIN"
   ORIGIN_PID=$LAST_PID
   wait_http "http://127.0.0.1:$ORIGIN_PORT/" "$ORIGIN_PID" ok
+}
+
+# An API-like JSON answer of BYTES: records with ids, names, cities, amounts and flags
+# from a fixed pseudo-random sequence, so it compresses like real JSON does (not like one
+# repeated line) and is the same in every run.
+make_json() {  # bytes
+  awk -v want="$1" 'BEGIN {
+    srand(19); split("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda", w, " ")
+    split("Lisbon Oslo Quito Lima Hanoi Dakar Perth Tunis Sofia Riga", c, " ")
+    out = "{\"items\":["; n = 0
+    while (length(out) < want - 200) {
+      rec = sprintf("%s{\"id\":%d,\"sku\":\"%s-%05d\",\"name\":\"%s %s\",\"city\":\"%s\",\"amount\":%.2f,\"qty\":%d,\"active\":%s,\"tags\":[\"%s\",\"%s\"]}",
+        (n ? "," : ""), 100000 + n * 7, toupper(substr(w[1 + int(rand() * 11)], 1, 3)), int(rand() * 99999),
+        w[1 + int(rand() * 11)], w[1 + int(rand() * 11)], c[1 + int(rand() * 10)], rand() * 1000,
+        int(rand() * 50), (rand() < 0.5 ? "true" : "false"), w[1 + int(rand() * 11)], w[1 + int(rand() * 11)])
+      out = out rec; n++
+    }
+    out = out "],\"count\":" n ",\"next\":null}"
+    while (length(out) < want - 1) out = out " "
+    print out
+  }'
 }
 
 # Connections the origin has accepted so far (including the one used to ask).
@@ -463,6 +548,80 @@ make_certs() {
   ) >"$d/openssl.log" 2>&1 || { cat "$d/openssl.log" >&2; die "could not make the TLS certificates"; }
   chmod 600 "$d"/*.key "$d/server.full.pem"
   log "TLS: CA and server certificate (ECDSA P-256, bench.example.com + IP 127.0.0.1) in $d"
+}
+
+# ----------------------------------------------------------------------------------------
+# Authentication material, made once per run with real tools: a bcrypt users file
+# (htpasswd -B), an RSA 2048 and an ECDSA P-256 key (openssl) published in one JWKS file,
+# and one RS256 and one ES256 token (signed by openssl, valid for a day).
+# ----------------------------------------------------------------------------------------
+AUTH_DIR=$TMP/auth
+AUTH_USER=bench
+AUTH_PASSWORD=bench-s3cret
+BASIC_HEADER= RS256_HEADER= ES256_HEADER=
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+# Hex digits on stdin -> those bytes on stdout.
+hex2bin() { local h; h=$(tr -d ' \n:'); printf '%b' "$(sed 's/../\\x&/g' <<<"$h")"; }
+make_auth_fixtures() {
+  [[ -n $BASIC_HEADER ]] && return 0
+  local d=$AUTH_DIR
+  mkdir -p "$d"
+  htpasswd -nbB -C "$BCRYPT_COST" "$AUTH_USER" "$AUTH_PASSWORD" >"$d/users.htpasswd" 2>"$d/htpasswd.log" \
+    || { cat "$d/htpasswd.log" >&2; die "htpasswd could not make the bcrypt users file"; }
+  grep -q "^$AUTH_USER:[\$]2[aby][\$]" "$d/users.htpasswd" || die "htpasswd did not write a bcrypt hash"
+  BASIC_HEADER="Authorization: Basic $(printf '%s:%s' "$AUTH_USER" "$AUTH_PASSWORD" | openssl base64 -A)"
+  (
+    set -e
+    cd "$d"
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rs.key
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out es.key
+  ) >"$d/openssl.log" 2>&1 || { cat "$d/openssl.log" >&2; die "could not make the JWT keys"; }
+  chmod 600 "$d"/*.key
+  # RSA: n from the modulus; e is openssl's default, 65537 (checked).
+  openssl rsa -in "$d/rs.key" -noout -text 2>/dev/null | grep -q 'publicExponent: 65537' \
+    || die "the RSA key's exponent is not 65537"
+  local n x y
+  n=$(openssl rsa -in "$d/rs.key" -noout -modulus | cut -d= -f2 | hex2bin | b64url)
+  # EC: the DER public key ends with the uncompressed point 04 || X || Y.
+  openssl ec -in "$d/es.key" -pubout -outform DER 2>/dev/null | tail -c 64 >"$d/es.xy"
+  x=$(head -c 32 "$d/es.xy" | b64url); y=$(tail -c 32 "$d/es.xy" | b64url)
+  printf '{"keys":[{"kty":"RSA","kid":"bench-rs","alg":"RS256","use":"sig","n":"%s","e":"AQAB"},{"kty":"EC","crv":"P-256","kid":"bench-es","alg":"ES256","use":"sig","x":"%s","y":"%s"}]}\n' \
+    "$n" "$x" "$y" >"$d/jwks.json"
+  local now claims input sig r s
+  now=$(date +%s)
+  claims=$(printf '{"sub":"%s","iss":"https://bench.example/","aud":"bench","iat":%d,"exp":%d}' \
+    "$AUTH_USER" "$now" $((now + 86400)) | b64url)
+  input="$(printf '{"alg":"RS256","typ":"JWT","kid":"bench-rs"}' | b64url).$claims"
+  sig=$(printf '%s' "$input" | openssl dgst -sha256 -sign "$d/rs.key" -binary | b64url)
+  RS256_HEADER="Authorization: Bearer $input.$sig"
+  # ES256: openssl signs in DER (a SEQUENCE of two INTEGERs); a JWS carries r || s, 32
+  # bytes each, big-endian.
+  input="$(printf '{"alg":"ES256","typ":"JWT","kid":"bench-es"}' | b64url).$claims"
+  printf '%s' "$input" | openssl dgst -sha256 -sign "$d/es.key" -binary >"$d/es.sig.der"
+  read -r r s < <(openssl asn1parse -inform DER -in "$d/es.sig.der" | awk -F: '/INTEGER/ { printf "%s ", $NF } END { print "" }')
+  [[ -n ${r:-} && -n ${s:-} ]] || die "could not read the ES256 signature"
+  sig=$(printf '%s%s' "$(pad64 "$r")" "$(pad64 "$s")" | hex2bin | b64url)
+  ES256_HEADER="Authorization: Bearer $input.$sig"
+  log "auth: bcrypt (cost $BCRYPT_COST) users file, a JWKS with an RS256 and an ES256 key, their tokens; in $d"
+}
+# A hex integer as exactly 64 digits (left-padded with zeros, a sign byte dropped).
+pad64() { local v; v=$(printf '%064s' "$1" | tr ' ' 0); printf '%s' "${v: -64}"; }
+
+# The bench authenticators, as TOML appended to an edgegate config.
+auth_tables() {
+  cat <<EOF
+
+[auth.bench_basic]
+type = "basic"
+users_file = "$AUTH_DIR/users.htpasswd"
+realm = "bench"
+
+[auth.bench_jwt]
+type = "jwt"
+jwks_file = "$AUTH_DIR/jwks.json"
+issuer = "https://bench.example/"
+audiences = ["bench"]
+EOF
 }
 
 # tls_probe PROXY PORT: what a handshake negotiates (verified against the bench CA for
@@ -536,12 +695,15 @@ path_prefix = "/"
 upstream = "origin"
 ${ROUTE_EXTRA:-}
 EOF
+  [[ $mode == compress ]] && echo "compress = true"
   [[ $mode == reload ]] && echo "response_headers = { set = { \"x-reload\" = \"$gen\" } }"
   cat <<EOF
+${MORE_ROUTES:-}
 
 [upstreams.origin]
 endpoints = ["127.0.0.1:$ORIGIN_PORT"]
 ${UPSTREAM_EXTRA:-}
+${AUTH_TABLES:-}
 EOF
 }
 
@@ -561,11 +723,77 @@ start_proxy_edgegate_traced() {
     start_edgegate_as edgegate_traced "$EDGEGATE_BIN" "${1:-plain}"
 }
 
+# The price of a route's traffic policy: allow, a local rate limit that never refuses
+# and CORS, every request from an allowed origin.
+start_proxy_edgegate_policy() {
+  ROW_ROUTE_EXTRA=$POLICY_ROUTE start_edgegate_as edgegate_policy "$EDGEGATE_BIN" "${1:-plain}"
+  local url=${PROXY_URL[edgegate_policy]} head
+  head=$(curl -s -o /dev/null -D - --max-time 2 --cacert "$TLS_DIR/ca.pem" -H "Origin: $POLICY_ORIGIN" "$url" | tr -d '\r')
+  grep -qi '^ratelimit-limit:' <<<"$head" && grep -qi "^access-control-allow-origin: $POLICY_ORIGIN" <<<"$head" \
+    || die "edgegate_policy: the answer lacks the rate-limit or CORS fields: $head"
+}
+
+# The other codings of compress_json.
+start_proxy_edgegate_zstd() {
+  ROW_HEADER="Accept-Encoding: zstd" start_edgegate_as edgegate_zstd "$EDGEGATE_BIN" "${1:-compress}"
+}
+start_proxy_edgegate_br() {
+  ROW_HEADER="Accept-Encoding: br" start_edgegate_as edgegate_br "$EDGEGATE_BIN" "${1:-compress}"
+}
+
+# A limit shared through Redis: one store round trip per request.
+REDIS_PID=
+start_redis() {
+  [[ -n $REDIS_PID ]] && alive "$REDIS_PID" && return 0
+  alloc_port REDIS_PORT
+  local d=$TMP/redis i
+  mkdir -p "$d"
+  start_bg redis "$CPU_ORIGIN" "$d/redis.log" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+    --save "" --appendonly no --dir "$d"
+  REDIS_PID=$LAST_PID
+  for ((i = 0; i < READY_TIMEOUT * 10; i++)); do
+    alive "$REDIS_PID" || die "redis-server exited (see $d/redis.log)"
+    [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && return 0
+    sleep 0.1
+  done
+  die "redis-server did not answer PING within ${READY_TIMEOUT}s"
+}
+start_proxy_edgegate_redis() {
+  start_redis
+  GATEWAY_EXTRA=$(printf '[gateway.rate_limit_store]\nurl = "redis://127.0.0.1:%s/0"\n' "$REDIS_PORT") \
+    ROW_ROUTE_EXTRA='rate_limit = { requests = 1000000000, per = "1s", scope = "global" }' \
+    start_edgegate_as edgegate_redis "$EDGEGATE_BIN" "${1:-plain}"
+  local head
+  head=$(curl -s -o /dev/null -D - --max-time 2 --cacert "$TLS_DIR/ca.pem" "${PROXY_URL[edgegate_redis]}" | tr -d '\r')
+  grep -qi '^ratelimit-remaining:' <<<"$head" || die "edgegate_redis: the answer lacks ratelimit-remaining: $head"
+  # (Its bucket, refilled in a microsecond, expires at once: ask for the script's calls.)
+  redis-cli -p "$REDIS_PORT" info commandstats 2>/dev/null | grep -q -E '^cmdstat_(evalsha|eval):' \
+    || die "edgegate_redis: redis ran no rate-limit script for a request"
+}
+
 # The price of the access log: one JSON line per request, to a file (outside the config's
 # directory, which edgegate watches).
 start_proxy_edgegate_logged() {
   mkdir -p "$TMP/logs"
   ACCESS_LOG="$TMP/logs/access.log" start_edgegate_as edgegate_logged "$EDGEGATE_BIN" "${1:-plain}"
+}
+
+# The price of authentication: the route behind a jwt authenticator (wrk sends a valid
+# RS256 or ES256 token) or behind basic auth (wrk sends the right password: hashed once,
+# then a cached credential).
+start_proxy_edgegate_jwt_rs256() { start_auth_row edgegate_jwt_rs256 bench_jwt "$RS256_HEADER" "${1:-plain}"; }
+start_proxy_edgegate_jwt_es256() { start_auth_row edgegate_jwt_es256 bench_jwt "$ES256_HEADER" "${1:-plain}"; }
+start_proxy_edgegate_basic() { start_auth_row edgegate_basic bench_basic "$BASIC_HEADER" "${1:-plain}"; }
+
+declare -A PROXY_HEADER=()       # proxy -> request header its load carries (auth rows)
+start_auth_row() {  # row-name authenticator header mode
+  local name=$1 auth=$2 header=$3 mode=$4 code
+  [[ -n $header ]] || die "$name: no credential made (make_auth_fixtures)"
+  ROW_ROUTE_EXTRA="auth = \"$auth\"" AUTH_TABLES=$(auth_tables) ROW_HEADER=$header \
+    start_edgegate_as "$name" "$EDGEGATE_BIN" "$mode"
+  # The row must really authenticate: without the credential, a 401.
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --cacert "$TLS_DIR/ca.pem" "${PROXY_URL[$name]}" || true)
+  [[ $code == 401 ]] || die "$name answered $code without a credential, not 401"
 }
 
 # What the tracing and access-log rows did besides serving, from their metrics and files,
@@ -583,6 +811,13 @@ note_edgegate_row() {  # row-name
       ROW_NOTES[$name]="requests $served, spans exported $(row_metric edgegate_tracing_spans_exported_total), dropped: queue_full $(row_metric 'edgegate_tracing_spans_dropped_total{reason="queue_full"}'), export_failed $(row_metric 'edgegate_tracing_spans_dropped_total{reason="export_failed"}')" ;;
     edgegate_logged)
       ROW_NOTES[$name]="requests $served, access log lines $(wc -l <"$TMP/logs/access.log" 2>/dev/null || echo 0), dropped $(row_metric edgegate_access_log_dropped_total)" ;;
+    edgegate_policy)
+      ROW_NOTES[$name]="requests $served, refused by the limit (must be 0): $(awk '/^edgegate_rate_limited_total\{/ { s += $2 } END { printf "%d", s }' <<<"$metrics"), by the access list (must be 0): $(awk '/^edgegate_access_denied_total\{/ { s += $2 } END { printf "%d", s }' <<<"$metrics")" ;;
+    edgegate_redis)
+      ROW_NOTES[$name]="requests $served, store errors (must be 0): $(row_metric edgegate_rate_limit_store_errors_total)" ;;
+    edgegate_jwt_*|edgegate_basic)
+      ROW_NOTES[$name]="requests $served, $(awk '/^edgegate_auth_total\{/ { match($0, /result="[a-z]+"/); r = substr($0, RSTART + 8, RLENGTH - 9); n[r] += $2 }
+        END { printf "auth allowed %d, denied %d, error %d", n["allowed"], n["denied"], n["error"] }' <<<"$metrics")" ;;
   esac
   log "$name: ${ROW_NOTES[$name]}"
 }
@@ -624,23 +859,25 @@ start_edgegate_as() {  # row-name binary mode
   mkdir -p "$d"
   # The extras (EDGEGATE_ROUTE_EXTRA, EDGEGATE_UPSTREAM_EXTRA) go to the "edgegate" row
   # only, so one run can compare a configured feature against the same binary without it.
-  local route_extra="" upstream_extra=""
+  local route_extra=${ROW_ROUTE_EXTRA:-} upstream_extra=""
   if [[ $name == edgegate ]]; then
-    route_extra=${EDGEGATE_ROUTE_EXTRA:-} upstream_extra=${EDGEGATE_UPSTREAM_EXTRA:-}
+    route_extra+=${EDGEGATE_ROUTE_EXTRA:+$'\n'$EDGEGATE_ROUTE_EXTRA} upstream_extra=${EDGEGATE_UPSTREAM_EXTRA:-}
   fi
   EDGEGATE_PORT=$port EDGEGATE_ADMIN_PORT=$admin_port ROUTE_EXTRA=$route_extra \
     UPSTREAM_EXTRA=$upstream_extra GATEWAY_EXTRA=${GATEWAY_EXTRA:-} ACCESS_LOG=${ACCESS_LOG:-off} \
+    MORE_ROUTES=${MORE_ROUTES:-} AUTH_TABLES=${AUTH_TABLES:-} \
     write_config_edgegate "$mode" 0 >"$d/edgegate.toml"
   "$bin" check --config "$d/edgegate.toml" >"$d/check.log" 2>&1 \
     || { cat "$d/check.log" >&2; die "$name check rejected $d/edgegate.toml"; }
   # The log goes elsewhere: edgegate watches its config file's directory, and a log
   # written there would make it look at the config again after every line.
   mkdir -p "$TMP/logs"
-  start_bg "$name" "$CPU_PROXY" "$TMP/logs/$name.log" \
+  start_bg "$name" "${EDGEGATE_CPUS:-$CPU_PROXY}" "$TMP/logs/$name.log" \
     env RUST_LOG="$EDGEGATE_RUST_LOG" "$bin" run --config "$d/edgegate.toml"
   PROXY_PID[$name]=$LAST_PID
   PROXY_URL[$name]="$scheme://127.0.0.1:$port/"
-  wait_http "${PROXY_URL[$name]}" "$LAST_PID" ok
+  PROXY_HEADER[$name]=${ROW_HEADER:-}
+  wait_http "${PROXY_URL[$name]}" "$LAST_PID" ok "${ROW_HEADER:-}"
   wait_http "http://127.0.0.1:$admin_port/readyz" "$LAST_PID"
   [[ $mode == tls ]] && tls_probe "$name" "$port"
   return 0
@@ -702,6 +939,17 @@ EOF
             proxy_set_header Connection "";
 EOF
   [[ $mode == reload ]] && echo "            add_header X-Reload $gen always;"
+  if [[ $mode == compress ]]; then
+    # What edgegate's compress = true does: compressible types from 1 KiB, Vary.
+    cat <<EOF
+            gzip on;
+            gzip_comp_level $NGINX_GZIP_LEVEL;
+            gzip_types application/json;
+            gzip_min_length 1024;
+            gzip_proxied any;
+            gzip_vary on;
+EOF
+  fi
   cat <<EOF
         }
     }
@@ -780,18 +1028,27 @@ start_proxy_haproxy() {
 stop_proxies() {
   local p
   for p in "${!PROXY_PID[@]}"; do
-    case "$p" in edgegate_traced|edgegate_logged) note_edgegate_row "$p" ;; esac
+    case "$p" in edgegate_traced|edgegate_logged|edgegate_jwt_*|edgegate_basic|edgegate_policy|edgegate_redis) note_edgegate_row "$p" ;; esac
   done
   for p in "${!PROXY_PID[@]}"; do
     stop_pid "${PROXY_PID[$p]}"
   done
-  PROXY_PID=(); PROXY_URL=()
+  PROXY_PID=(); PROXY_URL=(); PROXY_HEADER=()
 }
 
-# proxy_supports PROXY MODE: whether start_proxy_PROXY can run in MODE (plain, tls, reload).
+# proxy_supports PROXY MODE SCENARIO: whether start_proxy_PROXY can run in MODE (plain,
+# tls, reload) for SCENARIO. The auth rows measure requests on kept-alive connections:
+# a handshake scenario sends no credential.
 proxy_supports() {
+  if is_auth_row "$1"; then
+    case "${3:-}" in http_keepalive|https_keepalive|h2_tls) return 0 ;; *) return 1 ;; esac
+  fi
   case "$1:$2" in
     bare_pingora:reload|edgegate_base:reload|edgegate_traced:reload|edgegate_logged:reload) return 1 ;;
+    edgegate_policy:reload|edgegate_redis:reload) return 1 ;;
+    # compress_json compares compressing proxies: edgegate's codings and nginx's gzip.
+    edgegate:compress|edgegate_zstd:compress|edgegate_br:compress|nginx:compress) return 0 ;;
+    *:compress|edgegate_zstd:*|edgegate_br:*) return 1 ;;
     *) return 0 ;;
   esac
 }
@@ -805,11 +1062,11 @@ use_proxies() {
   local scen=$1 mode=$2 p
   SCEN_PROXIES=()
   for p in "${PROXY_LIST[@]}"; do
-    if proxy_supports "$p" "$mode"; then
+    if proxy_supports "$p" "$mode" "$scen"; then
       SCEN_PROXIES+=("$p")
     else
       SCEN_NA[$scen]+="$p "
-      log "[$scen] $p: n/a (it cannot run in $mode mode)"
+      log "[$scen] $p: n/a (it cannot run in $mode mode or this scenario)"
     fi
   done
   ((${#SCEN_PROXIES[@]})) || { log "[$scen] skipped: none of the proxies can run it"; return 1; }
@@ -859,11 +1116,25 @@ run_client() {
   return "$rc"
 }
 
-wrk_run() {  # duration url outfile
-  local dur=$1 url=$2 out=$3 secs
+# The request header of a run (wrk, h2load and curl), by precedence: the row's own (an
+# auth row's credential; edgegate_zstd asks for zstd), the scenario's (compress_json asks
+# for gzip), else the policy row's Origin for every row of a run that has that row.
+declare -A SC_HEADER=() SC_PATH=()
+LOAD_HEADER=
+request_header() {  # scenario proxy
+  if [[ -n ${PROXY_HEADER[$2]:-} ]]; then echo "${PROXY_HEADER[$2]}"
+  elif [[ -n ${SC_HEADER[$1]:-} ]]; then echo "${SC_HEADER[$1]}"
+  elif want edgegate_policy; then echo "Origin: $POLICY_ORIGIN"
+  fi
+}
+
+wrk_run() {  # duration url outfile [connections threads]
+  local dur=$1 url=$2 out=$3 conns=${4:-$CONNECTIONS} threads=${5:-$WRK_THREADS} secs
+  local -a header=()
+  [[ -n $LOAD_HEADER ]] && header=(-H "$LOAD_HEADER")
   secs=$(dur_secs "$dur")
   run_client "$out" $((secs + 30)) \
-    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$dur" --latency --timeout 2s "$url"
+    wrk -t"$threads" -c"$conns" -d"$dur" --latency --timeout 2s "${header[@]}" "$url"
 }
 
 to_ms() {  # wrk/h2load latency "1.23ms" / "850.00us" / "1.02s" -> ms
@@ -902,13 +1173,30 @@ parse_wrk() {
   P_LAT1=$(to_ms "$p99raw"); P_LAT2=$(to_ms "${avgraw:-x}")
 }
 
+# wrk at a light load (LAT_CONNECTIONS connections, one thread): latency that is the
+# request's own, not queueing. P_LAT1 = p50, P_LAT2 = p99.
+load_wrk_lat() {
+  local dur=$DURATION
+  [[ $1 == warmup ]] && dur=$WARMUP
+  wrk_run "$dur" "$2" "$3" "$LAT_CONNECTIONS" 1
+}
+parse_wrk_lat() {
+  parse_wrk "$1" || return 1
+  local p50raw
+  p50raw=$(awk '$1 == "50%" { print $2; exit }' "$1")
+  [[ -n $p50raw ]] || return 1
+  P_LAT2=$P_LAT1; P_LAT1=$(to_ms "$p50raw")
+}
+
 # h2load, HTTP/2 over TLS: H2_CLIENTS connections with H2_STREAMS streams each, for a
 # duration. P_LAT1/P_LAT2: mean and max "time for request" (h2load has no percentiles).
 load_h2load() {
   local secs=$DURATION_S
   [[ $1 == warmup ]] && secs=$WARMUP_S
+  local -a header=()
+  [[ -n $LOAD_HEADER ]] && header=(-H "$LOAD_HEADER")
   run_client "$3" $((secs + 30)) \
-    h2load -t"$H2LOAD_THREADS" -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$secs" "$2"
+    h2load -t"$H2LOAD_THREADS" -c"$H2_CLIENTS" -m"$H2_STREAMS" -D"$secs" "${header[@]}" "$2"
 }
 parse_h2load() {
   local out=$1 v
@@ -1005,16 +1293,25 @@ def_scenario tls_handshakes s_time "hs/s" "" "" 1000 "cpu s/1k hs" handshakes ""
   "new full TLS handshakes: $HS_CLIENTS x openssl s_time -new -time $DURATION_S (never resumed; one HTTP/1.0 request with Host per connection)"
 def_scenario tls_resumed_handshakes h2load_hs "hs/s" "" "" 1000 "cpu s/1k hs" handshakes http/1.1 \
   "new TLS connections, session resumed when the server offers it: h2load --h1 -H 'Connection: close' -c$HS_CONNECTIONS -n (DURATION at the warm-up rate)"
+def_scenario compress_json wrk "req/s" "p99 ms" "" 100000 "cpu s/100k" requests "" \
+  "a ${JSON_BYTES}-byte JSON answer compressed by the proxy (edgegate compress = true: gzip 6, br 4, zstd 3; nginx gzip_comp_level $NGINX_GZIP_LEVEL), Accept-Encoding gzip (zstd, br for their rows): wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION --latency"
+SC_PATH[compress_json]=bench.json
+SC_HEADER[compress_json]="Accept-Encoding: gzip"
+def_scenario global_limit wrk_lat "req/s" "p50 ms" "p99 ms" 100000 "cpu s/100k" requests "" \
+  "a light load for latency: wrk -t1 -c$LAT_CONNECTIONS -d$DURATION --latency; edgegate_redis checks a scope = \"global\" limit in a local redis-server on every request"
+def_scenario auth_flood flood "" "" "" 0 "" "" "" \
+  "$FLOOD_CONNECTIONS connections of wrong passwords (each new, bcrypt cost $BCRYPT_COST) on a basic-auth route of edgegate, while wrk -c$PROBE_CONNECTIONS -d$DURATION --latency measures a plain route on the same worker, alone and under the flood, $ROUNDS round(s)"
 def_scenario reload_under_load reload "" "" "" 0 "" "" "" \
   "$RELOADS config reloads every ${RELOAD_INTERVAL}s during wrk -t$WRK_THREADS -c$RELOAD_CONNECTIONS -d$RELOAD_DURATION --timeout 2s over keepalive connections (HTTP/1.1)"
 
 # measure SCENARIO ROUND PROXY: warm up, then one measured run; appends to RESULTS.
 measure() {
   local scen=$1 round=$2 proxy=$3 tool=${SC_TOOL[$1]:-wrk} per=${SC_PER[$1]:-100000}
-  local url=${PROXY_URL[$proxy]} root=${PROXY_PID[$proxy]}
+  local url=${PROXY_URL[$proxy]}${SC_PATH[$1]:-} root=${PROXY_PID[$proxy]}
   local out=$TMP/$tool.$scen.r$round.$proxy.txt
   local pids opids u0 u1 s0 s1 ou0 ou1 os0 os1 a0 a1 t0 t1
   alive "$root" || die "$proxy (pid $root) is not running"
+  LOAD_HEADER=$(request_header "$scen" "$proxy")
   read -r -a pids <<<"$(proc_tree "$root")"
   read -r -a opids <<<"$(proc_tree "$ORIGIN_PID")"
 
@@ -1061,12 +1358,12 @@ print_round_table() {  # scenario round
   local -a tv; mapfile -t tv < <(table_vars "$1")
   awk -F'\t' -v s="$1" -v r="$2" "${tv[@]}" '
     BEGIN { printf "\n[%s] round %s\n", s, r
-            printf "  %-12s %12s", "proxy", rl
+            printf "  %-18s %12s", "proxy", rl
             if (l1 != "") printf " %9s", l1
             if (l2 != "") printf " %9s", l2
             printf " %8s %11s %13s %13s %13s %7s %18s %9s %7s\n", "cpu s", cl, pl, ul, sl, "cpu %", "origin " pl, "up conns", "errors" }
     $1 == s && $2 == r {
-            printf "  %-12s %12.0f", $3, $4
+            printf "  %-18s %12.0f", $3, $4
             if (l1 != "") printf " %9.3f", $5
             if (l2 != "") printf " %9.3f", $12
             printf " %8.2f %11d %13.4f %13.4f %13.4f %7.1f %18.4f %9d %7d\n", $6, $7, $8, $14, $15, $13, $9, $10, $11 }' "$RESULTS"
@@ -1318,6 +1615,34 @@ scenario_tls_resumed_handshakes() {
   stop_proxies
 }
 
+# A compressed 20 KiB JSON answer: edgegate's codings against nginx's gzip. Each row's
+# coding and size are checked (and noted) first, so a row that did not compress cannot
+# pass for a cheap one.
+declare -A COMPRESSED_SIZE=()
+scenario_compress_json() {
+  start_proxies compress_json compress || return 0
+  local p header size encoding
+  for p in "${SCEN_PROXIES[@]}"; do
+    header=$(request_header compress_json "$p")
+    encoding=$(curl -s -o "$TMP/compressed.body" -D - --max-time 2 -H "$header" "${PROXY_URL[$p]}bench.json" \
+      | awk -F': *' 'tolower($1) == "content-encoding" { gsub(/\r/, "", $2); print $2; exit }')
+    size=$(wc -c <"$TMP/compressed.body")
+    [[ -n $encoding && $encoding == "${header#Accept-Encoding: }" ]] \
+      || die "$p: asked with '$header', answered with content-encoding '${encoding:-none}'"
+    COMPRESSED_SIZE[$p]="$encoding: $size of $JSON_BYTES bytes (ratio $(awk -v a="$JSON_BYTES" -v b="$size" 'BEGIN { printf "%.2f", a / b }'))"
+    log "compress_json $p: ${COMPRESSED_SIZE[$p]}"
+  done
+  run_rounds compress_json
+  stop_proxies
+}
+
+# The latency a Redis-shared limit adds (one store round trip), at a light load.
+scenario_global_limit() {
+  start_proxies global_limit plain || return 0
+  run_rounds global_limit
+  stop_proxies
+}
+
 # Config reloads under keepalive load: client-visible errors per proxy.
 scenario_reload_under_load() {
   use_proxies reload_under_load reload || return 0
@@ -1343,6 +1668,110 @@ scenario_reload_under_load() {
 }
 
 # ----------------------------------------------------------------------------------------
+# auth_flood: FLOOD_CONNECTIONS keepalive connections send wrong passwords, each one new
+# (so no credential is ever cached), to a basic-auth route (/flood/) of one edgegate,
+# while a second wrk (PROBE_CONNECTIONS) measures a plain route of the same worker: its
+# p99 alone, then under the flood. Every wrong password costs a bcrypt check (cost
+# BCRYPT_COST) on the blocking pool; what this shows is whether the worker's event loop
+# keeps serving the other route meanwhile. edgegate runs on FLOOD_CPU_PROXY (default:
+# the same CPU as always, so the hashing threads compete with the worker for it).
+# ----------------------------------------------------------------------------------------
+FLOOD_RESULTS=$TMP/flood.tsv   # round quiet_rps quiet_p99ms flood_rps flood_p99ms probe_errors flood_requests flood_non2xx flood_timeouts denied error
+: >"$FLOOD_RESULTS"
+
+write_flood_lua() {
+  cat >"$TMP/flood.lua" <<'EOF'
+-- Wrong passwords for user "bench", a new one on every request.
+local chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local function b64(data)
+  local out = {}
+  for i = 1, #data, 3 do
+    local a, b, c = data:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local d = { math.floor(n / 262144) % 64, math.floor(n / 4096) % 64, math.floor(n / 64) % 64, n % 64 }
+    out[#out + 1] = chars:sub(d[1] + 1, d[1] + 1) .. chars:sub(d[2] + 1, d[2] + 1)
+      .. (b and chars:sub(d[3] + 1, d[3] + 1) or "=") .. (c and chars:sub(d[4] + 1, d[4] + 1) or "=")
+  end
+  return table.concat(out)
+end
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+local n = 0
+function request()
+  n = n + 1
+  local credential = "bench:wrong-" .. tostring(tid) .. "-" .. n
+  return wrk.format("GET", "/flood/", { ["Authorization"] = "Basic " .. b64(credential) })
+end
+EOF
+}
+
+# flood_auth_count RESULT: edgegate_auth_total{route="flood",result=RESULT} now.
+flood_auth_count() {
+  curl -s --max-time 2 "http://127.0.0.1:$EDGEGATE_ADMIN_PORT/metrics" \
+    | awk -v want="result=\"$1\"" '/^edgegate_auth_total\{/ && /route="flood"/ && index($0, want) { n += $2 } END { printf "%d", n }'
+}
+
+# probe_run OUT: the plain route alone, PROBE_CONNECTIONS connections for DURATION.
+probe_run() {
+  local threads=$WRK_THREADS
+  ((threads <= PROBE_CONNECTIONS)) || threads=$PROBE_CONNECTIONS
+  run_client "$1" $((DURATION_S + 30)) \
+    wrk -t"$threads" -c"$PROBE_CONNECTIONS" -d"$DURATION" --latency --timeout 2s "${PROXY_URL[edgegate]}"
+}
+
+scenario_auth_flood() {
+  if ! want edgegate; then
+    SCEN_NA[auth_flood]="${PROXY_LIST[*]}"
+    log "[auth_flood] skipped: it measures the edgegate row, and PROXIES does not name it"
+    return 0
+  fi
+  start_origin
+  write_flood_lua
+  LOAD_HEADER=
+  MORE_ROUTES=$(printf '\n[[routes]]\nname = "flood"\npath_prefix = "/flood"\nupstream = "origin"\nauth = "bench_basic"\n') \
+    AUTH_TABLES=$(auth_tables) EDGEGATE_CPUS=${FLOOD_CPU_PROXY:-$CPU_PROXY} \
+    start_edgegate_as edgegate "$EDGEGATE_BIN" plain
+  local flood_url="${PROXY_URL[edgegate]}flood/" code
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$flood_url" || true)
+  [[ $code == 401 ]] || die "the flood route answered $code without a credential, not 401"
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "$BASIC_HEADER" "$flood_url" || true)
+  [[ $code == 200 ]] || die "the flood route answered $code to the right password, not 200"
+  local r quiet flood fout flood_pid d0 d1 e0 e1 qrate qp99 qerr frate fp99 ferr
+  for ((r = 1; r <= ROUNDS; r++)); do
+    log "[auth_flood] round $r/$ROUNDS: the plain route alone (load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null))"
+    quiet=$TMP/wrk.auth_flood.r$r.quiet.txt
+    probe_run "$quiet" || die "the probe wrk failed: $(tail -n 3 "$quiet")"
+    parse_wrk "$quiet" || { tail -n 30 "$quiet" >&2; die "could not parse $quiet"; }
+    qrate=$P_RATE qp99=$P_LAT1 qerr=$P_ERRS
+    d0=$(flood_auth_count denied); e0=$(flood_auth_count error)
+    fout=$TMP/wrk.auth_flood.r$r.flood.txt
+    log "[auth_flood] round $r: $FLOOD_CONNECTIONS connections of wrong passwords on /flood/, and the plain route again"
+    start_bg flood "$CPU_WRK" "$fout" timeout -k 5 $((WARMUP_S + DURATION_S + 40)) \
+      wrk -t1 -c"$FLOOD_CONNECTIONS" -d$((WARMUP_S + DURATION_S + 1))s --latency --timeout 10s \
+      -s "$TMP/flood.lua" "$flood_url"
+    flood_pid=$LAST_PID
+    sleep "$WARMUP_S"
+    flood=$TMP/wrk.auth_flood.r$r.probe.txt
+    probe_run "$flood" || die "the probe wrk failed under the flood: $(tail -n 3 "$flood")"
+    wait "$flood_pid" || log "warning: the flood wrk exited with $?"
+    parse_wrk "$flood" || { tail -n 30 "$flood" >&2; die "could not parse $flood"; }
+    frate=$P_RATE fp99=$P_LAT1 ferr=$P_ERRS
+    d1=$(flood_auth_count denied); e1=$(flood_auth_count error)
+    local freqs fnon2xx ftimeouts
+    freqs=$(awk '/ requests in / { print $1; exit }' "$fout"); freqs=${freqs:-0}
+    fnon2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF; exit }' "$fout"); fnon2xx=${fnon2xx:-0}
+    ftimeouts=$(awk '/Socket errors:/ { gsub(/,/, ""); print $NF; exit }' "$fout"); ftimeouts=${ftimeouts:-0}
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$qrate" "$qp99" "$frate" "$fp99" "$((qerr + ferr))" \
+      "$freqs" "$fnon2xx" "$ftimeouts" "$((d1 - d0))" "$((e1 - e0))" >>"$FLOOD_RESULTS"
+    log "[auth_flood] round $r: plain route p99 ${qp99} ms alone, ${fp99} ms under the flood ($freqs flood requests answered, $((d1 - d0)) refused, $((e1 - e0)) errors)"
+  done
+  stop_proxies
+}
+
+# ----------------------------------------------------------------------------------------
 # Summary
 # ----------------------------------------------------------------------------------------
 version_of() {
@@ -1351,6 +1780,12 @@ version_of() {
     edgegate_base) "$EDGEGATE_BASE_BIN" --version 2>&1 | head -n 1 || true ;;
     edgegate_traced) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), [gateway.tracing] sample_ratio 1.0 to a local nginx sink" ;;
     edgegate_logged) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), access_log to a file" ;;
+    edgegate_policy) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), route with: $(tr '\n' ' ' <<<"$POLICY_ROUTE")" ;;
+    edgegate_zstd|edgegate_br) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), compress = true, asked for ${1#edgegate_} (n/a outside compress_json)" ;;
+    edgegate_redis) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), a scope = \"global\" rate_limit in $(redis-server --version 2>/dev/null | awk '{ print $1, $2, $3 }') on 127.0.0.1" ;;
+    edgegate_jwt_rs256|edgegate_jwt_es256)
+      echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), the route behind jwt (JWKS file), ${1#edgegate_jwt_} tokens" ;;
+    edgegate_basic) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), the route behind basic auth (bcrypt cost $BCRYPT_COST), a cached credential" ;;
     bare_pingora)
       echo "examples/bare_pingora.rs ($BARE_PINGORA_BIN), pingora $(awk '$0 == "name = \"pingora\"" { getline; gsub(/"/, "", $3); print $3; exit }' "$REPO/Cargo.lock" 2>/dev/null)" ;;
     nginx) nginx -v 2>&1 | head -n 1 || true ;;
@@ -1378,18 +1813,18 @@ summarize_rates() {  # scenario
               up[$3] += $10; err[$3] += $11; nr[$3]++ }
     END {
       split(na, nalist, " "); for (k in nalist) isna[nalist[k]] = 1
-      printf "  %-12s %12s", "proxy", rl
+      printf "  %-18s %12s", "proxy", rl
       if (l1 != "") printf " %9s", l1
       if (l2 != "") printf " %9s", l2
       printf " %12s %12s %12s %7s %13s %7s\n", pl, ul, sl, "cpu %", "new up conns", "errors"
       n = split(order, names, " ")
       for (i = 1; i <= n; i++) {
         p = names[i]
-        if (p in isna) { printf "  %-12s %12s   (cannot run this scenario)\n", p, "n/a"; continue }
+        if (p in isna) { printf "  %-18s %12s   (cannot run this scenario)\n", p, "n/a"; continue }
         if (!(p in nr)) continue
         R[p] = median(rps[p]); L1[p] = median(lat1[p]); L2[p] = median(lat2[p]); C[p] = median(cpu[p]); P[p] = median(pct[p])
         U[p] = median(ucpu[p]); S[p] = median(scpu[p])
-        printf "  %-12s %12.0f", p, R[p]
+        printf "  %-18s %12.0f", p, R[p]
         if (l1 != "") printf " %9.3f", L1[p]
         if (l2 != "") printf " %9.3f", L2[p]
         printf " %12.4f %12.4f %12.4f %7.1f %13d %7d\n", C[p], U[p], S[p], P[p], up[p], err[p]
@@ -1399,21 +1834,64 @@ summarize_rates() {  # scenario
       printf "   cpu %%: the proxy'"'"'s CPU time over wall time, 100 = one CPU busy;\n"
       printf "   new up conns: connections opened to the origin during the measured runs, all rounds; errors: all rounds)\n"
       if ("edgegate" in nr) {
-        printf "\n  %-21s %12s", "ratio", rl
+        printf "\n  %-27s %12s", "ratio", rl
         if (l1 != "") printf " %9s", l1
         if (l2 != "") printf " %9s", l2
         printf " %12s %12s %12s\n", pl, ul, sl
         for (i = 1; i <= n; i++) {
           p = names[i]; if (p == "edgegate" || !(p in nr)) continue
-          printf "  %-21s %12s", "edgegate/" p, ratio(R["edgegate"], R[p])
+          printf "  %-27s %12s", "edgegate/" p, ratio(R["edgegate"], R[p])
           if (l1 != "") printf " %9s", ratio(L1["edgegate"], L1[p])
           if (l2 != "") printf " %9s", ratio(L2["edgegate"], L2[p])
           printf " %12s %12s %12s\n", ratio(C["edgegate"], C[p]), ratio(U["edgegate"], U[p]), ratio(S["edgegate"], S[p])
         }
         printf "  (%s: higher is better; %s%s: lower is better)\n", rl, (l1 != "" ? "latency and " : ""), "CPU"
       }
+      for (i = 1; i <= n; i++) {
+        p = names[i]
+        if (p ~ /^edgegate_(jwt_|basic)/ && (p in nr) && ("edgegate" in nr) && C["edgegate"] + 0 > 0)
+          printf "  %s: %+.1f%% CPU per request against the edgegate row (bar: at most +10%%)\n", p, 100 * (C[p] / C["edgegate"] - 1)
+      }
       for (p in err) if (err[p] > 0) printf "  WARNING: %s had %d errors/non-2xx responses; its numbers are suspect\n", p, err[p]
     }' "$RESULTS"
+}
+
+# global_limit: what the store adds, edgegate_redis minus edgegate (medians).
+summarize_added_latency() {
+  awk -F'\t' '
+    function median(list,   a, n, i, j, t) {
+      n = split(list, a, " ")
+      for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    $1 == "global_limit" && ($3 == "edgegate" || $3 == "edgegate_redis") { p50[$3] = p50[$3] " " $5; p99[$3] = p99[$3] " " $12 }
+    END {
+      if (!("edgegate" in p50) || !("edgegate_redis" in p50)) exit
+      printf "  added by the Redis-shared limit (edgegate_redis - edgegate, medians): p50 %+.3f ms, p99 %+.3f ms\n",
+        median(p50["edgegate_redis"]) - median(p50["edgegate"]), median(p99["edgegate_redis"]) - median(p99["edgegate"])
+    }' "$RESULTS"
+}
+
+summarize_flood() {
+  awk -F'\t' -v fc="$FLOOD_CONNECTIONS" -v pc="$PROBE_CONNECTIONS" '
+    function median(list,   a, n, i, j, t) {
+      n = split(list, a, " ")
+      for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      if (n == 0) return "nan"
+      return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    { nr++; qr = qr " " $2; qp = qp " " $3; fr = fr " " $4; fp = fp " " $5; perr += $6
+      freq += $7; fnon += $8; fto += $9; den += $10; err += $11
+      if ($5 + 0 > worst + 0) worst = $5 }
+    END {
+      if (!nr) { print "  (no round ran)"; exit }
+      printf "  %-28s %12s %9s\n", "plain route (probe)", "req/s", "p99 ms"
+      printf "  %-28s %12.0f %9.3f\n", "alone", median(qr), median(qp)
+      printf "  %-28s %12.0f %9.3f\n", "under the flood", median(fr), median(fp)
+      printf "  (medians over %d round(s); the worst round under the flood: p99 %.3f ms; probe errors, all rounds: %d)\n", nr, worst, perr
+      printf "  flood, all rounds: %d answers (%d non-2xx), %d wrk socket errors/timeouts; edgegate counted %d refused (401) and %d errors (503: no place in the hashing pool in time)\n", freq, fnon, fto, den, err
+      printf "  bar: the plain route keeps p99 under 5 ms during the flood: %s\n", (median(fp) + 0 < 5 && perr == 0) ? "met" : "NOT met"
+    }' "$FLOOD_RESULTS"
 }
 
 summarize_reload() {
@@ -1474,15 +1952,28 @@ summarize() {
       if [[ $scen == reload_under_load ]]; then
         echo "scenario $scen — ${SC_DESC[$scen]}, $ROUNDS round(s)"
         summarize_reload
+      elif [[ $scen == auth_flood ]]; then
+        echo "scenario $scen — ${SC_DESC[$scen]}"
+        summarize_flood
       else
         echo "scenario $scen — median over $ROUNDS round(s)"
         echo "  load: ${SC_DESC[$scen]:-}"
         summarize_rates "$scen"
+        if [[ $scen == compress_json ]]; then
+          for p in "${PROXY_LIST[@]}"; do
+            [[ -n ${COMPRESSED_SIZE[$p]:-} ]] && echo "  $p answer: ${COMPRESSED_SIZE[$p]}"
+          done
+        fi
+        [[ $scen == global_limit ]] && summarize_added_latency
       fi
     done
     echo
     echo "per-run results (scenario round proxy rate lat1_ms cpu_s count cpu_per_unit origin_cpu_per_unit upstream_conns errors lat2_ms cpu_pct user_cpu_per_unit sys_cpu_per_unit):"
     sed 's/^/  /' "$RESULTS"
+    if [[ -s $FLOOD_RESULTS ]]; then
+      echo "auth_flood rounds (round quiet_rps quiet_p99ms flood_rps flood_p99ms probe_errors flood_answers flood_non2xx flood_socket_errors refused errors):"
+      sed 's/^/  /' "$FLOOD_RESULTS"
+    fi
     if [[ -s $RELOAD_RESULTS ]]; then
       echo "reload runs (scenario round proxy requests req/s p99ms connect read write timeout non2xx errors applied/sent generation served_x_reload max_x_reload_seen_under_load):"
       sed 's/^/  /' "$RELOAD_RESULTS"
@@ -1509,6 +2000,7 @@ main() {
   ensure_edgegate
   ensure_bare_pingora
   make_certs
+  if wants_auth; then make_auth_fixtures; fi
   log "proxies: ${PROXY_LIST[*]}; scenarios: $SCENARIOS; duration $DURATION x $ROUNDS round(s); tmp $TMP"
   for scen in $SCENARIOS; do
     "scenario_$scen"

@@ -73,8 +73,10 @@ pub enum AuthKind {
 pub struct BasicAuth {
     pub realm: String,
     /// The users file as read when the config was loaded (a reload compares it by
-    /// content, so an edited file is a change).
-    pub users_file: TlsFile,
+    /// content, so an edited file is a change). `None` for users from a cluster Secret:
+    /// the cluster watch follows those, and no file on disk stands behind them for the
+    /// file watcher or a reload's fingerprint to read.
+    pub users_file: Option<TlsFile>,
     /// User name and its hash, checked at load to be bcrypt or argon2.
     pub users: Arc<[(String, String)]>,
 }
@@ -121,7 +123,7 @@ impl Config {
     /// is a change to the config.
     pub fn auth_files(&self) -> impl Iterator<Item = &TlsFile> {
         self.auth.iter().filter_map(|a| match &a.kind {
-            AuthKind::Basic(basic) => Some(&basic.users_file),
+            AuthKind::Basic(basic) => basic.users_file.as_ref(),
             AuthKind::Jwt(JwtAuth {
                 jwks: JwksSource::File(file),
                 ..
@@ -403,7 +405,17 @@ pub struct Route {
     pub policy: Option<Arc<RoutePolicy>>,
     /// Response compression; `None` leaves bodies as the upstream sent them.
     pub compress: Option<Compress>,
+    /// A shadow upstream that gets a copy of some requests; its answers are discarded.
+    pub mirror: Option<Mirror>,
     pub location: Location,
+}
+
+/// `mirror` on a route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mirror {
+    pub upstream: Name,
+    /// The share of requests copied, 0 to 100.
+    pub percent: f64,
 }
 
 /// `compress` on a route.

@@ -202,6 +202,16 @@ pub struct Route {
     pub cors: Option<Spanned<Cors>>,
     /// `true`, or `{ algorithms = [...], min_size = "1KiB" }`.
     pub compress: Option<Spanned<toml::Value>>,
+    pub mirror: Option<Spanned<Mirror>>,
+}
+
+/// `mirror = { upstream = "shadow", percent = 10 }` on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub upstream: Text,
+    /// A number from 0 to 100 (fractions allowed); 100 when left out.
+    pub percent: Option<Spanned<toml::Value>>,
 }
 
 /// One of a route's weighted `backends`.

@@ -62,6 +62,9 @@ pub struct RequestContext {
     pub compressed: Option<crate::config::model::Encoding>,
     /// The response body's encoder (pingora's path), when the answer is compressed.
     pub encoder: Option<super::compress::Encoder>,
+    /// The copy of this request for the route's mirror, until its body is whole and it
+    /// is sent.
+    pub mirror: Option<super::mirror::Copy>,
     /// Traffic policy refused the request (counted when it is recorded).
     pub refusal: Option<super::policy::Refusal>,
     /// The rate-limit store failed this request (counted when it is recorded).
@@ -135,6 +138,7 @@ impl RequestContext {
             compression: None,
             encoder: None,
             compressed: None,
+            mirror: None,
             refusal: None,
             store_error: false,
             body_bytes: 0,

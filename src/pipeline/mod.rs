@@ -8,6 +8,7 @@
 //!    -> Decision: Answer(LocalAnswer) | Forward(plan)
 //! plan: the pool, the normalised path, the upstream Host, tunnel or not
 //!       + UpstreamHeaders / ResponseHeaders (header plans) + the retry policy
+//!       + the mirror copy (in the context; renderers feed it the body, then send it)
 //! renderers: h1 (bytes in its buffers), proxy (pingora's header maps)
 //! ```
 //!
@@ -30,6 +31,7 @@ pub mod gates;
 pub mod headers;
 pub mod http_path;
 pub mod hygiene;
+pub mod mirror;
 pub mod policy;
 pub mod serving;
 
@@ -136,11 +138,15 @@ pub async fn decide<'a, F: Fields + Sync>(
     let Some(pool) = work.pool else {
         return Decision::Answer(LocalAnswer::failure(Failure::Internal));
     };
+    let host = Some(work.raw_host).filter(|h| !h.is_empty());
+    if !work.tunnel && ctx.route.as_ref().is_some_and(|r| r.mirror.is_some()) {
+        ctx.mirror = mirror::choose(request, ctx, &work.path, work.query, host);
+    }
     Decision::Forward(Forward {
         pool,
         path: work.path,
         query: work.query,
-        host: Some(work.raw_host).filter(|h| !h.is_empty()),
+        host,
         tunnel: work.tunnel,
     })
 }

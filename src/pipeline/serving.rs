@@ -27,7 +27,8 @@ pub struct Core {
 pub struct Exchange<'a> {
     pub status: u16,
     pub method: &'a http::Method,
-    pub path: &'a str,
+    /// Owned when the renderer already made a copy for the record (no second one).
+    pub path: std::borrow::Cow<'a, str>,
     pub client: Option<SocketAddr>,
     /// Response body bytes sent to the client.
     pub bytes_sent: u64,
@@ -104,6 +105,20 @@ impl Core {
         }
     }
 
+    /// Feeds the request's mirror copy (if it has one) a piece of the body as the
+    /// upstream gets it; at the body's `end` the copy leaves, without waiting for it.
+    pub fn mirror_body(&self, ctx: &mut RequestContext, piece: &[u8], end: bool) {
+        let Some(copy) = ctx.mirror.as_mut() else {
+            return;
+        };
+        copy.feed(piece);
+        if end {
+            if let Some(copy) = ctx.mirror.take() {
+                super::mirror::send(&self.metrics, copy);
+            }
+        }
+    }
+
     /// Logs a request that failed with a gateway error, the same way on both paths.
     pub fn log_failure(&self, ctx: &RequestContext, status: u16, error: &dyn std::fmt::Display) {
         tracing::warn!(
@@ -121,7 +136,9 @@ impl Core {
     /// Counts a finished request, writes its access log line and hands its span to the
     /// exporter: the one place both request paths report a request, so the metrics, the
     /// log and the trace always describe the same requests.
-    pub fn record(&self, ctx: &RequestContext, exchange: &Exchange<'_>) {
+    /// The request is over: its owned fields move into the record instead of being
+    /// copied.
+    pub fn record(&self, ctx: &mut RequestContext, exchange: Exchange<'_>) {
         let elapsed = ctx.started.elapsed();
         let (route, upstream) = (ctx.route_name(), ctx.upstream_name());
         let code = crate::telemetry::metrics::status_code(exchange.status);
@@ -183,15 +200,15 @@ impl Core {
             listener: ctx.listener.clone(),
             client: exchange.client,
             method: exchange.method.clone(),
-            host: ctx.host.clone(),
-            path: exchange.path.to_string(),
+            host: std::mem::take(&mut ctx.host),
+            path: exchange.path.into_owned(),
             status: exchange.status,
             route: ctx.route.as_ref().map(|r| r.name.clone()),
             upstream: ctx.pool.as_ref().map(|p| p.name().clone()),
             endpoint: ctx.endpoint,
             bytes_sent: exchange.bytes_sent,
             duration: elapsed,
-            request_id: ctx.request_id.clone(),
+            request_id: std::mem::take(&mut ctx.request_id),
             trace: ctx.trace,
             auth: ctx.auth.clone(),
         });

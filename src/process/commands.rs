@@ -286,6 +286,12 @@ fn route(args: &RouteArgs) -> ExitCode {
             println!("policy: {line}");
         }
     }
+    if let Some(mirror) = &winner.mirror {
+        println!(
+            "mirror: {}% of requests copied to {} (answers discarded)",
+            mirror.percent, mirror.upstream
+        );
+    }
     if path != raw_path {
         println!("raw-path: {raw_path} (normalised to {path} before routing)");
     }

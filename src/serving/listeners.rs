@@ -445,8 +445,12 @@ async fn serve_connection<A: ServerApp + Send + Sync + 'static>(
                         .with_label_values(&[&**name, "success"])
                         .inc();
                     let h2 = tls_stream.selected_alpn_proto() == Some(pingora::protocols::ALPN::H2);
-                    if let (false, Some(engine)) = (h2, &serving.h1) {
-                        crate::serving::h1::serve(engine, tls_stream, info).await;
+                    if let Some(engine) = &serving.h1 {
+                        if h2 {
+                            engine.serve_h2(tls_stream, bytes::Bytes::new(), info).await;
+                        } else {
+                            crate::serving::h1::serve(engine, tls_stream, info).await;
+                        }
                         return;
                     }
                     Box::new(tls_stream)

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod buffered_io;
 pub mod h1;
+pub mod h2;
 pub mod listeners;
 pub mod proxy;
 pub mod upgrade;

@@ -9,7 +9,7 @@ pub mod tls;
 mod gauges_tests;
 pub mod tcp_router;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -141,6 +141,42 @@ pub struct Snapshot {
     /// `[gateway.rate_limit_store]`, kept (with its connection) while its settings do not
     /// change.
     pub rate_limit_store: Option<Arc<Store>>,
+    /// Listeners with a route to an upstream over TLS or HTTP/2. edgegate's HTTP/2 loop
+    /// forwards over its plain HTTP/1.1 connections only; an HTTP/2 client of one of
+    /// these listeners is served whole by pingora-proxy, which keeps those upstream
+    /// sessions (a connection cannot change hands between its streams).
+    pub h2_by_pingora: Arc<HashSet<Name>>,
+}
+
+/// The listeners of `config` with a route that can reach an upstream over TLS or HTTP/2.
+fn h2_by_pingora(config: &Config) -> HashSet<Name> {
+    let special: HashSet<&str> = config
+        .upstreams
+        .iter()
+        .filter(|u| u.tls.is_some() || u.http2)
+        .map(|u| &*u.name)
+        .collect();
+    if special.is_empty() {
+        return HashSet::new();
+    }
+    let reaches_special = |route: &crate::config::model::Route| match &route.action {
+        crate::config::model::Action::Upstream(name) => special.contains(&**name),
+        crate::config::model::Action::Weighted(backends) => backends
+            .iter()
+            .any(|b| b.upstream.as_ref().is_some_and(|n| special.contains(&**n))),
+        _ => false,
+    };
+    config
+        .listeners
+        .iter()
+        .filter(|l| {
+            config
+                .routes
+                .iter()
+                .any(|r| r.applies_to_listener(&l.name) && reaches_special(r))
+        })
+        .map(|l| l.name.clone())
+        .collect()
 }
 
 /// The local limiters of `config`'s routes, taking over `previous` ones whose limit did
@@ -247,6 +283,7 @@ impl Snapshot {
             .collect();
         let auth = Arc::new(Authenticators::compile(&config, previous.map(|p| &*p.auth)));
         Snapshot {
+            h2_by_pingora: Arc::new(h2_by_pingora(&config)),
             generation,
             limiters: limiters(&config, previous),
             rate_limit_store: rate_limit_store(&config, previous),
@@ -305,6 +342,7 @@ impl Snapshot {
             auth: self.auth.clone(),
             limiters: self.limiters.clone(),
             rate_limit_store: self.rate_limit_store.clone(),
+            h2_by_pingora: self.h2_by_pingora.clone(),
         })
     }
 }

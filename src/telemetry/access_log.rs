@@ -174,6 +174,7 @@ impl Writer {
         sink: Box<dyn Write + Send>,
     ) {
         let mut out = std::io::BufWriter::new(sink);
+        let mut clock = SecondClock::default();
         // Reused for every line's formatted fields.
         let (mut client, mut endpoint, mut trace_id) =
             (String::new(), String::new(), String::new());
@@ -197,9 +198,7 @@ impl Writer {
                     next = receiver.try_recv().ok();
                     continue;
                 };
-                let time = time::OffsetDateTime::from(time)
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default();
+                let time = clock.format(time);
                 fill(&mut client, record.client.as_ref().map(|a| a as _));
                 fill(&mut endpoint, record.endpoint.as_ref().map(|a| a as _));
                 trace_id.clear();
@@ -230,6 +229,62 @@ impl Writer {
                 next = receiver.try_recv().ok();
             }
             let _ = out.flush();
+        }
+    }
+}
+
+/// RFC 3339 UTC timestamps with the date and time of day formatted once per second: a
+/// busy log writes thousands of lines a second, and formatting a calendar date is most
+/// of a line's cost.
+#[derive(Default)]
+struct SecondClock {
+    second: u64,
+    /// `YYYY-MM-DDTHH:MM:SS` of `second`.
+    prefix: String,
+}
+
+impl SecondClock {
+    fn format(&mut self, at: SystemTime) -> String {
+        let since = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        if self.prefix.is_empty() || since.as_secs() != self.second {
+            self.second = since.as_secs();
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(self.second);
+            let formatted = time::OffsetDateTime::from(whole)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            // Whole seconds format as `...:SSZ`.
+            self.prefix = formatted.trim_end_matches('Z').to_string();
+        }
+        let mut line = String::with_capacity(self.prefix.len() + 11);
+        line.push_str(&self.prefix);
+        let _ = write!(line, ".{:06}Z", since.subsec_micros());
+        line
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_match_a_full_format_to_the_microsecond() {
+        let mut clock = SecondClock::default();
+        for offset_micros in [0u64, 1, 999_999, 1_000_000, 86_400_000_123] {
+            let at = SystemTime::UNIX_EPOCH
+                + Duration::from_micros(1_765_000_000_000_000 + offset_micros);
+            let full = time::OffsetDateTime::from(at)
+                .format(&time::format_description::well_known::Rfc3339)
+                .expect("format");
+            let ours = clock.format(at);
+            let parsed =
+                time::OffsetDateTime::parse(&ours, &time::format_description::well_known::Rfc3339)
+                    .expect("ours parses as RFC 3339");
+            let reference =
+                time::OffsetDateTime::parse(&full, &time::format_description::well_known::Rfc3339)
+                    .expect("reference parses");
+            assert_eq!(parsed, reference, "{ours} vs {full}");
         }
     }
 }

@@ -170,6 +170,9 @@ pub struct Metrics {
     pub rate_limit_store_errors: IntCounter,
     /// `edgegate_compressed_responses_total{route,encoding}`: answers the gateway encoded.
     pub compressed_responses: IntCounterVec,
+    /// `edgegate_mirror_requests_total{route,result}`: request copies for a route's
+    /// mirror, by what became of them (`sent`, `failed`, `dropped`, `too_large`).
+    pub mirror_requests: IntCounterVec,
     /// `edgegate_tcp_connections_total{listener,route,upstream}`: connections relayed
     /// whole (tcp listeners and TLS passthrough), counted when their route is chosen.
     pub tcp_connections: IntCounterVec,
@@ -406,6 +409,14 @@ impl Metrics {
             &["route", "encoding"],
         )
         .expect("valid metric");
+        let mirror_requests = IntCounterVec::new(
+            Opts::new(
+                "edgegate_mirror_requests_total",
+                "Request copies for route mirrors: sent (the mirror answered), failed, dropped (too many in flight) or too_large (body over the copy limit).",
+            ),
+            &["route", "result"],
+        )
+        .expect("valid metric");
         let tcp_connections = IntCounterVec::new(
             Opts::new(
                 "edgegate_tcp_connections_total",
@@ -468,6 +479,7 @@ impl Metrics {
             Box::new(rate_limited.clone()),
             Box::new(rate_limit_store_errors.clone()),
             Box::new(compressed_responses.clone()),
+            Box::new(mirror_requests.clone()),
             Box::new(tcp_connections.clone()),
             Box::new(tcp_bytes.clone()),
             Box::new(tcp_connections_active.clone()),
@@ -516,6 +528,7 @@ impl Metrics {
             rate_limited,
             rate_limit_store_errors,
             compressed_responses,
+            mirror_requests,
             tcp_connections,
             tcp_bytes,
             tcp_connections_active,
@@ -667,6 +680,7 @@ impl Metrics {
         forget(&self.access_denied, &["route"], &known);
         forget(&self.rate_limited, &["route"], &known);
         forget(&self.compressed_responses, &["route", "encoding"], &known);
+        forget(&self.mirror_requests, &["route", "result"], &known);
         forget(&self.upstream_duration, &["upstream"], &known);
         forget(&self.tls_handshakes, &["listener", "result"], &known);
         forget(

@@ -521,3 +521,41 @@ respond = { status = 200, body = "x" }
         "{out}"
     );
 }
+
+#[test]
+fn route_shows_the_mirror_and_check_refuses_mirrors_it_cannot_send() {
+    let upstreams = "[upstreams.api]\nendpoints = [\"127.0.0.1:1\"]\n\
+                     [upstreams.shadow]\nendpoints = [\"127.0.0.1:2\"]\n\
+                     [upstreams.secure]\nendpoints = [\"127.0.0.1:3\"]\ntls = {}\n";
+    let config = format!(
+        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:8080\"\n\
+         [[routes]]\nname = \"a\"\nupstream = \"api\"\nmirror = {{ upstream = \"shadow\", percent = 12.5 }}\n{upstreams}"
+    );
+    let (code, out) = route(&config, &["GET", "/"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l == "mirror: 12.5% of requests copied to shadow (answers discarded)"),
+        "{out}"
+    );
+    let cases = [
+        (
+            "{ upstream = \"nope\" }",
+            "mirrors to unknown upstream \"nope\"",
+        ),
+        ("{ upstream = \"secure\" }", "which uses tls"),
+        (
+            "{ upstream = \"shadow\", percent = 101 }",
+            "mirror percent must be a number from 0 to 100",
+        ),
+        (
+            "{ upstream = \"shadow\", share = 1 }",
+            "unknown field `share`",
+        ),
+    ];
+    for (mirror, expected) in cases {
+        let (code, out) = check(&format!("{EDGE_HEAD}mirror = {mirror}\n{upstreams}"));
+        assert_eq!(code, 1, "{mirror}: {out}");
+        assert!(out.contains(expected), "{mirror}: {out}");
+    }
+}

@@ -409,6 +409,83 @@ async fn weighted_backends_split_about_one_to_three_and_filters_apply() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_route_request_mirror_copies_requests_to_its_service() {
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 41, 1).await;
+    let shadow = Pods::start("shadow", 42, 1).await;
+    web.publish(&api, "app", "web");
+    shadow.publish(&api, "app", "shadow");
+    let port = free_port();
+    gateway_object(&api, "app", "edge", "edgegate", port);
+    let mirror = |service: &str| {
+        json!([{"type": "RequestMirror",
+                "requestMirror": {"backendRef": {"name": service, "port": 80}, "percent": 100}}])
+    };
+    http_route(
+        &api,
+        "app",
+        "mirrored",
+        json!({"parentRefs": [{"name": "edge"}],
+        "rules": [
+          {"matches": [{"path": {"value": "/m"}}], "filters": mirror("shadow"),
+           "backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    // A mirror whose Service does not exist: reported, and the rule still serves.
+    http_route(
+        &api,
+        "app",
+        "lost",
+        json!({"parentRefs": [{"name": "edge"}],
+        "rules": [
+          {"matches": [{"path": {"value": "/lost"}}], "filters": mirror("nowhere"),
+           "backendRefs": [{"name": "web", "port": 80}]}]}),
+    );
+    let gw = start_gateway(&api, port, "");
+    gw.wait_ready().await;
+    within(Duration::from_secs(5), &gw, "x", "/m/a", |r| {
+        r.0 == 200 && r.1 == "web-0"
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shadow.servers[0].hits() == 0 {
+        assert!(Instant::now() < deadline, "the shadow Service got no copy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let copy = shadow.servers[0].last();
+    assert_eq!((copy.method.as_str(), copy.path.as_str()), ("GET", "/m/a"));
+    assert_eq!(
+        copy.headers["x-request-id"],
+        web.servers[0].last().headers["x-request-id"],
+        "the copy is of the request the primary got"
+    );
+    let (status, who, _) = get(&gw, "x", "/lost", &[]).await;
+    assert_eq!((status, who.as_str()), (200, "web-0"));
+    wait_condition(
+        &api,
+        "app",
+        "lost",
+        "ResolvedRefs",
+        ("False", "BackendNotFound"),
+    )
+    .await;
+    wait_condition(
+        &api,
+        "app",
+        "mirrored",
+        "ResolvedRefs",
+        ("True", "ResolvedRefs"),
+    )
+    .await;
+    let sample =
+        "edgegate_mirror_requests_total{result=\"sent\",route=\"httproute/app/mirrored/0\"}";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.metric(sample).await.unwrap_or(0.0) < 1.0 {
+        assert!(Instant::now() < deadline, "the copy is counted as sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingresses_of_our_class_are_served_and_new_pods_get_traffic() {
     let api = KubeApi::start().await;
     let mut web = Pods::start("web", 14, 1).await;
@@ -1317,6 +1394,186 @@ async fn ingress_nginx_annotations_apply_to_every_route_of_their_ingress() {
         "annotation whitelist-source-range: invalid value",
         Duration::from_secs(5),
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_nginx_upstream_redirect_and_canary_annotations_are_served_and_the_rest_warned() {
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 43, 1).await;
+    let beta = Pods::start("beta", 44, 1).await;
+    web.publish(&api, "shop", "web");
+    beta.publish(&api, "shop", "beta");
+    let ingress = |host: &str, service: &str, annotations: Value| {
+        json!({"metadata": {"annotations": annotations},
+               "spec": {"ingressClassName": "edgegate", "rules": [{"host": host, "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": service, "port": {"name": "http"}}}}]}}]}})
+    };
+    let nginx = |name: &str| format!("nginx.ingress.kubernetes.io/{name}");
+    // Upstream settings: HTTP/2 to the pods, a 1 s read timeout, cookie affinity.
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "tuned",
+        ingress(
+            "tuned.example.com",
+            "web",
+            json!({nginx("backend-protocol"): "GRPC", nginx("proxy-read-timeout"): "1",
+                   nginx("affinity"): "cookie", nginx("session-cookie-name"): "sticky",
+                   nginx("session-cookie-max-age"): "600"}),
+        ),
+    );
+    // The same Service without annotations keeps the plain upstream.
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "plain",
+        ingress("plain.example.com", "web", json!({})),
+    );
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "secure",
+        ingress(
+            "secure.example.com",
+            "web",
+            json!({nginx("force-ssl-redirect"): "true"}),
+        ),
+    );
+    // A canary by header and cookie (weight 0), and one taking every other request.
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "main",
+        ingress("main.example.com", "web", json!({})),
+    );
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "main-canary",
+        ingress(
+            "main.example.com",
+            "beta",
+            json!({nginx("canary"): "true", nginx("canary-by-header"): "x-canary",
+                   nginx("canary-by-cookie"): "beta", nginx("canary-weight"): "0"}),
+        ),
+    );
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "all",
+        ingress("all.example.com", "web", json!({})),
+    );
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "all-canary",
+        ingress(
+            "all.example.com",
+            "beta",
+            json!({nginx("canary"): "true", nginx("canary-weight"): "100",
+                   nginx("canary-by-header"): "x-version", nginx("canary-by-header-value"): "v1"}),
+        ),
+    );
+    api.apply_object(
+        "Ingress",
+        "shop",
+        "odd",
+        ingress(
+            "odd.example.com",
+            "web",
+            json!({nginx("rewrite-target"): "/$1", nginx("session-cookie-name"): "x"}),
+        ),
+    );
+    let gw = start_gateway(&api, free_port(), "");
+    gw.wait_ready().await;
+    within(Duration::from_secs(5), &gw, "tuned.example.com", "/", |r| {
+        r.0 == 200 && r.1 == "web-0"
+    })
+    .await;
+    assert_eq!(web.servers[0].last().version, http::Version::HTTP_2);
+    let answer = client()
+        .get(gw.url("web", "/"))
+        .header("host", "tuned.example.com")
+        .send()
+        .await
+        .expect("request");
+    let cookie = answer.headers()["set-cookie"].to_str().expect("ascii");
+    assert!(
+        cookie.starts_with("sticky=") && cookie.contains("Max-Age=600"),
+        "{cookie}"
+    );
+    let (status, _, _) = get(&gw, "tuned.example.com", "/slow/3000", &[]).await;
+    assert_eq!(status, 504, "proxy-read-timeout: 1");
+    let (status, who, _) = get(&gw, "plain.example.com", "/slow/1500", &[]).await;
+    assert_eq!(
+        (status, who.as_str()),
+        (200, "web-0"),
+        "other Ingresses keep the defaults"
+    );
+    assert_eq!(web.servers[0].last().version, http::Version::HTTP_11);
+
+    let (status, _, location) = get(&gw, "secure.example.com", "/a?b=1", &[]).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (308, "https://secure.example.com/a?b=1")
+    );
+
+    let hits = |headers: &[(&str, &str)]| {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let gw = &gw;
+        async move {
+            let pairs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            get(gw, "main.example.com", "/", &pairs).await.1
+        }
+    };
+    assert_eq!(hits(&[]).await, "web-0");
+    assert_eq!(hits(&[("x-canary", "always")]).await, "beta-0");
+    assert_eq!(hits(&[("x-canary", "never")]).await, "web-0");
+    assert_eq!(hits(&[("cookie", "beta=always")]).await, "beta-0");
+    assert_eq!(hits(&[("cookie", "beta=never")]).await, "web-0");
+    for _ in 0..5 {
+        assert_eq!(get(&gw, "all.example.com", "/", &[]).await.1, "beta-0");
+    }
+    assert_eq!(
+        get(&gw, "all.example.com", "/", &[("x-version", "v1")])
+            .await
+            .1,
+        "beta-0"
+    );
+
+    gw.wait_for_log(
+        "annotation rewrite-target is not served",
+        Duration::from_secs(5),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = api.objects_of("Event", "shop");
+        let messages: Vec<&str> = events
+            .iter()
+            .filter(|e| e["involvedObject"]["name"] == "odd" && e["type"] == "Warning")
+            .filter_map(|e| e["message"].as_str())
+            .collect();
+        if messages.len() == 2 {
+            assert!(messages.contains(&"annotation rewrite-target is not served"));
+            assert!(messages
+                .iter()
+                .any(|m| m.contains("session-cookie-name without affinity")));
+            assert!(
+                events.iter().all(|e| e["involvedObject"]["name"] == "odd"),
+                "served annotations raise no warning: {events:#?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "warning events: {events:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -224,22 +224,7 @@ struct Redis {
 impl Redis {
     async fn start() -> Redis {
         let port = crate::support::closed_port().port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/setup.sh installs it)");
-        let redis = Redis { child, port };
+        let redis = Self::spawn(&["--port", &port.to_string()], port);
         for _ in 0..200 {
             if redis.ping().await {
                 return redis;
@@ -247,6 +232,51 @@ impl Redis {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("redis-server did not answer PING on port {port}");
+    }
+
+    /// TLS only (`rediss://`), with the certificate and key `dir/redis.pem`,
+    /// `dir/redis.key`; clients need no certificate. Ready once it accepts connections.
+    async fn start_tls(dir: &std::path::Path) -> Redis {
+        let port = crate::support::closed_port().port();
+        let file = |name: &str| dir.join(name).display().to_string();
+        let redis = Self::spawn(
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                &file("redis.pem"),
+                "--tls-key-file",
+                &file("redis.key"),
+                "--tls-ca-cert-file",
+                &file("ca.pem"),
+                "--tls-auth-clients",
+                "no",
+            ],
+            port,
+        );
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return redis;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not accept TLS connections on port {port}");
+    }
+
+    fn spawn(args: &[&str], port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup.sh installs it)");
+        Redis { child, port }
     }
 
     async fn ping(&self) -> bool {
@@ -330,6 +360,67 @@ async fn two_gateways_share_one_global_limit_and_follow_on_error_when_the_store_
         let errors = gw.metric("edgegate_rate_limit_store_errors_total").await;
         assert!(errors.unwrap_or(0.0) >= 1.0, "{errors:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_limit_reaches_redis_over_tls_and_verifies_its_certificate() {
+    let pki = crate::support::pki::Pki::new("redis ca");
+    let certs = tempfile::tempdir().expect("tempdir");
+    pki.issue(&["127.0.0.1"]).write(certs.path(), "redis");
+    std::fs::write(certs.path().join("ca.pem"), &pki.ca_pem).expect("ca");
+    let stranger = crate::support::pki::Pki::new("another ca");
+    std::fs::write(certs.path().join("other.pem"), &stranger.ca_pem).expect("other ca");
+    let redis = Redis::start_tls(certs.path()).await;
+    let upstream = Upstream::start("app").await;
+    // on_error = "deny": a store that cannot be reached answers 503, never a pass.
+    let gateway = |trust: &str| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edgegate.toml");
+        let text = crate::config(
+            &["web"],
+            &format!(
+                "[gateway.rate_limit_store]\nurl = \"rediss://127.0.0.1:{}/0\"\non_error = \"deny\"\ntimeout = \"2s\"\n\n\
+                 [[routes]]\nname = \"api\"\nupstream = \"app\"\n\
+                 rate_limit = {{ requests = 1, per = \"1h\", burst = 2, key = \"route\", scope = \"global\" }}\n\n\
+                 [upstreams.app]\nendpoints = [\"{}\"]\n",
+                redis.port, upstream.addr
+            ),
+        );
+        std::fs::write(&path, text).expect("config");
+        // The store's roots are the system's; SSL_CERT_FILE names them.
+        let roots = certs.path().join(trust).display().to_string();
+        Gateway::spawn(dir, path, &[("SSL_CERT_FILE", &roots)])
+    };
+    let trusting = gateway("ca.pem");
+    let wary = gateway("other.pem");
+    trusting.wait_ready().await;
+    wary.wait_ready().await;
+    let client = crate::support::client();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = client
+            .get(trusting.url("web", "/"))
+            .send()
+            .await
+            .expect("response");
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 429],
+        "the bucket of 2 lives in the TLS store"
+    );
+    let refused = client
+        .get(wary.url("web", "/"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(
+        refused.status(),
+        503,
+        "a store whose certificate is not trusted is not used"
+    );
+    assert_eq!(upstream.hits(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -283,7 +283,7 @@ impl Checker<'_> {
         }
         Some(BasicAuth {
             realm,
-            users_file: file,
+            users_file: Some(file),
             users: users.into(),
         })
     }

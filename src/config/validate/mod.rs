@@ -45,6 +45,7 @@ pub fn load(source: &SourceFile) -> Result<Loaded, Diagnostics> {
         base_dir: source.base_dir(),
         diagnostics: Vec::new(),
         has_rate_limit_store: false,
+        tls_upstreams: HashSet::new(),
     };
     let raw: raw::Config = match toml::from_str(&source.text) {
         Ok(raw) => raw,
@@ -82,6 +83,8 @@ struct Checker<'a> {
     diagnostics: Vec<Diagnostic>,
     /// `[gateway.rate_limit_store]` is configured: `scope = "global"` limits may be used.
     has_rate_limit_store: bool,
+    /// Upstreams reached over TLS: a route's `mirror` cannot name one.
+    tls_upstreams: HashSet<String>,
 }
 
 impl Checker<'_> {
@@ -233,6 +236,11 @@ impl Checker<'_> {
         let upstreams = self.upstreams(raw.upstreams);
         let listener_names: HashSet<&str> = listeners.iter().map(|l| &*l.name).collect();
         let upstream_names: HashSet<&str> = upstreams.iter().map(|u| &*u.name).collect();
+        self.tls_upstreams = upstreams
+            .iter()
+            .filter(|u| u.tls.is_some())
+            .map(|u| u.name.to_string())
+            .collect();
         let routes = self.routes(raw.routes, &listener_names, &upstream_names, &auth_names);
         let tcp_routes = self.tcp_routes(raw.tcp_routes, &listeners, &upstreams, &routes);
         let kubernetes = raw.kubernetes.map(|raw| {

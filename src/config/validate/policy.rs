@@ -378,4 +378,53 @@ impl Checker<'_> {
             timeout,
         })
     }
+
+    /// `mirror = { upstream, percent }`: a known plain-HTTP upstream and a share of 0-100.
+    pub(super) fn mirror(
+        &mut self,
+        route: &str,
+        raw: Spanned<raw::Mirror>,
+        upstreams: &HashSet<&str>,
+    ) -> Option<Mirror> {
+        let raw = raw.into_inner();
+        let name = raw.upstream.get_ref().as_str();
+        if !upstreams.contains(name) {
+            self.error(
+                &raw.upstream.span(),
+                format!("route {route:?} mirrors to unknown upstream {name:?}"),
+            );
+            return None;
+        }
+        if self.tls_upstreams.contains(name) {
+            self.error(
+                &raw.upstream.span(),
+                format!("route {route:?} mirrors to upstream {name:?}, which uses tls: copies are sent over plain HTTP only"),
+            );
+            return None;
+        }
+        let percent = match &raw.percent {
+            None => 100.0,
+            Some(value) => {
+                let number = match value.get_ref() {
+                    toml::Value::Integer(n) => Some(*n as f64),
+                    toml::Value::Float(f) => Some(*f),
+                    _ => None,
+                };
+                match number.filter(|p| (0.0..=100.0).contains(p)) {
+                    Some(p) => p,
+                    None => {
+                        self.error(
+                            &value.span(),
+                            "mirror percent must be a number from 0 to 100",
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(Mirror {
+            upstream: Name::from(raw.upstream.into_inner()),
+            percent,
+        })
+    }
 }

@@ -179,6 +179,7 @@ impl Checker<'_> {
         };
         let policy = self.policy(raw.allow, raw.deny, raw.rate_limit, raw.cors);
         let compress = raw.compress.and_then(|c| self.compress(c));
+        let mirror = raw.mirror.and_then(|m| self.mirror(&name, m, upstreams));
         let rewrite_prefix = raw.rewrite_prefix.and_then(|r| {
             if !matches!(path, Some(PathMatch::Prefix(_))) {
                 self.error(&r.span(), "rewrite_prefix needs path_prefix");
@@ -219,6 +220,7 @@ impl Checker<'_> {
             auth: None,
             policy,
             compress,
+            mirror,
             location,
         })
     }

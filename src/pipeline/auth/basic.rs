@@ -169,10 +169,7 @@ mod tests {
     fn spec(users: &[(&str, &str)]) -> BasicAuth {
         BasicAuth {
             realm: "staff".into(),
-            users_file: crate::config::model::TlsFile {
-                path: "users".into(),
-                pem: std::sync::Arc::from(&b""[..]),
-            },
+            users_file: None,
             users: users
                 .iter()
                 .map(|(u, h)| (u.to_string(), h.to_string()))

@@ -94,6 +94,9 @@ pub enum Output {
     Same,
     /// A chunked body decoded to its bytes (for an HTTP/1.0 client, which ends at close).
     Dechunked,
+    /// The body's bytes and nothing else, encoded ones included: the receiver frames
+    /// them itself (HTTP/2 DATA frames).
+    Bare,
 }
 
 /// Something that, when ready, stops a request body transfer (the upstream answering
@@ -170,6 +173,8 @@ pub struct Transfer<'a> {
     /// as a chunk, so the output is chunked whatever the input's framing (pass
     /// `Output::Dechunked` so the input's own chunk framing is not copied).
     pub encoder: Option<crate::pipeline::compress::Encoder>,
+    /// Receives a copy of each piece of body as it passes (a route's mirror).
+    pub tap: Option<&'a mut crate::pipeline::mirror::Copy>,
 }
 
 impl Transfer<'_> {
@@ -199,7 +204,7 @@ impl Transfer<'_> {
                 loop {
                     let take = (self.buf.len() as u64).min(remaining) as usize;
                     if take > 0 {
-                        self.emit(dst, take, interrupt).await?;
+                        self.emit(dst, take, output, interrupt).await?;
                         remaining -= take as u64;
                         delivered += take as u64;
                     }
@@ -212,7 +217,7 @@ impl Transfer<'_> {
             Framing::UntilClose => loop {
                 let take = self.buf.len();
                 if take > 0 {
-                    self.emit(dst, take, interrupt).await?;
+                    self.emit(dst, take, output, interrupt).await?;
                     delivered += take as u64;
                 }
                 if !self.refill(src, dst, interrupt, false).await? {
@@ -236,7 +241,7 @@ impl Transfer<'_> {
                                 self.out
                                     .extend_from_slice(format!("{len:x}\r\n").as_bytes());
                             }
-                            self.emit(dst, len, interrupt).await?;
+                            self.emit(dst, len, output, interrupt).await?;
                             if output == Output::Same {
                                 self.out.extend_from_slice(b"\r\n");
                             }
@@ -275,8 +280,12 @@ impl Transfer<'_> {
         }
         if let Some(encoder) = self.encoder.take() {
             let last = encoder.finish().map_err(BodyError::Write)?;
-            self.chunk(&last);
-            self.out.extend_from_slice(b"0\r\n\r\n");
+            if output == Output::Bare {
+                self.out.extend_from_slice(&last);
+            } else {
+                self.chunk(&last);
+                self.out.extend_from_slice(b"0\r\n\r\n");
+            }
         }
         self.flush(dst, interrupt).await?;
         Ok(delivered)
@@ -299,12 +308,20 @@ impl Transfer<'_> {
         &mut self,
         dst: &mut W,
         len: usize,
+        output: Output,
         interrupt: &I,
     ) -> Result<(), BodyError> {
+        if let Some(tap) = self.tap.as_deref_mut() {
+            tap.feed(&self.buf[..len]);
+        }
         if let Some(encoder) = self.encoder.as_mut() {
             let encoded = encoder.push(&self.buf[..len]).map_err(BodyError::Write)?;
             self.buf.advance(len);
-            self.chunk(&encoded);
+            if output == Output::Bare {
+                self.out.extend_from_slice(&encoded);
+            } else {
+                self.chunk(&encoded);
+            }
             if self.out.len() >= COALESCE {
                 self.flush(dst, interrupt).await?;
             }
@@ -404,6 +421,7 @@ mod tests {
             },
             max_size: Some(1 << 20),
             encoder: None,
+            tap: None,
         };
         let result = transfer
             .copy(&mut src, &mut dst, framing, output, &Never)

@@ -79,7 +79,7 @@ pub async fn serve<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
             HeadRead::Gone => return,
             HeadRead::H2c => {
                 let replay = buffers.request.split().freeze();
-                engine.hand_over(client, replay, &info, true).await;
+                engine.serve_h2(client, replay, info).await;
                 return;
             }
             HeadRead::Refused(status, reason) => {
@@ -303,15 +303,16 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
             outcome
         }
     };
+    let bytes_received = ctx.body_bytes;
     core.record(
-        &ctx,
-        &Exchange {
+        &mut ctx,
+        Exchange {
             status: outcome.status,
             method: &logged.method,
-            path: &logged.path,
+            path: std::borrow::Cow::Owned(logged.path),
             client: Some(info.peer),
             bytes_sent: outcome.bytes_sent,
-            bytes_received: ctx.body_bytes,
+            bytes_received,
         },
     );
     outcome.next

@@ -17,7 +17,7 @@ use super::upstream_cache::{self, CacheKey};
 use super::ClientIo;
 use crate::pipeline::framing::MAX_REQUEST_HEAD;
 use crate::pipeline::{
-    Core, Failure as FailureKind, HeaderSink, LocalAnswer, RequestContext, ResponseHeaders,
+    Core, Failure as FailureKind, Fields, HeaderSink, LocalAnswer, RequestContext, ResponseHeaders,
     UpstreamHeaders,
 };
 use crate::snapshot::pool::Pool;
@@ -40,12 +40,12 @@ pub struct RequestMeta {
 /// Writes the upstream request head, all but its Host fallback and final empty line
 /// (added per attempt, since the fallback names the endpoint): the request line, the
 /// core's header plan, then the framing the loop parsed.
-pub fn write_upstream_head(
+pub fn write_upstream_head<F: Fields>(
     out: &mut Vec<u8>,
     meta: &RequestMeta,
     path: &str,
     query: Option<&str>,
-    view: &FieldsView<'_>,
+    view: &F,
     plan: &UpstreamHeaders<'_>,
 ) {
     out.clear();
@@ -84,7 +84,7 @@ pub fn write_upstream_head(
 }
 
 #[derive(Debug)]
-enum Failure {
+pub(crate) enum Failure {
     Connect(std::io::Error),
     ConnectTimeout,
     /// Closed or reset before a response head.
@@ -98,7 +98,7 @@ enum Failure {
 
 impl Failure {
     /// The core's name for it: its status, whether it may be retried.
-    fn kind(&self) -> FailureKind {
+    pub(crate) fn kind(&self) -> FailureKind {
         match self {
             Failure::Connect(_) => FailureKind::Connect,
             Failure::ConnectTimeout => FailureKind::ConnectTimeout,
@@ -126,14 +126,14 @@ impl std::fmt::Display for Failure {
 }
 
 /// The route's total budget, if it has one.
-fn deadline(ctx: &RequestContext) -> Option<Instant> {
+pub(crate) fn deadline(ctx: &RequestContext) -> Option<Instant> {
     ctx.route
         .as_ref()
         .and_then(|r| r.timeout)
         .map(|t| ctx.started + t)
 }
 
-fn capped(d: Duration, deadline: Option<Instant>) -> Duration {
+pub(crate) fn capped(d: Duration, deadline: Option<Instant>) -> Duration {
     match deadline {
         Some(deadline) => d
             .min(deadline.saturating_duration_since(Instant::now()))
@@ -142,7 +142,7 @@ fn capped(d: Duration, deadline: Option<Instant>) -> Duration {
     }
 }
 
-async fn connect(address: SocketAddr, timeout: Duration) -> Result<TcpStream, Failure> {
+pub(crate) async fn connect(address: SocketAddr, timeout: Duration) -> Result<TcpStream, Failure> {
     match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
         Err(_) => Err(Failure::ConnectTimeout),
         Ok(Err(e)) => Err(Failure::Connect(e)),
@@ -194,6 +194,7 @@ pub async fn proxy<C: ClientIo>(
             .extend_from_slice(&buffers.request[..n]);
         buffers.request.advance(n);
         ctx.body_bytes = n as u64;
+        core.mirror_body(ctx, &buffers.upstream_body, true);
     }
     let mut fresh = false;
     let _in_flight = pool.start_request();
@@ -211,6 +212,7 @@ pub async fn proxy<C: ClientIo>(
         let began = Instant::now();
         ctx.upstream_answer = None;
         let result = attempt(
+            core,
             client,
             buffers,
             ctx,
@@ -267,6 +269,7 @@ struct Wire {
 }
 
 async fn attempt<C: ClientIo>(
+    core: &Core,
     client: &mut C,
     buffers: &mut Buffers,
     ctx: &mut RequestContext,
@@ -373,6 +376,7 @@ async fn attempt<C: ClientIo>(
             },
             max_size: meta.max_body_size,
             encoder: None,
+            tap: ctx.mirror.as_mut(),
         };
         let copied = transfer
             .copy(
@@ -384,7 +388,10 @@ async fn attempt<C: ClientIo>(
             )
             .await;
         match copied {
-            Ok(n) => ctx.body_bytes = n,
+            Ok(n) => {
+                ctx.body_bytes = n;
+                core.mirror_body(ctx, b"", true);
+            }
             Err(BodyError::Interrupted) | Err(BodyError::Write(_)) => body_complete = false,
             Err(BodyError::WriteTimeout) => {
                 return Attempt::Failed {
@@ -468,43 +475,13 @@ async fn relay_response<C: ClientIo>(
     request_body_complete: bool,
 ) -> Result<Outcome, Failure> {
     buffers.response.clear();
-    let head = loop {
-        if !buffers.response.is_empty() {
-            match head::parse_response(&buffers.response, &mut buffers.response_fields) {
-                Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
-                    // Interim responses: the gateway answered `Expect` itself.
-                    buffers.response.advance(head.len);
-                    continue;
-                }
-                Ok(Some(head)) => break head,
-                Ok(None) if buffers.response.len() > MAX_REQUEST_HEAD => {
-                    return Err(Failure::InvalidResponse("response head too large"))
-                }
-                Ok(None) => {}
-                Err(HeadError::TooManyFields) => {
-                    return Err(Failure::InvalidResponse("too many response fields"))
-                }
-                Err(HeadError::Malformed) => {
-                    return Err(Failure::InvalidResponse("malformed response head"))
-                }
-            }
-        }
-        buffers.response.reserve(4096);
-        let read =
-            tokio::time::timeout(limits.read_limit(), stream.read_buf(&mut buffers.response)).await;
-        match read {
-            Err(_) => return Err(Failure::ReadTimeout),
-            Ok(Err(e)) => return Err(Failure::Reset(e)),
-            Ok(Ok(0)) => {
-                return Err(if buffers.response.is_empty() {
-                    Failure::Reset(std::io::ErrorKind::UnexpectedEof.into())
-                } else {
-                    Failure::InvalidResponse("response head cut short")
-                })
-            }
-            Ok(Ok(_)) => {}
-        }
-    };
+    let head = read_response_head(
+        &mut stream,
+        &mut buffers.response,
+        &mut buffers.response_fields,
+        limits,
+    )
+    .await?;
     if head.status == 101 {
         return Err(Failure::InvalidResponse("101 without an upgrade request"));
     }
@@ -513,26 +490,11 @@ async fn relay_response<C: ClientIo>(
         bytes: &buffers.response,
         fields: &buffers.response_fields,
     };
-    let declared_length = head::content_length(&view)
-        .map_err(|_| Failure::InvalidResponse("invalid Content-Length"))?;
-    let bodyless = meta.method == http::Method::HEAD || head.status == 204 || head.status == 304;
-    let framing = if bodyless {
-        Framing::None
-    } else {
-        match head::ends_chunked(&view) {
-            Some(true) => Framing::Chunked,
-            Some(false) => Framing::UntilClose,
-            None => match declared_length {
-                Some(n) => Framing::Length(n),
-                None => Framing::UntilClose,
-            },
-        }
-    };
-    let upstream_keepalive = if head.minor == 1 {
-        !view.has_token("connection", b"close")
-    } else {
-        view.has_token("connection", b"keep-alive")
-    };
+    let ResponseFraming {
+        framing,
+        declared_length,
+        upstream_keepalive,
+    } = response_framing(&view, &head, &meta.method)?;
     let http10_client = meta.minor == 0;
     // An HTTP/1.0 client cannot take chunks: its answers stay as they are.
     let encoding = match ctx.route.as_ref().and_then(|r| r.compress.as_ref()) {
@@ -611,6 +573,7 @@ async fn relay_response<C: ClientIo>(
         },
         max_size: None,
         encoder,
+        tap: None,
     };
     let relayed = transfer
         .copy(&mut stream, client, framing, output, &Never)
@@ -645,4 +608,89 @@ async fn relay_response<C: ClientIo>(
             })
         }
     }
+}
+
+/// Reads a response head into `response` (interim 1xx answers but 101 are read and
+/// dropped: the gateway answered `Expect` itself). `Err` when none arrives intact.
+pub(crate) async fn read_response_head(
+    stream: &mut TcpStream,
+    response: &mut bytes::BytesMut,
+    fields: &mut Vec<super::head::Field>,
+    limits: Limits,
+) -> Result<head::ResponseHead, Failure> {
+    loop {
+        if !response.is_empty() {
+            match head::parse_response(response, fields) {
+                Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
+                    response.advance(head.len);
+                    continue;
+                }
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) if response.len() > MAX_REQUEST_HEAD => {
+                    return Err(Failure::InvalidResponse("response head too large"))
+                }
+                Ok(None) => {}
+                Err(HeadError::TooManyFields) => {
+                    return Err(Failure::InvalidResponse("too many response fields"))
+                }
+                Err(HeadError::Malformed) => {
+                    return Err(Failure::InvalidResponse("malformed response head"))
+                }
+            }
+        }
+        response.reserve(4096);
+        let read = tokio::time::timeout(limits.read_limit(), stream.read_buf(response)).await;
+        match read {
+            Err(_) => return Err(Failure::ReadTimeout),
+            Ok(Err(e)) => return Err(Failure::Reset(e)),
+            Ok(Ok(0)) => {
+                return Err(if response.is_empty() {
+                    Failure::Reset(std::io::ErrorKind::UnexpectedEof.into())
+                } else {
+                    Failure::InvalidResponse("response head cut short")
+                })
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// How an upstream response's body is delimited, and whether its connection stays open.
+pub(crate) struct ResponseFraming {
+    pub framing: Framing,
+    /// Its `content-length`, even when it has no body (a HEAD or 304 answer keeps it).
+    pub declared_length: Option<u64>,
+    pub upstream_keepalive: bool,
+}
+
+pub(crate) fn response_framing(
+    view: &FieldsView<'_>,
+    head: &head::ResponseHead,
+    method: &http::Method,
+) -> Result<ResponseFraming, Failure> {
+    let declared_length = head::content_length(view)
+        .map_err(|_| Failure::InvalidResponse("invalid Content-Length"))?;
+    let bodyless = method == http::Method::HEAD || head.status == 204 || head.status == 304;
+    let framing = if bodyless {
+        Framing::None
+    } else {
+        match head::ends_chunked(view) {
+            Some(true) => Framing::Chunked,
+            Some(false) => Framing::UntilClose,
+            None => match declared_length {
+                Some(n) => Framing::Length(n),
+                None => Framing::UntilClose,
+            },
+        }
+    };
+    let upstream_keepalive = if head.minor == 1 {
+        !view.has_token("connection", b"close")
+    } else {
+        view.has_token("connection", b"keep-alive")
+    };
+    Ok(ResponseFraming {
+        framing,
+        declared_length,
+        upstream_keepalive,
+    })
 }

@@ -16,11 +16,11 @@
 //! HTTP/2) is handed to pingora-proxy with the bytes already read replayed first, and the
 //! core decides again there the same way; HTTP/2 clients never enter here.
 
-mod body;
+pub(crate) mod body;
 pub mod chunked;
 mod connection;
 mod exchange;
-mod forward;
+pub(crate) mod forward;
 pub mod head;
 mod reply;
 pub mod upstream_cache;
@@ -110,7 +110,7 @@ impl ClientIo for pingora::protocols::tls::TlsStream<BufferedIo> {
 
 impl<A: ServerApp + Send + Sync + 'static> Engine<A> {
     /// Serves the rest of a connection with pingora-proxy.
-    async fn hand_over<C: ClientIo>(
+    pub(crate) async fn hand_over<C: ClientIo>(
         &self,
         client: C,
         replay: Bytes,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// Idle connections kept per endpoint per worker; more are closed when released.
-const MAX_IDLE_PER_ENDPOINT: usize = 256;
+const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 
 /// Which idle connections may serve a request: never shared between upstreams (two may
 /// reach one address with different settings).

@@ -150,6 +150,9 @@ impl ProxyHttp for PingoraAdapter {
             }
         }
         ctx.upstream_host = host;
+        if ctx.mirror.is_some() && session.as_downstream_mut().is_body_empty() {
+            self.0.mirror_body(ctx, b"", true);
+        }
         Ok(false)
     }
 
@@ -282,6 +285,10 @@ impl ProxyHttp for PingoraAdapter {
         let failure = respond::failure_of(&e).unwrap_or(Failure::Reset);
         let repeatable =
             !session.as_ref().retry_buffer_truncated() && session.response_written().is_none();
+        if let Some(copy) = ctx.mirror.as_mut() {
+            // A retry sends the body again from its start.
+            copy.restart();
+        }
         if upstream_reused && repeatable && ctx.idempotent && failure == Failure::Reset {
             // A pooled connection the upstream had closed: sent again on a fresh one,
             // which is no retry and no fault of the endpoint's (as on the HTTP/1.1 loop).
@@ -345,7 +352,7 @@ impl ProxyHttp for PingoraAdapter {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let route = ctx.route.clone();
@@ -356,6 +363,10 @@ impl ProxyHttp for PingoraAdapter {
             if ctx.body_bytes > max {
                 return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
             }
+        }
+        if ctx.mirror.is_some() {
+            let piece = body.as_deref().unwrap_or_default();
+            self.0.mirror_body(ctx, piece, end_of_stream);
         }
         check_route_timeout(ctx)
     }
@@ -498,10 +509,10 @@ impl ProxyHttp for PingoraAdapter {
         }
         self.0.record(
             ctx,
-            &Exchange {
+            Exchange {
                 status,
                 method: &header.method,
-                path: header.uri.path(),
+                path: std::borrow::Cow::Borrowed(header.uri.path()),
                 client,
                 bytes_sent: session.body_bytes_sent() as u64,
                 bytes_received: session.body_bytes_read() as u64,

@@ -27,6 +27,8 @@ pub struct Seen {
     pub path: String,
     pub headers: http::HeaderMap,
     pub body_len: usize,
+    pub body: Bytes,
+    pub version: http::Version,
 }
 
 struct State {
@@ -172,6 +174,7 @@ async fn handle(
     }
     state.hits.fetch_add(1, Ordering::Relaxed);
     let method = req.method().to_string();
+    let version = req.version();
     let full_path = req
         .uri()
         .path_and_query()
@@ -188,6 +191,8 @@ async fn handle(
         path: full_path.clone(),
         headers: headers.clone(),
         body_len: body.len(),
+        body: body.clone(),
+        version,
     });
     if let Some(spec) = path.strip_prefix("/drip/") {
         // `/drip/<chunks>/<ms>`: a body that trickles in, one chunk every `ms`.

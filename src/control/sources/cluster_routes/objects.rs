@@ -186,6 +186,25 @@ pub struct HttpRouteFilter {
     pub request_redirect: Option<RequestRedirect>,
     #[serde(rename = "urlRewrite")]
     pub url_rewrite: Option<UrlRewrite>,
+    pub request_mirror: Option<RequestMirror>,
+}
+
+/// A copy of the rule's requests to another Service; `percent` or `fraction` (both
+/// absent: every request).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestMirror {
+    /// Optional here so that a route missing it is reported, not unreadable whole.
+    pub backend_ref: Option<BackendRef>,
+    pub percent: Option<i32>,
+    pub fraction: Option<Fraction>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct Fraction {
+    pub numerator: i32,
+    /// 100 when left out.
+    pub denominator: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

@@ -13,9 +13,11 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 
@@ -186,16 +188,92 @@ impl StatusWriter {
                 retry |= self.settle(id, body, outcome);
             }
         }
+        for (key, warnings) in &status.ingress_warnings {
+            retry |= self.warn_ingress(objects, key, warnings).await;
+        }
         // Objects that are gone are forgotten: one created again under the same name
         // gets its status written afresh.
         self.attempted.retain(|(kind, key), _| match *kind {
             "HTTPRoute" => objects.routes.contains_key(key),
             "Gateway" => objects.gateways.contains_key(key),
+            "Event" => {
+                objects.ingresses.contains_key(key) && status.ingress_warnings.contains_key(key)
+            }
             _ => objects.ingresses.contains_key(key),
         });
         self.settled
             .retain(|key, _| objects.routes.contains_key(key));
         retry
+    }
+
+    /// One Warning event on the Ingress per problem with its annotations (Ingress status
+    /// has no conditions to carry them; `kubectl describe ingress` shows events). Each is
+    /// named after its Ingress and message, so the same problem is written once however
+    /// often it is found again, by this process or the next. Returns whether a write must
+    /// be retried.
+    async fn warn_ingress(
+        &mut self,
+        objects: &ClusterObjects,
+        key: &Key,
+        warnings: &[String],
+    ) -> bool {
+        let id = ("Event", key.clone());
+        let body = json!(warnings);
+        if self.attempted.get(&id) == Some(&body) {
+            return false;
+        }
+        let uid = objects
+            .ingresses
+            .get(key)
+            .and_then(|i| i.metadata.uid.clone());
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &key.0);
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        let mut outcome = Outcome::Written;
+        for message in warnings {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(format!("{}/{}: {message}", key.0, key.1));
+            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            let event = Event {
+                metadata: ObjectMeta {
+                    name: Some(format!("{}.edgegate.{hex}", key.1)),
+                    namespace: Some(key.0.clone()),
+                    ..Default::default()
+                },
+                involved_object: ObjectReference {
+                    api_version: Some("networking.k8s.io/v1".to_string()),
+                    kind: Some("Ingress".to_string()),
+                    name: Some(key.1.clone()),
+                    namespace: Some(key.0.clone()),
+                    uid: uid.clone(),
+                    ..Default::default()
+                },
+                type_: Some("Warning".to_string()),
+                reason: Some("AnnotationNotServed".to_string()),
+                message: Some(message.clone()),
+                source: Some(EventSource {
+                    component: Some("edgegate".to_string()),
+                    host: None,
+                }),
+                reporting_component: Some(CONTROLLER_NAME.to_string()),
+                first_timestamp: Some(now.clone()),
+                last_timestamp: Some(now.clone()),
+                count: Some(1),
+                ..Default::default()
+            };
+            let result = match api.create(&PostParams::default(), &event).await {
+                // Written before (by this process, or the one before it).
+                Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+                other => other.map(|_| ()),
+            };
+            match log_outcome("Event", key, result) {
+                Outcome::Written => {}
+                Outcome::Refused => outcome = Outcome::Refused,
+                Outcome::Retry => return self.settle(id, body, Outcome::Retry),
+            }
+        }
+        self.settle(id, body, outcome)
     }
 
     /// Records a finished write; returns whether it must be retried.
@@ -319,6 +397,12 @@ fn log_outcome(kind: &str, key: &Key, result: Result<(), kube::Error>) -> Outcom
             name = %key.1,
             error = %e,
             "cannot write status for now; retrying with backoff (routing is unaffected)"
+        ),
+        (_, Err(e)) if kind == "Event" => tracing::warn!(
+            namespace = %key.0,
+            name = %key.1,
+            error = %e,
+            "cannot write a warning event on the Ingress (RBAC needs create on events); routing is unaffected"
         ),
         (_, Err(e)) => tracing::warn!(
             kind,

@@ -30,7 +30,7 @@ use super::objects::{self, Gateway, HttpRoute, ReferenceGrant, TcpRoute, TlsRout
 use super::status::StatusWriter;
 use super::translate::{
     ingress_translates_same, route_translates_same, same_meta, translate, ClusterObjects,
-    ClusterRoutes, Key, ListenerFacts, ServicePorts, TlsSecret, Translator,
+    ClusterRoutes, Key, ListenerFacts, OpaqueSecret, ServicePorts, TlsSecret, Translator,
 };
 use crate::config::model;
 use crate::config::Config;
@@ -130,6 +130,7 @@ impl Store {
             all.ingresses.extend(scope.ingresses.clone());
             all.services.extend(scope.services.clone());
             all.secrets.extend(scope.secrets.clone());
+            all.opaque_secrets.extend(scope.opaque_secrets.clone());
         }
         all
     }
@@ -203,6 +204,7 @@ async fn run(mut inputs_rx: tokio::sync::watch::Receiver<Inputs>, updates: mpsc:
         }
         if inputs.settings.ingress_class.is_some() {
             tasks.push(spawn(&ctx, ingresses()));
+            tasks.push(spawn(&ctx, opaque_secrets()));
         }
     }
     if inputs.settings.gateway_class.is_some() {
@@ -215,7 +217,7 @@ async fn run(mut inputs_rx: tokio::sync::watch::Receiver<Inputs>, updates: mpsc:
         ]);
     }
     if inputs.settings.ingress_class.is_some() {
-        kinds.push("Ingress");
+        kinds.extend(["Ingress", OPAQUE_SECRET]);
     }
     // Aborting this task must stop the watches too.
     struct AbortAll(Vec<JoinHandle<()>>);
@@ -477,6 +479,23 @@ fn secrets() -> Kind<Secret, TlsSecret> {
     }
 }
 
+/// The name the second Secret watch goes by in the store and the log.
+const OPAQUE_SECRET: &str = "Secret (Opaque)";
+
+/// `Opaque` Secrets, for the users of Ingresses with `auth-type: basic`. A watch of its
+/// own (the TLS one selects `kubernetes.io/tls`), so a Secret's edit re-translates the
+/// Ingresses naming it and who is let in changes without a reload.
+fn opaque_secrets() -> Kind<Secret, OpaqueSecret> {
+    Kind {
+        name: OPAQUE_SECRET,
+        api: |c, ns| ns.map_or_else(|| Api::all(c.clone()), |ns| Api::namespaced(c.clone(), ns)),
+        fields: Some("type=Opaque"),
+        slot: |o| &mut o.opaque_secrets,
+        convert: opaque_secret,
+        same: |a, b| a == b,
+    }
+}
+
 fn gateways() -> Kind<Gateway, Gateway> {
     Kind {
         name: "Gateway",
@@ -574,6 +593,7 @@ pub async fn list_once(
         }
         if settings.ingress_class.is_some() {
             list_into(&client, ns, ingresses(), &mut objects).await?;
+            list_into(&client, ns, opaque_secrets(), &mut objects).await?;
         }
     }
     Ok(translate(&objects, settings, listeners))
@@ -660,6 +680,18 @@ fn tls_secret(secret: Secret) -> Option<TlsSecret> {
     })
 }
 
+/// An `Opaque` Secret's data (a Secret without a type is `Opaque`, as the API server
+/// defaults it); nothing else of it is kept.
+fn opaque_secret(secret: Secret) -> Option<OpaqueSecret> {
+    if secret.type_.as_deref().unwrap_or("Opaque") != "Opaque" {
+        return None;
+    }
+    let data = secret.data.unwrap_or_default();
+    Some(OpaqueSecret(
+        data.into_iter().map(|(k, v)| (k, v.0.into())).collect(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,6 +717,14 @@ mod tests {
         );
         assert!(tls_secret(secret("Opaque", &["tls.crt", "tls.key"])).is_none());
         assert!(tls_secret(secret("kubernetes.io/tls", &["tls.crt"])).is_none());
+    }
+
+    #[test]
+    fn opaque_secrets_keep_their_data_and_never_show_it() {
+        let kept = opaque_secret(secret("Opaque", &["auth"])).expect("opaque");
+        assert_eq!(kept.0["auth"], bytes::Bytes::from_static(b"PEM"));
+        assert_eq!(format!("{kept:?}"), "{\"auth\"}");
+        assert!(opaque_secret(secret("kubernetes.io/tls", &["auth"])).is_none());
     }
 
     #[test]

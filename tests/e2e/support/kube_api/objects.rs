@@ -58,6 +58,18 @@ impl KubeApi {
             .cloned()
     }
 
+    /// Every stored object of `kind` in `namespace`, in name order.
+    pub fn objects_of(&self, kind: &str, namespace: &str) -> Vec<Value> {
+        let kind = Kind::from_name(kind).expect("a kind the double serves");
+        self.inner
+            .store()
+            .objects
+            .iter()
+            .filter(|(key, _)| key.kind == kind && key.namespace == namespace)
+            .map(|(_, object)| object.clone())
+            .collect()
+    }
+
     /// From now on status patches are refused with 403 (or accepted again).
     pub fn refuse_status_writes(&self, refuse: bool) {
         self.inner.store().refuse_status = refuse;

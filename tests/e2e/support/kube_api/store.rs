@@ -16,10 +16,11 @@ pub(super) enum Kind {
     TlsRoute,
     TcpRoute,
     ReferenceGrant,
+    Event,
 }
 
 impl Kind {
-    pub(super) const ALL: [Kind; 10] = [
+    pub(super) const ALL: [Kind; 11] = [
         Kind::Service,
         Kind::Endpoints,
         Kind::EndpointSlice,
@@ -30,6 +31,7 @@ impl Kind {
         Kind::TlsRoute,
         Kind::TcpRoute,
         Kind::ReferenceGrant,
+        Kind::Event,
     ];
 
     /// `(group, version)` pairs served under `/apis`, in discovery order.
@@ -53,6 +55,7 @@ impl Kind {
             Kind::TlsRoute => "TLSRoute",
             Kind::TcpRoute => "TCPRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Event => "Event",
         }
     }
 
@@ -62,7 +65,7 @@ impl Kind {
 
     pub(super) fn group(self) -> &'static str {
         match self {
-            Kind::Service | Kind::Endpoints | Kind::Secret => "",
+            Kind::Service | Kind::Endpoints | Kind::Secret | Kind::Event => "",
             Kind::EndpointSlice => "discovery.k8s.io",
             Kind::Ingress => "networking.k8s.io",
             Kind::Gateway
@@ -100,6 +103,7 @@ impl Kind {
             Kind::TlsRoute => "tlsroutes",
             Kind::TcpRoute => "tcproutes",
             Kind::ReferenceGrant => "referencegrants",
+            Kind::Event => "events",
         }
     }
 

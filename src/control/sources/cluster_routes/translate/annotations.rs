@@ -1,8 +1,9 @@
 //! ingress-nginx annotations (prefix `nginx.ingress.kubernetes.io/`, or `edgegate.dev/`)
-//! -> the traffic policy and limits of every route of that Ingress. An annotation under
-//! either prefix that edgegate does not serve is reported as a problem, never ignored
-//! silently; a bad value is reported and makes the Ingress's routes answer 500 (a
-//! broken allow list must not open the route).
+//! -> the traffic policy and limits of every route of that Ingress, the settings of the
+//! upstreams it uses (timeouts, TLS, HTTP/2, cookie affinity), the redirect to https and
+//! a canary split. An annotation under either prefix that edgegate does not serve is
+//! reported as a problem, never ignored silently; a bad value is reported and makes the
+//! Ingress's routes answer 500 (a broken allow list must not open the route).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 
 use crate::config::model::{
-    Compress, Cors, Encoding, OriginMatch, RateLimit, RateLimitKey, RateLimitScope, RoutePolicy,
+    Affinity, Compress, Cors, Encoding, OriginMatch, RateLimit, RateLimitKey, RateLimitScope,
+    RoutePolicy, Upstream, UpstreamTls,
 };
 
 const PREFIXES: [&str; 2] = ["nginx.ingress.kubernetes.io/", "edgegate.dev/"];
@@ -23,11 +25,95 @@ pub struct IngressPolicy {
     pub max_body_size: Option<u64>,
     /// `enable-compression: "true"`: `compress = true`.
     pub compress: Option<Compress>,
+    /// Settings of the upstreams the Ingress's routes use.
+    pub upstream: UpstreamTuning,
+    pub ssl_redirect: SslRedirect,
+    /// `canary: "true"`: the Ingress splits traffic with the main Ingress of its host
+    /// and path instead of serving routes of its own.
+    pub canary: Option<Canary>,
+    /// `canary: "true"`, readable or not: such an Ingress never serves routes of its own
+    /// (a broken canary must not shadow its main Ingress with 500s).
+    pub is_canary: bool,
     /// Values that could not be read: the routes answer 500.
     pub invalid: Vec<String>,
     /// Annotations under our prefixes that are not served.
     pub unserved: Vec<String>,
 }
+
+/// What an Ingress asks of the upstreams its routes use; the default leaves the shared
+/// upstream of each Service port as it is.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct UpstreamTuning {
+    pub connect_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+    pub write_timeout: Option<Duration>,
+    /// `backend-protocol: HTTPS` or `GRPCS` (unverified, as ingress-nginx's default).
+    pub tls: bool,
+    /// `backend-protocol: GRPC` or `GRPCS`.
+    pub http2: bool,
+    pub affinity: Option<Affinity>,
+}
+
+impl UpstreamTuning {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Applies the Ingress's settings to a copy of a Service port's upstream.
+    pub fn apply(&self, upstream: &mut Upstream) {
+        if let Some(t) = self.connect_timeout {
+            upstream.connect_timeout = t;
+        }
+        if let Some(t) = self.read_timeout {
+            upstream.read_timeout = t;
+        }
+        if let Some(t) = self.write_timeout {
+            upstream.write_timeout = t;
+        }
+        if self.tls {
+            upstream.tls = Some(UpstreamTls {
+                ca: None,
+                sni: None,
+                verify: false,
+            });
+        }
+        upstream.http2 |= self.http2;
+        if self.affinity.is_some() {
+            upstream.affinity = self.affinity.clone();
+        }
+    }
+}
+
+/// `ssl-redirect` / `force-ssl-redirect`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum SslRedirect {
+    /// Neither asked for (edgegate does not redirect unless told to).
+    #[default]
+    Off,
+    /// `ssl-redirect: "true"`: when the Ingress has a `tls` section.
+    WithTls,
+    /// `force-ssl-redirect: "true"`.
+    Always,
+}
+
+/// A canary Ingress's rules for taking requests from the main Ingress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Canary {
+    /// `canary-weight` out of `canary-weight-total` (default 100) of the other requests.
+    pub weight: u32,
+    pub total: u32,
+    /// `canary-by-header`, and `canary-by-header-value` (none: the values `always` and
+    /// `never`).
+    pub by_header: Option<(HeaderName, Option<String>)>,
+    /// `canary-by-cookie`: the values `always` and `never`.
+    pub by_cookie: Option<String>,
+}
+
+/// ingress-nginx's cookie name for `affinity: cookie`.
+const DEFAULT_AFFINITY_COOKIE: &str = "INGRESSCOOKIE";
+/// The cookie's lifetime when `session-cookie-max-age` is not given (ingress-nginx's
+/// `session-cookie-expires` default of two days).
+const DEFAULT_AFFINITY_MAX_AGE: Duration = Duration::from_secs(48 * 3600);
 
 /// ingress-nginx's defaults for `enable-cors`.
 const DEFAULT_CORS_METHODS: &str = "GET, PUT, POST, DELETE, PATCH, OPTIONS";
@@ -143,12 +229,107 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> IngressPolicy {
                 Some(size) => out.max_body_size = Some(size),
                 None => bad(name, value, "expected a size like 8m, 512k or 0"),
             },
+            "ssl-redirect" | "force-ssl-redirect" => match value {
+                "true" if name == "force-ssl-redirect" => out.ssl_redirect = SslRedirect::Always,
+                "true" => {
+                    if out.ssl_redirect != SslRedirect::Always {
+                        out.ssl_redirect = SslRedirect::WithTls
+                    }
+                }
+                "false" => {}
+                _ => bad(name, value, "expected \"true\" or \"false\""),
+            },
+            "backend-protocol" => match value.to_ascii_uppercase().as_str() {
+                "HTTP" => {}
+                "HTTPS" => out.upstream.tls = true,
+                "GRPC" => out.upstream.http2 = true,
+                "GRPCS" => (out.upstream.tls, out.upstream.http2) = (true, true),
+                _ => bad(
+                    name,
+                    value,
+                    "expected HTTP, HTTPS, GRPC or GRPCS (AUTO_HTTP, AJP and FCGI are not served)",
+                ),
+            },
+            "proxy-connect-timeout" | "proxy-read-timeout" | "proxy-send-timeout" => {
+                match seconds(value) {
+                    Some(t) => match name {
+                        "proxy-connect-timeout" => out.upstream.connect_timeout = Some(t),
+                        "proxy-read-timeout" => out.upstream.read_timeout = Some(t),
+                        _ => out.upstream.write_timeout = Some(t),
+                    },
+                    None => bad(name, value, "expected whole seconds from 1, like 30 or 30s"),
+                }
+            }
+            "affinity" => match value {
+                "cookie" => {
+                    let cookie = ours
+                        .get("session-cookie-name")
+                        .copied()
+                        .unwrap_or(DEFAULT_AFFINITY_COOKIE);
+                    if cookie.is_empty() || cookie.contains([';', '=', ' ', ',']) {
+                        bad("session-cookie-name", cookie, "expected a cookie name");
+                        continue;
+                    }
+                    let max_age = match ours.get("session-cookie-max-age") {
+                        None => Some(DEFAULT_AFFINITY_MAX_AGE),
+                        Some(v) => seconds(v),
+                    };
+                    match max_age {
+                        Some(max_age) => {
+                            out.upstream.affinity = Some(Affinity {
+                                cookie: cookie.to_string(),
+                                max_age,
+                            })
+                        }
+                        None => bad(
+                            "session-cookie-max-age",
+                            ours["session-cookie-max-age"],
+                            "expected whole seconds from 1",
+                        ),
+                    }
+                }
+                _ => bad(
+                    name,
+                    value,
+                    "expected \"cookie\" (the only affinity served)",
+                ),
+            },
+            "session-cookie-name" | "session-cookie-max-age" => {
+                if ours.get("affinity") != Some(&"cookie") {
+                    out.unserved.push(format!(
+                        "annotation {name} without affinity: cookie has no effect"
+                    ));
+                }
+            }
+            "canary" => match value {
+                "true" => {
+                    out.is_canary = true;
+                    match canary(&ours) {
+                        Ok(canary) => out.canary = Some(canary),
+                        Err((name, value, why)) => bad(name, value, why),
+                    }
+                }
+                "false" => {}
+                _ => bad(name, value, "expected \"true\" or \"false\""),
+            },
+            "canary-weight"
+            | "canary-weight-total"
+            | "canary-by-header"
+            | "canary-by-header-value"
+            | "canary-by-cookie" => {
+                if ours.get("canary") != Some(&"true") {
+                    out.unserved.push(format!(
+                        "annotation {name} without canary: \"true\" has no effect"
+                    ));
+                }
+            }
             // Read with the Ingress's authentication (see `ingress.rs`).
             "auth-url"
             | "auth-response-headers"
             | "auth-signin"
             | "auth-type"
             | "auth-secret"
+            | "auth-secret-type"
             | "auth-realm" => {}
             other => out
                 .unserved
@@ -160,6 +341,69 @@ pub fn read(annotations: Option<&BTreeMap<String, String>>) -> IngressPolicy {
 }
 
 type Problem<'a> = (&'a str, &'a str, &'static str);
+
+/// nginx timeouts: whole seconds, with or without an `s`.
+fn seconds(text: &str) -> Option<Duration> {
+    let digits = text.strip_suffix('s').unwrap_or(text);
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|s| (1..=86_400 * 365).contains(s))
+        .map(Duration::from_secs)
+}
+
+/// `canary: "true"` with its `canary-*` family.
+fn canary<'a>(ours: &BTreeMap<&'a str, &'a str>) -> Result<Canary, Problem<'a>> {
+    let total = match ours.get("canary-weight-total") {
+        None => 100,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|t| (1..=1_000_000).contains(t))
+            .ok_or(("canary-weight-total", *v, "expected a whole number from 1"))?,
+    };
+    let weight = match ours.get("canary-weight") {
+        None => 0,
+        Some(v) => v.parse::<u32>().ok().filter(|w| *w <= total).ok_or((
+            "canary-weight",
+            *v,
+            "expected a whole number from 0 to canary-weight-total",
+        ))?,
+    };
+    let by_header = match ours.get("canary-by-header") {
+        None => None,
+        Some(h) => {
+            let name = HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                .map_err(|_| ("canary-by-header", *h, "expected a header name"))?;
+            Some((
+                name,
+                ours.get("canary-by-header-value").map(|v| v.to_string()),
+            ))
+        }
+    };
+    if by_header.is_none() {
+        if let Some(v) = ours.get("canary-by-header-value") {
+            return Err((
+                "canary-by-header-value",
+                v,
+                "needs canary-by-header (the header it is the value of)",
+            ));
+        }
+    }
+    let by_cookie = match ours.get("canary-by-cookie") {
+        None => None,
+        Some(c) if c.is_empty() || c.contains([';', '=', ' ', ',']) => {
+            return Err(("canary-by-cookie", c, "expected a cookie name"))
+        }
+        Some(c) => Some(c.to_string()),
+    };
+    Ok(Canary {
+        weight,
+        total,
+        by_header,
+        by_cookie,
+    })
+}
 
 /// `enable-cors` with the `cors-*` family, at ingress-nginx's defaults. Its default origin
 /// is `*`, with which credentials are never sent (browsers refuse the pair), so
@@ -327,5 +571,69 @@ mod tests {
         let other: BTreeMap<String, String> =
             [("kubernetes.io/ingress.class".to_string(), "x".to_string())].into();
         assert_eq!(read(Some(&other)), IngressPolicy::default());
+    }
+
+    #[test]
+    fn upstream_redirect_and_canary_annotations_are_read() {
+        let out = read_pairs(&[
+            ("backend-protocol", "grpcs"),
+            ("proxy-connect-timeout", "3"),
+            ("proxy-read-timeout", "120s"),
+            ("proxy-send-timeout", "30"),
+            ("affinity", "cookie"),
+            ("ssl-redirect", "false"),
+            ("force-ssl-redirect", "true"),
+            ("canary", "true"),
+            ("canary-weight", "30"),
+            ("canary-weight-total", "50"),
+            ("canary-by-header", "X-Canary"),
+            ("canary-by-cookie", "beta"),
+        ]);
+        assert!(out.invalid.is_empty() && out.unserved.is_empty(), "{out:?}");
+        let u = &out.upstream;
+        assert!(u.tls && u.http2);
+        assert_eq!(u.connect_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(u.read_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(u.write_timeout, Some(Duration::from_secs(30)));
+        let affinity = u.affinity.as_ref().expect("affinity");
+        assert_eq!(
+            (affinity.cookie.as_str(), affinity.max_age),
+            ("INGRESSCOOKIE", DEFAULT_AFFINITY_MAX_AGE)
+        );
+        assert_eq!(out.ssl_redirect, SslRedirect::Always, "force wins");
+        let canary = out.canary.expect("canary");
+        assert_eq!((canary.weight, canary.total), (30, 50));
+        assert_eq!(
+            canary.by_header,
+            Some((HeaderName::from_static("x-canary"), None))
+        );
+        assert_eq!(canary.by_cookie.as_deref(), Some("beta"));
+        assert_eq!(
+            read_pairs(&[("ssl-redirect", "true")]).ssl_redirect,
+            SslRedirect::WithTls
+        );
+    }
+
+    #[test]
+    fn bad_upstream_and_canary_values_are_invalid_and_strays_unserved() {
+        for pair in [
+            ("backend-protocol", "FCGI"),
+            ("proxy-read-timeout", "0"),
+            ("proxy-connect-timeout", "5m"),
+            ("affinity", "balanced"),
+            ("force-ssl-redirect", "yes"),
+        ] {
+            let out = read_pairs(&[pair]);
+            assert_eq!(out.invalid.len(), 1, "{pair:?}: {out:?}");
+        }
+        let out = read_pairs(&[("canary", "true"), ("canary-weight", "101")]);
+        assert_eq!(out.invalid.len(), 1, "{out:?}");
+        assert!(
+            out.canary.is_none() && out.is_canary,
+            "a broken canary serves nothing"
+        );
+        let out = read_pairs(&[("canary-weight", "10"), ("session-cookie-max-age", "60")]);
+        assert_eq!(out.unserved.len(), 2, "{out:?}");
+        assert!(out.invalid.is_empty() && out.canary.is_none() && out.upstream.is_default());
     }
 }

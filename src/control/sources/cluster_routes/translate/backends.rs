@@ -97,6 +97,20 @@ impl<'a> Backends<'a> {
         Ok(name)
     }
 
+    /// A copy of the upstream `base` (from [`Backends::service`]) with settings of its own,
+    /// named `BASE@owner`: one object's annotations never reach another's routes. It
+    /// shares the base's discovery watch.
+    pub fn tuned(&mut self, base: &Name, owner: &str, tune: impl FnOnce(&mut Upstream)) -> Name {
+        let name: Name = format!("{base}@{owner}").into();
+        if let Some(base) = self.upstreams.get(base) {
+            let mut upstream = base.clone();
+            upstream.name = name.clone();
+            tune(&mut upstream);
+            self.upstreams.insert(name.clone(), upstream);
+        }
+        name
+    }
+
     /// Whether a ReferenceGrant in `to_namespace` lets `from_kind` objects (of the
     /// Gateway API group) in `from_namespace` refer to the core `to_kind` named `to_name`.
     pub fn granted(

@@ -11,7 +11,8 @@ use super::hostnames::{host_match, on_listener};
 use super::{condition, empty_route, prefix, respond_500, Key, Translation};
 use super::{ClusterCertificate, GatewayStatus, RouteStatus};
 use crate::config::model::{
-    Action, HeaderEdits, Name, PathMatch, PathRegex, Redirect, Route, ServicePort, WeightedUpstream,
+    Action, HeaderEdits, Mirror, Name, PathMatch, PathRegex, Redirect, Route, ServicePort,
+    WeightedUpstream,
 };
 use crate::control::sources::cluster_routes::objects::{
     GatewayListener, HeaderModifier, HttpRoute, HttpRouteFilter, HttpRouteMatch, HttpRouteRule,
@@ -471,13 +472,27 @@ fn rule_routes(
     let mut template = empty_route(rule_name.to_string(), source, 0);
     let mut redirect = None;
     let mut rewrite = None;
+    let mut mirror_problems = Vec::new();
     for filter in &rule.filters {
+        if filter.kind == "RequestMirror" {
+            if template.mirror.is_some() {
+                return Err("more than one RequestMirror in a rule is not served".to_string());
+            }
+            match request_mirror(out, namespace, filter)? {
+                Ok(mirror) => template.mirror = Some(mirror),
+                // Reported; the rule is served without its mirror, which must never
+                // fail the real requests.
+                Err(unresolved) => mirror_problems.push(unresolved),
+            }
+            continue;
+        }
         apply_filter(filter, &mut template, &mut redirect, &mut rewrite)?;
     }
-    let (action, problem) = match redirect {
+    let (action, mut problem) = match redirect {
         Some(redirect) => (Action::Redirect(redirect), Vec::new()),
         None => backend_action(out, namespace, rule),
     };
+    problem.extend(mirror_problems);
     template.action = action;
     let mut routes = Vec::new();
     for m in matches {
@@ -586,6 +601,37 @@ fn apply_filter(
         other => return Err(format!("filter {other} is not served")),
     }
     Ok(())
+}
+
+/// `RequestMirror` -> the route's `mirror`: `Err` for settings edgegate cannot read,
+/// `Ok(Err)` for a backend that does not resolve (reported in ResolvedRefs).
+fn request_mirror(
+    out: &mut Translation<'_>,
+    namespace: &str,
+    filter: &HttpRouteFilter,
+) -> Result<Result<Mirror, Unresolved>, String> {
+    let m = filter
+        .request_mirror
+        .as_ref()
+        .ok_or("RequestMirror without its settings")?;
+    let percent = match (m.percent, &m.fraction) {
+        (Some(_), Some(_)) => return Err("RequestMirror with both percent and fraction".into()),
+        (Some(p), None) if (0..=100).contains(&p) => f64::from(p),
+        (None, Some(f)) => {
+            let denominator = f.denominator.unwrap_or(100);
+            if denominator < 1 || f.numerator < 0 || f.numerator > denominator {
+                return Err("RequestMirror fraction must be between 0 and 1".into());
+            }
+            100.0 * f64::from(f.numerator) / f64::from(denominator)
+        }
+        (None, None) => 100.0,
+        (Some(_), None) => return Err("RequestMirror percent must be from 0 to 100".into()),
+    };
+    let backend = m
+        .backend_ref
+        .as_ref()
+        .ok_or("RequestMirror without a backendRef")?;
+    Ok(resolve(out, namespace, backend).map(|upstream| Mirror { upstream, percent }))
 }
 
 fn merge_edits(edits: &mut HeaderEdits, m: &HeaderModifier) -> Result<(), String> {

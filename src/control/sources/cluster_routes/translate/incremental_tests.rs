@@ -346,8 +346,12 @@ enum Op {
     Service(usize, Option<u8>),
     Gateway(Option<u8>),
     Grant(bool),
-    Ingress(usize, Option<(u8, u8)>),
+    /// Ingress slot; `None` deletes it, else (host, backend, annotations: none, a body
+    /// size, a canary by header and weight, basic auth from the `users` Secret).
+    Ingress(usize, Option<(u8, u8, u8)>),
     Secret(Option<u8>),
+    /// The `Opaque` Secret `apps/users` basic auth reads.
+    Users(Option<u8>),
     /// A reload that moves the TLS listener.
     Listeners(bool),
 }
@@ -360,8 +364,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..3, proptest::option::of(0u8..3)).prop_map(|(s, v)| Op::Service(s, v)),
         1 => proptest::option::weighted(0.85, 0u8..5).prop_map(Op::Gateway),
         1 => any::<bool>().prop_map(Op::Grant),
-        2 => (0usize..3, proptest::option::of((0u8..3, 0u8..3))).prop_map(|(s, v)| Op::Ingress(s, v)),
+        3 => (0usize..4, proptest::option::of((0u8..3, 0u8..3, 0u8..4))).prop_map(|(s, v)| Op::Ingress(s, v)),
         1 => proptest::option::of(0u8..2).prop_map(Op::Secret),
+        1 => proptest::option::of(0u8..2).prop_map(Op::Users),
         1 => any::<bool>().prop_map(Op::Listeners),
     ]
 }
@@ -493,22 +498,28 @@ fn apply(world: &mut World, op: &Op, tls_port: &mut u16) {
                 None => {
                     objects.ingresses.remove(&key("apps", &name));
                 }
-                Some((host, backend)) => {
+                Some((host, backend, annotated)) => {
                     let service = ["web", "api", "gone"][*backend as usize];
+                    // One path for all: a canary joins the first main of its host.
                     let mut spec = json!({
                         "ingressClassName": "edgegate",
                         "rules": [{"host": format!("i{host}.example.com"), "http": {"paths": [
-                            {"path": format!("/i{slot}"), "pathType": "Prefix",
+                            {"path": "/shared", "pathType": "Prefix",
                              "backend": {"service": {"name": service, "port": {"number": 80}}}}]}}]
                     });
                     if *host == 2 {
                         spec["tls"] = json!([{"secretName": "site"}]);
                     }
-                    let mut metadata = meta("apps", &name, "2026-01-01T00:00:01Z");
-                    if *backend == 1 {
-                        metadata["annotations"] =
-                            json!({"nginx.ingress.kubernetes.io/proxy-body-size": "2k"});
-                    }
+                    let mut metadata = meta("apps", &name, &format!("2026-01-01T00:00:0{slot}Z"));
+                    metadata["annotations"] = match annotated {
+                        0 => json!({}),
+                        1 => json!({"nginx.ingress.kubernetes.io/proxy-body-size": "2k"}),
+                        2 => json!({"nginx.ingress.kubernetes.io/canary": "true",
+                                    "nginx.ingress.kubernetes.io/canary-by-header": "x-canary",
+                                    "nginx.ingress.kubernetes.io/canary-weight": "20"}),
+                        _ => json!({"nginx.ingress.kubernetes.io/auth-type": "basic",
+                                    "nginx.ingress.kubernetes.io/auth-secret": "users"}),
+                    };
                     let ingress =
                         serde_json::from_value(json!({"metadata": metadata, "spec": spec}))
                             .expect("ingress");
@@ -531,6 +542,23 @@ fn apply(world: &mut World, op: &Op, tls_port: &mut u16) {
                         key: Bytes::from_static(b"KEY"),
                     }),
                 );
+            }
+        },
+        Op::Users(variant) => match variant {
+            None => {
+                objects.opaque_secrets.remove(&key("apps", "users"));
+            }
+            Some(v) => {
+                // A bcrypt hash (cost 4) of "pw"; the second is not one (refused).
+                let line = if *v == 0 {
+                    "alice:$2y$04$Q3ZQx0eyiBo2lrNbO/AtY.0Pj2TzVOKb3Sq4bOqHEkc/YX1yGn1jC\n"
+                } else {
+                    "alice:plain\n"
+                };
+                let data = [("auth".to_string(), Bytes::from(line))].into();
+                objects
+                    .opaque_secrets
+                    .insert(key("apps", "users"), Arc::new(OpaqueSecret(data)));
             }
         },
         Op::Listeners(moved) => *tls_port = if *moved { 9443 } else { 8443 },

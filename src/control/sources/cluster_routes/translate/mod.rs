@@ -19,6 +19,7 @@ mod httproute;
 #[cfg(test)]
 mod incremental_tests;
 mod ingress;
+mod ingress_basic;
 mod l4routes;
 #[cfg(test)]
 mod tests;
@@ -60,6 +61,8 @@ pub struct ClusterObjects {
     pub ingresses: BTreeMap<Key, Arc<Ingress>>,
     pub services: BTreeMap<Key, Arc<ServicePorts>>,
     pub secrets: BTreeMap<Key, Arc<TlsSecret>>,
+    /// `Opaque` Secrets: where an Ingress's `auth-secret` finds its users.
+    pub opaque_secrets: BTreeMap<Key, Arc<OpaqueSecret>>,
 }
 
 /// Whether two versions of an HTTPRoute translate the same: what translation reads of
@@ -96,6 +99,17 @@ pub struct TlsSecret {
     pub key: Bytes,
 }
 
+/// An `Opaque` Secret's data by key. Its values are credentials (hashes at best), so
+/// `Debug` shows the keys only: a logged translation never carries them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct OpaqueSecret(pub BTreeMap<String, Bytes>);
+
+impl std::fmt::Debug for OpaqueSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
 /// What the cluster contributes to the next snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterRoutes {
@@ -112,7 +126,8 @@ pub struct ClusterRoutes {
     /// port, so when a reload renames a listener, the names here say which listener
     /// each route and certificate meant until the watches translate again.
     pub listeners: Vec<ListenerFacts>,
-    /// Authenticators from Ingress annotations (`auth-url`), named `ingress/NS/NAME`.
+    /// Authenticators from Ingress annotations (`auth-url`, or `auth-type: basic` with
+    /// the users of its `auth-secret`), named `ingress/NS/NAME`.
     pub auth: Vec<Arc<model::Authenticator>>,
 }
 
@@ -220,6 +235,9 @@ pub struct Status {
     pub gateways: BTreeMap<Key, GatewayStatus>,
     /// Ingresses of our class, served.
     pub ingresses: BTreeSet<Key>,
+    /// What a person should know about an Ingress's annotations (not served, or not
+    /// readable), written as Warning events on it.
+    pub ingress_warnings: BTreeMap<Key, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,6 +373,19 @@ impl Translator {
             }
         }
         items.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        // Canary Ingresses first: their paths join whichever main Ingress comes first
+        // with the same host and path. While there are any, every Ingress is translated
+        // afresh (which main takes which canary depends on all of them); they are few.
+        let ingresses: Vec<(&Key, &Ingress)> = items
+            .iter()
+            .filter_map(|(_, key, item)| match item {
+                Item::Ingress(ingress) => Some((*key, &***ingress)),
+                Item::Route(_) => None,
+            })
+            .collect();
+        ingress::collect_canaries(&mut head, &ingresses);
+        let mut canaries = std::mem::take(&mut head.canaries);
+        let with_canaries = !canaries.is_empty();
 
         let mut out = ClusterRoutes {
             certificates: std::mem::take(&mut head.certificates),
@@ -388,8 +419,16 @@ impl Translator {
                     std::cmp::Ordering::Greater => break,
                 }
             }
+            let ingress_kept = |piece: &Piece| {
+                piece.kind != ItemKind::Ingress
+                    || !(with_canaries || piece.with_canaries || changed.opaque_secrets)
+            };
             let kept = match last {
-                Some(piece) if piece.source.matches(item) && !changed.touches(&piece.reads) => {
+                Some(piece)
+                    if piece.source.matches(item)
+                        && !changed.touches(&piece.reads)
+                        && ingress_kept(&piece) =>
+                {
                     Some(piece)
                 }
                 Some(stale) => {
@@ -415,7 +454,7 @@ impl Translator {
                     let piece = Piece::translate(
                         objects,
                         listeners,
-                        &mut gateways,
+                        (&mut gateways, &mut canaries),
                         (created, key),
                         item,
                         base,
@@ -433,11 +472,20 @@ impl Translator {
         }
 
         let mut tail = Translation::new(objects, listeners, CLUSTER_ORDER_BASE + orders);
+        tail.canaries = canaries;
+        ingress::report_unused_canaries(&mut tail);
         if settings.gateway_class.is_some() {
             l4routes::translate_all(&mut tail, &mut gateways);
         }
         out.tcp_routes.append(&mut tail.tcp_routes);
         out.problems.append(&mut tail.problems);
+        for (key, warnings) in std::mem::take(&mut tail.status.ingress_warnings) {
+            out.status
+                .ingress_warnings
+                .entry(key)
+                .or_default()
+                .extend(warnings);
+        }
         for (key, gateway) in gateways {
             out.status.gateways.insert(key, gateway.status());
         }
@@ -547,6 +595,9 @@ struct Piece {
     auth: Vec<Arc<model::Authenticator>>,
     route_status: Option<Arc<RouteStatus>>,
     ingress_status: bool,
+    ingress_warnings: BTreeMap<Key, Vec<String>>,
+    /// Translated while canary Ingresses were around (and maybe joined by one).
+    with_canaries: bool,
     /// The Gateway listeners it attached to (Gateway, listener index): their
     /// `attachedRoutes` count it.
     attached: Vec<(Key, usize)>,
@@ -557,15 +608,23 @@ impl Piece {
     fn translate(
         objects: &ClusterObjects,
         listeners: &[ListenerFacts],
-        gateways: &mut BTreeMap<Key, httproute::ServedGateway>,
+        (gateways, canaries): (
+            &mut BTreeMap<Key, httproute::ServedGateway>,
+            &mut Vec<ingress::CanaryRoute>,
+        ),
         (created, key): (Option<&Time>, &Key),
         item: Item<'_>,
         base: usize,
     ) -> Piece {
         let mut one = Translation::new(objects, listeners, base);
+        let with_canaries = !canaries.is_empty();
         match item {
             Item::Route(route) => httproute::translate(&mut one, gateways, key, route),
-            Item::Ingress(ingress) => ingress::translate(&mut one, key, ingress),
+            Item::Ingress(ingress) => {
+                one.canaries = std::mem::take(canaries);
+                ingress::translate(&mut one, key, ingress);
+                *canaries = std::mem::take(&mut one.canaries);
+            }
         }
         let (upstreams, services, grants) = one.backends.into_parts();
         Piece {
@@ -583,6 +642,8 @@ impl Piece {
             auth: one.auth,
             route_status: one.status.routes.into_values().next(),
             ingress_status: !one.status.ingresses.is_empty(),
+            ingress_warnings: one.status.ingress_warnings,
+            with_canaries,
             attached: one.attached,
             reads: Reads {
                 gateways: one.gateway_reads,
@@ -624,6 +685,13 @@ impl Piece {
         if self.ingress_status {
             out.status.ingresses.insert(self.key.clone());
         }
+        for (key, warnings) in &self.ingress_warnings {
+            out.status
+                .ingress_warnings
+                .entry(key.clone())
+                .or_default()
+                .extend(warnings.iter().cloned());
+        }
     }
 }
 
@@ -646,6 +714,7 @@ struct Reread {
     services: BTreeMap<Key, Arc<ServicePorts>>,
     secrets: BTreeMap<Key, Arc<TlsSecret>>,
     grants: BTreeMap<Key, Arc<ReferenceGrant>>,
+    opaque_secrets: BTreeMap<Key, Arc<OpaqueSecret>>,
 }
 
 impl Reread {
@@ -655,6 +724,7 @@ impl Reread {
             services: objects.services.clone(),
             secrets: objects.secrets.clone(),
             grants: objects.grants.clone(),
+            opaque_secrets: objects.opaque_secrets.clone(),
         }
     }
 
@@ -665,6 +735,8 @@ impl Reread {
             services: changed_keys(&self.services, &now.services, |a, b| a == b),
             secrets: changed_keys(&self.secrets, &now.secrets, |a, b| a == b),
             grant_namespaces: grants.into_iter().map(|(namespace, _)| namespace).collect(),
+            opaque_secrets: !changed_keys(&self.opaque_secrets, &now.opaque_secrets, |a, b| a == b)
+                .is_empty(),
         }
     }
 }
@@ -676,6 +748,8 @@ struct Changed {
     services: HashSet<Key>,
     secrets: HashSet<Key>,
     grant_namespaces: HashSet<String>,
+    /// Any `Opaque` Secret (Ingress basic auth users): every Ingress is translated again.
+    opaque_secrets: bool,
 }
 
 impl Changed {
@@ -744,6 +818,8 @@ struct Translation<'a> {
     status: Status,
     problems: Vec<String>,
     auth: Vec<Arc<model::Authenticator>>,
+    /// Paths of canary Ingresses, joined to their main Ingress's routes.
+    canaries: Vec<ingress::CanaryRoute>,
     order: usize,
     /// Gateway listeners routes attached to: (Gateway, listener index).
     attached: Vec<(Key, usize)>,
@@ -764,6 +840,7 @@ impl<'a> Translation<'a> {
             status: Status::default(),
             problems: Vec::new(),
             auth: Vec::new(),
+            canaries: Vec::new(),
             order,
             attached: Vec::new(),
             gateway_reads: Vec::new(),
@@ -815,6 +892,7 @@ fn empty_route(name: String, source: &str, order: usize) -> Route {
         auth: None,
         policy: None,
         compress: None,
+        mirror: None,
         // The source object stands where a file route has its line, so `/config`, logs
         // and `route` name the object a person edits.
         location: Location {

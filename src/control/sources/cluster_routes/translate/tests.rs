@@ -93,6 +93,22 @@ impl World {
         self
     }
 
+    fn annotated_ingress(
+        mut self,
+        ns: &str,
+        name: &str,
+        created: &str,
+        annotations: Value,
+        spec: Value,
+    ) -> Self {
+        let mut metadata = meta(ns, name, created);
+        metadata["annotations"] = annotations;
+        let i =
+            serde_json::from_value(json!({"metadata": metadata, "spec": spec})).expect("ingress");
+        self.0.ingresses.insert(key(ns, name), Arc::new(i));
+        self
+    }
+
     pub(super) fn grant(mut self, ns: &str, from_ns: &str) -> Self {
         let g = serde_json::from_value(json!({
             "metadata": meta(ns, "allow", "2026-01-01T00:00:00Z"),
@@ -531,7 +547,7 @@ fn regex_paths_match_the_whole_path_and_unsupported_rules_are_reported() {
         .expect("partially invalid");
     assert!(partial
         .message
-        .contains("rule 1: filter RequestMirror is not served"));
+        .contains("rule 1: RequestMirror without a backendRef"));
 }
 
 #[test]
@@ -706,6 +722,159 @@ fn ingress_auth_annotations_become_a_forward_authenticator_or_fail_closed() {
 }
 
 #[test]
+fn ingress_basic_auth_reads_its_users_from_a_secret_or_fails_closed() {
+    let spec = json!({
+        "ingressClassName": "edgegate",
+        "rules": [{"host": "app.example.com", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]
+    });
+    let hash = bcrypt::hash("pw", 4).expect("bcrypt");
+    let secret = |pairs: &[(&str, &str)]| {
+        OpaqueSecret(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Bytes::from(v.to_string())))
+                .collect(),
+        )
+    };
+    let mut world = World::new();
+    let cases: [(&str, Value); 8] = [
+        (
+            "file",
+            json!({"auth-type": "basic", "auth-secret": "users", "auth-realm": "Staff only"}),
+        ),
+        (
+            "map",
+            json!({"auth-type": "basic", "auth-secret": "other/team",
+                   "auth-secret-type": "auth-map"}),
+        ),
+        ("weak", json!({"auth-type": "basic", "auth-secret": "weak"})),
+        (
+            "missing",
+            json!({"auth-type": "basic", "auth-secret": "nope"}),
+        ),
+        (
+            "digest",
+            json!({"auth-type": "digest", "auth-secret": "users"}),
+        ),
+        (
+            "both",
+            json!({"auth-type": "basic", "auth-secret": "users",
+                   "auth-url": "http://auth.apps.svc/"}),
+        ),
+        (
+            "badref",
+            json!({"auth-type": "basic", "auth-secret": "a/b/c"}),
+        ),
+        (
+            "quote",
+            json!({"auth-type": "basic", "auth-secret": "users", "auth-realm": "say \"hi\""}),
+        ),
+    ];
+    for (name, annotations) in cases {
+        world = world.ingress("apps", name, spec.clone());
+        let Value::Object(map) = annotations else {
+            unreachable!()
+        };
+        let prefixed: BTreeMap<String, String> = map
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    format!("nginx.ingress.kubernetes.io/{k}"),
+                    v.as_str().expect("text").to_string(),
+                )
+            })
+            .collect();
+        world
+            .0
+            .ingresses
+            .get_mut(&key("apps", name))
+            .map(Arc::make_mut)
+            .expect("ingress")
+            .metadata
+            .annotations = Some(prefixed);
+    }
+    let users = format!("# staff\nalice:{hash}\n");
+    world
+        .0
+        .opaque_secrets
+        .insert(key("apps", "users"), Arc::new(secret(&[("auth", &users)])));
+    world
+        .0
+        .opaque_secrets
+        .insert(key("other", "team"), Arc::new(secret(&[("bob", &hash)])));
+    let weak = format!("alice:{hash}\ncarol:{{SHA}}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n");
+    world
+        .0
+        .opaque_secrets
+        .insert(key("apps", "weak"), Arc::new(secret(&[("auth", &weak)])));
+    let out = world.translate();
+    let basic = |name: &str| {
+        let auth = out
+            .auth
+            .iter()
+            .find(|a| &*a.name == name)
+            .unwrap_or_else(|| panic!("{name}: {:?}", out.problems));
+        let AuthKind::Basic(basic) = &auth.kind else {
+            panic!("{name} is not basic")
+        };
+        basic.clone()
+    };
+    let file = basic("ingress/apps/file");
+    assert_eq!(file.realm, "Staff only");
+    assert_eq!(&*file.users, [("alice".to_string(), hash.clone())]);
+    assert!(file.users_file.is_none());
+    let map = basic("ingress/apps/map");
+    assert_eq!(&*map.users, [("bob".to_string(), hash.clone())]);
+    assert_eq!(map.realm, "");
+    assert_eq!(out.auth.len(), 2, "{:?}", out.auth);
+    let route = |name: &str| {
+        out.routes
+            .iter()
+            .find(|r| r.name.starts_with(&format!("ingress/apps/{name}/")))
+            .expect("route")
+            .clone()
+    };
+    assert_eq!(route("file").auth.as_deref(), Some("ingress/apps/file"));
+    assert!(matches!(route("file").action, Action::Upstream(_)));
+    for closed in ["weak", "missing", "digest", "both", "badref", "quote"] {
+        let route = route(closed);
+        assert!(
+            matches!(&route.action, Action::Respond(r) if r.status == 500),
+            "{closed}: {:?}",
+            route.action
+        );
+        assert!(route.auth.is_none());
+    }
+    let problem = |needle: &str| {
+        assert!(
+            out.problems.iter().any(|p| p.contains(needle)),
+            "no problem with {needle:?}: {:#?}",
+            out.problems
+        )
+    };
+    problem("ingress apps/weak: secret apps/weak has unusable users (line 2: user \"carol\": the password is stored as SHA1");
+    problem("ingress apps/missing: secret apps/nope not found");
+    problem("annotation auth-type \"digest\" is not served");
+    problem("auth-type and auth-url together");
+    problem("annotation auth-secret \"a/b/c\" is not NAME or NAMESPACE/NAME");
+    problem("annotation auth-realm \"say \\\"hi\\\"\" cannot contain");
+    assert_eq!(out.problems.len(), 6, "{:#?}", out.problems);
+    // Merged onto the file's config, a Secret's users are no file: a reload's fingerprint
+    // and the file watcher read none for them (or every reload would see a change).
+    let file = crate::config::load(&crate::config::SourceFile::new(
+        std::path::PathBuf::from("edgegate.toml"),
+        crate::config::DEFAULT_CONFIG,
+    ))
+    .expect("the shipped default")
+    .config;
+    let merged = out.merged_onto(&file);
+    assert!(merged.authenticator("ingress/apps/file").is_some());
+    assert_eq!(merged.auth_files().count(), file.auth_files().count());
+}
+
+#[test]
 fn an_ssl_passthrough_ingress_relays_its_hosts_on_tls_listeners() {
     let mut world = World::new().ingress(
         "apps",
@@ -821,4 +990,110 @@ fn tls_routes_and_tcp_routes_attach_to_passthrough_and_tcp_listeners() {
             .any(|c| c.reason == "UnsupportedProtocol"),
         "{terminate:?}"
     );
+}
+
+#[test]
+fn ingress_canaries_join_their_main_in_any_order_and_a_broken_one_serves_nothing() {
+    let spec = |service: &str, host: &str| {
+        json!({"ingressClassName": "edgegate", "rules": [{"host": host, "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": service, "port": {"number": 80}}}}]}}]})
+    };
+    let nginx = |k: &str| format!("nginx.ingress.kubernetes.io/{k}");
+    let out = World::new()
+        // The canary is older than its main Ingress.
+        .annotated_ingress(
+            "apps",
+            "a-canary",
+            "2026-01-01T00:00:00Z",
+            json!({nginx("canary"): "true", nginx("canary-by-header"): "x-canary",
+                   nginx("canary-weight"): "10", nginx("backend-protocol"): "GRPC"}),
+            spec("api", "shop.example.com"),
+        )
+        .annotated_ingress(
+            "apps",
+            "b-main",
+            "2026-01-02T00:00:00Z",
+            json!({nginx("force-ssl-redirect"): "true"}),
+            spec("web", "shop.example.com"),
+        )
+        // Broken and older than the Ingress it would join: it must not shadow it.
+        .annotated_ingress(
+            "apps",
+            "c-broken",
+            "2026-01-01T00:00:00Z",
+            json!({nginx("canary"): "true", nginx("canary-weight"): "500"}),
+            spec("api", "other.example.com"),
+        )
+        .annotated_ingress(
+            "apps",
+            "d-other",
+            "2026-01-03T00:00:00Z",
+            json!({}),
+            spec("web", "other.example.com"),
+        )
+        .translate();
+    let plain = route_for(&out, "web", "shop.example.com", "/x?y=1", &[]).expect("routed");
+    assert!(
+        matches!(&plain.action, Action::Redirect(r)
+            if r.status == http::StatusCode::PERMANENT_REDIRECT && r.scheme.as_deref() == Some("https")),
+        "{:?}",
+        plain.action
+    );
+    let canary_upstream = "service/apps/api/80@ingress/apps/a-canary";
+    let main = route_for(&out, "websecure", "shop.example.com", "/x", &[]).expect("routed");
+    match &main.action {
+        Action::Weighted(split) => {
+            let shares: Vec<(Option<&str>, u32)> = split
+                .iter()
+                .map(|b| (b.upstream.as_deref(), b.weight))
+                .collect();
+            assert_eq!(
+                shares,
+                [
+                    (Some("service/apps/web/80"), 90),
+                    (Some(canary_upstream), 10)
+                ]
+            );
+        }
+        other => panic!("not a split: {other:?}"),
+    }
+    let chosen = route_for(
+        &out,
+        "websecure",
+        "shop.example.com",
+        "/x",
+        &[("x-canary", "always")],
+    )
+    .expect("routed");
+    assert_eq!(upstream_of(&chosen), canary_upstream);
+    let never = route_for(
+        &out,
+        "websecure",
+        "shop.example.com",
+        "/x",
+        &[("x-canary", "never")],
+    )
+    .expect("routed");
+    assert_eq!(upstream_of(&never), "service/apps/web/80");
+    let tuned = out
+        .upstreams
+        .iter()
+        .find(|u| &*u.name == canary_upstream)
+        .expect("the canary's own upstream");
+    assert!(tuned.http2);
+    assert!(out
+        .upstreams
+        .iter()
+        .filter(|u| !u.name.contains('@'))
+        .all(|u| !u.http2));
+    let other = route_for(&out, "web", "other.example.com", "/", &[]).expect("routed");
+    assert_eq!(upstream_of(&other), "service/apps/web/80");
+    assert!(out.status.ingress_warnings[&key("apps", "c-broken")]
+        .iter()
+        .any(|w| w.contains("canary-weight")));
+    assert!(!out
+        .status
+        .ingress_warnings
+        .contains_key(&key("apps", "b-main")));
 }
