@@ -106,6 +106,50 @@ proptest! {
         }
     }
 
+    /// A router rebuilt from the previous one after routes came and went indexes
+    /// exactly what compiling the new routes from nothing does, on every listener.
+    #[test]
+    fn a_patched_router_equals_a_compiled_one(
+        before in proptest::collection::vec(route_strategy(), 1..12),
+        after in proptest::collection::vec(route_strategy(), 0..6),
+        kept in proptest::collection::vec(any::<bool>(), 12),
+        only_on in proptest::collection::vec(0u8..3, 18),
+    ) {
+        let routes_of = |routes: Vec<_>, first: usize| {
+            let mut text = String::from("[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n");
+            for (i, (host, kind, path, method, header)) in routes.into_iter().enumerate() {
+                text.push_str(&route_toml(first + i, host, kind, path, method, header));
+            }
+            load(&SourceFile::new("p.toml", text.as_str())).expect("generated config is valid").config.routes
+        };
+        // Some routes on one listener only, as cluster routes are.
+        let place = |routes: Vec<Arc<crate::config::model::Route>>, offset: usize| -> Vec<Arc<crate::config::model::Route>> {
+            routes.into_iter().enumerate().map(|(i, r)| {
+                let mut r = (*r).clone();
+                // Orders are unique, as the config's and the cluster's are.
+                r.order = offset * 100 + i;
+                r.listeners = match only_on[offset + i] {
+                    0 => None,
+                    1 => Some(vec!["web".into()]),
+                    _ => Some(vec!["api".into()]),
+                };
+                Arc::new(r)
+            }).collect()
+        };
+        let old = place(routes_of(before, 0), 0);
+        let new_ones = place(routes_of(after, 100), 12);
+        let names: Vec<Arc<str>> = vec!["web".into(), "api".into()];
+        let previous = Router::compile(&old, &names);
+        let mut routes: Vec<_> = old.iter().zip(&kept).filter(|(_, k)| **k).map(|(r, _)| r.clone()).collect();
+        routes.extend(new_ones.iter().cloned());
+        let removed: Vec<_> = old.iter().zip(&kept).filter(|(_, k)| !**k).map(|(r, _)| r).collect();
+        let added: Vec<_> = new_ones.iter().collect();
+        let patched = Router::patched(&previous, &removed, &added, &names);
+        prop_assert_eq!(patched.layout(), Router::compile(&routes, &names).layout());
+        let via_diff = Router::compile_from(&previous, &old, &routes, &names);
+        prop_assert_eq!(via_diff.layout(), Router::compile(&routes, &names).layout());
+    }
+
     /// Whatever the text, loading a config returns a result: it never panics.
     #[test]
     fn config_text_never_panics(

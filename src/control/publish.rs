@@ -247,7 +247,7 @@ impl<A: pingora::apps::ServerApp + Send + Sync + 'static> Publisher<A> {
         let config_changed = !Arc::ptr_eq(&previous.config, &next.config);
         if config_changed {
             self.health.reconcile(&next);
-            self.metrics.forget_removed(&next.config);
+            self.metrics.forget_removed(&previous.config, &next.config);
             self.forget_unnamed_services(&next.config);
         }
         self.metrics.config_generation.set(next.generation as i64);

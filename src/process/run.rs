@@ -34,7 +34,9 @@ pub fn run(args: RunArgs) -> ExitCode {
     // Before anything can replace the binary on disk (see `Launch::capture`).
     let launch = crate::serving::upgrade::Launch::capture();
     let origin = resolve_config(args.config.config.as_deref());
-    let (source, loaded) = match load_or_report(&origin, Report::Stderr) {
+    // In the new process of a binary upgrade, off the old process's CPU.
+    let loaded = crate::serving::upgrade::start_up(|| load_or_report(&origin, Report::Stderr));
+    let (source, loaded) = match loaded {
         Ok(ok) => ok,
         Err(code) => return code,
     };
@@ -183,7 +185,13 @@ async fn serve(
         snapshot: handle.clone(),
         metrics: metrics.clone(),
     };
-    let mut proxy = pingora::proxy::http_proxy(&server_conf, PingoraAdapter(core.clone()));
+    // Where pingora parses every system root certificate (twice): in the new process of
+    // a binary upgrade, off the old process's CPU (see `upgrade::start_up`).
+    let runtime = tokio::runtime::Handle::current();
+    let mut proxy = crate::serving::upgrade::start_up(|| {
+        let _context = runtime.enter();
+        pingora::proxy::http_proxy(&server_conf, PingoraAdapter(core.clone()))
+    });
     // h2c stays off here: the accept loop recognises the preface itself (with a timeout)
     // and marks the stream as h2, which pingora then serves as HTTP/2.
     let mut options = HttpServerOptions::default();

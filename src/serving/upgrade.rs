@@ -43,6 +43,54 @@ use rustix::net::{
 /// Set (to `1`) in the child's environment: its stdin is the hand-over socket.
 pub const ENV: &str = "EDGEGATE_UPGRADE";
 
+/// How much lower than the process it replaces the new process runs its start-up work
+/// (a nice value, added to its own). See [`start_up`].
+const START_UP_NICENESS: i32 = 10;
+
+/// Whether this process was started by [`hand_over`] (its stdin is the hand-over socket).
+pub fn is_successor() -> bool {
+    std::env::var_os(ENV).is_some_and(|v| v == "1")
+}
+
+/// Runs a CPU-heavy step of start-up: in the new process of a binary upgrade, on a
+/// thread of its own at a lower CPU priority, so that it takes the CPU the serving
+/// process leaves idle rather than the CPU its requests are waiting for; otherwise
+/// (a normal start, nothing to compete with) right here.
+///
+/// The new process starts while the old one serves at full load. Measured on a debug
+/// build, most of its start-up CPU is pingora building its upstream TLS connectors,
+/// each parsing every system root certificate (from the bundle and again from the
+/// directory, once for HTTP/1.1 and once for HTTP/2), then loading the config. On a
+/// busy two-core machine that CPU came out of the old process's requests: an upgrade's
+/// longest request was several times nginx's, whose new master starts with far less.
+/// At a lower priority the hand-over may take longer under saturation, but it never
+/// stalls (a nice value, not an idle class) and requests in flight keep their CPU. Only
+/// this thread is lowered (Linux priorities are per thread) and it ends with the step:
+/// the worker threads and the control plane keep their priority, which an unprivileged
+/// process could not raise back.
+pub fn start_up<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    if !is_successor() {
+        return work();
+    }
+    lowered(work)
+}
+
+/// Runs `work` on a thread of its own with a nice value [`START_UP_NICENESS`] above the
+/// caller's, and waits for it.
+fn lowered<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        let step = scope.spawn(|| {
+            // `None`: the calling thread, on Linux.
+            if let Err(e) = rustix::process::setpriority_process(None, START_UP_NICENESS) {
+                tracing::debug!(error = %e, "binary upgrade: cannot lower the start-up thread's priority");
+            }
+            work()
+        });
+        step.join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 /// More than any listener has (one socket per worker thread); the kernel's own limit on
 /// descriptors in one message is 253.
 const MAX_FDS_PER_MESSAGE: usize = 253;
@@ -188,7 +236,7 @@ static INHERITED: Mutex<Option<Inheritance>> = Mutex::new(None);
 /// Receives the sockets of the previous process if it started this one. Call once, before
 /// binding anything. `Ok(false)`: a normal start.
 pub fn receive() -> Result<bool, String> {
-    if std::env::var_os(ENV).is_none_or(|v| v != "1") {
+    if !is_successor() {
         return Ok(false);
     }
     let channel = std::io::stdin()
@@ -315,4 +363,27 @@ fn gone(pid: rustix::process::Pid) -> bool {
                 .and_then(|(_, rest)| rest.split_whitespace().next().map(|s| s == "Z"))
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_up_work_runs_lowered_and_the_caller_keeps_its_priority() {
+        let own = rustix::process::getpriority_process(None).expect("priority");
+        let seen = lowered(|| rustix::process::getpriority_process(None).expect("priority"));
+        assert_eq!(seen, (own + START_UP_NICENESS).min(19));
+        assert_eq!(
+            rustix::process::getpriority_process(None).expect("priority"),
+            own,
+            "only the start-up thread is lowered"
+        );
+        // Not a successor (no hand-over socket): right here, as it was.
+        assert!(!is_successor());
+        assert_eq!(
+            start_up(|| rustix::process::getpriority_process(None).expect("priority")),
+            own
+        );
+    }
 }

@@ -232,7 +232,13 @@ impl Snapshot {
         edges: Edges,
     ) -> Snapshot {
         let listener_names: Vec<Name> = config.listeners.iter().map(|l| l.name.clone()).collect();
-        let router = Router::compile(&config.routes, &listener_names);
+        // After one cluster object's edit only its hosts' tables are rebuilt.
+        let router = match previous {
+            Some(p) => {
+                Router::compile_from(&p.router, &p.config.routes, &config.routes, &listener_names)
+            }
+            None => Router::compile(&config.routes, &listener_names),
+        };
         let tcp_router = TcpRouter::compile(&config.tcp_routes, &config.listeners);
         let pools = config
             .upstreams

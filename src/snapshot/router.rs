@@ -32,15 +32,16 @@ pub trait RequestHeaders {
     fn has_cookie(&self, name: &str, value: &[u8]) -> bool;
 }
 
-/// The routes of one listener, indexed.
-#[derive(Debug, Default)]
+/// The routes of one listener, indexed. Each host's table is shared, so a router
+/// compiled after an edit shares every table the edit did not touch.
+#[derive(Debug, Default, Clone)]
 pub struct ListenerRouter {
-    exact_hosts: HashMap<String, PathTable>,
-    wildcard_hosts: HashMap<String, PathTable>,
-    any_host: PathTable,
+    exact_hosts: HashMap<Arc<str>, Arc<PathTable>>,
+    wildcard_hosts: HashMap<Arc<str>, Arc<PathTable>>,
+    any_host: Arc<PathTable>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct PathTable {
     exact: HashMap<String, Vec<Arc<Route>>>,
     regex: Vec<(Regex, Arc<Route>)>,
@@ -50,7 +51,27 @@ struct PathTable {
 /// Every listener's routes. Routes are shared (`Arc`) between listeners that both apply.
 #[derive(Debug, Default)]
 pub struct Router {
-    listeners: HashMap<Arc<str>, ListenerRouter>,
+    listeners: HashMap<Arc<str>, Arc<ListenerRouter>>,
+}
+
+/// Where a route sits in a listener's index: one table per host, or the any-host table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum TableKey {
+    Exact(String),
+    Wildcard(String),
+    Any,
+}
+
+fn table_keys(route: &Route) -> impl Iterator<Item = TableKey> + '_ {
+    let any = route.hosts.is_empty().then_some(TableKey::Any);
+    route
+        .hosts
+        .iter()
+        .map(|host| match host {
+            HostMatch::Exact(h) => TableKey::Exact(h.clone()),
+            HostMatch::Wildcard(s) => TableKey::Wildcard(s.clone()),
+        })
+        .chain(any)
 }
 
 impl Router {
@@ -63,7 +84,126 @@ impl Router {
             .into_iter()
             .map(|name| {
                 let applicable = routes.iter().filter(|r| r.applies_to_listener(name));
-                (name.clone(), ListenerRouter::compile(applicable))
+                (name.clone(), Arc::new(ListenerRouter::compile(applicable)))
+            })
+            .collect();
+        Router { listeners }
+    }
+
+    /// The router for `routes`, built from `previous` (compiled from `previous_routes`
+    /// for the same listeners): only the host tables holding a route that came or went
+    /// are rebuilt, every other table is shared. Routes are told apart by allocation, so
+    /// an edit of one cluster object among ten thousand routes touches a few tables
+    /// instead of compiling them all. Falls back to [`Router::compile`] when the
+    /// listeners differ or much changed. Routes the same as [`Router::compile`] would.
+    pub fn compile_from(
+        previous: &Router,
+        previous_routes: &[Arc<Route>],
+        routes: &[Arc<Route>],
+        listeners: &[Arc<str>],
+    ) -> Router {
+        let same_listeners = listeners.len() == previous.listeners.len()
+            && listeners.iter().all(|l| previous.listeners.contains_key(l));
+        if !same_listeners {
+            return Router::compile(routes, listeners);
+        }
+        // Routes that stayed keep their places: only the stretch between the common
+        // head and tail can differ, and only it is looked at.
+        let head = previous_routes
+            .iter()
+            .zip(routes)
+            .take_while(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        let tail = previous_routes[head..]
+            .iter()
+            .rev()
+            .zip(routes[head..].iter().rev())
+            .take_while(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        let (old_middle, new_middle) = (
+            &previous_routes[head..previous_routes.len() - tail],
+            &routes[head..routes.len() - tail],
+        );
+        let address = |r: &Arc<Route>| Arc::as_ptr(r) as usize;
+        let before: std::collections::HashSet<usize> = old_middle.iter().map(address).collect();
+        let now: std::collections::HashSet<usize> = new_middle.iter().map(address).collect();
+        let removed: Vec<&Arc<Route>> = old_middle
+            .iter()
+            .filter(|r| !now.contains(&address(r)))
+            .collect();
+        let added: Vec<&Arc<Route>> = new_middle
+            .iter()
+            .filter(|r| !before.contains(&address(r)))
+            .collect();
+        if removed.is_empty() && added.is_empty() {
+            return Router {
+                listeners: previous.listeners.clone(),
+            };
+        }
+        // Rebuilding many tables costs more than one compile.
+        if (removed.len() + added.len()) * 8 > routes.len() {
+            return Router::compile(routes, listeners);
+        }
+        Router::patched(previous, &removed, &added, listeners)
+    }
+
+    /// `previous` with the tables of `removed` and `added` routes rebuilt.
+    pub(crate) fn patched(
+        previous: &Router,
+        removed: &[&Arc<Route>],
+        added: &[&Arc<Route>],
+        listeners: &[Arc<str>],
+    ) -> Router {
+        let address = |r: &Arc<Route>| Arc::as_ptr(r) as usize;
+        let gone: std::collections::HashSet<usize> = removed.iter().map(|r| address(r)).collect();
+        let listeners = listeners
+            .iter()
+            .map(|name| {
+                let old = &previous.listeners[name];
+                let mut touched: HashMap<TableKey, Vec<&Arc<Route>>> = HashMap::new();
+                for route in removed.iter().filter(|r| r.applies_to_listener(name)) {
+                    for key in table_keys(route) {
+                        touched.entry(key).or_default();
+                    }
+                }
+                for route in added.iter().filter(|r| r.applies_to_listener(name)) {
+                    for key in table_keys(route) {
+                        touched.entry(key).or_default().push(route);
+                    }
+                }
+                if touched.is_empty() {
+                    return (name.clone(), old.clone());
+                }
+                let mut router = (**old).clone();
+                for (key, new_routes) in touched {
+                    let slot = match &key {
+                        TableKey::Exact(h) => {
+                            router.exact_hosts.entry(h.as_str().into()).or_default()
+                        }
+                        TableKey::Wildcard(s) => {
+                            router.wildcard_hosts.entry(s.as_str().into()).or_default()
+                        }
+                        TableKey::Any => &mut router.any_host,
+                    };
+                    let table = Arc::make_mut(slot);
+                    table.remove(&gone, address);
+                    for route in new_routes {
+                        table.insert(route);
+                    }
+                    table.finish();
+                    if table.is_empty() {
+                        match &key {
+                            TableKey::Exact(h) => {
+                                router.exact_hosts.remove(h.as_str());
+                            }
+                            TableKey::Wildcard(s) => {
+                                router.wildcard_hosts.remove(s.as_str());
+                            }
+                            TableKey::Any => {}
+                        }
+                    }
+                }
+                (name.clone(), Arc::new(router))
             })
             .collect();
         Router { listeners }
@@ -72,30 +212,81 @@ impl Router {
     pub fn route(&self, listener: &str, request: &RequestFacts<'_>) -> Option<&Arc<Route>> {
         self.listeners.get(listener)?.route(request)
     }
+
+    /// Every listener's index as names, in a fixed order: what two routers route alike
+    /// must show alike.
+    #[cfg(test)]
+    pub fn layout(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (listener, router) in &self.listeners {
+            let tables = router
+                .exact_hosts
+                .iter()
+                .map(|(h, t)| (format!("={h}"), t))
+                .chain(
+                    router
+                        .wildcard_hosts
+                        .iter()
+                        .map(|(h, t)| (format!("*{h}"), t)),
+                )
+                .chain([("any".to_string(), &router.any_host)]);
+            for (host, table) in tables {
+                let names = |routes: &[Arc<Route>]| {
+                    routes
+                        .iter()
+                        .map(|r| format!("{}#{}", r.name, r.order))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                for (path, routes) in &table.exact {
+                    out.push(format!("{listener} {host} ={path} {}", names(routes)));
+                }
+                for (path, routes) in &table.prefix {
+                    out.push(format!("{listener} {host} ^{path} {}", names(routes)));
+                }
+                let regex: Vec<Arc<Route>> = table.regex.iter().map(|(_, r)| r.clone()).collect();
+                if !regex.is_empty() {
+                    out.push(format!("{listener} {host} ~ {}", names(&regex)));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
 }
 
 impl ListenerRouter {
     fn compile<'a>(routes: impl Iterator<Item = &'a Arc<Route>>) -> Self {
-        let mut router = ListenerRouter::default();
+        let mut exact_hosts: HashMap<String, PathTable> = HashMap::new();
+        let mut wildcard_hosts: HashMap<String, PathTable> = HashMap::new();
+        let mut any_host = PathTable::default();
         for route in routes {
             if route.hosts.is_empty() {
-                router.any_host.insert(route);
+                any_host.insert(route);
             }
             for host in &route.hosts {
                 let table = match host {
-                    HostMatch::Exact(h) => router.exact_hosts.entry(h.clone()).or_default(),
-                    HostMatch::Wildcard(s) => router.wildcard_hosts.entry(s.clone()).or_default(),
+                    HostMatch::Exact(h) => exact_hosts.entry(h.clone()).or_default(),
+                    HostMatch::Wildcard(s) => wildcard_hosts.entry(s.clone()).or_default(),
                 };
                 table.insert(route);
             }
         }
-        router.any_host.finish();
-        router.exact_hosts.values_mut().for_each(PathTable::finish);
-        router
-            .wildcard_hosts
-            .values_mut()
-            .for_each(PathTable::finish);
-        router
+        let finished = |mut table: PathTable| {
+            table.finish();
+            Arc::new(table)
+        };
+        ListenerRouter {
+            exact_hosts: exact_hosts
+                .into_iter()
+                .map(|(h, t)| (h.into(), finished(t)))
+                .collect(),
+            wildcard_hosts: wildcard_hosts
+                .into_iter()
+                .map(|(h, t)| (h.into(), finished(t)))
+                .collect(),
+            any_host: finished(any_host),
+        }
     }
 
     fn route(&self, request: &RequestFacts<'_>) -> Option<&Arc<Route>> {
@@ -133,6 +324,28 @@ impl PathTable {
                 .push(route.clone()),
             PathMatch::Regex(r) => self.regex.push((r.0.clone(), route.clone())),
         }
+    }
+
+    /// Takes out the routes whose address is in `gone`.
+    fn remove(
+        &mut self,
+        gone: &std::collections::HashSet<usize>,
+        address: impl Fn(&Arc<Route>) -> usize,
+    ) {
+        let keep = |r: &Arc<Route>| !gone.contains(&address(r));
+        self.exact.retain(|_, routes| {
+            routes.retain(keep);
+            !routes.is_empty()
+        });
+        self.prefix.retain(|_, routes| {
+            routes.retain(keep);
+            !routes.is_empty()
+        });
+        self.regex.retain(|(_, r)| keep(r));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefix.is_empty() && self.regex.is_empty()
     }
 
     /// Orders every bucket by the tie-breakers that follow host and path.
@@ -369,4 +582,59 @@ pub fn rewritten_path(route: &Route, path: &str, query: Option<&str>) -> Option<
         out.push_str(q);
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load, SourceFile};
+
+    fn routes(n: usize) -> Vec<Arc<Route>> {
+        let mut text = String::from("[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "[[routes]]\nname = \"r{i}\"\nhosts = [\"h{}.example.com\"]\npath_prefix = \"/p{i}\"\nrespond = {{ status = 204 }}\n",
+                i / 4
+            ));
+        }
+        load(&SourceFile::new("r.toml", text.as_str()))
+            .expect("valid")
+            .config
+            .routes
+    }
+
+    #[test]
+    fn an_edit_rebuilds_its_host_table_and_shares_the_others() {
+        let names: Vec<Arc<str>> = vec!["web".into()];
+        let old = routes(200);
+        let previous = Router::compile(&old, &names);
+        let mut edited = old.clone();
+        let mut moved = (*edited[101]).clone();
+        moved.path = PathMatch::Prefix("/moved".into());
+        edited[101] = Arc::new(moved);
+        // And one route gone from another host.
+        edited.remove(9);
+        let next = Router::compile_from(&previous, &old, &edited, &names);
+        assert_eq!(next.layout(), Router::compile(&edited, &names).layout());
+        let (before, after) = (&previous.listeners["web"], &next.listeners["web"]);
+        let table = |r: &ListenerRouter, host: &str| r.exact_hosts[host].clone();
+        assert!(Arc::ptr_eq(
+            &table(before, "h0.example.com"),
+            &table(after, "h0.example.com")
+        ));
+        assert!(!Arc::ptr_eq(
+            &table(before, "h25.example.com"),
+            &table(after, "h25.example.com")
+        ));
+        assert!(!Arc::ptr_eq(
+            &table(before, "h2.example.com"),
+            &table(after, "h2.example.com")
+        ));
+        // Nothing changed: the same tables; everything changed: compiled afresh.
+        let same = Router::compile_from(&next, &edited, &edited, &names);
+        assert!(Arc::ptr_eq(&same.listeners["web"], &next.listeners["web"]));
+        let fresh = routes(200);
+        let all = Router::compile_from(&next, &edited, &fresh, &names);
+        assert_eq!(all.layout(), Router::compile(&fresh, &names).layout());
+    }
 }

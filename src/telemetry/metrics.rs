@@ -596,16 +596,69 @@ impl Metrics {
     /// Drops the series of listeners, routes and upstreams a reload removed, so renaming
     /// things over months does not grow the registry (and dashboards do not show
     /// counters that can never move again).
-    pub fn forget_removed(&self, config: &crate::config::Config) {
+    ///
+    /// With routes from the cluster this runs on every route edit, which mostly removes
+    /// no name at all: then the registry is not walked (collecting every series is the
+    /// cost), and names are looked up in sets rather than scanned.
+    pub fn forget_removed(&self, previous: &crate::config::Config, config: &crate::config::Config) {
+        use std::collections::HashSet;
+        let same_names = |a: &[Arc<crate::config::model::Route>],
+                          b: &[Arc<crate::config::model::Route>]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.name == y.name)
+        };
+        // The common case first: an edit that kept every route where it was.
+        if same_names(&previous.routes, &config.routes)
+            && previous.tcp_routes.len() == config.tcp_routes.len()
+            && previous
+                .tcp_routes
+                .iter()
+                .zip(&config.tcp_routes)
+                .all(|(x, y)| x.name == y.name)
+            && previous.upstreams.len() == config.upstreams.len()
+            && previous
+                .upstreams
+                .iter()
+                .zip(&config.upstreams)
+                .all(|(x, y)| x.name == y.name)
+            && previous.listeners.len() == config.listeners.len()
+            && previous
+                .listeners
+                .iter()
+                .zip(&config.listeners)
+                .all(|(x, y)| x.name == y.name)
+        {
+            return;
+        }
+        let routes: HashSet<&str> = config
+            .routes
+            .iter()
+            .map(|r| &*r.name)
+            .chain(config.tcp_routes.iter().map(|r| &*r.name))
+            .collect();
+        let upstreams: HashSet<&str> = config.upstreams.iter().map(|u| &*u.name).collect();
+        let removed = previous
+            .routes
+            .iter()
+            .map(|r| &*r.name)
+            .chain(previous.tcp_routes.iter().map(|r| &*r.name))
+            .any(|name| !routes.contains(name))
+            || previous
+                .upstreams
+                .iter()
+                .any(|u| !upstreams.contains(&*u.name))
+            || previous
+                .listeners
+                .iter()
+                .any(|l| !config.listeners.iter().any(|n| n.name == l.name));
+        if !removed {
+            return;
+        }
         let known = |label: &str, value: &str| {
             value.is_empty()
                 || match label {
                     "listener" => config.listeners.iter().any(|l| &*l.name == value),
-                    "route" => {
-                        config.routes.iter().any(|r| &*r.name == value)
-                            || config.tcp_routes.iter().any(|r| &*r.name == value)
-                    }
-                    "upstream" => config.upstreams.iter().any(|u| &*u.name == value),
+                    "route" => routes.contains(value),
+                    "upstream" => upstreams.contains(value),
                     _ => true,
                 }
         };
@@ -742,5 +795,61 @@ pub fn status_code(status: u16) -> std::borrow::Cow<'static, str> {
         503 => "503".into(),
         504 => "504".into(),
         other => other.to_string().into(),
+    }
+}
+
+#[cfg(test)]
+mod forget_tests {
+    use super::*;
+    use crate::config::{load, SourceFile};
+
+    fn config(routes: &[&str]) -> crate::config::Config {
+        let mut text = String::from("[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n");
+        for name in routes {
+            text.push_str(&format!(
+                "[[routes]]\nname = \"{name}\"\nrespond = {{ status = 204 }}\n"
+            ));
+        }
+        load(&SourceFile::new("m.toml", text.as_str()))
+            .expect("valid")
+            .config
+    }
+
+    fn routes_with_series(metrics: &Metrics) -> Vec<String> {
+        let mut names: Vec<String> = metrics
+            .requests
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric().to_vec())
+            .flat_map(|m| {
+                m.get_label()
+                    .iter()
+                    .filter(|l| l.name() == "route")
+                    .map(|l| l.value().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_removed_route_loses_its_series_and_a_kept_or_moved_one_keeps_them() {
+        let metrics = Metrics::new();
+        for route in ["a", "b", "c"] {
+            metrics
+                .requests
+                .with_label_values(&["web", route, "", "204"])
+                .inc();
+        }
+        let all = config(&["a", "b", "c"]);
+        // The same names, whatever else changed: nothing is forgotten.
+        metrics.forget_removed(&all, &config(&["a", "b", "c"]));
+        assert_eq!(routes_with_series(&metrics), ["a", "b", "c"]);
+        // Reordered: still every name.
+        metrics.forget_removed(&all, &config(&["c", "a", "b"]));
+        assert_eq!(routes_with_series(&metrics), ["a", "b", "c"]);
+        metrics.forget_removed(&all, &config(&["c", "a"]));
+        assert_eq!(routes_with_series(&metrics), ["a", "c"]);
     }
 }

@@ -474,6 +474,16 @@ fn check_golden_config_edges() {
             "error: F:7:11: timeout must be greater than zero\n\
              error: F:10:19: connect_timeout must be greater than zero\n",
         ),
+        // A dotted sub-table where an upstream's value belongs (toml 0.8 said "expected
+        // a borrowed string", at no place): what was expected, at the key.
+        (
+            "[upstreams.api]\nendpoints = [\"127.0.0.1:1\"]\nhealth_check.path.x = \"/\"\n",
+            "error: F:9:14: invalid type: map, expected a string\n",
+        ),
+        (
+            "[upstreams.api]\nendpoints = [\"127.0.0.1:1\"]\n[upstreams.api.tls.ca]\nfile = \"x\"\n",
+            "error: F:9:1: invalid type: map, expected a string\n",
+        ),
     ];
     for (rest, expected) in cases {
         let (code, out) = check(&format!("{EDGE_HEAD}{rest}"));

@@ -1798,3 +1798,100 @@ async fn tls_routes_pass_through_and_tcp_routes_relay() {
     .await;
     assert_eq!(parents, vec![theirs]);
 }
+
+/// The translation cache end to end, many routes at once: an edit, a deletion, a
+/// Service's port and a Gateway listener's hostname each change what they touch, and
+/// every route they do not touch keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn among_many_routes_each_change_reaches_exactly_its_dependents() {
+    let api = KubeApi::start().await;
+    let web = Pods::start("web", 41, 1).await;
+    web.publish(&api, "shop", "web");
+    let other = Pods::start("api", 42, 1).await;
+    other.publish(&api, "shop", "api");
+    let port = free_port();
+    gateway_object(&api, "shop", "edge", "edgegate", port);
+    let route = |i: usize, prefix: &str| {
+        let service = if i % 2 == 0 { "web" } else { "api" };
+        json!({"parentRefs": [{"name": "edge"}], "hostnames": [format!("r{i}.example.com")],
+               "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": format!("/{prefix}")}}],
+                          "backendRefs": [{"name": service, "port": 80}]}]})
+    };
+    for i in 0..30 {
+        http_route(&api, "shop", &format!("r{i}"), route(i, "p"));
+    }
+    let gw = start_gateway(&api, port, "");
+    gw.wait_ready().await;
+    for i in 0..30 {
+        let (status, pod, _) = get(&gw, &format!("r{i}.example.com"), "/p", &[]).await;
+        let want = if i % 2 == 0 { "web-0" } else { "api-0" };
+        assert_eq!((status, pod.as_str()), (200, want), "r{i}");
+    }
+    let limit = Duration::from_secs(5);
+    let served = |got: &(u16, String, String)| got.0 == 200;
+    let absent = |got: &(u16, String, String)| got.0 == 404;
+
+    // An edit: the new prefix answers, the old one no longer does, a neighbour still does.
+    http_route(&api, "shop", "r7", route(7, "moved"));
+    within(limit, &gw, "r7.example.com", "/moved/x", served).await;
+    assert_eq!(get(&gw, "r7.example.com", "/p", &[]).await.0, 404);
+    assert_eq!(get(&gw, "r8.example.com", "/p", &[]).await.0, 200);
+
+    // A deletion.
+    assert!(api.delete_object("HTTPRoute", "shop", "r9"));
+    within(limit, &gw, "r9.example.com", "/p", absent).await;
+    assert_eq!(get(&gw, "r11.example.com", "/p", &[]).await.0, 200);
+
+    // Service `api` loses port 80: the routes naming it answer 500 and say why; the
+    // routes to `web` are untouched. Then it comes back.
+    api.apply_service(
+        "shop",
+        "api",
+        &[(Some("http"), 8080, TargetPort::Number(other.port))],
+    );
+    within(limit, &gw, "r1.example.com", "/p", |got| got.0 == 500).await;
+    assert_eq!(get(&gw, "r13.example.com", "/p", &[]).await.0, 500);
+    assert_eq!(get(&gw, "r2.example.com", "/p", &[]).await.0, 200);
+    wait_condition(
+        &api,
+        "shop",
+        "r13",
+        "ResolvedRefs",
+        ("False", "BackendNotFound"),
+    )
+    .await;
+    other.publish(&api, "shop", "api");
+    within(limit, &gw, "r13.example.com", "/p", served).await;
+
+    // The Gateway's listener narrows to one host: only that route stays attached.
+    api.apply_object(
+        "Gateway",
+        "shop",
+        "edge",
+        json!({"spec": {"gatewayClassName": "edgegate", "listeners": [
+            {"name": "http", "port": port, "protocol": "HTTP", "hostname": "r4.example.com",
+             "allowedRoutes": {"namespaces": {"from": "All"}}}
+        ]}}),
+    );
+    within(limit, &gw, "r6.example.com", "/p", absent).await;
+    assert_eq!(get(&gw, "r4.example.com", "/p", &[]).await.0, 200);
+    wait_condition(
+        &api,
+        "shop",
+        "r6",
+        "Accepted",
+        ("False", "NoMatchingListenerHostname"),
+    )
+    .await;
+    gateway_object(&api, "shop", "edge", "edgegate", port);
+    within(limit, &gw, "r6.example.com", "/p", served).await;
+    // And every route is as it should be at the end.
+    for i in (0..30).filter(|i| *i != 9) {
+        let path = if i == 7 { "/moved" } else { "/p" };
+        assert_eq!(
+            get(&gw, &format!("r{i}.example.com"), path, &[]).await.0,
+            200,
+            "r{i}"
+        );
+    }
+}

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -37,6 +38,10 @@ pub struct StatusWriter {
     /// logged) on every change. A write that failed for a passing reason is not here,
     /// so the next pass tries it again. Objects that are gone leave it.
     attempted: BTreeMap<(&'static str, Key), Value>,
+    /// The route status each `attempted` HTTPRoute body was made from. Translation
+    /// keeps an unchanged route's status as the same allocation, so after an edit the
+    /// thousand routes it did not touch are passed over without building their bodies.
+    settled: BTreeMap<Key, Arc<RouteStatus>>,
 }
 
 /// How one status write ended.
@@ -61,6 +66,7 @@ impl StatusWriter {
             client,
             addresses: Vec::new(),
             attempted: BTreeMap::new(),
+            settled: BTreeMap::new(),
         }
     }
 
@@ -75,7 +81,13 @@ impl StatusWriter {
         let mut retry = false;
         let empty = RouteStatus::default();
         for (key, route) in &objects.routes {
-            let ours = status.routes.get(key).unwrap_or(&empty);
+            let translated = status.routes.get(key);
+            if let (Some(now), Some(then)) = (translated, self.settled.get(key)) {
+                if Arc::ptr_eq(now, then) {
+                    continue; // the very status last written (or refused for good)
+                }
+            }
+            let ours = translated.map_or(&empty, |s| &**s);
             let has_ours = route.status.as_ref().is_some_and(|s| {
                 s.parents
                     .iter()
@@ -87,6 +99,9 @@ impl StatusWriter {
             }
             let body = parents_json(ours);
             if self.attempted.get(&id) == Some(&body) {
+                if let Some(now) = translated {
+                    self.settled.insert(key.clone(), now.clone());
+                }
                 continue;
             }
             let cached = cached_parents(&route.metadata, route.status.as_ref());
@@ -94,6 +109,14 @@ impl StatusWriter {
             let outcome = self
                 .write_route_parents(&resource, "HTTPRoute", key, cached, &body)
                 .await;
+            match (outcome, translated) {
+                (Outcome::Written | Outcome::Refused, Some(now)) => {
+                    self.settled.insert(key.clone(), now.clone());
+                }
+                _ => {
+                    self.settled.remove(key);
+                }
+            }
             retry |= self.settle(id, body, outcome);
         }
         for (kind, routes, resource) in [
@@ -203,6 +226,8 @@ impl StatusWriter {
             }
             _ => objects.ingresses.contains_key(key),
         });
+        self.settled
+            .retain(|key, _| objects.routes.contains_key(key));
         retry
     }
 

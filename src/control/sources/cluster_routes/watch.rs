@@ -1,5 +1,6 @@
-//! Watches of the kinds cluster routes read, feeding one store; each change re-translates
-//! the store and sends the result to the publisher as one [`Update::ClusterRoutes`].
+//! Watches of the kinds cluster routes read, feeding one store; each change translates
+//! the store (only what changed: see [`Translator`]) and sends the result to the
+//! publisher as one [`Update::ClusterRoutes`].
 //!
 //! Nothing is sent until every watched kind has listed once, so a start never publishes
 //! routes without their Services (which would answer 500 for a moment). A kind the API
@@ -28,8 +29,8 @@ use tokio::task::JoinHandle;
 use super::objects::{self, Gateway, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute};
 use super::status::StatusWriter;
 use super::translate::{
-    translate, ClusterObjects, ClusterRoutes, Key, ListenerFacts, OpaqueSecret, ServicePorts,
-    TlsSecret,
+    ingress_translates_same, route_translates_same, same_meta, translate, ClusterObjects,
+    ClusterRoutes, Key, ListenerFacts, OpaqueSecret, ServicePorts, TlsSecret, Translator,
 };
 use crate::config::model;
 use crate::config::Config;
@@ -141,7 +142,7 @@ struct Kind<K: Resource, T> {
     /// The collection in one namespace, or in all of them.
     api: fn(Client, Option<&str>) -> Api<K>,
     fields: Option<&'static str>,
-    slot: fn(&mut ClusterObjects) -> &mut BTreeMap<Key, T>,
+    slot: fn(&mut ClusterObjects) -> &mut BTreeMap<Key, Arc<T>>,
     convert: fn(K) -> Option<T>,
     /// Whether two versions translate the same: a change of what translation does not
     /// read (a status edgegate just wrote, a resourceVersion) does not re-translate.
@@ -237,6 +238,7 @@ async fn run(mut inputs_rx: tokio::sync::watch::Receiver<Inputs>, updates: mpsc:
         status_rx,
     ))]);
     let mut last: Option<Arc<ClusterRoutes>> = None;
+    let mut translator = Translator::default();
     let mut logged: BTreeSet<String> = BTreeSet::new();
     loop {
         tokio::select! {
@@ -261,7 +263,7 @@ async fn run(mut inputs_rx: tokio::sync::watch::Receiver<Inputs>, updates: mpsc:
             store.merged()
         };
         let started = std::time::Instant::now();
-        let routes = translate(&objects, &inputs.settings, &inputs.listeners);
+        let routes = translator.translate(&objects, &inputs.settings, &inputs.listeners);
         let current: BTreeSet<String> = routes.problems.iter().cloned().collect();
         for problem in current.difference(&logged) {
             tracing::warn!("cluster routes: {problem}");
@@ -270,7 +272,7 @@ async fn run(mut inputs_rx: tokio::sync::watch::Receiver<Inputs>, updates: mpsc:
         if last.as_deref() == Some(&routes) {
             continue;
         }
-        tracing::debug!(elapsed = ?started.elapsed(), routes = routes.routes.len(), "cluster objects translated");
+        tracing::debug!(elapsed = ?started.elapsed(), routes = routes.routes.len(), translated = translator.translated(), "cluster objects translated");
         let routes = Arc::new(routes);
         if updates
             .send(Update::ClusterRoutes(routes.clone()))
@@ -340,7 +342,7 @@ type Context<'a> = (
 fn spawn<K, T>(ctx: &Context<'_>, kind: Kind<K, T>) -> JoinHandle<()>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-    T: Send + 'static,
+    T: Send + Sync + 'static,
 {
     let (client, namespace, scope, store, changed) = ctx;
     let api = (kind.api)(client.clone(), *namespace);
@@ -361,7 +363,7 @@ async fn watch_kind<K, T>(
     changed: Arc<Notify>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-    T: Send + 'static,
+    T: Send + Sync + 'static,
 {
     let mut config = watcher::Config::default();
     if let Some(fields) = kind.fields {
@@ -370,7 +372,7 @@ async fn watch_kind<K, T>(
     let mut events = kube::runtime::watcher(api, config)
         .backoff(crate::control::sources::discovery::capped_backoff())
         .boxed();
-    let mut pending: BTreeMap<Key, T> = BTreeMap::new();
+    let mut pending: BTreeMap<Key, Arc<T>> = BTreeMap::new();
     let mut missing_logged = false;
     while let Some(event) = events.next().await {
         let event = match event {
@@ -413,7 +415,7 @@ async fn watch_kind<K, T>(
                 Event::InitApply(object) => {
                     let key = key_of(&object);
                     if let Some(t) = (kind.convert)(object) {
-                        pending.insert(key, t);
+                        pending.insert(key, Arc::new(t));
                     }
                     false
                 }
@@ -427,7 +429,7 @@ async fn watch_kind<K, T>(
                     match (kind.convert)(object) {
                         Some(t) => {
                             let unchanged = slot.get(&key).is_some_and(|old| (kind.same)(old, &t));
-                            slot.insert(key, t);
+                            slot.insert(key, Arc::new(t));
                             !unchanged
                         }
                         None => slot.remove(&key).is_some(),
@@ -512,7 +514,7 @@ fn http_routes() -> Kind<HttpRoute, HttpRoute> {
         fields: None,
         slot: |o| &mut o.routes,
         convert: Some,
-        same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
+        same: route_translates_same,
     }
 }
 
@@ -556,7 +558,7 @@ fn ingresses() -> Kind<Ingress, Ingress> {
         fields: None,
         slot: |o| &mut o.ingresses,
         convert: Some,
-        same: |a, b| a.spec == b.spec && same_meta(&a.metadata, &b.metadata),
+        same: ingress_translates_same,
     }
 }
 
@@ -617,7 +619,7 @@ where
             for object in list.items {
                 let key = key_of(&object);
                 if let Some(t) = (kind.convert)(object) {
-                    slot.insert(key, t);
+                    slot.insert(key, Arc::new(t));
                 }
             }
             Ok(())
@@ -629,14 +631,6 @@ where
         }
         Err(e) => Err(format!("cannot list {}: {e}", kind.name)),
     }
-}
-
-/// The metadata translation reads besides namespace and name.
-fn same_meta(
-    a: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    b: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> bool {
-    a.generation == b.generation && a.creation_timestamp == b.creation_timestamp
 }
 
 /// The status code when a kind cannot be listed at all: 404, the API server does not

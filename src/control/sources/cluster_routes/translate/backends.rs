@@ -20,6 +20,10 @@ pub struct Unresolved {
 pub struct Backends<'a> {
     objects: &'a ClusterObjects,
     upstreams: BTreeMap<Name, Upstream>,
+    /// Services looked up and namespaces whose ReferenceGrants were consulted, found or
+    /// not: a change to any of them changes what this translation gives.
+    services_read: Vec<super::Key>,
+    grants_read: Vec<String>,
 }
 
 impl<'a> Backends<'a> {
@@ -27,6 +31,8 @@ impl<'a> Backends<'a> {
         Self {
             objects,
             upstreams: BTreeMap::new(),
+            services_read: Vec::new(),
+            grants_read: Vec::new(),
         }
     }
 
@@ -38,11 +44,10 @@ impl<'a> Backends<'a> {
         service: &str,
         port: ServicePort,
     ) -> Result<Name, Unresolved> {
-        let Some(ports) = self
-            .objects
-            .services
-            .get(&(namespace.to_string(), service.to_string()))
-        else {
+        let key = (namespace.to_string(), service.to_string());
+        let found = self.objects.services.get(&key);
+        self.services_read.push(key);
+        let Some(ports) = found else {
             return Err(Unresolved {
                 reason: "BackendNotFound",
                 message: format!("service {namespace}/{service} not found"),
@@ -109,13 +114,16 @@ impl<'a> Backends<'a> {
     /// Whether a ReferenceGrant in `to_namespace` lets `from_kind` objects (of the
     /// Gateway API group) in `from_namespace` refer to the core `to_kind` named `to_name`.
     pub fn granted(
-        &self,
+        &mut self,
         from_kind: &str,
         from_namespace: &str,
         to_namespace: &str,
         to_kind: &str,
         to_name: &str,
     ) -> bool {
+        if !self.grants_read.iter().any(|n| n == to_namespace) {
+            self.grants_read.push(to_namespace.to_string());
+        }
         self.objects
             .grants
             .iter()
@@ -133,7 +141,13 @@ impl<'a> Backends<'a> {
             })
     }
 
-    pub fn into_upstreams(self) -> Vec<crate::config::model::Upstream> {
-        self.upstreams.into_values().collect()
+    /// The upstreams created, in name order, and what was read: Services, and the
+    /// namespaces whose ReferenceGrants were consulted.
+    pub fn into_parts(self) -> (Vec<Upstream>, Vec<super::Key>, Vec<String>) {
+        (
+            self.upstreams.into_values().collect(),
+            self.services_read,
+            self.grants_read,
+        )
     }
 }

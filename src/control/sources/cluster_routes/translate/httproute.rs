@@ -38,6 +38,14 @@ struct ServedListener {
 }
 
 impl ServedGateway {
+    /// Counts a route attached to listener `index`, as [`attach`] did when the route was
+    /// translated (for a route whose translation is kept).
+    pub(super) fn count_attached(&mut self, index: usize) {
+        if let Some(listener) = self.listeners.get_mut(index) {
+            listener.routes += 1;
+        }
+    }
+
     pub fn status(&self) -> GatewayStatus {
         let g = self.generation;
         let broken: Vec<String> = self
@@ -201,11 +209,7 @@ fn serve_listener(out: &mut Translation<'_>, key: &Key, spec: &GatewayListener) 
                 "secret {secret_ns}/{} is in another namespace and no ReferenceGrant there permits it",
                 cert.name
             ))
-        } else if let Some(secret) = out
-            .objects
-            .secrets
-            .get(&(secret_ns.to_string(), cert.name.clone()))
-        {
+        } else if let Some(secret) = out.secret(secret_ns, &cert.name) {
             out.certificates.push(ClusterCertificate {
                 listeners: served.attached_to.clone(),
                 source: format!("secret/{secret_ns}/{}", cert.name),
@@ -234,6 +238,8 @@ fn serve_listener(out: &mut Translation<'_>, key: &Key, spec: &GatewayListener) 
 pub(super) struct Attachment {
     pub(super) listeners: Vec<Name>,
     pub(super) hosts: Vec<String>,
+    /// The Gateway listener's index, whose `attachedRoutes` counts the route.
+    pub(super) index: usize,
 }
 
 pub fn translate(
@@ -256,7 +262,10 @@ pub fn translate(
             .namespace
             .clone()
             .unwrap_or_else(|| namespace.clone());
-        let Some(gateway) = gateways.get_mut(&(gateway_ns.clone(), parent.name.clone())) else {
+        let gateway_key = (gateway_ns.clone(), parent.name.clone());
+        // Noted found or not: a Gateway of our class appearing there changes this route.
+        out.gateway_reads.push(gateway_key.clone());
+        let Some(gateway) = gateways.get_mut(&gateway_key) else {
             // Not ours (another class, or not there): another controller's to report.
             continue;
         };
@@ -271,6 +280,8 @@ pub fn translate(
         );
         let accepted = match accepted {
             Ok(found) => {
+                out.attached
+                    .extend(found.iter().map(|a| (gateway_key.clone(), a.index)));
                 attachments.extend(found);
                 condition("Accepted", true, "Accepted", "attached", generation)
             }
@@ -339,7 +350,7 @@ pub fn translate(
         conditions.push(resolved.clone());
         conditions.extend(partially.clone());
     }
-    out.status.routes.insert(key.clone(), status);
+    out.status.routes.insert(key.clone(), Arc::new(status));
 }
 
 /// The kind of route a Gateway listener of `protocol` admits.
@@ -364,7 +375,7 @@ pub(super) fn attach(
     let mut selected = 0;
     let mut allowed = 0;
     let mut found = Vec::new();
-    for listener in &mut gateway.listeners {
+    for (index, listener) in gateway.listeners.iter_mut().enumerate() {
         let spec = &listener.spec;
         if parent
             .section_name
@@ -401,6 +412,7 @@ pub(super) fn attach(
         found.push(Attachment {
             listeners: listener.attached_to.clone(),
             hosts,
+            index,
         });
     }
     if selected == 0 {

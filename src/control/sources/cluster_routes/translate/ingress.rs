@@ -269,11 +269,7 @@ pub fn translate(out: &mut Translation<'_>, key: &Key, ingress: &Ingress) {
         let Some(secret_name) = &tls.secret_name else {
             continue;
         };
-        match out
-            .objects
-            .secrets
-            .get(&(namespace.clone(), secret_name.clone()))
-        {
+        match out.secret(namespace, secret_name) {
             Some(secret) => {
                 let listeners = out.tls_listeners();
                 out.certificates.push(ClusterCertificate {

@@ -5,18 +5,26 @@
 //! Routes join the file's in one router. Their `order` starts at [`CLUSTER_ORDER_BASE`],
 //! so among otherwise equal routes the file's always come first, and
 //! cluster objects follow one another by creation time, then namespace and name.
+//!
+//! A [`Translator`] keeps what each HTTPRoute and Ingress translated to, with what that
+//! result read (Gateways, Services, Secrets, ReferenceGrants), so an edit translates
+//! only the objects it touches: at a thousand routes, re-translating all of them was
+//! most of an edit's time. Its result always equals [`translate`] of the same objects
+//! (the tests hold it to that through random edit sequences).
 
 mod annotations;
 mod backends;
 mod hostnames;
 mod httproute;
+#[cfg(test)]
+mod incremental_tests;
 mod ingress;
 mod ingress_basic;
 mod l4routes;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -39,18 +47,45 @@ pub type Key = (String, String);
 
 /// What the watches know: every object of the kinds cluster routes read, by namespace and
 /// name. Services and Secrets are reduced to the parts a route uses.
+///
+/// Objects are shared: a copy of the whole store for each translation costs pointer
+/// copies, and an object that did not change since the last translation is the same
+/// allocation, which is how the [`Translator`] tells it apart cheaply.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterObjects {
-    pub gateways: BTreeMap<Key, Gateway>,
-    pub routes: BTreeMap<Key, HttpRoute>,
-    pub tls_routes: BTreeMap<Key, TlsRoute>,
-    pub tcp_routes: BTreeMap<Key, TcpRoute>,
-    pub grants: BTreeMap<Key, ReferenceGrant>,
-    pub ingresses: BTreeMap<Key, Ingress>,
-    pub services: BTreeMap<Key, ServicePorts>,
-    pub secrets: BTreeMap<Key, TlsSecret>,
+    pub gateways: BTreeMap<Key, Arc<Gateway>>,
+    pub routes: BTreeMap<Key, Arc<HttpRoute>>,
+    pub tls_routes: BTreeMap<Key, Arc<TlsRoute>>,
+    pub tcp_routes: BTreeMap<Key, Arc<TcpRoute>>,
+    pub grants: BTreeMap<Key, Arc<ReferenceGrant>>,
+    pub ingresses: BTreeMap<Key, Arc<Ingress>>,
+    pub services: BTreeMap<Key, Arc<ServicePorts>>,
+    pub secrets: BTreeMap<Key, Arc<TlsSecret>>,
     /// `Opaque` Secrets: where an Ingress's `auth-secret` finds its users.
-    pub opaque_secrets: BTreeMap<Key, OpaqueSecret>,
+    pub opaque_secrets: BTreeMap<Key, Arc<OpaqueSecret>>,
+}
+
+/// Whether two versions of an HTTPRoute translate the same: what translation reads of
+/// it (a status, a resourceVersion or a label changes nothing).
+pub fn route_translates_same(a: &HttpRoute, b: &HttpRoute) -> bool {
+    a.spec == b.spec && same_meta(&a.metadata, &b.metadata)
+}
+
+/// Whether two versions of an Ingress translate the same. Its annotations are read (they
+/// carry policies) and, unlike its spec, editing them does not bump its generation.
+pub fn ingress_translates_same(a: &Ingress, b: &Ingress) -> bool {
+    a.spec == b.spec
+        && a.metadata.annotations == b.metadata.annotations
+        && same_meta(&a.metadata, &b.metadata)
+}
+
+/// The metadata translation reads besides namespace and name (the generation goes into
+/// status conditions, the creation time orders routes).
+pub fn same_meta(
+    a: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    b: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> bool {
+    a.generation == b.generation && a.creation_timestamp == b.creation_timestamp
 }
 
 /// A Service's ports, `(name, port)`; an unnamed port has an empty name.
@@ -76,7 +111,7 @@ impl std::fmt::Debug for OpaqueSecret {
 }
 
 /// What the cluster contributes to the next snapshot.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct ClusterRoutes {
     pub routes: Vec<Arc<Route>>,
     /// TLS passthrough by SNI (the Ingress `ssl-passthrough` annotation).
@@ -94,6 +129,29 @@ pub struct ClusterRoutes {
     /// Authenticators from Ingress annotations (`auth-url`, or `auth-type: basic` with
     /// the users of its `auth-secret`), named `ingress/NS/NAME`.
     pub auth: Vec<Arc<model::Authenticator>>,
+}
+
+/// Shared parts compare by pointer first: after an edit nearly every route is the same
+/// allocation as before, and the watch and the publisher each compare a result with the
+/// last one (ten thousand routes compared field by field cost more than the edit).
+impl PartialEq for ClusterRoutes {
+    fn eq(&self, other: &Self) -> bool {
+        same_arcs(&self.routes, &other.routes)
+            && same_arcs(&self.tcp_routes, &other.tcp_routes)
+            && self.upstreams == other.upstreams
+            && self.certificates == other.certificates
+            && self.status == other.status
+            && self.problems == other.problems
+            && self.listeners == other.listeners
+            && same_arcs(&self.auth, &other.auth)
+    }
+}
+
+fn same_arcs<T: PartialEq>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| Arc::ptr_eq(x, y) || **x == **y)
 }
 
 impl ClusterRoutes {
@@ -171,7 +229,9 @@ pub struct ClusterCertificate {
 /// Status conditions to write back, by object.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Status {
-    pub routes: BTreeMap<Key, RouteStatus>,
+    /// Shared with the translation cache: an unchanged route's status is the same
+    /// allocation from one translation to the next.
+    pub routes: BTreeMap<Key, Arc<RouteStatus>>,
     pub gateways: BTreeMap<Key, GatewayStatus>,
     /// Ingresses of our class, served.
     pub ingresses: BTreeSet<Key>,
@@ -239,84 +299,520 @@ pub fn translate(
     settings: &model::KubernetesSettings,
     listeners: &[ListenerFacts],
 ) -> ClusterRoutes {
-    let mut out = Translation {
-        objects,
-        listeners,
-        backends: backends::Backends::new(objects),
-        routes: Vec::new(),
-        tcp_routes: Vec::new(),
-        certificates: Vec::new(),
-        status: Status::default(),
-        problems: Vec::new(),
-        auth: Vec::new(),
-        canaries: Vec::new(),
-        order: CLUSTER_ORDER_BASE,
-    };
-    let gateways = match &settings.gateway_class {
-        Some(class) => httproute::served_gateways(&mut out, class),
-        None => BTreeMap::new(),
-    };
-    // Every served object in one order: creation time, then namespace and name.
-    enum Item<'a> {
-        Route(&'a Key, &'a HttpRoute),
-        Ingress(&'a Key, &'a Ingress),
+    Translator::default().translate(objects, settings, listeners)
+}
+
+/// Translation across changes: the watches keep one and hand it every new state of the
+/// objects. Each HTTPRoute and Ingress is translated on its own and its result kept
+/// with what it read; the next call translates again only the objects that changed and
+/// those whose reads did (a Gateway, a Service, a Secret, the ReferenceGrants of a
+/// namespace, added, removed or edited). Gateways themselves, TLSRoutes and TCPRoutes
+/// are few and translated every time. New settings or listeners start from nothing.
+#[derive(Default)]
+pub struct Translator {
+    inputs: Option<(model::KubernetesSettings, Vec<ListenerFacts>)>,
+    /// The objects of the last call that pieces read: what `pieces` are valid for (the
+    /// HTTPRoutes and Ingresses themselves are in the pieces).
+    previous: Reread,
+    /// In the order of the last call's objects (creation time, key, kind), so the next
+    /// call pairs them with its objects in one walk.
+    pieces: Vec<Piece>,
+    /// The upstreams the pieces name, with how many pieces name each.
+    upstreams: BTreeMap<Name, (Upstream, usize)>,
+    translated: usize,
+}
+
+impl Translator {
+    /// How many HTTPRoutes and Ingresses the last call translated; the others' results
+    /// were kept.
+    pub fn translated(&self) -> usize {
+        self.translated
     }
-    let mut items: Vec<(Option<&Time>, &Key, Item<'_>)> = Vec::new();
-    if settings.gateway_class.is_some() {
-        for (key, route) in &objects.routes {
-            let created = route.metadata.creation_timestamp.as_ref();
-            items.push((created, key, Item::Route(key, route)));
+
+    pub fn translate(
+        &mut self,
+        objects: &ClusterObjects,
+        settings: &model::KubernetesSettings,
+        listeners: &[ListenerFacts],
+    ) -> ClusterRoutes {
+        let same_inputs = self
+            .inputs
+            .as_ref()
+            .is_some_and(|(s, l)| s == settings && l.as_slice() == listeners);
+        let changed = if same_inputs {
+            self.previous.changes(objects)
+        } else {
+            // Other classes or listeners: any object may read differently.
+            self.pieces.clear();
+            self.upstreams.clear();
+            self.inputs = Some((settings.clone(), listeners.to_vec()));
+            Changed::default()
+        };
+        self.previous = Reread::of(objects);
+        self.translated = 0;
+
+        let mut head = Translation::new(objects, listeners, CLUSTER_ORDER_BASE);
+        let mut gateways = match &settings.gateway_class {
+            Some(class) => httproute::served_gateways(&mut head, class),
+            None => BTreeMap::new(),
+        };
+        // Every served object in one order: creation time, then namespace and name.
+        let mut items: Vec<(Option<&Time>, &Key, Item<'_>)> = Vec::new();
+        if settings.gateway_class.is_some() {
+            for (key, route) in &objects.routes {
+                let created = route.metadata.creation_timestamp.as_ref();
+                items.push((created, key, Item::Route(route)));
+            }
+        }
+        if let Some(class) = &settings.ingress_class {
+            for (key, ingress) in &objects.ingresses {
+                let ours = ingress
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.ingress_class_name.as_deref())
+                    == Some(class.as_str());
+                if ours {
+                    let created = ingress.metadata.creation_timestamp.as_ref();
+                    items.push((created, key, Item::Ingress(ingress)));
+                }
+            }
+        }
+        items.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        // Canary Ingresses first: their paths join whichever main Ingress comes first
+        // with the same host and path. While there are any, every Ingress is translated
+        // afresh (which main takes which canary depends on all of them); they are few.
+        let ingresses: Vec<(&Key, &Ingress)> = items
+            .iter()
+            .filter_map(|(_, key, item)| match item {
+                Item::Ingress(ingress) => Some((*key, &***ingress)),
+                Item::Route(_) => None,
+            })
+            .collect();
+        ingress::collect_canaries(&mut head, &ingresses);
+        let mut canaries = std::mem::take(&mut head.canaries);
+        let with_canaries = !canaries.is_empty();
+
+        let mut out = ClusterRoutes {
+            certificates: std::mem::take(&mut head.certificates),
+            problems: std::mem::take(&mut head.problems),
+            routes: Vec::with_capacity(self.pieces.iter().map(|p| p.routes.len()).sum()),
+            ..ClusterRoutes::default()
+        };
+        let mut previous = std::mem::take(&mut self.pieces).into_iter().peekable();
+        self.pieces.reserve(items.len());
+        let mut orders = 0;
+        for (created, key, item) in items {
+            // Both in the same order: pieces before this object are of objects gone (or
+            // created again), one equal to it is its last translation.
+            let mut last = None;
+            while let Some(piece) = previous.peek() {
+                let order = (piece.created.as_ref(), &piece.key, piece.kind).cmp(&(
+                    created,
+                    key,
+                    item.kind(),
+                ));
+                match order {
+                    std::cmp::Ordering::Less => {
+                        if let Some(gone) = previous.next() {
+                            self.release(&gone);
+                        }
+                    }
+                    std::cmp::Ordering::Equal => {
+                        last = previous.next();
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            let ingress_kept = |piece: &Piece| {
+                piece.kind != ItemKind::Ingress
+                    || !(with_canaries || piece.with_canaries || changed.opaque_secrets)
+            };
+            let kept = match last {
+                Some(piece)
+                    if piece.source.matches(item)
+                        && !changed.touches(&piece.reads)
+                        && ingress_kept(&piece) =>
+                {
+                    Some(piece)
+                }
+                Some(stale) => {
+                    self.release(&stale);
+                    None
+                }
+                None => None,
+            };
+            let piece = match kept {
+                Some(mut piece) => {
+                    piece.source = item.source();
+                    for (gateway, listener) in &piece.attached {
+                        if let Some(gateway) = gateways.get_mut(gateway) {
+                            gateway.count_attached(*listener);
+                        }
+                    }
+                    piece.place(CLUSTER_ORDER_BASE + orders);
+                    piece
+                }
+                None => {
+                    self.translated += 1;
+                    let base = CLUSTER_ORDER_BASE + orders;
+                    let piece = Piece::translate(
+                        objects,
+                        listeners,
+                        (&mut gateways, &mut canaries),
+                        (created, key),
+                        item,
+                        base,
+                    );
+                    self.acquire(&piece);
+                    piece
+                }
+            };
+            orders += piece.orders;
+            piece.emit(&mut out);
+            self.pieces.push(piece);
+        }
+        for gone in previous {
+            self.release(&gone);
+        }
+
+        let mut tail = Translation::new(objects, listeners, CLUSTER_ORDER_BASE + orders);
+        tail.canaries = canaries;
+        ingress::report_unused_canaries(&mut tail);
+        if settings.gateway_class.is_some() {
+            l4routes::translate_all(&mut tail, &mut gateways);
+        }
+        out.tcp_routes.append(&mut tail.tcp_routes);
+        out.problems.append(&mut tail.problems);
+        for (key, warnings) in std::mem::take(&mut tail.status.ingress_warnings) {
+            out.status
+                .ingress_warnings
+                .entry(key)
+                .or_default()
+                .extend(warnings);
+        }
+        for (key, gateway) in gateways {
+            out.status.gateways.insert(key, gateway.status());
+        }
+        let mut upstreams: BTreeMap<Name, Upstream> = self
+            .upstreams
+            .iter()
+            .map(|(name, (upstream, _))| (name.clone(), upstream.clone()))
+            .collect();
+        for upstream in [head.backends, tail.backends]
+            .into_iter()
+            .flat_map(|b| b.into_parts().0)
+        {
+            upstreams.entry(upstream.name.clone()).or_insert(upstream);
+        }
+        out.upstreams = upstreams.into_values().collect();
+        out.listeners = listeners.to_vec();
+        out
+    }
+
+    fn acquire(&mut self, piece: &Piece) {
+        for upstream in &piece.upstreams {
+            self.upstreams
+                .entry(upstream.name.clone())
+                .or_insert_with(|| (upstream.clone(), 0))
+                .1 += 1;
         }
     }
-    if let Some(class) = &settings.ingress_class {
-        for (key, ingress) in &objects.ingresses {
-            let ours = ingress
-                .spec
-                .as_ref()
-                .and_then(|s| s.ingress_class_name.as_deref())
-                == Some(class.as_str());
-            if ours {
-                let created = ingress.metadata.creation_timestamp.as_ref();
-                items.push((created, key, Item::Ingress(key, ingress)));
+
+    fn release(&mut self, piece: &Piece) {
+        for upstream in &piece.upstreams {
+            if let Some((_, uses)) = self.upstreams.get_mut(&upstream.name) {
+                *uses -= 1;
+                if *uses == 0 {
+                    self.upstreams.remove(&upstream.name);
+                }
             }
         }
     }
-    items.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    let ingresses: Vec<(&Key, &Ingress)> = items
-        .iter()
-        .filter_map(|(_, _, item)| match item {
-            Item::Ingress(key, ingress) => Some((*key, *ingress)),
-            Item::Route(..) => None,
-        })
-        .collect();
-    ingress::collect_canaries(&mut out, &ingresses);
-    let mut gateways = gateways;
-    for (_, _, item) in items {
-        match item {
-            Item::Route(key, route) => httproute::translate(&mut out, &mut gateways, key, route),
-            Item::Ingress(key, ingress) => ingress::translate(&mut out, key, ingress),
+}
+
+/// The kinds translated one object at a time (in this order where creation time and
+/// key are equal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ItemKind {
+    Route,
+    Ingress,
+}
+
+#[derive(Clone, Copy)]
+enum Item<'a> {
+    Route(&'a Arc<HttpRoute>),
+    Ingress(&'a Arc<Ingress>),
+}
+
+impl Item<'_> {
+    fn kind(self) -> ItemKind {
+        match self {
+            Item::Route(_) => ItemKind::Route,
+            Item::Ingress(_) => ItemKind::Ingress,
         }
     }
-    ingress::report_unused_canaries(&mut out);
-    if settings.gateway_class.is_some() {
-        l4routes::translate_all(&mut out, &mut gateways);
-    }
-    for (key, gateway) in gateways {
-        out.status.gateways.insert(key, gateway.status());
-    }
-    ClusterRoutes {
-        routes: out.routes,
-        tcp_routes: out.tcp_routes,
-        upstreams: out.backends.into_upstreams(),
-        certificates: out.certificates,
-        status: out.status,
-        problems: out.problems,
-        listeners: listeners.to_vec(),
-        auth: out.auth,
+
+    fn source(self) -> Source {
+        match self {
+            Item::Route(route) => Source::Route(route.clone()),
+            Item::Ingress(ingress) => Source::Ingress(ingress.clone()),
+        }
     }
 }
 
-/// Working state of one translation.
+/// The object a piece was translated from.
+enum Source {
+    Route(Arc<HttpRoute>),
+    Ingress(Arc<Ingress>),
+}
+
+impl Source {
+    /// Whether `item` translates as this did: the same allocation (untouched since), or
+    /// a new version that differs only in what translation does not read.
+    fn matches(&self, item: Item<'_>) -> bool {
+        match (self, item) {
+            (Source::Route(a), Item::Route(b)) => Arc::ptr_eq(a, b) || route_translates_same(a, b),
+            (Source::Ingress(a), Item::Ingress(b)) => {
+                Arc::ptr_eq(a, b) || ingress_translates_same(a, b)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What one HTTPRoute or Ingress translated to, and what it read to get there.
+struct Piece {
+    created: Option<Time>,
+    key: Key,
+    kind: ItemKind,
+    source: Source,
+    routes: Vec<Arc<Route>>,
+    tcp_routes: Vec<Arc<model::TcpRoute>>,
+    /// How many `order` numbers it takes, and the number before its first one as its
+    /// routes carry them now: when objects before it grow or shrink, its routes are
+    /// renumbered (copied), so every route keeps the order a full translation gives.
+    orders: usize,
+    base: usize,
+    upstreams: Vec<Upstream>,
+    certificates: Vec<ClusterCertificate>,
+    problems: Vec<String>,
+    auth: Vec<Arc<model::Authenticator>>,
+    route_status: Option<Arc<RouteStatus>>,
+    ingress_status: bool,
+    ingress_warnings: BTreeMap<Key, Vec<String>>,
+    /// Translated while canary Ingresses were around (and maybe joined by one).
+    with_canaries: bool,
+    /// The Gateway listeners it attached to (Gateway, listener index): their
+    /// `attachedRoutes` count it.
+    attached: Vec<(Key, usize)>,
+    reads: Reads,
+}
+
+impl Piece {
+    fn translate(
+        objects: &ClusterObjects,
+        listeners: &[ListenerFacts],
+        (gateways, canaries): (
+            &mut BTreeMap<Key, httproute::ServedGateway>,
+            &mut Vec<ingress::CanaryRoute>,
+        ),
+        (created, key): (Option<&Time>, &Key),
+        item: Item<'_>,
+        base: usize,
+    ) -> Piece {
+        let mut one = Translation::new(objects, listeners, base);
+        let with_canaries = !canaries.is_empty();
+        match item {
+            Item::Route(route) => httproute::translate(&mut one, gateways, key, route),
+            Item::Ingress(ingress) => {
+                one.canaries = std::mem::take(canaries);
+                ingress::translate(&mut one, key, ingress);
+                *canaries = std::mem::take(&mut one.canaries);
+            }
+        }
+        let (upstreams, services, grants) = one.backends.into_parts();
+        Piece {
+            created: created.cloned(),
+            key: key.clone(),
+            kind: item.kind(),
+            source: item.source(),
+            routes: one.routes,
+            tcp_routes: one.tcp_routes,
+            orders: one.order - base,
+            base,
+            upstreams,
+            certificates: one.certificates,
+            problems: one.problems,
+            auth: one.auth,
+            route_status: one.status.routes.into_values().next(),
+            ingress_status: !one.status.ingresses.is_empty(),
+            ingress_warnings: one.status.ingress_warnings,
+            with_canaries,
+            attached: one.attached,
+            reads: Reads {
+                gateways: one.gateway_reads,
+                services,
+                secrets: one.secret_reads,
+                grants,
+            },
+        }
+    }
+
+    /// Renumbers its routes to start after `base`.
+    fn place(&mut self, base: usize) {
+        if base == self.base {
+            return;
+        }
+        let moved = |order: usize| order - self.base + base;
+        for route in &mut self.routes {
+            let mut copy = (**route).clone();
+            copy.order = moved(copy.order);
+            *route = Arc::new(copy);
+        }
+        for route in &mut self.tcp_routes {
+            let mut copy = (**route).clone();
+            copy.order = moved(copy.order);
+            *route = Arc::new(copy);
+        }
+        self.base = base;
+    }
+
+    fn emit(&self, out: &mut ClusterRoutes) {
+        out.routes.extend(self.routes.iter().cloned());
+        out.tcp_routes.extend(self.tcp_routes.iter().cloned());
+        out.certificates.extend(self.certificates.iter().cloned());
+        out.problems.extend(self.problems.iter().cloned());
+        out.auth.extend(self.auth.iter().cloned());
+        if let Some(status) = &self.route_status {
+            out.status.routes.insert(self.key.clone(), status.clone());
+        }
+        if self.ingress_status {
+            out.status.ingresses.insert(self.key.clone());
+        }
+        for (key, warnings) in &self.ingress_warnings {
+            out.status
+                .ingress_warnings
+                .entry(key.clone())
+                .or_default()
+                .extend(warnings.iter().cloned());
+        }
+    }
+}
+
+/// The objects a translation looked up, found or not: when one of them changes, appears
+/// or goes, the piece is translated again.
+#[derive(Debug, Default)]
+struct Reads {
+    gateways: Vec<Key>,
+    services: Vec<Key>,
+    secrets: Vec<Key>,
+    /// Namespaces whose ReferenceGrants were consulted.
+    grants: Vec<String>,
+}
+
+/// The kinds pieces read, as a call found them: the next call compares its objects
+/// with these (pointers first) to know what changed.
+#[derive(Default)]
+struct Reread {
+    gateways: BTreeMap<Key, Arc<Gateway>>,
+    services: BTreeMap<Key, Arc<ServicePorts>>,
+    secrets: BTreeMap<Key, Arc<TlsSecret>>,
+    grants: BTreeMap<Key, Arc<ReferenceGrant>>,
+    opaque_secrets: BTreeMap<Key, Arc<OpaqueSecret>>,
+}
+
+impl Reread {
+    fn of(objects: &ClusterObjects) -> Reread {
+        Reread {
+            gateways: objects.gateways.clone(),
+            services: objects.services.clone(),
+            secrets: objects.secrets.clone(),
+            grants: objects.grants.clone(),
+            opaque_secrets: objects.opaque_secrets.clone(),
+        }
+    }
+
+    fn changes(&self, now: &ClusterObjects) -> Changed {
+        let grants = changed_keys(&self.grants, &now.grants, |a, b| a.spec == b.spec);
+        Changed {
+            gateways: changed_keys(&self.gateways, &now.gateways, |a, b| a.spec == b.spec),
+            services: changed_keys(&self.services, &now.services, |a, b| a == b),
+            secrets: changed_keys(&self.secrets, &now.secrets, |a, b| a == b),
+            grant_namespaces: grants.into_iter().map(|(namespace, _)| namespace).collect(),
+            opaque_secrets: !changed_keys(&self.opaque_secrets, &now.opaque_secrets, |a, b| a == b)
+                .is_empty(),
+        }
+    }
+}
+
+/// What differs between the objects of two calls, as translation reads them.
+#[derive(Default)]
+struct Changed {
+    gateways: HashSet<Key>,
+    services: HashSet<Key>,
+    secrets: HashSet<Key>,
+    grant_namespaces: HashSet<String>,
+    /// Any `Opaque` Secret (Ingress basic auth users): every Ingress is translated again.
+    opaque_secrets: bool,
+}
+
+impl Changed {
+    fn touches(&self, reads: &Reads) -> bool {
+        reads.gateways.iter().any(|k| self.gateways.contains(k))
+            || reads.services.iter().any(|k| self.services.contains(k))
+            || reads.secrets.iter().any(|k| self.secrets.contains(k))
+            || reads
+                .grants
+                .iter()
+                .any(|n| self.grant_namespaces.contains(n))
+    }
+}
+
+/// Keys in one map and not the other, or whose objects differ by `same`; a walk of both
+/// in key order, comparing pointers first.
+fn changed_keys<T>(
+    old: &BTreeMap<Key, Arc<T>>,
+    new: &BTreeMap<Key, Arc<T>>,
+    same: impl Fn(&T, &T) -> bool,
+) -> HashSet<Key> {
+    use std::cmp::Ordering;
+    let mut changed = HashSet::new();
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (a.peek().copied(), b.peek().copied()) {
+            (None, None) => return changed,
+            (Some((k, _)), None) => {
+                changed.insert(k.clone());
+                a.next();
+            }
+            (None, Some((k, _))) => {
+                changed.insert(k.clone());
+                b.next();
+            }
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                Ordering::Less => {
+                    changed.insert(ka.clone());
+                    a.next();
+                }
+                Ordering::Greater => {
+                    changed.insert(kb.clone());
+                    b.next();
+                }
+                Ordering::Equal => {
+                    if !Arc::ptr_eq(va, vb) && !same(va, vb) {
+                        changed.insert(ka.clone());
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+}
+
+/// Working state of one translation: of one HTTPRoute or Ingress, or of the Gateways and
+/// layer-4 routes around them.
 struct Translation<'a> {
     objects: &'a ClusterObjects,
     listeners: &'a [ListenerFacts],
@@ -330,9 +826,33 @@ struct Translation<'a> {
     /// Paths of canary Ingresses, joined to their main Ingress's routes.
     canaries: Vec<ingress::CanaryRoute>,
     order: usize,
+    /// Gateway listeners routes attached to: (Gateway, listener index).
+    attached: Vec<(Key, usize)>,
+    gateway_reads: Vec<Key>,
+    secret_reads: Vec<Key>,
 }
 
-impl Translation<'_> {
+impl<'a> Translation<'a> {
+    /// `order` is the number before the first one this translation gives out.
+    fn new(objects: &'a ClusterObjects, listeners: &'a [ListenerFacts], order: usize) -> Self {
+        Translation {
+            objects,
+            listeners,
+            backends: backends::Backends::new(objects),
+            routes: Vec::new(),
+            tcp_routes: Vec::new(),
+            certificates: Vec::new(),
+            status: Status::default(),
+            problems: Vec::new(),
+            auth: Vec::new(),
+            canaries: Vec::new(),
+            order,
+            attached: Vec::new(),
+            gateway_reads: Vec::new(),
+            secret_reads: Vec::new(),
+        }
+    }
+
     fn next_order(&mut self) -> usize {
         self.order += 1;
         self.order
@@ -344,6 +864,14 @@ impl Translation<'_> {
             .filter(|l| l.tls)
             .map(|l| l.name.clone())
             .collect()
+    }
+
+    /// A TLS Secret by namespace and name, noted as read.
+    fn secret(&mut self, namespace: &str, name: &str) -> Option<&'a TlsSecret> {
+        let key = (namespace.to_string(), name.to_string());
+        let found = self.objects.secrets.get(&key).map(|s| &**s);
+        self.secret_reads.push(key);
+        found
     }
 }
 

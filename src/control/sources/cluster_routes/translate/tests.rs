@@ -10,7 +10,7 @@ use super::*;
 use crate::config::model::{AuthKind, HostMatch, KubernetesSettings as Settings, ServicePort};
 use crate::snapshot::router::{RequestFacts, Router};
 
-fn settings() -> Settings {
+pub(super) fn settings() -> Settings {
     Settings {
         gateway_class: Some("edgegate".into()),
         ingress_class: Some("edgegate".into()),
@@ -18,7 +18,7 @@ fn settings() -> Settings {
     }
 }
 
-fn listeners() -> Vec<ListenerFacts> {
+pub(super) fn listeners() -> Vec<ListenerFacts> {
     vec![
         ListenerFacts {
             name: "web".into(),
@@ -41,51 +41,55 @@ fn listeners() -> Vec<ListenerFacts> {
     ]
 }
 
-fn key(ns: &str, name: &str) -> Key {
+pub(super) fn key(ns: &str, name: &str) -> Key {
     (ns.to_string(), name.to_string())
 }
 
-fn meta(ns: &str, name: &str, created: &str) -> Value {
+pub(super) fn meta(ns: &str, name: &str, created: &str) -> Value {
     json!({"namespace": ns, "name": name, "creationTimestamp": created, "generation": 2})
 }
 
-struct World(ClusterObjects);
+#[derive(Default)]
+pub(super) struct World(pub(super) ClusterObjects);
 
 impl World {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let mut objects = ClusterObjects::default();
         for (ns, svc) in [("apps", "web"), ("apps", "api"), ("other", "db")] {
             objects.services.insert(
                 key(ns, svc),
-                ServicePorts(vec![("http".into(), 80), ("admin".into(), 9000)]),
+                Arc::new(ServicePorts(vec![
+                    ("http".into(), 80),
+                    ("admin".into(), 9000),
+                ])),
             );
         }
         World(objects)
     }
 
-    fn gateway(mut self, ns: &str, name: &str, class: &str, listeners: Value) -> Self {
+    pub(super) fn gateway(mut self, ns: &str, name: &str, class: &str, listeners: Value) -> Self {
         let g = serde_json::from_value(json!({
             "metadata": meta(ns, name, "2026-01-01T00:00:00Z"),
             "spec": {"gatewayClassName": class, "listeners": listeners}
         }))
         .expect("gateway");
-        self.0.gateways.insert(key(ns, name), g);
+        self.0.gateways.insert(key(ns, name), Arc::new(g));
         self
     }
 
-    fn route(mut self, ns: &str, name: &str, created: &str, spec: Value) -> Self {
+    pub(super) fn route(mut self, ns: &str, name: &str, created: &str, spec: Value) -> Self {
         let r = serde_json::from_value(json!({"metadata": meta(ns, name, created), "spec": spec}))
             .expect("route");
-        self.0.routes.insert(key(ns, name), r);
+        self.0.routes.insert(key(ns, name), Arc::new(r));
         self
     }
 
-    fn ingress(mut self, ns: &str, name: &str, spec: Value) -> Self {
+    pub(super) fn ingress(mut self, ns: &str, name: &str, spec: Value) -> Self {
         let i = serde_json::from_value(json!({
             "metadata": meta(ns, name, "2026-01-02T00:00:00Z"), "spec": spec
         }))
         .expect("ingress");
-        self.0.ingresses.insert(key(ns, name), i);
+        self.0.ingresses.insert(key(ns, name), Arc::new(i));
         self
     }
 
@@ -101,11 +105,11 @@ impl World {
         metadata["annotations"] = annotations;
         let i =
             serde_json::from_value(json!({"metadata": metadata, "spec": spec})).expect("ingress");
-        self.0.ingresses.insert(key(ns, name), i);
+        self.0.ingresses.insert(key(ns, name), Arc::new(i));
         self
     }
 
-    fn grant(mut self, ns: &str, from_ns: &str) -> Self {
+    pub(super) fn grant(mut self, ns: &str, from_ns: &str) -> Self {
         let g = serde_json::from_value(json!({
             "metadata": meta(ns, "allow", "2026-01-01T00:00:00Z"),
             "spec": {
@@ -114,16 +118,16 @@ impl World {
             }
         }))
         .expect("grant");
-        self.0.grants.insert(key(ns, "allow"), g);
+        self.0.grants.insert(key(ns, "allow"), Arc::new(g));
         self
     }
 
-    fn translate(&self) -> ClusterRoutes {
+    pub(super) fn translate(&self) -> ClusterRoutes {
         translate(&self.0, &settings(), &listeners())
     }
 }
 
-fn http_gateway() -> World {
+pub(super) fn http_gateway() -> World {
     World::new().gateway(
         "apps",
         "edge",
@@ -133,7 +137,7 @@ fn http_gateway() -> World {
 }
 
 /// Routes a request through the compiled router the way the proxy does.
-fn route_for(
+pub(super) fn route_for(
     out: &ClusterRoutes,
     listener: &str,
     host: &str,
@@ -576,10 +580,10 @@ fn ingresses_of_our_class_serve_rules_default_backend_and_tls() {
         );
     world.0.secrets.insert(
         key("apps", "shop-tls"),
-        TlsSecret {
+        Arc::new(TlsSecret {
             cert: Bytes::from_static(b"CERT"),
             key: Bytes::from_static(b"KEY"),
-        },
+        }),
     );
     let out = world.translate();
     let exact = route_for(&out, "web", "shop.example.com", "/exact", &[]).expect("routed");
@@ -608,10 +612,10 @@ fn https_gateway_listeners_take_certificates_from_secrets() {
     );
     world.0.secrets.insert(
         key("apps", "site"),
-        TlsSecret {
+        Arc::new(TlsSecret {
             cert: Bytes::from_static(b"C"),
             key: Bytes::from_static(b"K"),
-        },
+        }),
     );
     let out = world.translate();
     assert_eq!(out.certificates.len(), 1);
@@ -658,6 +662,7 @@ fn ingress_auth_annotations_become_a_forward_authenticator_or_fail_closed() {
             .0
             .ingresses
             .get_mut(&key("apps", name))
+            .map(Arc::make_mut)
             .expect("ingress");
         ingress.metadata.annotations = serde_json::from_value(annotations).expect("annotations");
     };
@@ -785,6 +790,7 @@ fn ingress_basic_auth_reads_its_users_from_a_secret_or_fails_closed() {
             .0
             .ingresses
             .get_mut(&key("apps", name))
+            .map(Arc::make_mut)
             .expect("ingress")
             .metadata
             .annotations = Some(prefixed);
@@ -793,16 +799,16 @@ fn ingress_basic_auth_reads_its_users_from_a_secret_or_fails_closed() {
     world
         .0
         .opaque_secrets
-        .insert(key("apps", "users"), secret(&[("auth", &users)]));
+        .insert(key("apps", "users"), Arc::new(secret(&[("auth", &users)])));
     world
         .0
         .opaque_secrets
-        .insert(key("other", "team"), secret(&[("bob", &hash)]));
+        .insert(key("other", "team"), Arc::new(secret(&[("bob", &hash)])));
     let weak = format!("alice:{hash}\ncarol:{{SHA}}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n");
     world
         .0
         .opaque_secrets
-        .insert(key("apps", "weak"), secret(&[("auth", &weak)]));
+        .insert(key("apps", "weak"), Arc::new(secret(&[("auth", &weak)])));
     let out = world.translate();
     let basic = |name: &str| {
         let auth = out
@@ -884,6 +890,7 @@ fn an_ssl_passthrough_ingress_relays_its_hosts_on_tls_listeners() {
         .0
         .ingresses
         .get_mut(&key("apps", "secure"))
+        .map(Arc::make_mut)
         .expect("ingress")
         .metadata
         .annotations;
@@ -934,7 +941,10 @@ fn tls_routes_and_tcp_routes_attach_to_passthrough_and_tcp_listeners() {
             }
         }))
         .expect("tlsroute");
-    world.0.tls_routes.insert(key("apps", "secure"), tls);
+    world
+        .0
+        .tls_routes
+        .insert(key("apps", "secure"), Arc::new(tls));
     let tcp: crate::control::sources::cluster_routes::objects::TcpRoute =
         serde_json::from_value(json!({
             "metadata": meta("apps", "pg", "2026-01-03T00:00:00Z"),
@@ -944,7 +954,7 @@ fn tls_routes_and_tcp_routes_attach_to_passthrough_and_tcp_listeners() {
             }
         }))
         .expect("tcproute");
-    world.0.tcp_routes.insert(key("apps", "pg"), tcp);
+    world.0.tcp_routes.insert(key("apps", "pg"), Arc::new(tcp));
     // Attached to an HTTP listener, which admits no TCPRoute; and a backend not a Service.
     let misfit: crate::control::sources::cluster_routes::objects::TcpRoute =
         serde_json::from_value(json!({
@@ -955,7 +965,10 @@ fn tls_routes_and_tcp_routes_attach_to_passthrough_and_tcp_listeners() {
             }
         }))
         .expect("tcproute");
-    world.0.tcp_routes.insert(key("apps", "misfit"), misfit);
+    world
+        .0
+        .tcp_routes
+        .insert(key("apps", "misfit"), Arc::new(misfit));
     let odd: crate::control::sources::cluster_routes::objects::TcpRoute =
         serde_json::from_value(json!({
             "metadata": meta("apps", "odd", "2026-01-03T00:00:00Z"),
@@ -965,7 +978,7 @@ fn tls_routes_and_tcp_routes_attach_to_passthrough_and_tcp_listeners() {
             }
         }))
         .expect("tcproute");
-    world.0.tcp_routes.insert(key("apps", "odd"), odd);
+    world.0.tcp_routes.insert(key("apps", "odd"), Arc::new(odd));
     let out = world.translate();
     assert!(out.routes.is_empty(), "no HTTP route: {:?}", out.routes);
     let conditions = |kind: &'static str, name: &str| -> Vec<(&'static str, bool, &'static str)> {
@@ -1055,7 +1068,8 @@ fn a_tcp_route_crosses_namespaces_only_with_a_grant_to_tcp_routes() {
             "edgegate",
             json!([{"name": "db", "port": 5432, "protocol": "TCP"}]),
         );
-        let grant = serde_json::from_value(json!({
+        let grant: crate::control::sources::cluster_routes::objects::ReferenceGrant =
+            serde_json::from_value(json!({
             "metadata": meta("other", "allow", "2026-01-01T00:00:00Z"),
             "spec": {
                 "from": [{"group": "gateway.networking.k8s.io", "kind": from_kind, "namespace": "apps"}],
@@ -1063,7 +1077,10 @@ fn a_tcp_route_crosses_namespaces_only_with_a_grant_to_tcp_routes() {
             }
         }))
         .expect("grant");
-        world.0.grants.insert(key("other", "allow"), grant);
+        world
+            .0
+            .grants
+            .insert(key("other", "allow"), Arc::new(grant));
         let tcp: crate::control::sources::cluster_routes::objects::TcpRoute =
             serde_json::from_value(json!({
                 "metadata": meta("apps", "pg", "2026-01-03T00:00:00Z"),
@@ -1073,7 +1090,7 @@ fn a_tcp_route_crosses_namespaces_only_with_a_grant_to_tcp_routes() {
                 }
             }))
             .expect("tcproute");
-        world.0.tcp_routes.insert(key("apps", "pg"), tcp);
+        world.0.tcp_routes.insert(key("apps", "pg"), Arc::new(tcp));
         world.translate()
     };
     // A grant to HTTPRoutes does not let a TCPRoute in.
