@@ -484,6 +484,7 @@ impl Translator {
         }
         out.tcp_routes.append(&mut tail.tcp_routes);
         out.problems.append(&mut tail.problems);
+        out.status.l4_routes.append(&mut tail.status.l4_routes);
         for (key, warnings) in std::mem::take(&mut tail.status.ingress_warnings) {
             out.status
                 .ingress_warnings
