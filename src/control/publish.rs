@@ -575,7 +575,7 @@ pub fn not_applied_in_place(old: &Config, new: &Config) -> Vec<String> {
     let shortest = |c: &Config| c.listeners.iter().map(|l| l.idle_timeout).min();
     if shortest(old) != shortest(new) {
         out.push(
-            "listener idle_timeout changed: connections opened from now on use it, except HTTP/2 connections of listeners whose routes reach TLS or HTTP/2 upstreams (served by pingora-proxy), which keep the value the process started with until a restart"
+            "listener idle_timeout changed: connections opened from now on use it, except HTTP/2 connections of listeners whose routes reach TLS upstreams (served by pingora-proxy), which keep the value the process started with until a restart"
                 .to_string(),
         );
     }

@@ -8,14 +8,15 @@
 //! ```text
 //! handshake -> accept streams on one task: each stream is a future in a FuturesUnordered
 //!   per stream: one snapshot load -> the request core's decision (the same `decide` as
-//!   the HTTP/1.1 loop) -> a local answer, or the upstream exchange over the per-worker
-//!   HTTP/1.1 connection cache -> response head -> body as DATA frames, within the
-//!   client's flow-control window
+//!   the HTTP/1.1 loop) -> a local answer, or the upstream exchange: over the per-worker
+//!   HTTP/1.1 connection cache, or a multiplexed HTTP/2 session per endpoint for `http2`
+//!   upstreams (gRPC) -> response head -> body as DATA frames (and trailers), within
+//!   the client's flow-control window
 //! ```
 //!
-//! A listener whose routes reach an upstream over TLS or HTTP/2 (gRPC) keeps its HTTP/2
-//! clients on pingora-proxy, which holds those upstream sessions: the choice is made per
-//! connection, from the snapshot, when the connection opens.
+//! A listener whose routes reach an upstream over TLS keeps its HTTP/2 clients on
+//! pingora-proxy, which holds TLS upstream sessions: the choice is made per connection,
+//! from the snapshot, when the connection opens.
 
 mod io;
 mod stream;
