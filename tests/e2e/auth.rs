@@ -491,6 +491,63 @@ async fn jwks_from_a_url_follows_rotation_and_survives_an_outage() {
     }
 }
 
+/// A verified token is remembered, but only with the key set that verified it: once the
+/// provider drops its key (and the gateway has fetched the new set), the same token,
+/// accepted a moment ago, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_token_is_refused_once_its_key_leaves_the_set() {
+    let upstream = Upstream::start("app").await;
+    let first = Key::new("k1");
+    let second = Key::new("k2");
+    let served = Arc::new(Mutex::new(jwks(&[&first])));
+    let jwks_state = served.clone();
+    let (jwks_addr, _) = serve(move |_| {
+        let body = jwks_state.lock().expect("lock").clone();
+        (200, vec![("content-type", "application/json".into())], body)
+    })
+    .await;
+    let edge = start(
+        &format!(
+            "[auth.api]\ntype = \"jwt\"\njwks_url = \"http://{jwks_addr}/jwks.json\"\n\n\
+             [[routes]]\nname = \"api\"\nupstream = \"app\"\nauth = \"api\"\n\n\
+             [upstreams.app]\nendpoints = [\"{}\"]\n",
+            upstream.addr
+        ),
+        &[],
+    );
+    let old_token = format!("Bearer {}", first.token(claims("u", now() + 600)));
+    let new_token = format!("Bearer {}", second.token(claims("u", now() + 600)));
+    for _ in 0..3 {
+        let ok = edge
+            .get(Proto::H1, "/x", &[("authorization", &old_token)])
+            .await;
+        assert_eq!(ok.status(), 200);
+    }
+    *served.lock().expect("lock") = jwks(&[&second]);
+    let mut fetched = false;
+    for _ in 0..60 {
+        let response = edge
+            .get(Proto::H1, "/x", &[("authorization", &new_token)])
+            .await;
+        if response.status() == 200 {
+            fetched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(fetched, "the rotated key was never fetched");
+    for proto in EVERY {
+        let refused = edge
+            .get(proto, "/x", &[("authorization", &old_token)])
+            .await;
+        assert_eq!(
+            refused.status(),
+            401,
+            "{proto:?}: a dropped key's token passed"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_auth_passes_refuses_as_the_service_answers_and_fails_closed() {
     let upstream = Upstream::start("app").await;

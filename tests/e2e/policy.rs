@@ -560,4 +560,23 @@ async fn compressed_answers_decode_byte_exact_for_every_codec_on_every_protocol(
             "{sample}: {metrics}"
         );
     }
+    // An encoded answer is chunked anew: the HTTP/1.1 connection stays open for the next
+    // request (it closed after every compressed answer once).
+    let mut raw = crate::support::RawClient::connect(edge.gw.addr("web")).await;
+    let request = format!(
+        "POST /echo HTTP/1.1\r\nhost: app.test\r\naccept-encoding: gzip\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    for round in 0..2 {
+        raw.send(request.as_bytes()).await;
+        raw.send(&body).await;
+        let response = raw.response(false, Duration::from_secs(5)).await;
+        assert_eq!(response.status, 200, "request {round} on one connection");
+        assert!(
+            !response.head.has_token("connection", "close"),
+            "a compressed answer closed the connection: {:?}",
+            response.head.fields
+        );
+        assert!(response.head.has_token("content-encoding", "gzip"));
+    }
 }

@@ -7,9 +7,17 @@
 //! never verify). Keys from a URL are fetched at start, refreshed every
 //! [`REFRESH_EVERY`] and when an unknown `kid` arrives (at most once per
 //! [`REFETCH_AT_MOST`]); a failed fetch keeps the last good set.
+//!
+//! A verified token is remembered (by a hash of it) until it expires, for at most
+//! [`CACHE_FOR`], and only while the key set it was verified against is the current one:
+//! a signature check costs tens of microseconds (RS256) and a client sends the same
+//! token with every request.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::Digest;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -28,6 +36,20 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
 pub const REFETCH_AT_MOST: Duration = Duration::from_secs(10);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const JWKS_LIMIT: usize = 1 << 20;
+/// How long a verified token is believed without checking its signature again (never
+/// past its `exp`).
+pub const CACHE_FOR: Duration = Duration::from_secs(60);
+/// Entries at most; a full cache drops its expired entries, then everything.
+const CACHE_LIMIT: usize = 10_000;
+
+/// What a verified token let through, and until when.
+struct Verified {
+    until: Instant,
+    /// The key set it was verified against: a rotation (or a refetch) ends the entry.
+    keys: Arc<KeySet>,
+    user: Option<String>,
+    upstream: Vec<(HeaderName, HeaderValue)>,
+}
 
 /// Keys by `kid`, with the algorithm a key declares for itself, if any.
 #[derive(Default)]
@@ -87,6 +109,7 @@ struct State {
     /// When a fetch was last started; fetches are serialised here.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     client: Option<AuthClient>,
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
 }
 
 pub struct Jwt {
@@ -105,6 +128,7 @@ impl Jwt {
             keys: ArcSwap::from_pointee(keys),
             last_fetch: tokio::sync::Mutex::new(None),
             client,
+            verified: Mutex::new(HashMap::new()),
         });
         if state.client.is_some() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -120,6 +144,10 @@ impl Jwt {
         let Some(token) = token(fields, state.spec.cookie.as_deref()) else {
             return Outcome::Denied(LocalAnswer::unauthorized("Bearer".to_string()));
         };
+        let cache_key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some(allowed) = state.remembered(&cache_key) {
+            return allowed;
+        }
         let invalid = |why: &str| {
             tracing::debug!(reason = why, "token refused");
             Outcome::Denied(LocalAnswer::unauthorized(
@@ -157,11 +185,15 @@ impl Jwt {
             Err(e) => return invalid(&e.to_string()),
         };
         let upstream = claim_headers(&state.spec.claims_to_headers, &claims);
+        let user = claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .map(str::to_string);
+        if let Some(exp) = claims.get("exp").and_then(|e| e.as_u64()) {
+            state.remember(cache_key, exp, &keys, &user, &upstream);
+        }
         Outcome::Allowed {
-            user: claims
-                .get("sub")
-                .and_then(|s| s.as_str())
-                .map(str::to_string),
+            user,
             upstream,
             drop_authorization: false,
         }
@@ -169,6 +201,55 @@ impl Jwt {
 }
 
 impl State {
+    fn remembered(&self, key: &[u8; 32]) -> Option<Outcome> {
+        let current = self.keys.load();
+        let cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = cache.get(key)?;
+        (Arc::ptr_eq(&entry.keys, &current) && Instant::now() < entry.until).then(|| {
+            Outcome::Allowed {
+                user: entry.user.clone(),
+                upstream: entry.upstream.clone(),
+                drop_authorization: false,
+            }
+        })
+    }
+
+    fn remember(
+        &self,
+        key: [u8; 32],
+        exp: u64,
+        keys: &Arc<KeySet>,
+        user: &Option<String>,
+        upstream: &[(HeaderName, HeaderValue)],
+    ) {
+        let now_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        // Believed until `exp` itself: the clock skew allowance is for the first check.
+        let left = Duration::from_secs(exp.saturating_sub(now_unix)).min(CACHE_FOR);
+        if left.is_zero() {
+            return;
+        }
+        let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_LIMIT {
+            let now = Instant::now();
+            cache.retain(|_, v| v.until > now);
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            key,
+            Verified {
+                until: Instant::now() + left,
+                keys: keys.clone(),
+                user: user.clone(),
+                upstream: upstream.to_vec(),
+            },
+        );
+    }
+
     fn validation(&self, alg: Algorithm) -> Validation {
         let mut validation = Validation::new(alg);
         // The token's own algorithm, already checked against the list: the key must be

@@ -515,10 +515,12 @@ async fn relay_response<C: ClientIo>(
     } else {
         Output::Same
     };
+    // A dechunked answer to an HTTP/1.0 client ends at close; an encoded one is chunked
+    // anew and keeps the connection.
     let client_close = !meta.client_keepalive
         || !request_body_complete
         || framing == Framing::UntilClose
-        || output == Output::Dechunked;
+        || (output == Output::Dechunked && encoder.is_none());
 
     // The client's head.
     let out = &mut buffers.out;

@@ -166,17 +166,12 @@ where
             .reset(tokio::time::Instant::now() + DRAIN_GRACE);
     }
     loop {
+        // Streams first: every stream that can move does (queueing its frames) before
+        // the connection is polled again, which reads what came in and writes what was
+        // queued. Polled the other way round, a burst of answers would leave as one TLS
+        // record and one `send` each.
         tokio::select! {
-            accepted = connection.accept() => match accepted {
-                Some(Ok((request, respond))) => {
-                    streams.push(stream::serve(&shared, request, respond));
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(listener = %info.listener, client = %info.peer, error = %e, "HTTP/2 connection ended");
-                    break;
-                }
-                None => break,
-            },
+            biased;
             Some(end) = streams.next(), if !streams.is_empty() => {
                 match end {
                     StreamEnd::Refused if !draining => {
@@ -204,6 +199,16 @@ where
                     idle.as_mut().reset(tokio::time::Instant::now() + quiet);
                 }
             }
+            accepted = connection.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    streams.push(stream::serve(&shared, request, respond));
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(listener = %info.listener, client = %info.peer, error = %e, "HTTP/2 connection ended");
+                    break;
+                }
+                None => break,
+            },
             _ = shutdown.changed(), if !draining => {
                 // GOAWAY: streams in flight finish, new ones go to a live process.
                 draining = true;
