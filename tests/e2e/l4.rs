@@ -89,20 +89,23 @@ async fn a_mebibyte_echoes_byte_exact_and_a_half_close_is_passed_on() {
     let echo = echo_server().await;
     let gw = Gateway::start(&tcp_config(&[echo], ""));
     mebibyte_echo_with_half_close(&gw).await;
+    let line = gw.wait_for_log("tcp relay mode", WAIT);
+    assert!(line.contains("Splice"), "the default relay: {line}");
 }
 
-/// The same through the `splice(2)` relay: the bytes go socket -> pipe -> socket.
+/// The same through the userspace copy relay (`EDGEGATE_TCP_RELAY=copy`); the default,
+/// above, is the `splice(2)` relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_splice_relay_echoes_a_mebibyte_byte_exact_and_passes_a_half_close_on() {
+async fn the_copy_relay_echoes_a_mebibyte_byte_exact_and_passes_a_half_close_on() {
     let echo = echo_server().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("edgegate.toml");
     std::fs::write(&path, tcp_config(&[echo], "")).expect("write config");
-    let gw = Gateway::spawn(dir, path, &[("EDGEGATE_TCP_RELAY", "splice")]);
+    let gw = Gateway::spawn(dir, path, &[("EDGEGATE_TCP_RELAY", "copy")]);
     gw.wait_ready().await;
     mebibyte_echo_with_half_close(&gw).await;
     let line = gw.wait_for_log("tcp relay mode", WAIT);
-    assert!(line.contains("Splice"), "{line}");
+    assert!(line.contains("Copy"), "{line}");
 }
 
 async fn mebibyte_echo_with_half_close(gw: &Gateway) {
