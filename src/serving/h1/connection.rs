@@ -16,8 +16,7 @@ use super::{ClientIo, ConnectionInfo, Engine};
 use crate::config::model::Listener;
 use crate::pipeline::framing::MAX_REQUEST_HEAD;
 use crate::pipeline::{
-    decide, Decision, Exchange, InFlightGauge, Incoming, LocalAnswer, RequestContext,
-    UpstreamHeaders,
+    decide, Decision, Exchange, Incoming, LocalAnswer, RequestContext, UpstreamHeaders,
 };
 use crate::snapshot::pool::Pool;
 
@@ -255,21 +254,8 @@ async fn handle<C: ClientIo, A: ServerApp + Send + Sync + 'static>(
     let snapshot = core.snapshot.load_full();
     // Named by this request's snapshot: a listener renamed by a reload is matched
     // against the new routes under its new name, never the old one.
-    let listener = snapshot
-        .listener_name(info.bound)
-        .unwrap_or_else(|| info.listener.clone());
     let logging = snapshot.edges.access_log.is_some();
-    let mut ctx = RequestContext::new(snapshot, listener);
-    // The connection's gauge, unless a reload renamed its listener since it opened.
-    let gauge = if ctx.listener == info.listener {
-        in_flight.clone()
-    } else {
-        core.metrics
-            .requests_in_flight
-            .with_label_values(&[&ctx.listener])
-    };
-    ctx.in_flight_gauge = Some(InFlightGauge::enter(gauge));
-    ctx.downstream_tls = info.tls;
+    let mut ctx = info.request_context(core, snapshot, in_flight);
     let mut logged = Logged {
         method: head.method.clone(),
         path: String::new(),

@@ -52,6 +52,34 @@ pub struct ConnectionInfo {
     pub tls: bool,
 }
 
+impl ConnectionInfo {
+    /// A request's context on this connection. It is named by the request's snapshot (a
+    /// listener renamed by a reload is matched against the new routes under its new
+    /// name) and counted in the connection's in-flight gauge, looked up once when the
+    /// connection opened, unless that rename happened since.
+    pub fn request_context(
+        &self,
+        core: &Core,
+        snapshot: Arc<crate::snapshot::Snapshot>,
+        in_flight: &prometheus::IntGauge,
+    ) -> crate::pipeline::RequestContext {
+        let listener = snapshot
+            .listener_name(self.bound)
+            .unwrap_or_else(|| self.listener.clone());
+        let mut ctx = crate::pipeline::RequestContext::new(snapshot, listener);
+        let gauge = if ctx.listener == self.listener {
+            in_flight.clone()
+        } else {
+            core.metrics
+                .requests_in_flight
+                .with_label_values(&[&ctx.listener])
+        };
+        ctx.in_flight_gauge = Some(crate::pipeline::InFlightGauge::enter(gauge));
+        ctx.downstream_tls = self.tls;
+        ctx
+    }
+}
+
 /// What the loop needs of the proxy around it.
 pub struct Engine<A> {
     pub core: Core,

@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 use super::io::{self, DataWriter, PumpError};
 use super::upstream_h2;
 use crate::pipeline::{
-    decide, Core, Decision, Exchange, Failure as FailureKind, HeaderSink, InFlightGauge, Incoming,
-    LocalAnswer, RequestContext, ResponseHeaders, UpstreamHeaders,
+    decide, Core, Decision, Exchange, Failure as FailureKind, HeaderSink, Incoming, LocalAnswer,
+    RequestContext, ResponseHeaders, UpstreamHeaders,
 };
 use crate::serving::h1::body::{Limits, Never, Output, Transfer, CLIENT_TIMEOUT, COALESCE};
 use crate::serving::h1::forward::{
@@ -97,22 +97,7 @@ pub async fn serve<A: ServerApp + Send + Sync + 'static>(
 ) -> StreamEnd {
     let core = &shared.engine.core;
     let info = shared.info;
-    let snapshot = core.snapshot.load_full();
-    // Named by this request's snapshot: a listener renamed by a reload is matched
-    // against the new routes under its new name.
-    let listener = snapshot
-        .listener_name(info.bound)
-        .unwrap_or_else(|| info.listener.clone());
-    let mut ctx = RequestContext::new(snapshot, listener);
-    let gauge = if ctx.listener == info.listener {
-        shared.in_flight.clone()
-    } else {
-        core.metrics
-            .requests_in_flight
-            .with_label_values(&[&ctx.listener])
-    };
-    ctx.in_flight_gauge = Some(InFlightGauge::enter(gauge));
-    ctx.downstream_tls = info.tls;
+    let mut ctx = info.request_context(core, core.snapshot.load_full(), shared.in_flight);
     let (parts, mut body) = request.into_parts();
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let declared_length = parts
@@ -403,16 +388,7 @@ impl StreamExchange<'_> {
         head_end: usize,
         buffered: Option<&[u8]>,
     ) -> Attempt {
-        let upstream = &pool.upstream;
-        let key = CacheKey {
-            group: pool.group_key,
-            address,
-        };
-        let limits = Limits {
-            read: upstream.read_timeout,
-            write: upstream.write_timeout,
-            deadline: deadline(self.ctx),
-        };
+        let (key, limits) = endpoint_limits(pool, address, self.ctx);
         let sending = Sending {
             core: self.core,
             ctx: self.ctx,
@@ -466,15 +442,7 @@ impl StreamExchange<'_> {
     /// once (a gRPC call may stream both ways), each within its receiver's window.
     async fn attempt_h2(&mut self, pool: &Pool, address: SocketAddr, fresh: bool) -> Attempt {
         let upstream = &pool.upstream;
-        let key = CacheKey {
-            group: pool.group_key,
-            address,
-        };
-        let limits = Limits {
-            read: upstream.read_timeout,
-            write: upstream.write_timeout,
-            deadline: deadline(self.ctx),
-        };
+        let (key, limits) = endpoint_limits(pool, address, self.ctx);
         let Some(request) = self
             .h2_request
             .as_ref()
@@ -978,4 +946,20 @@ impl H2Request {
         *request.headers_mut() = self.fields.clone();
         request
     }
+}
+
+/// The connection-cache key of an endpoint of `pool`, and the time limits of one attempt
+/// on it (its per-operation timeouts, within the route's budget).
+fn endpoint_limits(pool: &Pool, address: SocketAddr, ctx: &RequestContext) -> (CacheKey, Limits) {
+    let upstream = &pool.upstream;
+    let key = CacheKey {
+        group: pool.group_key,
+        address,
+    };
+    let limits = Limits {
+        read: upstream.read_timeout,
+        write: upstream.write_timeout,
+        deadline: deadline(ctx),
+    };
+    (key, limits)
 }
