@@ -56,7 +56,10 @@ Environment (defaults in brackets):
                  edgegate_jwt_rs256, edgegate_jwt_es256 = the edgegate binary with its
                  route behind a jwt authenticator (JWKS file), wrk sending a valid RS256
                  or ES256 token; edgegate_basic = behind basic auth (a bcrypt users file),
-                 wrk sending the right password, verified once and then cached
+                 wrk sending the right password, verified once and then cached;
+                 edgegate_token = the plain route, wrk sending the RS256 row's token
+                 (which nothing checks): the same bytes on the wire as
+                 edgegate_jwt_rs256, so the two differ by the verification alone
                  (the three: http_keepalive, https_keepalive and h2_tls only)
   SCENARIOS      scenarios to run, or "all"         [all]
                  all = $ALL_SCENARIOS
@@ -156,9 +159,9 @@ PIN=${PIN:-auto}
 READY_TIMEOUT=${READY_TIMEOUT:-10}   # seconds to wait for a process to answer
 
 read -r -a PROXY_LIST <<<"$PROXIES"
-AUTH_ROWS="edgegate_jwt_rs256 edgegate_jwt_es256 edgegate_basic"
+AUTH_ROWS="edgegate_jwt_rs256 edgegate_jwt_es256 edgegate_basic edgegate_token"
 for p in "${PROXY_LIST[@]}"; do
-  case "$p" in edgegate|edgegate_base|edgegate_traced|edgegate_logged|edgegate_jwt_rs256|edgegate_jwt_es256|edgegate_basic|edgegate_policy|edgegate_zstd|edgegate_br|edgegate_redis|bare_pingora|nginx|haproxy) ;; *) echo "unknown proxy in PROXIES: $p" >&2; exit 2 ;; esac
+  case "$p" in edgegate|edgegate_base|edgegate_traced|edgegate_logged|edgegate_jwt_rs256|edgegate_jwt_es256|edgegate_basic|edgegate_token|edgegate_policy|edgegate_zstd|edgegate_br|edgegate_redis|bare_pingora|nginx|haproxy) ;; *) echo "unknown proxy in PROXIES: $p" >&2; exit 2 ;; esac
 done
 FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-64}
 PROBE_CONNECTIONS=${PROBE_CONNECTIONS:-16}
@@ -784,6 +787,12 @@ start_proxy_edgegate_logged() {
 start_proxy_edgegate_jwt_rs256() { start_auth_row edgegate_jwt_rs256 bench_jwt "$RS256_HEADER" "${1:-plain}"; }
 start_proxy_edgegate_jwt_es256() { start_auth_row edgegate_jwt_es256 bench_jwt "$ES256_HEADER" "${1:-plain}"; }
 start_proxy_edgegate_basic() { start_auth_row edgegate_basic bench_basic "$BASIC_HEADER" "${1:-plain}"; }
+# The RS256 token on the plain route: a JWT row's request is some 600 bytes longer than
+# the plain row's, and those bytes cost (read, parsed, forwarded) with or without a check.
+start_proxy_edgegate_token() {
+  [[ -n $RS256_HEADER ]] || die "edgegate_token: no token made (make_auth_fixtures)"
+  ROW_HEADER=$RS256_HEADER start_edgegate_as edgegate_token "$EDGEGATE_BIN" "${1:-plain}"
+}
 
 declare -A PROXY_HEADER=()       # proxy -> request header its load carries (auth rows)
 start_auth_row() {  # row-name authenticator header mode
@@ -1786,6 +1795,7 @@ version_of() {
     edgegate_jwt_rs256|edgegate_jwt_es256)
       echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), the route behind jwt (JWKS file), ${1#edgegate_jwt_} tokens" ;;
     edgegate_basic) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), the route behind basic auth (bcrypt cost $BCRYPT_COST), a cached credential" ;;
+    edgegate_token) echo "$("$EDGEGATE_BIN" --version 2>&1 | head -n 1), the plain route, the RS256 token sent but not checked" ;;
     bare_pingora)
       echo "examples/bare_pingora.rs ($BARE_PINGORA_BIN), pingora $(awk '$0 == "name = \"pingora\"" { getline; gsub(/"/, "", $3); print $3; exit }' "$REPO/Cargo.lock" 2>/dev/null)" ;;
     nginx) nginx -v 2>&1 | head -n 1 || true ;;
@@ -1851,6 +1861,8 @@ summarize_rates() {  # scenario
         p = names[i]
         if (p ~ /^edgegate_(jwt_|basic)/ && (p in nr) && ("edgegate" in nr) && C["edgegate"] + 0 > 0)
           printf "  %s: %+.1f%% CPU per request against the edgegate row (bar: at most +10%%)\n", p, 100 * (C[p] / C["edgegate"] - 1)
+        if (p == "edgegate_jwt_rs256" && (p in nr) && ("edgegate_token" in nr) && C["edgegate_token"] + 0 > 0)
+          printf "  %s: %+.1f%% CPU per request against edgegate_token (the same request, unchecked): the verification alone\n", p, 100 * (C[p] / C["edgegate_token"] - 1)
       }
       for (p in err) if (err[p] > 0) printf "  WARNING: %s had %d errors/non-2xx responses; its numbers are suspect\n", p, err[p]
     }' "$RESULTS"

@@ -333,7 +333,7 @@ impl State {
 }
 
 /// The token: from the named cookie when one is configured, else `Authorization: Bearer`.
-fn token<F: Fields>(fields: &F, cookie: Option<&str>) -> Option<String> {
+fn token<'a, F: Fields>(fields: &'a F, cookie: Option<&str>) -> Option<&'a str> {
     if let Some(name) = cookie {
         return fields
             .each()
@@ -342,7 +342,7 @@ fn token<F: Fields>(fields: &F, cookie: Option<&str>) -> Option<String> {
             .find_map(|pair| {
                 let pair = std::str::from_utf8(pair).ok()?.trim();
                 let (n, v) = pair.split_once('=')?;
-                (n == name && !v.is_empty()).then(|| v.to_string())
+                (n == name && !v.is_empty()).then_some(v)
             });
     }
     let value = std::str::from_utf8(fields.first("authorization")?)
@@ -350,7 +350,7 @@ fn token<F: Fields>(fields: &F, cookie: Option<&str>) -> Option<String> {
         .trim();
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_string())
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The configured claims as header values: strings as they are, anything else as JSON.
