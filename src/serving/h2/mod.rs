@@ -201,7 +201,10 @@ where
             }
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    streams.push(stream::serve(&shared, request, respond));
+                    // Boxed where it is made: the stream's state machine (a few KiB,
+                    // every step of the exchange inline) is then written once, to the
+                    // heap, not copied again into the set's task.
+                    streams.push(Box::pin(stream::serve(&shared, request, respond)));
                 }
                 Some(Err(e)) => {
                     tracing::debug!(listener = %info.listener, client = %info.peer, error = %e, "HTTP/2 connection ended");
