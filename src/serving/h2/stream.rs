@@ -973,3 +973,26 @@ fn endpoint_limits(pool: &Pool, address: SocketAddr, ctx: &RequestContext) -> (C
     };
     (key, limits)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_new_in_every_message_are_never_indexed_and_other_fields_may_be() {
+        let mut fields = H2Fields(http::HeaderMap::new());
+        fields.put(b"x-request-id", b"0b5c6a34-8f1e-4c55-9d2a-6a4f0d7e9b10");
+        fields.put(
+            b"traceparent",
+            b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        );
+        fields.put(b"content-type", b"text/plain");
+        fields.put(b"connection", b"close");
+        let sensitive = |name: &str| fields.0.get(name).map(http::HeaderValue::is_sensitive);
+        assert_eq!(sensitive("x-request-id"), Some(true));
+        assert_eq!(sensitive("traceparent"), Some(true));
+        assert_eq!(sensitive("content-type"), Some(false));
+        // Connection-specific fields never reach an HTTP/2 head.
+        assert_eq!(sensitive("connection"), None);
+    }
+}
