@@ -97,12 +97,16 @@ impl Checkers {
 /// Per process: cache keys cannot be computed from a guessed password elsewhere.
 static SALT: LazyLock<[u8; 32]> = LazyLock::new(rand::random);
 
+/// One check's answer, shared by the requests waiting for it: `None` when the check
+/// threads stayed busy.
+type Verdict = OnceCell<Option<bool>>;
+
 pub struct Basic {
     challenge: String,
     users: HashMap<String, String>,
     cache: Mutex<HashMap<[u8; 32], (Instant, String)>>,
     /// The checks running now, by credential, for requests that carry one at once.
-    checking: Mutex<HashMap<[u8; 32], Arc<OnceCell<Option<bool>>>>>,
+    checking: Mutex<HashMap<[u8; 32], Arc<Verdict>>>,
     /// Hashes verified since this authenticator was compiled.
     checks_started: std::sync::atomic::AtomicU64,
 }

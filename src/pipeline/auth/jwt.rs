@@ -154,7 +154,7 @@ impl Jwt {
                 "Bearer error=\"invalid_token\"".to_string(),
             ))
         };
-        let header = match jsonwebtoken::decode_header(&token) {
+        let header = match jsonwebtoken::decode_header(token) {
             Ok(header) => header,
             Err(e) => return invalid(&e.to_string()),
         };
@@ -177,7 +177,7 @@ impl Jwt {
             return invalid("no key for the token's kid");
         };
         let claims = match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-            &token,
+            token,
             key,
             &state.validation(header.alg),
         ) {
@@ -383,8 +383,8 @@ mod tests {
             HeaderValue::from_static("Bearer abc.def.ghi"),
         );
         fields.insert("cookie", HeaderValue::from_static("a=1; session=tok.en.x"));
-        assert_eq!(token(&fields, None).as_deref(), Some("abc.def.ghi"));
-        assert_eq!(token(&fields, Some("session")).as_deref(), Some("tok.en.x"));
+        assert_eq!(token(&fields, None), Some("abc.def.ghi"));
+        assert_eq!(token(&fields, Some("session")), Some("tok.en.x"));
         assert_eq!(token(&fields, Some("other")), None);
         fields.insert("authorization", HeaderValue::from_static("Basic abc"));
         assert_eq!(token(&fields, None), None);
