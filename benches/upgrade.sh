@@ -38,16 +38,51 @@ for tool in wrk "$NGINX_BIN" "$EDGEGATE_BIN" python3; do
 done
 
 tmp=$(mktemp -d)
-pids=()
+# Every process this script starts carries this tag in its environment, and so do the
+# processes those start: the edgegate each `edgegate upgrade` creates (a pid this
+# script never sees, whose parent exits), wrk. On exit whatever still carries it is
+# stopped, by pid; a pid noted earlier could by then belong to someone else.
+tag="$$-$RANDOM$RANDOM"
+export EDGEGATE_UPGRADE_BENCH=$tag
+# The live processes whose environment holds the tag.
+tagged() {
+  python3 - "EDGEGATE_UPGRADE_BENCH=$tag" <<'PY'
+import os, sys
+want = sys.argv[1].encode()
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            if want in f.read().split(b"\0"):
+                print(pid)
+    except OSError:
+        pass
+PY
+}
 cleanup() {
-  # Only processes this script started (and the nginx masters and edgegate processes
-  # they started, found by the pid files and logs in $tmp).
-  for pid in "${pids[@]}" $(cat "$tmp"/*.pid "$tmp"/*.pid.oldbin 2>/dev/null || true); do
-    kill -KILL "$pid" 2>/dev/null || true
+  # What cleanup itself starts must not carry the tag.
+  export -n EDGEGATE_UPGRADE_BENCH
+  # nginx rewrites its environment (and a new master gets another one): its masters
+  # are found by their pid files instead, while they are nginx, and their workers as
+  # their children.
+  local pid pids masters
+  pids=$(tagged)
+  masters=$(cat "$tmp"/*.pid "$tmp"/*.pid.oldbin 2>/dev/null || true)
+  for pid in $masters; do
+    [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == nginx ]] || continue
+    pids+=" $pid $(pgrep -P "$pid" | tr '\n' ' ')"
+  done
+  for pid in $pids; do
+    [[ "$pid" == "$$" ]] || kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in $pids; do
+    [[ "$pid" == "$$" ]] || wait_gone "$pid" 2 || kill -KILL "$pid" 2>/dev/null || true
   done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+# Ctrl-C or a TERM ends the script through the EXIT trap too.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -110,10 +145,10 @@ address = "127.0.0.1:$port"
 name = "pong"
 respond = { status = 200, body = "pong\n" }
 EOF
-  # The upgrade's info lines name the new process (pid=...), to stop it afterwards.
-  RUST_LOG=warn,edgegate::upgrade=info "$EDGEGATE_BIN" run --config "$tmp/edgegate.toml" </dev/null 2>"$log" &
+  # The new process's info lines name it (pid=...), to stop it before the next run
+  # (`edgegate::upgrade` named no module: the new process was left running).
+  RUST_LOG=warn,edgegate::serving::upgrade=info "$EDGEGATE_BIN" run --config "$tmp/edgegate.toml" </dev/null 2>"$log" &
   local old=$!
-  pids+=("$old")
   wait_http "http://127.0.0.1:$port/"
   wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/" \
     >"$tmp/wrk-edgegate-$round.txt" 2>&1 &
@@ -136,7 +171,12 @@ EOF
   # The new process, named in the log: stop it before the next run.
   local new
   new=$(grep -ao 'pid=[0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || true)
-  [[ -n "$new" ]] && { pids+=("$new"); kill -TERM "$new" 2>/dev/null || true; wait_gone "$new" 15 || true; }
+  if [[ -n "$new" ]]; then
+    kill -TERM "$new" 2>/dev/null || true
+    wait_gone "$new" 15 || true
+  else
+    echo "warning: the upgraded edgegate did not log its pid; it is stopped on exit" >&2
+  fi
   echo "edgegate $(summarise "$tmp/wrk-edgegate-$round.txt") $exited"
 }
 

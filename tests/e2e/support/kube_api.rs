@@ -648,6 +648,10 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>, mut stop: oneshot
 }
 
 async fn serve_connection(tcp: TcpStream, inner: Arc<Inner>) {
+    // As on a real API server (Go sets TCP_NODELAY on every connection): with Nagle, a
+    // watch event written while the previous one is unacknowledged waits for the
+    // client's delayed ACK, about 40 ms (benches/README.md, cluster_routes.rs).
+    let _ = tcp.set_nodelay(true);
     let Ok(tls) = inner.tls.accept(tcp).await else {
         return;
     };
