@@ -114,17 +114,8 @@ pub async fn pump<W: AsyncWrite + Unpin>(
         let wait = limits
             .deadline
             .map_or(client_limit, |_| limits.read_limit().min(client_limit));
-        let data = match tokio::time::timeout(wait, body.data()).await {
-            Err(_)
-                if limits
-                    .deadline
-                    .is_some_and(|d| std::time::Instant::now() >= d) =>
-            {
-                return Err(PumpError::RouteTimeout)
-            }
-            Err(_) | Ok(Some(Err(_))) => return Err(PumpError::ClientGone),
-            Ok(None) => break,
-            Ok(Some(Ok(data))) => data,
+        let Some(data) = next_data(body, wait, &limits).await? else {
+            break;
         };
         if data.is_empty() {
             // An empty DATA frame (often the one that ends the stream): as a chunk, it
@@ -165,4 +156,26 @@ pub async fn pump<W: AsyncWrite + Unpin>(
         }
     }
     Ok(sent)
+}
+
+/// The next DATA piece of `body` within `wait`; `None` at its end. A wait that ran into
+/// the route's deadline is the route's timeout; any other silence or a reset means the
+/// sender is gone.
+pub async fn next_data(
+    body: &mut RecvStream,
+    wait: Duration,
+    limits: &Limits,
+) -> Result<Option<Bytes>, PumpError> {
+    match tokio::time::timeout(wait, body.data()).await {
+        Err(_)
+            if limits
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d) =>
+        {
+            Err(PumpError::RouteTimeout)
+        }
+        Err(_) | Ok(Some(Err(_))) => Err(PumpError::ClientGone),
+        Ok(None) => Ok(None),
+        Ok(Some(Ok(data))) => Ok(Some(data)),
+    }
 }

@@ -268,6 +268,18 @@ enum Attempt {
     ClientReset,
 }
 
+/// An HTTP/2 upstream session that failed a stream before its answer: a kept session
+/// the upstream had closed meanwhile is no retry when nothing but the head was sent.
+fn session_failed(e: h2::Error, reused: bool, no_body: bool) -> Attempt {
+    if reused && no_body {
+        return Attempt::Stale;
+    }
+    Attempt::Failed {
+        failure: Failure::Reset(std::io::Error::other(e)),
+        repeatable: no_body,
+    }
+}
+
 /// How far an attempt got before the response head arrived.
 enum Sent {
     Head {
@@ -477,17 +489,7 @@ impl StreamExchange<'_> {
         };
         let (response, upstream_send) = match session.send_request(request, no_body) {
             Ok(pair) => pair,
-            Err(e) => {
-                let failure = Failure::Reset(std::io::Error::other(e));
-                return if reused && no_body {
-                    Attempt::Stale
-                } else {
-                    Attempt::Failed {
-                        failure,
-                        repeatable: no_body,
-                    }
-                };
-            }
+            Err(e) => return session_failed(e, reused, no_body),
         };
         let max_size = self.meta.max_body_size;
         // The mirror's copy is fed as the body streams, and leaves once it is whole.
@@ -534,17 +536,7 @@ impl StreamExchange<'_> {
                         repeatable: no_body,
                     };
                 }
-                Ok(Err(e)) => {
-                    let failure = Failure::Reset(std::io::Error::other(e));
-                    return if reused && no_body {
-                        Attempt::Stale
-                    } else {
-                        Attempt::Failed {
-                            failure,
-                            repeatable: no_body,
-                        }
-                    };
-                }
+                Ok(Err(e)) => return session_failed(e, reused, no_body),
                 Ok(Ok(response)) => response,
             };
             let (parts, mut upstream_body) = response.into_parts();

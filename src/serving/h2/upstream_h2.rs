@@ -103,17 +103,8 @@ pub async fn relay(
     let mut moved = 0u64;
     loop {
         let wait = limits.read_limit().min(read_limit);
-        let data = match tokio::time::timeout(wait, from.data()).await {
-            Err(_)
-                if limits
-                    .deadline
-                    .is_some_and(|d| std::time::Instant::now() >= d) =>
-            {
-                return Err(PumpError::RouteTimeout)
-            }
-            Err(_) | Ok(Some(Err(_))) => return Err(PumpError::ClientGone),
-            Ok(None) => break,
-            Ok(Some(Ok(data))) => data,
+        let Some(data) = super::io::next_data(from, wait, &limits).await? else {
+            break;
         };
         let len = data.len();
         if let Some(copy) = copy.as_deref_mut() {
